@@ -1,0 +1,267 @@
+/**
+ * Agent configuration: one YAML or JSON file plus GUTS_UPGRADE_* environment
+ * overrides. Everything the agent executes (paths, migration/verify/smoke argv)
+ * comes from here, never from the network.
+ *
+ * Env overrides: GUTS_UPGRADE_<SECTION>__<KEY> with keys in SNAKE_CASE, e.g.
+ * GUTS_UPGRADE_COORDINATOR__TOKEN, GUTS_UPGRADE_CHECKS__READY_TIMEOUT_MS, and
+ * for top-level keys GUTS_UPGRADE_NODE_ID, GUTS_UPGRADE_STATE_DIR.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import YAML from 'yaml';
+import { CodedError } from '@guts-upgrade/protocol';
+
+export const DEFAULT_CONFIG_PATH = '/etc/guts-upgrade/agent.yaml';
+
+export interface AgentConfig {
+  nodeId: string;
+  coordinator: { url: string | null; token: string | null; tokenFile: string | null; reconnectMaxMs: number };
+  service: {
+    driver: 'systemd' | 'process';
+    /** systemd unit name. */
+    name: string;
+    /** process driver: argv after the binary; placeholders {binary} {config} {dataDir}. */
+    args: string[];
+    env: Record<string, string>;
+    pidFile: string;
+    logFile: string;
+    stopTimeoutMs: number;
+  };
+  node: {
+    binary: string;
+    dataDir: string;
+    config: string;
+    apiUrl: string;
+    metricsUrl: string | null;
+  };
+  stateDir: string;
+  stagingDir: string;
+  backup: { dir: string; retention: number; schedule: string | null };
+  fetch: { retries: number; backoffMs: number; timeoutMs: number };
+  checks: {
+    readyTimeoutMs: number;
+    syncTimeoutMs: number;
+    syncDistance: number;
+    advanceWindowMs: number;
+    stabilizeMs: number;
+    minPeers: number;
+    httpTimeoutMs: number;
+    commandTimeoutMs: number;
+    maxErrorRateIncrease: number;
+    maxLatencyFactor: number;
+    minLatencyMs: number;
+  };
+  commands: { migrate: string[] | null; verify: string[] | null; smoke: string[] | null };
+  /** PEM text (resolved from a path when the value is a file). */
+  releasePublicKey: string | null;
+  logLevel: string;
+  /** Disk space kept free beyond backup + artifact, bytes. */
+  diskMarginBytes: number;
+}
+
+type Kind = 'string' | 'nstring' | 'int' | 'number' | 'argv' | 'nargv' | 'env' | 'enum';
+interface Field { kind: Kind; dflt?: unknown; values?: string[]; min?: number; required?: boolean }
+
+const S = (dflt?: string, required = false): Field => ({ kind: 'string', dflt, required });
+const NS = (dflt: string | null = null): Field => ({ kind: 'nstring', dflt });
+const I = (dflt: number, min = 0): Field => ({ kind: 'int', dflt, min });
+const N = (dflt: number, min = 0): Field => ({ kind: 'number', dflt, min });
+
+const SCHEMA: Record<string, Field | Record<string, Field>> = {
+  nodeId: S(undefined, true),
+  coordinator: { url: NS(), token: NS(), tokenFile: NS(), reconnectMaxMs: I(30_000, 100) },
+  service: {
+    driver: { kind: 'enum', values: ['systemd', 'process'], dflt: 'systemd' },
+    name: S('guts-node'),
+    args: { kind: 'argv', dflt: ['--config', '{config}'] },
+    env: { kind: 'env', dflt: {} },
+    pidFile: NS(),
+    logFile: NS(),
+    stopTimeoutMs: I(30_000, 100),
+  },
+  node: {
+    binary: S('/usr/local/bin/guts-node'),
+    dataDir: S('/var/lib/guts/data'),
+    config: S('/etc/guts/config.yaml'),
+    apiUrl: S('http://127.0.0.1:8080'),
+    metricsUrl: NS('http://127.0.0.1:9090/metrics'),
+  },
+  stateDir: S('/var/lib/guts-upgrade'),
+  stagingDir: NS(),
+  backup: { dir: NS(), retention: I(3, 1), schedule: NS() },
+  fetch: { retries: I(5), backoffMs: I(500), timeoutMs: I(60_000, 100) },
+  checks: {
+    readyTimeoutMs: I(120_000, 100),
+    syncTimeoutMs: I(300_000, 100),
+    syncDistance: I(5),
+    advanceWindowMs: I(10_000),
+    stabilizeMs: I(5_000),
+    minPeers: I(0),
+    httpTimeoutMs: I(3_000, 50),
+    commandTimeoutMs: I(600_000, 100),
+    maxErrorRateIncrease: N(0.05),
+    maxLatencyFactor: N(3),
+    minLatencyMs: N(50),
+  },
+  commands: { migrate: { kind: 'nargv', dflt: null }, verify: { kind: 'nargv', dflt: null }, smoke: { kind: 'nargv', dflt: null } },
+  releasePublicKey: NS(),
+  logLevel: { kind: 'enum', values: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], dflt: 'info' },
+  diskMarginBytes: I(64 * 1024 * 1024),
+};
+
+function isField(v: Field | Record<string, Field>): v is Field {
+  return typeof (v as Field).kind === 'string';
+}
+
+function snake(key: string): string {
+  return key.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
+}
+
+function bad(key: string, reason: string): never {
+  throw new CodedError('E_CONFIG', `config ${key}: ${reason}`, { key });
+}
+
+function coerce(key: string, f: Field, raw: unknown, fromEnv: boolean): unknown {
+  if (raw === undefined) {
+    if (f.required) bad(key, 'is required');
+    return f.dflt;
+  }
+  if (raw === null || raw === '') {
+    if (f.kind === 'nstring' || f.kind === 'nargv') return null;
+    if (f.required || f.dflt === undefined) bad(key, 'is required');
+    return f.dflt;
+  }
+  switch (f.kind) {
+    case 'string':
+    case 'nstring':
+      if (typeof raw !== 'string') bad(key, `must be a string, got ${JSON.stringify(raw)}`);
+      return raw;
+    case 'enum':
+      if (typeof raw !== 'string' || !f.values!.includes(raw)) bad(key, `must be one of ${f.values!.join(', ')}, got ${JSON.stringify(raw)}`);
+      return raw;
+    case 'int':
+    case 'number': {
+      const n = typeof raw === 'number' ? raw : fromEnv && typeof raw === 'string' ? Number(raw) : NaN;
+      if (!Number.isFinite(n)) bad(key, `must be a number, got ${JSON.stringify(raw)}`);
+      if (f.kind === 'int' && !Number.isInteger(n)) bad(key, `must be an integer, got ${n}`);
+      if (n < (f.min ?? 0)) bad(key, `must be >= ${f.min ?? 0}, got ${n}`);
+      return n;
+    }
+    case 'argv':
+    case 'nargv': {
+      let v = raw;
+      if (fromEnv && typeof raw === 'string') {
+        try { v = JSON.parse(raw); } catch { bad(key, 'must be a JSON array of strings in the environment'); }
+      }
+      if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) bad(key, 'must be an array of strings (an argv, never a shell string)');
+      if (f.kind === 'nargv' && (v as string[]).length === 0) bad(key, 'must not be empty (omit it instead)');
+      return v;
+    }
+    case 'env': {
+      let v = raw;
+      if (fromEnv && typeof raw === 'string') {
+        try { v = JSON.parse(raw); } catch { bad(key, 'must be a JSON object in the environment'); }
+      }
+      if (!v || typeof v !== 'object' || Array.isArray(v) || !Object.values(v).every((x) => typeof x === 'string')) {
+        bad(key, 'must be a mapping of strings');
+      }
+      return v;
+    }
+  }
+}
+
+export function parseConfigText(text: string, file: string): Record<string, unknown> {
+  let doc: unknown;
+  try {
+    doc = file.endsWith('.json') ? JSON.parse(text) : YAML.parse(text);
+  } catch (err) {
+    throw new CodedError('E_CONFIG', `config file ${file} does not parse: ${(err as Error).message}`);
+  }
+  if (doc == null) return {};
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw new CodedError('E_CONFIG', `config file ${file} must be a mapping`);
+  return doc as Record<string, unknown>;
+}
+
+/** Validates a raw document (+ env overrides) into a full config, or throws E_CONFIG naming the key. */
+export function resolveConfig(doc: Record<string, unknown>, env: NodeJS.ProcessEnv = process.env, baseDir = process.cwd()): AgentConfig {
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(doc)) if (!(key in SCHEMA)) bad(key, 'is not a known key');
+  for (const [key, spec] of Object.entries(SCHEMA)) {
+    if (isField(spec)) {
+      const ev = env[`GUTS_UPGRADE_${snake(key)}`];
+      out[key] = ev !== undefined ? coerce(key, spec, ev, true) : coerce(key, spec, doc[key], false);
+      continue;
+    }
+    const section = doc[key] ?? {};
+    if (typeof section !== 'object' || Array.isArray(section) || section === null) bad(key, 'must be a mapping');
+    const sec = section as Record<string, unknown>;
+    for (const k of Object.keys(sec)) if (!(k in spec)) bad(`${key}.${k}`, 'is not a known key');
+    const o: Record<string, unknown> = {};
+    for (const [k, f] of Object.entries(spec)) {
+      const ev = env[`GUTS_UPGRADE_${snake(key)}__${snake(k)}`];
+      o[k] = ev !== undefined ? coerce(`${key}.${k}`, f, ev, true) : coerce(`${key}.${k}`, f, sec[k], false);
+    }
+    out[key] = o;
+  }
+  const c = out as unknown as AgentConfig;
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(c.nodeId)) bad('nodeId', 'must match [A-Za-z0-9][A-Za-z0-9._-]{0,62}');
+  const abs = (p: string) => path.resolve(baseDir, p);
+  c.stateDir = abs(c.stateDir);
+  c.node.binary = abs(c.node.binary);
+  c.node.dataDir = abs(c.node.dataDir);
+  c.node.config = abs(c.node.config);
+  c.stagingDir = abs(c.stagingDir ?? path.join(c.stateDir, 'staging'));
+  c.backup.dir = abs(c.backup.dir ?? path.join(c.stateDir, 'backups'));
+  c.service.pidFile = abs(c.service.pidFile ?? path.join(c.stateDir, 'guts-node.pid'));
+  c.service.logFile = abs(c.service.logFile ?? path.join(c.stateDir, 'guts-node.log'));
+  for (const [k, u] of [['node.apiUrl', c.node.apiUrl], ['node.metricsUrl', c.node.metricsUrl]] as const) {
+    if (u !== null && !/^https?:\/\/\S+$/.test(u)) bad(k, `must be an http(s) URL, got ${JSON.stringify(u)}`);
+  }
+  c.node.apiUrl = c.node.apiUrl.replace(/\/+$/, '');
+  if (c.coordinator.url !== null) {
+    if (!/^wss?:\/\/\S+$/.test(c.coordinator.url)) bad('coordinator.url', `must be a ws:// or wss:// URL, got ${JSON.stringify(c.coordinator.url)}`);
+    c.coordinator.url = c.coordinator.url.replace(/\/+$/, '');
+  }
+  if (c.coordinator.token === null && c.coordinator.tokenFile !== null) {
+    try {
+      c.coordinator.token = fs.readFileSync(abs(c.coordinator.tokenFile), 'utf8').trim();
+    } catch (err) {
+      bad('coordinator.tokenFile', `cannot be read: ${(err as Error).message}`);
+    }
+  }
+  if (c.releasePublicKey !== null && !c.releasePublicKey.includes('BEGIN PUBLIC KEY')) {
+    try {
+      c.releasePublicKey = fs.readFileSync(abs(c.releasePublicKey), 'utf8');
+    } catch (err) {
+      bad('releasePublicKey', `is neither a PEM key nor a readable file: ${(err as Error).message}`);
+    }
+    if (!c.releasePublicKey.includes('BEGIN PUBLIC KEY')) bad('releasePublicKey', 'file does not hold a PEM public key');
+  }
+  if (c.backup.schedule !== null && c.backup.schedule.trim().split(/\s+/).length < 5) {
+    bad('backup.schedule', `must be a cron expression (5 or 6 fields), got ${JSON.stringify(c.backup.schedule)}`);
+  }
+  if (c.service.driver === 'systemd' && !/^[A-Za-z0-9@._-]+$/.test(c.service.name)) bad('service.name', 'is not a valid unit name');
+  return c;
+}
+
+export function loadConfig(file: string = DEFAULT_CONFIG_PATH, env: NodeJS.ProcessEnv = process.env): AgentConfig {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new CodedError('E_CONFIG', `cannot read config file ${file}: ${(err as Error).message}`);
+  }
+  return resolveConfig(parseConfigText(text, file), env, path.dirname(path.resolve(file)));
+}
+
+/** Fills {placeholders} in an argv from local values; unknown placeholders are a config error. */
+export function fillArgv(argv: string[], values: Record<string, string>): string[] {
+  return argv.map((a) =>
+    a.replace(/\{(\w+)\}/g, (_m, name: string) => {
+      const v = values[name];
+      if (v === undefined) throw new CodedError('E_CONFIG', `unknown placeholder {${name}} in command ${JSON.stringify(argv)}`);
+      return v;
+    }),
+  );
+}

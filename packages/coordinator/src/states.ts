@@ -1,0 +1,102 @@
+/**
+ * The explicit state machines of the coordinator. Every state change of a
+ * rollout or of a node's step goes through `transition*`, which refuses a move
+ * the table does not list: a bug or a stale operator action then fails loudly
+ * instead of corrupting a rollout.
+ */
+import { CodedError } from '@guts-upgrade/protocol';
+
+export const ROLLOUT_STATES = [
+  'planned',
+  'scheduled',
+  'awaiting_approval',
+  'running',
+  'soaking',
+  'paused',
+  'completed',
+  'failed',
+  'aborted',
+  'rolling_back',
+  'rolled_back',
+] as const;
+export type RolloutState = (typeof ROLLOUT_STATES)[number];
+
+export const ROLLOUT_TRANSITIONS: Record<RolloutState, readonly RolloutState[]> = {
+  planned: ['scheduled', 'awaiting_approval', 'running', 'aborted', 'failed'],
+  scheduled: ['awaiting_approval', 'running', 'paused', 'aborted', 'failed'],
+  awaiting_approval: ['scheduled', 'running', 'aborted', 'failed'],
+  running: ['soaking', 'paused', 'completed', 'failed', 'aborted', 'rolling_back'],
+  soaking: ['running', 'paused', 'failed', 'aborted', 'rolling_back'],
+  // A paused rollout resumes into its gate: a window may have closed meanwhile.
+  paused: ['running', 'scheduled', 'awaiting_approval', 'aborted', 'rolling_back', 'failed'],
+  // Terminal states; a rollback of what was upgraded stays possible.
+  completed: ['rolling_back'],
+  failed: ['rolling_back'],
+  aborted: ['rolling_back'],
+  rolling_back: ['rolled_back', 'failed', 'paused'],
+  rolled_back: [],
+};
+
+/** No more nodes are dispatched in these states (in-flight results are still recorded). */
+export const TERMINAL_ROLLOUT_STATES: readonly RolloutState[] = ['completed', 'failed', 'aborted', 'rolled_back'];
+/** States that hold nodes: a second rollout on any of them is a conflict. */
+export const ACTIVE_ROLLOUT_STATES: readonly RolloutState[] = ROLLOUT_STATES.filter(
+  (s) => !TERMINAL_ROLLOUT_STATES.includes(s),
+);
+
+export const STEP_STATES = [
+  'pending',
+  'preparing',
+  'prepared',
+  'upgrading',
+  'verifying',
+  'upgraded',
+  'failed',
+  'rolling_back',
+  'rolled_back',
+  'skipped',
+] as const;
+export type StepState = (typeof STEP_STATES)[number];
+
+export const STEP_TRANSITIONS: Record<StepState, readonly StepState[]> = {
+  pending: ['preparing', 'upgrading', 'skipped'],
+  preparing: ['prepared', 'failed'],
+  prepared: ['upgrading', 'preparing'],
+  upgrading: ['verifying', 'failed'],
+  verifying: ['upgraded', 'failed', 'rolling_back'],
+  upgraded: ['rolling_back'],
+  // rolled back by its own agent already; a failed rollback can be retried
+  failed: ['rolling_back'],
+  rolling_back: ['rolled_back', 'failed'],
+  rolled_back: [],
+  skipped: [],
+};
+
+/** A node in these step states is (or may be) down because of us and counts against f. */
+export const IN_FLIGHT_STEP_STATES: readonly StepState[] = ['upgrading', 'verifying', 'rolling_back'];
+
+export function canTransitionRollout(from: RolloutState, to: RolloutState): boolean {
+  return ROLLOUT_TRANSITIONS[from].includes(to);
+}
+
+export function assertRolloutTransition(from: RolloutState, to: RolloutState): void {
+  if (!canTransitionRollout(from, to)) {
+    throw new CodedError('E_INVALID_STATE', `a rollout cannot go from ${from} to ${to}`, { from, to });
+  }
+}
+
+export function assertStepTransition(from: StepState, to: StepState): void {
+  if (!STEP_TRANSITIONS[from].includes(to)) {
+    throw new CodedError('E_INVALID_STATE', `a node step cannot go from ${from} to ${to}`, { from, to });
+  }
+}
+
+/** Operator actions and the states they are valid in (the API answers 409 E_INVALID_STATE otherwise). */
+export const ACTIONS = {
+  pause: ['scheduled', 'running', 'soaking'],
+  resume: ['paused'],
+  abort: ['planned', 'scheduled', 'awaiting_approval', 'running', 'soaking', 'paused'],
+  rollback: ['running', 'soaking', 'paused', 'completed', 'failed', 'aborted'],
+  approve: ['awaiting_approval', 'scheduled', 'paused', 'running'],
+} as const satisfies Record<string, readonly RolloutState[]>;
+export type OperatorAction = keyof typeof ACTIONS;

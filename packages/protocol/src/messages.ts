@@ -1,0 +1,274 @@
+/**
+ * Every websocket message between agent and coordinator: one TypeBox schema per
+ * message, from which both the JSON schema and the TypeScript type come.
+ *
+ * Objects accept unknown extra properties on purpose: a peer on a newer minor
+ * protocol version may add fields, and an older peer must still accept them.
+ */
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
+
+// ---------------------------------------------------------------- primitives
+
+export const VersionSchema = Type.String({
+  pattern: '^v?\\d+\\.\\d+\\.\\d+(?:-[0-9A-Za-z.-]+)?(?:\\+[0-9A-Za-z.-]+)?$',
+  maxLength: 64,
+  description: 'a semver version',
+});
+export const NodeIdSchema = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$', description: 'a validator name' });
+export const CommandIdSchema = Type.String({ pattern: '^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$' });
+export const Sha256Schema = Type.String({ pattern: '^[0-9a-f]{64}$', description: 'lowercase hex sha256' });
+export const UrlSchema = Type.String({ pattern: '^https?://[^\\s]+$', maxLength: 2048 });
+export const ErrorCodeSchema = Type.String({ pattern: '^E_[A-Z0-9_]+$', maxLength: 64 });
+export const TimestampSchema = Type.String({ pattern: '^\\d{4}-\\d{2}-\\d{2}T[0-9:.]+Z$', description: 'ISO 8601 UTC' });
+const Count = Type.Integer({ minimum: 0 });
+const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()]);
+
+export const HealthSchema = Type.Union([Type.Literal('up'), Type.Literal('down'), Type.Literal('unknown')]);
+export type Health = Static<typeof HealthSchema>;
+
+export const STEP_NAMES = [
+  'preflight',
+  'fetch',
+  'backup',
+  'stop',
+  'install',
+  'migrate',
+  'start',
+  'verify',
+  'commit',
+  'rollback',
+] as const;
+export const StepNameSchema = Type.Union(STEP_NAMES.map((s) => Type.Literal(s)));
+export type StepName = (typeof STEP_NAMES)[number];
+
+export const COMMAND_KINDS = ['prepare', 'upgrade', 'rollback'] as const;
+export const CommandKindSchema = Type.Union(COMMAND_KINDS.map((k) => Type.Literal(k)));
+export type CommandKind = (typeof COMMAND_KINDS)[number];
+
+// ---------------------------------------------------------------- shared parts
+
+/** What an agent knows about its node, sent in hello and every heartbeat. */
+export const NodeStatusSchema = Type.Object({
+  nodeVersion: Nullable(VersionSchema),
+  health: HealthSchema,
+  ready: Type.Boolean(),
+  isLeader: Type.Boolean(),
+  currentLeader: Nullable(Type.String({ maxLength: 128 })),
+  finalizedHeight: Nullable(Count),
+  view: Nullable(Count),
+  peerCount: Nullable(Count),
+  /** The command the agent is executing, if any. */
+  busy: Nullable(
+    Type.Object({ commandId: CommandIdSchema, kind: CommandKindSchema, step: Nullable(StepNameSchema) }),
+  ),
+});
+export type NodeStatus = Static<typeof NodeStatusSchema>;
+
+export const ArtifactSchema = Type.Object({
+  version: VersionSchema,
+  url: UrlSchema,
+  sha256: Sha256Schema,
+  /** Base64 ed25519 signature over the digest statement (see signature.ts). */
+  signature: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9+/]{86}==$' })),
+});
+export type Artifact = Static<typeof ArtifactSchema>;
+
+export const CheckResultSchema = Type.Object({
+  name: Type.String({ maxLength: 64 }),
+  ok: Type.Boolean(),
+  detail: Type.Optional(Type.String({ maxLength: 4096 })),
+});
+export type CheckResult = Static<typeof CheckResultSchema>;
+
+export const OUTCOMES = ['succeeded', 'rolled_back', 'failed'] as const;
+export const OutcomeSchema = Type.Union(OUTCOMES.map((o) => Type.Literal(o)));
+export type Outcome = (typeof OUTCOMES)[number];
+
+// ---------------------------------------------------------------- agent -> coordinator
+
+const envelope = <T extends string>(type: T) => ({
+  proto: Type.String({ pattern: '^\\d+\\.\\d+$', description: 'protocol version MAJOR.MINOR' }),
+  type: Type.Literal(type),
+});
+
+export const ResultSchema = Type.Object(
+  {
+    ...envelope('result'),
+    commandId: CommandIdSchema,
+    kind: CommandKindSchema,
+    outcome: OutcomeSchema,
+    fromVersion: Nullable(VersionSchema),
+    toVersion: Nullable(VersionSchema),
+    /** The version actually running when the command ended. */
+    runningVersion: Nullable(VersionSchema),
+    code: Type.Optional(ErrorCodeSchema),
+    message: Type.Optional(Type.String({ maxLength: 4096 })),
+    migration: Type.Optional(Type.Union([Type.Literal('none'), Type.Literal('automatic'), Type.Literal('manual')])),
+    /** Stop to ready, as the agent measured it. */
+    downtimeMs: Type.Optional(Type.Number({ minimum: 0 })),
+    rollback: Type.Optional(
+      Type.Object({ mode: Type.Union([Type.Literal('binary'), Type.Literal('binary+data')]), ok: Type.Boolean() }),
+    ),
+    evidence: Type.Optional(
+      Type.Object({
+        checks: Type.Array(CheckResultSchema, { maxItems: 64 }),
+        journalTail: Type.Optional(Type.Array(Type.String({ maxLength: 4096 }), { maxItems: 200 })),
+      }),
+    ),
+    startedAt: TimestampSchema,
+    finishedAt: TimestampSchema,
+  },
+);
+
+export const HelloSchema = Type.Object({
+  ...envelope('hello'),
+  nodeId: NodeIdSchema,
+  agentVersion: Type.String({ maxLength: 64 }),
+  status: NodeStatusSchema,
+  /** Results finished while disconnected, so the coordinator learns outcomes after a partition. */
+  recentResults: Type.Array(ResultSchema, { maxItems: 50 }),
+});
+
+export const HeartbeatSchema = Type.Object({
+  ...envelope('heartbeat'),
+  nodeId: NodeIdSchema,
+  seq: Count,
+  status: NodeStatusSchema,
+});
+
+export const AckSchema = Type.Object({
+  ...envelope('ack'),
+  commandId: CommandIdSchema,
+  status: Type.Union([Type.Literal('accepted'), Type.Literal('duplicate'), Type.Literal('rejected')]),
+  code: Type.Optional(ErrorCodeSchema),
+  message: Type.Optional(Type.String({ maxLength: 4096 })),
+});
+
+export const ProgressSchema = Type.Object({
+  ...envelope('progress'),
+  commandId: CommandIdSchema,
+  step: StepNameSchema,
+  state: Type.Union([
+    Type.Literal('started'),
+    Type.Literal('running'),
+    Type.Literal('done'),
+    Type.Literal('failed'),
+    Type.Literal('skipped'),
+  ]),
+  message: Type.Optional(Type.String({ maxLength: 4096 })),
+  percent: Type.Optional(Type.Number({ minimum: 0, maximum: 100 })),
+  at: TimestampSchema,
+});
+
+// ---------------------------------------------------------------- coordinator -> agent
+
+export const WelcomeSchema = Type.Object({
+  ...envelope('welcome'),
+  heartbeatIntervalMs: Type.Integer({ minimum: 100, maximum: 600_000 }),
+});
+
+export const RefusedSchema = Type.Object({
+  ...envelope('refused'),
+  code: ErrorCodeSchema,
+  message: Type.String({ maxLength: 4096 }),
+});
+
+export const UpgradeOptionsSchema = Type.Object({
+  allowDowngrade: Type.Optional(Type.Boolean()),
+  /** The coordinator checked approval and the maintenance window for a major path. */
+  approvedMajor: Type.Optional(Type.Boolean()),
+  /** Only use an artifact already staged by a prepare command (halt strategy). */
+  requireStaged: Type.Optional(Type.Boolean()),
+  /** Highest finalized height seen across the fleet when the command was sent. */
+  referenceHeight: Type.Optional(Count),
+  /** How far behind referenceHeight the node may be and still count as caught up. */
+  syncDistance: Type.Optional(Count),
+});
+export type UpgradeOptions = Static<typeof UpgradeOptionsSchema>;
+
+const commandBase = <K extends CommandKind>(kind: K) => ({
+  ...envelope('command'),
+  id: CommandIdSchema,
+  kind: Type.Literal(kind),
+  rolloutId: Type.Optional(Type.String({ maxLength: 128 })),
+  issuedAt: TimestampSchema,
+});
+
+/** Fetch, verify and stage the artifact while the node keeps running. */
+export const PrepareCommandSchema = Type.Object({
+  ...commandBase('prepare'),
+  target: ArtifactSchema,
+  options: Type.Optional(UpgradeOptionsSchema),
+});
+/** The whole single-node pipeline. */
+export const UpgradeCommandSchema = Type.Object({
+  ...commandBase('upgrade'),
+  target: ArtifactSchema,
+  options: Type.Optional(UpgradeOptionsSchema),
+});
+/** Roll back the last committed upgrade from its backup. */
+export const RollbackCommandSchema = Type.Object({
+  ...commandBase('rollback'),
+  /** The version the operator expects to return to; refused if the backup holds another. */
+  toVersion: Type.Optional(VersionSchema),
+});
+
+export type Hello = Static<typeof HelloSchema>;
+export type Heartbeat = Static<typeof HeartbeatSchema>;
+export type Ack = Static<typeof AckSchema>;
+export type Progress = Static<typeof ProgressSchema>;
+export type Result = Static<typeof ResultSchema>;
+export type Welcome = Static<typeof WelcomeSchema>;
+export type Refused = Static<typeof RefusedSchema>;
+export type PrepareCommand = Static<typeof PrepareCommandSchema>;
+export type UpgradeCommand = Static<typeof UpgradeCommandSchema>;
+export type RollbackCommand = Static<typeof RollbackCommandSchema>;
+export type Command = PrepareCommand | UpgradeCommand | RollbackCommand;
+
+export type AgentMessage = Hello | Heartbeat | Ack | Progress | Result;
+export type CoordinatorMessage = Welcome | Refused | Command;
+export type AgentMessageType = AgentMessage['type'];
+export type CoordinatorMessageType = CoordinatorMessage['type'];
+
+/** Messages without the envelope, for building them. */
+export type Body<M> = M extends unknown ? Omit<M, 'proto' | 'type'> : never;
+
+// ---------------------------------------------------------------- schema tables
+
+export const AGENT_MESSAGE_SCHEMAS = {
+  hello: HelloSchema,
+  heartbeat: HeartbeatSchema,
+  ack: AckSchema,
+  progress: ProgressSchema,
+  result: ResultSchema,
+} as const;
+
+export const COORDINATOR_MESSAGE_SCHEMAS = {
+  welcome: WelcomeSchema,
+  refused: RefusedSchema,
+  command: Type.Union([PrepareCommandSchema, UpgradeCommandSchema, RollbackCommandSchema]),
+} as const;
+
+export const COMMAND_SCHEMAS = {
+  prepare: PrepareCommandSchema,
+  upgrade: UpgradeCommandSchema,
+  rollback: RollbackCommandSchema,
+} as const;
+
+function compile<T extends TSchema>(schema: T): TypeCheck<T> {
+  return TypeCompiler.Compile(schema);
+}
+
+export const agentCheckers = Object.fromEntries(
+  Object.entries(AGENT_MESSAGE_SCHEMAS).map(([k, s]) => [k, compile(s as TSchema)]),
+) as Record<AgentMessageType, TypeCheck<TSchema>>;
+
+export const commandCheckers = Object.fromEntries(
+  Object.entries(COMMAND_SCHEMAS).map(([k, s]) => [k, compile(s as TSchema)]),
+) as Record<CommandKind, TypeCheck<TSchema>>;
+
+export const coordinatorCheckers = {
+  welcome: compile(WelcomeSchema),
+  refused: compile(RefusedSchema),
+} as Record<Exclude<CoordinatorMessageType, 'command'>, TypeCheck<TSchema>>;

@@ -1,0 +1,19 @@
+import t from 'tap';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { CodedError, ERROR_CODES, errorCodeOf, isErrorCode } from '../src/errors.js';
+
+t.test('every code is documented in docs/errors.md', async (t) => {
+  const doc = readFileSync(fileURLToPath(new URL('../../../../docs/errors.md', import.meta.url)), 'utf8');
+  for (const code of Object.keys(ERROR_CODES)) t.match(doc, `\`${code}\``, code);
+});
+
+t.test('codes are well formed and CodedError carries them', async (t) => {
+  for (const code of Object.keys(ERROR_CODES)) t.match(code, /^E_[A-Z0-9_]+$/);
+  const err = new CodedError('E_CHECKSUM', 'expected abc, got def', { expected: 'abc' });
+  t.equal(err.message, 'E_CHECKSUM: expected abc, got def');
+  t.equal(errorCodeOf(err), 'E_CHECKSUM');
+  t.equal(errorCodeOf(new Error('plain')), 'E_INTERNAL');
+  t.equal(errorCodeOf(Object.assign(new Error('x'), { code: 'E_BUSY' })), 'E_BUSY');
+  t.equal(isErrorCode('E_NOPE'), false);
+});

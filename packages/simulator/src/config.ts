@@ -1,0 +1,244 @@
+/**
+ * Node configuration: CLI flags > GUTS_* env > YAML config file > defaults,
+ * the same precedence as the real guts-node.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import YAML from 'yaml';
+import { isLogLevel, type LogLevel } from './log.js';
+
+export interface SimTimings {
+  /** Delay before start-up completes (before migration, sync, readiness). */
+  startup_delay_ms: number;
+  /** Time an automatic minor migration or `guts-node migrate` takes. */
+  migrate_ms: number;
+  /** Blocks per second a node pulls from peers while catching up. */
+  sync_blocks_per_sec: number;
+  /** Probability (0..1) that a start is slow, and the extra delay it adds. */
+  slow_start_chance: number;
+  slow_start_ms: number;
+  /** The leader proposes one block per interval. */
+  block_interval_ms: number;
+  /** The view (term) advances every leader_term_ms; the leader rotates with it. */
+  leader_term_ms: number;
+  /** Timeout of node-to-node HTTP calls. */
+  p2p_timeout_ms: number;
+  /** When a faulty build misbehaves after start (exits / corrupts). */
+  fault_delay_ms: number;
+}
+
+export const DEFAULT_TIMINGS: SimTimings = {
+  startup_delay_ms: 200,
+  migrate_ms: 300,
+  sync_blocks_per_sec: 200,
+  slow_start_chance: 0,
+  slow_start_ms: 2000,
+  block_interval_ms: 200,
+  leader_term_ms: 1000,
+  p2p_timeout_ms: 400,
+  fault_delay_ms: 500,
+};
+
+export interface ValidatorSpec {
+  name: string;
+  pubkey: string;
+  weight: number;
+  /** API address (host:port) that peers use for /p2p traffic. */
+  addr: string;
+}
+
+export interface NodeConfig {
+  name: string;
+  apiAddr: string;
+  p2pAddr: string;
+  metricsAddr: string;
+  dataDir: string;
+  logLevel: LogLevel;
+  logFormat: 'json' | 'pretty';
+  historyFile: string;
+  /** Unix ms; the view is floor((now - genesis_time) / leader_term_ms). */
+  genesisTime: number;
+  validators: ValidatorSpec[];
+  sim: SimTimings;
+  configPath: string | null;
+}
+
+export class ConfigError extends Error {}
+
+/** Parsed argv: flags (long names without dashes) and positionals. */
+export interface ParsedArgs {
+  flags: Record<string, string | true>;
+  positionals: string[];
+}
+
+const SHORT: Record<string, string> = { c: 'config', V: 'version', h: 'help' };
+const BOOLEAN = new Set(['version', 'help', 'full', 'local']);
+
+export function parseArgs(argv: string[]): ParsedArgs {
+  const flags: Record<string, string | true> = {};
+  const positionals: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    let name: string | undefined;
+    let value: string | undefined;
+    if (a.startsWith('--')) {
+      const eq = a.indexOf('=');
+      if (eq >= 0) { name = a.slice(2, eq); value = a.slice(eq + 1); } else name = a.slice(2);
+    } else if (a.startsWith('-') && a.length > 1) {
+      name = SHORT[a.slice(1)] ?? a.slice(1);
+    } else {
+      positionals.push(a);
+      continue;
+    }
+    if (value === undefined && !BOOLEAN.has(name)) {
+      const next = argv[i + 1];
+      if (next === undefined) throw new ConfigError(`flag --${name} needs a value`);
+      value = next;
+      i++;
+    }
+    flags[name] = value ?? true;
+  }
+  return { flags, positionals };
+}
+
+function str(v: unknown): string | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v === 'string') return v;
+  if (typeof v === 'number') return String(v);
+  throw new ConfigError(`expected a string, got ${JSON.stringify(v)}`);
+}
+
+function get(obj: Record<string, unknown>, ...keys: string[]): unknown {
+  // Accepts both flat keys (api_addr) and the real node's nested form (api.listen_addr).
+  for (const k of keys) {
+    let cur: unknown = obj;
+    for (const part of k.split('.')) {
+      if (cur && typeof cur === 'object' && part in (cur as Record<string, unknown>)) {
+        cur = (cur as Record<string, unknown>)[part];
+      } else { cur = undefined; break; }
+    }
+    if (cur !== undefined && cur !== null) return cur;
+  }
+  return undefined;
+}
+
+function num(v: unknown, what: string): number {
+  const n = typeof v === 'number' ? v : Number(v);
+  if (!Number.isFinite(n) || n < 0) throw new ConfigError(`${what} must be a non-negative number, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+export function readConfigFile(file: string): Record<string, unknown> {
+  let text: string;
+  try { text = fs.readFileSync(file, 'utf8'); } catch (e) {
+    throw new ConfigError(`cannot read config file ${file}: ${(e as Error).message}`);
+  }
+  let doc: unknown;
+  try { doc = YAML.parse(text); } catch (e) {
+    throw new ConfigError(`config file ${file} is not valid YAML: ${(e as Error).message}`);
+  }
+  if (doc === null || doc === undefined) return {};
+  if (typeof doc !== 'object' || Array.isArray(doc)) throw new ConfigError(`config file ${file} must be a mapping`);
+  return doc as Record<string, unknown>;
+}
+
+/** The history file sits next to the data dir so restoring the data dir never rewinds it. */
+export function defaultHistoryFile(dataDir: string): string {
+  const abs = path.resolve(dataDir);
+  return path.join(path.dirname(abs), `${path.basename(abs)}.history.jsonl`);
+}
+
+export function resolveConfig(args: ParsedArgs, env: NodeJS.ProcessEnv = process.env): NodeConfig {
+  const f = args.flags;
+  const explicit = typeof f.config === 'string' ? f.config : undefined;
+  let file: Record<string, unknown> = {};
+  let configPath: string | null = null;
+  if (explicit !== undefined) {
+    file = readConfigFile(explicit);
+    configPath = path.resolve(explicit);
+  } else if (fs.existsSync('config.yaml')) {
+    // The real default is ./config.yaml, used only when present.
+    file = readConfigFile('config.yaml');
+    configPath = path.resolve('config.yaml');
+  }
+  const pick = (flag: string, envName: string, keys: string[], dflt: string): string => {
+    const fv = f[flag];
+    if (typeof fv === 'string') return fv;
+    const ev = env[envName];
+    if (ev !== undefined && ev !== '') return ev;
+    return str(get(file, ...keys)) ?? dflt;
+  };
+  const apiAddr = pick('api-addr', 'GUTS_API_ADDR', ['api_addr', 'api.listen_addr'], '127.0.0.1:8080');
+  const p2pAddr = pick('p2p-addr', 'GUTS_P2P_ADDR', ['p2p_addr', 'p2p.listen_addr'], '0.0.0.0:9000');
+  const metricsAddr = pick('metrics-addr', 'GUTS_METRICS_ADDR', ['metrics_addr', 'metrics.listen_addr'], '0.0.0.0:9090');
+  const dataDir = path.resolve(pick('data-dir', 'GUTS_DATA_DIR', ['data_dir', 'storage.data_dir'], './data'));
+  const logLevel = pick('log-level', 'GUTS_LOG_LEVEL', ['log_level', 'log.level'], 'info').toLowerCase();
+  if (!isLogLevel(logLevel)) throw new ConfigError(`invalid log level ${JSON.stringify(logLevel)}`);
+  const logFormat = pick('log-format', 'GUTS_LOG_FORMAT', ['log_format', 'log.format'], 'json').toLowerCase();
+  if (logFormat !== 'json' && logFormat !== 'pretty') throw new ConfigError(`invalid log format ${JSON.stringify(logFormat)} (json|pretty)`);
+  for (const [what, a] of [['api', apiAddr], ['p2p', p2pAddr], ['metrics', metricsAddr]] as const) parseAddr(a, what);
+
+  const historyRaw = env.GUTS_SIM_HISTORY_FILE || str(get(file, 'history_file', 'sim.history_file'));
+  const historyFile = historyRaw ? path.resolve(historyRaw) : defaultHistoryFile(dataDir);
+
+  const sim: SimTimings = { ...DEFAULT_TIMINGS };
+  const simFile = (get(file, 'sim') ?? {}) as Record<string, unknown>;
+  for (const key of Object.keys(DEFAULT_TIMINGS) as (keyof SimTimings)[]) {
+    const ev = env[`GUTS_SIM_${key.toUpperCase()}`];
+    const v = ev !== undefined && ev !== '' ? ev : simFile[key];
+    if (v !== undefined && v !== null) sim[key] = num(v, `sim.${key}`);
+  }
+  if (sim.slow_start_chance > 1) throw new ConfigError('sim.slow_start_chance must be within 0..1');
+  if (sim.block_interval_ms < 10 || sim.leader_term_ms < 10) throw new ConfigError('sim.block_interval_ms and sim.leader_term_ms must be >= 10');
+
+  const name = env.GUTS_SIM_NAME || str(get(file, 'name', 'node.name')) || 'node';
+  const gRaw = get(file, 'genesis_time', 'consensus.genesis_time');
+  let genesisTime = 0;
+  if (gRaw !== undefined) {
+    genesisTime = typeof gRaw === 'number' ? gRaw : Date.parse(String(gRaw));
+    if (!Number.isFinite(genesisTime)) throw new ConfigError(`invalid genesis_time ${JSON.stringify(gRaw)}`);
+  }
+  const validators = parseValidators(get(file, 'validators', 'consensus.validators'), name, apiAddr);
+  return { name, apiAddr, p2pAddr, metricsAddr, dataDir, logLevel, logFormat, historyFile, genesisTime, validators, sim, configPath };
+}
+
+function parseValidators(raw: unknown, selfName: string, apiAddr: string): ValidatorSpec[] {
+  if (raw === undefined) {
+    // A lone node is a one-validator network: it finalizes alone.
+    return [{ name: selfName, pubkey: pubkeyFor(selfName), weight: 1, addr: apiAddr }];
+  }
+  if (!Array.isArray(raw) || raw.length === 0) throw new ConfigError('validators must be a non-empty list');
+  const out: ValidatorSpec[] = raw.map((v, i) => {
+    if (!v || typeof v !== 'object') throw new ConfigError(`validators[${i}] must be a mapping`);
+    const o = v as Record<string, unknown>;
+    const name = str(o.name);
+    const addr = str(o.addr ?? o.api_addr);
+    if (!name || !addr) throw new ConfigError(`validators[${i}] needs name and addr`);
+    parseAddr(addr, `validators[${i}].addr`);
+    return { name, addr, pubkey: str(o.pubkey) ?? pubkeyFor(name), weight: o.weight === undefined ? 1 : num(o.weight, 'weight') };
+  });
+  const names = new Set(out.map((v) => v.name));
+  if (names.size !== out.length) throw new ConfigError('validator names must be unique');
+  if (!names.has(selfName)) throw new ConfigError(`this node's name ${JSON.stringify(selfName)} is not in validators`);
+  return out;
+}
+
+/** A deterministic stand-in for an ed25519 public key (64 hex chars). */
+export function pubkeyFor(name: string): string {
+  // Not crypto: a stable, unique-looking hex id derived from the name.
+  let h = 0x811c9dc5;
+  let out = '';
+  for (let round = 0; out.length < 64; round++) {
+    for (const ch of `${round}:${name}`) h = Math.imul(h ^ ch.charCodeAt(0), 0x01000193) >>> 0;
+    out += h.toString(16).padStart(8, '0');
+  }
+  return out.slice(0, 64);
+}
+
+export function parseAddr(addr: string, what = 'address'): { host: string; port: number } {
+  const m = /^\[?([^\]]*?)\]?:(\d+)$/.exec(addr);
+  if (!m) throw new ConfigError(`invalid ${what} address ${JSON.stringify(addr)} (want host:port)`);
+  const port = Number(m[2]);
+  if (port > 65535) throw new ConfigError(`invalid ${what} port in ${addr}`);
+  return { host: m[1]!, port };
+}

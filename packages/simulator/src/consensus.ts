@@ -1,0 +1,243 @@
+/**
+ * Toy BFT in the shape of Simplex, slowed down so tests can watch it:
+ * - the view advances every leader_term_ms (shared genesis_time, shared clock);
+ * - the leader of a view is the first eligible validator in rotation order
+ *   starting at view % n (eligible = reachable, started, not syncing), so a
+ *   down leader is skipped;
+ * - the leader proposes a block every block_interval_ms and finalizes it only
+ *   with acknowledgements from quorumSize(n) validators, itself included;
+ * - peers that are behind pull missing blocks at sync_blocks_per_sec.
+ * Node-to-node traffic is plain HTTP on the API address under /p2p/.
+ */
+import crypto from 'node:crypto';
+import { quorumSize } from '@guts-upgrade/protocol/quorum';
+import type { NodeConfig, ValidatorSpec } from './config.js';
+import type { HistoryWriter } from './history.js';
+import type { Logger } from './log.js';
+import { type Block, ChainStore } from './storage.js';
+
+export interface PeerStatus {
+  name: string;
+  ready: boolean;
+  syncing: boolean;
+  finalized_height: number;
+  view: number;
+  version: string;
+}
+
+interface PeerState { reachable: boolean; status: PeerStatus | null; lastSeen: number }
+
+/** A node more than this many blocks behind its best peer is syncing, not active. */
+export const CAUGHT_UP_DISTANCE = 2;
+
+export class Consensus {
+  readonly n: number;
+  readonly quorum: number;
+  readonly self: ValidatorSpec;
+  private readonly peers = new Map<string, PeerState>();
+  private timers: NodeJS.Timeout[] = [];
+  private polledOnce = false;
+  private proposing = false;
+  private syncingBusy = false;
+  private lock: { height: number; id: string; at: number } | null = null;
+  pendingTransactions = 0;
+  private stopped = false;
+
+  constructor(
+    private readonly cfg: NodeConfig,
+    readonly chain: ChainStore,
+    private readonly log: Logger,
+    private readonly history: HistoryWriter,
+    private readonly isReady: () => boolean,
+    private readonly version: string,
+  ) {
+    this.n = cfg.validators.length;
+    this.quorum = quorumSize(this.n);
+    this.self = cfg.validators.find((v) => v.name === cfg.name)!;
+    for (const v of cfg.validators) if (v.name !== cfg.name) this.peers.set(v.name, { reachable: false, status: null, lastSeen: 0 });
+    if (this.peers.size === 0) this.polledOnce = true;
+  }
+
+  get view(): number {
+    return Math.max(0, Math.floor((Date.now() - this.cfg.genesisTime) / this.cfg.sim.leader_term_ms));
+  }
+
+  get height(): number { return this.chain.height; }
+
+  /** Highest finalized height among reachable peers. */
+  get bestPeerHeight(): number {
+    let best = 0;
+    for (const p of this.peers.values()) if (p.reachable && p.status) best = Math.max(best, p.status.finalized_height);
+    return best;
+  }
+
+  get syncing(): boolean {
+    return !this.polledOnce || this.bestPeerHeight - this.height > CAUGHT_UP_DISTANCE;
+  }
+
+  get peerCount(): number {
+    let c = 0;
+    for (const p of this.peers.values()) if (p.reachable) c++;
+    return c;
+  }
+
+  get state(): string {
+    if (!this.isReady()) return 'Starting';
+    return this.syncing ? 'Syncing' : 'Active';
+  }
+
+  private eligible(v: ValidatorSpec): boolean {
+    if (v.name === this.self.name) return this.isReady() && !this.syncing;
+    const p = this.peers.get(v.name);
+    return !!p && p.reachable && !!p.status && p.status.ready && !p.status.syncing;
+  }
+
+  leaderOf(view: number): ValidatorSpec | null {
+    for (let i = 0; i < this.n; i++) {
+      const v = this.cfg.validators[(view + i) % this.n]!;
+      if (this.eligible(v)) return v;
+    }
+    return null;
+  }
+
+  get leader(): ValidatorSpec | null { return this.leaderOf(this.view); }
+
+  myStatus(): PeerStatus {
+    return { name: this.self.name, ready: this.isReady(), syncing: this.syncing, finalized_height: this.height, view: this.view, version: this.version };
+  }
+
+  start(): void {
+    const poll = Math.max(50, Math.min(250, Math.floor(this.cfg.sim.block_interval_ms / 2)));
+    this.timers.push(setInterval(() => void this.pollPeers(), poll));
+    this.timers.push(setInterval(() => void this.maybePropose(), this.cfg.sim.block_interval_ms));
+    this.timers.push(setInterval(() => void this.syncStep(poll), poll));
+    void this.pollPeers();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+  }
+
+  private async call<T>(v: ValidatorSpec, path: string, body?: unknown): Promise<T | null> {
+    try {
+      const res = await fetch(`http://${v.addr}${path}`, {
+        method: body === undefined ? 'GET' : 'POST',
+        headers: body === undefined ? {} : { 'content-type': 'application/json' },
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: AbortSignal.timeout(this.cfg.sim.p2p_timeout_ms),
+      });
+      if (!res.ok) { await res.body?.cancel(); return null; }
+      return (await res.json()) as T;
+    } catch {
+      return null;
+    }
+  }
+
+  private others(): ValidatorSpec[] {
+    return this.cfg.validators.filter((v) => v.name !== this.self.name);
+  }
+
+  private async pollPeers(): Promise<void> {
+    await Promise.all(this.others().map(async (v) => {
+      const st = await this.call<PeerStatus>(v, '/p2p/status');
+      const p = this.peers.get(v.name)!;
+      const was = p.reachable;
+      p.reachable = st !== null && st.name === v.name;
+      p.status = p.reachable ? st : null;
+      if (p.reachable) p.lastSeen = Date.now();
+      if (was !== p.reachable && !this.stopped) this.log.info(p.reachable ? 'peer connected' : 'peer disconnected', { peer: v.name, peers: this.peerCount });
+    }));
+    this.polledOnce = true;
+  }
+
+  private record(b: Block): void {
+    this.history.append({ t: Date.now(), height: b.height, view: b.view, leader: b.producer_name, node: this.self.name });
+  }
+
+  private commitLocal(b: Block): void {
+    this.chain.append(b);
+    this.record(b);
+    this.log.debug('block finalized', { height: b.height, view: b.view, producer: b.producer_name, signatures: b.signature_count });
+  }
+
+  private async maybePropose(): Promise<void> {
+    if (this.proposing || this.stopped || !this.isReady() || this.syncing) return;
+    const view = this.view;
+    if (this.leaderOf(view)?.name !== this.self.name) return;
+    this.proposing = true;
+    try {
+      const height = this.height + 1;
+      const parent = this.chain.tipId;
+      const txs = this.pendingTransactions;
+      const base = { height, parent_id: parent, producer: this.self.pubkey, producer_name: this.self.name, timestamp: Date.now(), tx_count: txs, view };
+      const digest = (s: string) => crypto.createHash('sha256').update(s).digest('hex');
+      const tx_root = digest(`tx:${height}:${txs}`);
+      const state_root = digest(`state:${parent}:${tx_root}`);
+      const block_id = digest(JSON.stringify({ ...base, tx_root, state_root }));
+      const proposal: Block = { ...base, block_id, tx_root, state_root, signature_count: 0 };
+      this.lock = { height, id: block_id, at: Date.now() };
+      const targets = this.others().filter((v) => this.peers.get(v.name)?.reachable);
+      const acks = await Promise.all(targets.map((v) => this.call<{ ack: boolean }>(v, '/p2p/propose', proposal)));
+      const votes = 1 + acks.filter((a) => a?.ack === true).length;
+      if (votes < this.quorum || this.stopped || this.height + 1 !== height) {
+        this.log.debug('proposal not finalized', { height, votes, quorum: this.quorum });
+        return;
+      }
+      const block: Block = { ...proposal, signature_count: votes };
+      this.pendingTransactions = Math.max(0, this.pendingTransactions - txs);
+      this.commitLocal(block);
+      await Promise.all(targets.map((v) => this.call(v, '/p2p/commit', block)));
+    } finally {
+      this.proposing = false;
+    }
+  }
+
+  /** A peer asks for our vote on its proposal. */
+  onPropose(b: Block): boolean {
+    if (!this.isReady() || this.syncing) return false;
+    if (b.height !== this.height + 1 || b.parent_id !== this.chain.tipId) return false;
+    const now = Date.now();
+    // One vote per height, unless that vote went stale (its leader never committed).
+    if (this.lock && this.lock.height === b.height && this.lock.id !== b.block_id && now - this.lock.at < this.cfg.sim.leader_term_ms) return false;
+    this.lock = { height: b.height, id: b.block_id, at: now };
+    return true;
+  }
+
+  /** A finalized block from its leader; gaps are filled by the sync loop. */
+  onCommit(b: Block): void {
+    if (b.height === this.height + 1 && b.parent_id === this.chain.tipId) this.commitLocal(b);
+  }
+
+  blocksFrom(from: number, limit: number): Block[] {
+    return this.chain.blocks.slice(Math.max(0, from - 1), Math.max(0, from - 1) + limit);
+  }
+
+  private async syncStep(pollMs: number): Promise<void> {
+    if (this.syncingBusy || this.stopped || !this.isReady()) return;
+    let best: ValidatorSpec | null = null;
+    let bestH = this.height;
+    for (const v of this.others()) {
+      const p = this.peers.get(v.name)!;
+      if (p.reachable && p.status && p.status.finalized_height > bestH) { best = v; bestH = p.status.finalized_height; }
+    }
+    // A gap of one is normal: the commit message is in flight.
+    if (!best || bestH - this.height < 2) return;
+    this.syncingBusy = true;
+    try {
+      const budget = Math.max(1, Math.floor((this.cfg.sim.sync_blocks_per_sec * pollMs) / 1000));
+      const from = this.height + 1;
+      const blocks = await this.call<Block[]>(best, `/p2p/blocks?from=${from}&limit=${budget}`);
+      if (!blocks) return;
+      for (const b of blocks) {
+        if (b.height !== this.height + 1) break;
+        if (b.parent_id !== this.chain.tipId) this.log.warn('synced block does not extend our tip', { height: b.height });
+        this.commitLocal(b);
+      }
+      if (this.bestPeerHeight - this.height <= CAUGHT_UP_DISTANCE) this.log.info('caught up with peers', { finalized_height: this.height });
+    } finally {
+      this.syncingBusy = false;
+    }
+  }
+}
