@@ -35,7 +35,7 @@ export const DEFAULT_TIMINGS: SimTimings = {
   slow_start_ms: 2000,
   block_interval_ms: 200,
   leader_term_ms: 1000,
-  p2p_timeout_ms: 400,
+  p2p_timeout_ms: 1000,
   fault_delay_ms: 500,
 };
 

@@ -107,7 +107,8 @@ export class Consensus {
   }
 
   start(): void {
-    const poll = Math.max(50, Math.min(250, Math.floor(this.cfg.sim.block_interval_ms / 2)));
+    // Polling is the main CPU cost of a big local cluster; 100 ms is plenty to notice a peer go.
+    const poll = Math.max(100, Math.min(250, this.cfg.sim.block_interval_ms));
     this.timers.push(setInterval(() => void this.pollPeers(), poll));
     this.timers.push(setInterval(() => void this.maybePropose(), this.cfg.sim.block_interval_ms));
     this.timers.push(setInterval(() => void this.syncStep(poll), poll));

@@ -40,8 +40,10 @@ mount -t proc -o nosuid,nodev,noexec proc "$R/proc"
 mount --bind "$R/proc/sys" "$R/proc/sys"
 mount --bind "$R/proc/sys/net" "$R/proc/sys/net"
 mount -o remount,bind,ro,nosuid,nodev,noexec "$R/proc/sys"
-mount --bind "$R/proc/sysrq-trigger" "$R/proc/sysrq-trigger"
-mount -o remount,bind,ro "$R/proc/sysrq-trigger"
+if [ -e "$R/proc/sysrq-trigger" ]; then
+  mount --bind "$R/proc/sysrq-trigger" "$R/proc/sysrq-trigger"
+  mount -o remount,bind,ro "$R/proc/sysrq-trigger"
+fi
 
 # /sys read-only (it shows this network namespace's links), cgroups writable
 # but rooted at this host's own cgroups (cgroup namespace).

@@ -1,0 +1,269 @@
+/**
+ * Backups as plain tar archives (node-tar, readable by GNU `tar -xf`):
+ *
+ *   <backup.dir>/<id>/binary.tar   the guts-node binary (entry: its basename)
+ *   <backup.dir>/<id>/config.tar   the node config file (entry: its basename)
+ *   <backup.dir>/<id>/data-base.tar   the data dir, copied while the node runs
+ *   <backup.dir>/<id>/data-delta.tar  files changed since the base, taken after stop
+ *
+ * Data entries are relative to the data dir. Restore = extract base, extract
+ * delta over it, delete `deleted` (files gone since the base). The catalogue
+ * (journal table `backups`) keeps each archive's sha256, checked before restore.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import * as tar from 'tar';
+import { CodedError } from '@guts-upgrade/protocol';
+import type { AgentConfig } from './config.js';
+import type { ArchiveEntry, BackupMeta, BackupRow, Journal } from './journal.js';
+import { copyFileAtomic, fsyncPath, sha256File } from './util.js';
+
+interface Stamp { size: number; mtime: string; ctime: string; ino: string }
+type Snapshot = { files: Record<string, Stamp>; dirs: string[] };
+
+function walk(root: string): Snapshot {
+  const snap: Snapshot = { files: {}, dirs: [] };
+  const visit = (rel: string) => {
+    const abs = path.join(root, rel);
+    for (const e of fs.readdirSync(abs, { withFileTypes: true })) {
+      const r = rel ? `${rel}/${e.name}` : e.name;
+      if (e.isDirectory()) {
+        snap.dirs.push(r);
+        visit(r);
+      } else if (e.isFile()) {
+        try {
+          const st = fs.statSync(path.join(root, r), { bigint: true });
+          snap.files[r] = { size: Number(st.size), mtime: String(st.mtimeNs), ctime: String(st.ctimeNs), ino: String(st.ino) };
+        } catch {
+          /* vanished while walking: not part of this snapshot */
+        }
+      }
+    }
+  };
+  visit('');
+  return snap;
+}
+
+function same(a: Stamp | undefined, b: Stamp | undefined): boolean {
+  return !!a && !!b && a.size === b.size && a.mtime === b.mtime && a.ctime === b.ctime && a.ino === b.ino;
+}
+
+export class BackupStore {
+  constructor(private readonly config: AgentConfig, private readonly journal: Journal) {}
+
+  dirOf(id: string): string {
+    return path.join(this.config.backup.dir, id);
+  }
+
+  private async archive(id: string, name: string, cwd: string, entries: string[]): Promise<ArchiveEntry> {
+    const file = path.join(this.dirOf(id), name);
+    let lastErr: unknown;
+    // A file rewritten while it is read (the node keeps running during the base copy) can fail
+    // the archive; a retry reads it again, and the delta picks up whatever changed anyway.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        await tar.c({ file, cwd, portable: true, noDirRecurse: true, strict: false }, entries.length ? entries : []);
+        fsyncPath(file);
+        const st = fs.statSync(file);
+        return { file: name, sha256: await sha256File(file), size: st.size };
+      } catch (err) {
+        lastErr = err;
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOSPC' || code === 'EROFS' || code === 'EACCES' || code === 'EDQUOT' || code === 'ENOTDIR' || code === 'EIO') break;
+      }
+    }
+    try { fs.unlinkSync(file); } catch { /* nothing written */ }
+    throw new CodedError('E_BACKUP', `cannot write ${file}: ${(lastErr as Error).message}`, { errno: (lastErr as NodeJS.ErrnoException).code });
+  }
+
+  private snapshotFile(id: string): string {
+    return path.join(this.dirOf(id), 'base-snapshot.json');
+  }
+
+  /**
+   * Binary, config and a base copy of the data dir while the node runs.
+   * Idempotent per id: a partial backup with the same id is discarded and redone.
+   */
+  async createBase(id: string, commandId: string | null, version: string | null): Promise<BackupRow> {
+    const c = this.config;
+    const dir = this.dirOf(id);
+    try {
+      fs.rmSync(dir, { recursive: true, force: true });
+      fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    } catch (err) {
+      throw new CodedError('E_BACKUP', `cannot create backup dir ${dir}: ${(err as Error).message}`);
+    }
+    const row: BackupRow = {
+      id, createdAt: new Date().toISOString(), commandId, version, status: 'partial',
+      meta: { dataDir: c.node.dataDir, binaryPath: c.node.binary, configPath: c.node.config },
+    };
+    this.journal.putBackup(row);
+    const meta = row.meta;
+    meta.binary = await this.archive(id, 'binary.tar', path.dirname(c.node.binary), [path.basename(c.node.binary)]);
+    if (fs.existsSync(c.node.config)) {
+      meta.config = await this.archive(id, 'config.tar', path.dirname(c.node.config), [path.basename(c.node.config)]);
+    }
+    const snap = walk(c.node.dataDir);
+    meta.dataBase = await this.archive(id, 'data-base.tar', c.node.dataDir, [...snap.dirs, ...Object.keys(snap.files)]);
+    try {
+      fs.writeFileSync(this.snapshotFile(id), JSON.stringify(snap));
+      fsyncPath(this.snapshotFile(id));
+    } catch (err) {
+      throw new CodedError('E_BACKUP', `cannot write backup snapshot: ${(err as Error).message}`);
+    }
+    this.journal.putBackup(row);
+    return row;
+  }
+
+  /** After the node stopped: archive what changed since the base and mark the backup complete. */
+  async seal(id: string): Promise<BackupRow> {
+    const row = this.journal.getBackup(id);
+    if (!row) throw new CodedError('E_BACKUP', `no backup ${id}`);
+    if (row.status === 'complete') return row;
+    const base = JSON.parse(fs.readFileSync(this.snapshotFile(id), 'utf8')) as Snapshot;
+    const dataDir = row.meta.dataDir ?? this.config.node.dataDir;
+    const now = walk(dataDir);
+    const changed = Object.keys(now.files).filter((f) => !same(now.files[f], base.files[f]));
+    const baseDirs = new Set(base.dirs);
+    const newDirs = now.dirs.filter((d) => !baseDirs.has(d));
+    const meta: BackupMeta = { ...row.meta };
+    if (changed.length || newDirs.length) {
+      meta.dataDelta = await this.archive(id, 'data-delta.tar', dataDir, [...newDirs, ...changed]);
+    }
+    const nowDirs = new Set(now.dirs);
+    meta.deleted = [
+      ...Object.keys(base.files).filter((f) => !(f in now.files)),
+      ...base.dirs.filter((d) => !nowDirs.has(d)).sort().reverse(),
+    ];
+    meta.files = Object.fromEntries(Object.entries(now.files).map(([f, s]) => [f, s.size]));
+    meta.sealed = true;
+    const done: BackupRow = { ...row, status: 'complete', meta };
+    this.journal.putBackup(done);
+    return done;
+  }
+
+  /** An online backup (no stop): base + immediate seal; consistent only as far as the node's own writes are atomic. */
+  async createOnline(id: string, version: string | null): Promise<BackupRow> {
+    await this.createBase(id, null, version);
+    const row = await this.seal(id);
+    await this.applyRetention();
+    return row;
+  }
+
+  private async verifyArchive(id: string, entry: ArchiveEntry | undefined): Promise<void> {
+    if (!entry) return;
+    const file = path.join(this.dirOf(id), entry.file);
+    let sum: string;
+    try {
+      sum = await sha256File(file);
+    } catch (err) {
+      throw new CodedError('E_RESTORE', `backup ${id}: cannot read ${entry.file}: ${(err as Error).message}`);
+    }
+    if (sum !== entry.sha256) throw new CodedError('E_RESTORE', `backup ${id}: ${entry.file} checksum mismatch (catalogue ${entry.sha256}, file ${sum})`);
+  }
+
+  async verify(id: string): Promise<BackupRow> {
+    const row = this.journal.getBackup(id);
+    if (!row) throw new CodedError('E_RESTORE', `no backup ${id}`);
+    if (row.status !== 'complete') throw new CodedError('E_RESTORE', `backup ${id} is incomplete`);
+    for (const e of [row.meta.binary, row.meta.config, row.meta.dataBase, row.meta.dataDelta]) await this.verifyArchive(id, e);
+    return row;
+  }
+
+  /** Restores the data dir: extract into a sibling, check the file list, then swap it in. */
+  async restoreData(id: string): Promise<void> {
+    const row = await this.verify(id);
+    const dataDir = row.meta.dataDir ?? this.config.node.dataDir;
+    const tmp = `${dataDir}.restore-${id}`;
+    const old = `${dataDir}.replaced-${id}`;
+    try {
+      fs.rmSync(tmp, { recursive: true, force: true });
+      fs.mkdirSync(tmp, { recursive: true, mode: 0o700 });
+      await tar.x({ file: path.join(this.dirOf(id), row.meta.dataBase!.file), cwd: tmp, preservePaths: false });
+      if (row.meta.dataDelta) await tar.x({ file: path.join(this.dirOf(id), row.meta.dataDelta.file), cwd: tmp });
+      for (const d of row.meta.deleted ?? []) fs.rmSync(path.join(tmp, d), { recursive: true, force: true });
+      const got = walk(tmp).files;
+      for (const [f, size] of Object.entries(row.meta.files ?? {})) {
+        if (!got[f] || got[f].size !== size) throw new Error(`restored ${f} does not match the catalogue`);
+      }
+      for (const f of Object.keys(got)) if (!(f in (row.meta.files ?? {}))) throw new Error(`restored ${f} is not in the catalogue`);
+      fs.rmSync(old, { recursive: true, force: true });
+      if (fs.existsSync(dataDir)) fs.renameSync(dataDir, old);
+      fs.renameSync(tmp, dataDir);
+      fsyncPath(path.dirname(dataDir));
+      fs.rmSync(old, { recursive: true, force: true });
+    } catch (err) {
+      if (err instanceof CodedError) throw err;
+      // Never leave the data dir missing: put the previous one back if the swap failed half way.
+      if (!fs.existsSync(dataDir) && fs.existsSync(old)) fs.renameSync(old, dataDir);
+      throw new CodedError('E_RESTORE', `restore of ${id} into ${dataDir} failed: ${(err as Error).message}`);
+    }
+  }
+
+  /** Restores the binary from binary.tar, atomically. */
+  async restoreBinary(id: string): Promise<void> {
+    const row = await this.verify(id);
+    const target = row.meta.binaryPath ?? this.config.node.binary;
+    const tmp = fs.mkdtempSync(path.join(this.dirOf(id), 'x-'));
+    try {
+      await tar.x({ file: path.join(this.dirOf(id), row.meta.binary!.file), cwd: tmp });
+      copyFileAtomic(path.join(tmp, path.basename(target)), target, 0o755);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  }
+
+  async restoreConfig(id: string): Promise<void> {
+    const row = await this.verify(id);
+    if (!row.meta.config) return;
+    const target = row.meta.configPath ?? this.config.node.config;
+    const tmp = fs.mkdtempSync(path.join(this.dirOf(id), 'x-'));
+    try {
+      await tar.x({ file: path.join(this.dirOf(id), row.meta.config.file), cwd: tmp });
+      copyFileAtomic(path.join(tmp, path.basename(target)), target, 0o644);
+    } finally {
+      fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  }
+
+  discard(id: string): void {
+    fs.rmSync(this.dirOf(id), { recursive: true, force: true });
+    this.journal.deleteBackup(id);
+  }
+
+  list(): BackupRow[] {
+    return this.journal.listBackups();
+  }
+
+  /** Keeps the newest `retention` complete backups, plus any a committed upgrade still needs for rollback. */
+  async applyRetention(): Promise<string[]> {
+    const keep = new Set<string>();
+    const last = this.journal.lastCommittedUpgrade();
+    const pinned = last?.context.backupId;
+    if (typeof pinned === 'string') keep.add(pinned);
+    const removed: string[] = [];
+    let kept = 0;
+    for (const b of this.journal.listBackups()) {
+      if (b.status !== 'complete') {
+        // A partial backup belongs to a command that failed or is running; the lock holder keeps its own.
+        const holder = this.journal.lockHolder();
+        if (holder && b.commandId === holder.commandId) continue;
+        this.discard(b.id);
+        removed.push(b.id);
+        continue;
+      }
+      if (keep.has(b.id)) continue;
+      if (kept < this.config.backup.retention) {
+        kept++;
+        continue;
+      }
+      this.discard(b.id);
+      removed.push(b.id);
+    }
+    return removed;
+  }
+}
+
+export function newBackupId(): string {
+  return `b-${new Date().toISOString().replace(/[-:.]/g, '').replace('T', '-').replace('Z', '')}-${Math.random().toString(16).slice(2, 6)}`;
+}

@@ -1,0 +1,10 @@
+export * from './agent.js';
+export * from './config.js';
+export * from './journal.js';
+export * from './state.js';
+export * from './backup-store.js';
+export * from './node-client.js';
+export * from './connection.js';
+export * from './service/driver.js';
+export { ProcessDriver } from './service/process.js';
+export { SystemdDriver } from './service/systemd.js';

@@ -1,0 +1,47 @@
+import type { Logger } from 'pino';
+import type { CheckResult, Command, StepName, UpgradePath } from '@guts-upgrade/protocol';
+import type { BackupStore } from '../backup-store.js';
+import type { AgentConfig } from '../config.js';
+import type { Journal } from '../journal.js';
+import type { MetricsSample, NodeClient } from '../node-client.js';
+import type { ServiceDriver } from '../service/driver.js';
+
+export type ProgressState = 'started' | 'running' | 'done' | 'failed' | 'skipped';
+export interface ProgressEvent { commandId: string; step: StepName; state: ProgressState; message?: string; percent?: number; at: string }
+
+/** What the pipeline persists in the journal's context column (survives a crash). */
+export interface UpgradeData {
+  fromVersion?: string;
+  toVersion?: string;
+  path?: UpgradePath;
+  oldBinarySha?: string;
+  artifactFile?: string;
+  backupId?: string;
+  /** Set before anything may change the data dir (manual migrate, or first start of a migrating build). */
+  migrationRan?: boolean;
+  stoppedAt?: number;
+  readyAt?: number;
+  baseline?: MetricsSample | null;
+  failure?: { code: string; message: string; step: string };
+  checks?: CheckResult[];
+  /** rollback command: the upgrade it undoes. */
+  upgradeId?: string;
+}
+
+export interface StepContext {
+  config: AgentConfig;
+  journal: Journal;
+  driver: ServiceDriver;
+  node: NodeClient;
+  backups: BackupStore;
+  log: Logger;
+  command: Command;
+  data: UpgradeData;
+  checks: CheckResult[];
+  save(patch: Partial<UpgradeData>): void;
+  progress(step: StepName, state: ProgressState, message?: string, percent?: number): void;
+}
+
+export function addCheck(ctx: StepContext, name: string, ok: boolean, detail?: string): void {
+  ctx.checks.push({ name, ok, ...(detail ? { detail: detail.slice(0, 4000) } : {}) });
+}

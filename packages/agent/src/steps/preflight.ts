@@ -1,0 +1,64 @@
+import fs from 'node:fs';
+import { CodedError, parseVersionOutput, upgradePath, type UpgradeOptions } from '@guts-upgrade/protocol';
+import { parseMetrics } from '../node-client.js';
+import { dirSize, existingAncestor, freeBytes, runArgv, sha256File } from '../util.js';
+import { addCheck, type StepContext } from './context.js';
+
+/** `<binary> --version` -> X.Y.Z or null. */
+export async function binaryVersion(binary: string, timeoutMs = 10_000): Promise<{ version: string | null; output: string }> {
+  const r = await runArgv([binary, '--version'], { timeoutMs });
+  const output = (r.stdout + r.stderr).trim();
+  return { version: r.code === 0 ? parseVersionOutput(r.stdout) : null, output };
+}
+
+/**
+ * Read-only: the service and binary exist, the version path is allowed, and
+ * there is disk for the backup and the artifact. Nothing is changed.
+ */
+export async function preflight(ctx: StepContext): Promise<void> {
+  const { config, command } = ctx;
+  if (command.kind === 'rollback') throw new CodedError('E_INTERNAL', 'preflight is for prepare/upgrade');
+  const opts: UpgradeOptions = command.options ?? {};
+  const exists = await ctx.driver.exists();
+  addCheck(ctx, 'service-exists', exists.ok, exists.detail);
+  if (!exists.ok) throw new CodedError('E_SERVICE_MISSING', exists.detail);
+
+  const installed = await binaryVersion(config.node.binary);
+  const running = await ctx.node.runningVersion();
+  const from = installed.version ?? running;
+  if (!from) throw new CodedError('E_SERVICE_MISSING', `cannot tell the installed version: ${config.node.binary} --version said ${JSON.stringify(installed.output.slice(0, 200))}`);
+  const path = upgradePath(from, command.target.version, { allowDowngrade: opts.allowDowngrade === true });
+  if (path.kind === 'major' && !path.downgrade && opts.approvedMajor !== true) {
+    throw new CodedError('E_MAJOR_NOT_APPROVED', `${path.from} -> ${path.to} is a major upgrade; it needs approvedMajor (coordinator) or --approve-major (CLI)`);
+  }
+  if (command.kind === 'upgrade' && path.migration === 'manual' && !config.commands.migrate) {
+    throw new CodedError('E_CONFIG', `config commands.migrate: ${path.from} -> ${path.to} needs a manual migration and no migration command is configured`);
+  }
+  addCheck(ctx, 'version-path', true, `${path.from} -> ${path.to} (${path.kind}, migration ${path.migration})`);
+
+  if (command.kind === 'upgrade') {
+    // Room for the backup (data + binary + config) and the artifact (about a binary's size).
+    const binSize = fs.statSync(config.node.binary).size;
+    const cfgSize = fs.existsSync(config.node.config) ? fs.statSync(config.node.config).size : 0;
+    const dataSize = dirSize(config.node.dataDir);
+    const backupNeed = dataSize + binSize + cfgSize + 1024 * 1024;
+    const artifactNeed = binSize * 2;
+    const backupFree = await freeBytes(config.backup.dir);
+    const stagingFree = await freeBytes(config.stagingDir);
+    const sameFs = fs.statSync(existingAncestor(config.backup.dir)).dev === fs.statSync(existingAncestor(config.stagingDir)).dev;
+    const margin = config.diskMarginBytes;
+    const short = sameFs
+      ? backupFree < backupNeed + artifactNeed + margin
+      : backupFree < backupNeed + margin || stagingFree < artifactNeed + margin;
+    const detail = `need ~${backupNeed} B for the backup in ${config.backup.dir} (${backupFree} B free) and ~${artifactNeed} B for the artifact in ${config.stagingDir} (${stagingFree} B free), margin ${margin} B`;
+    addCheck(ctx, 'disk-space', !short, detail);
+    if (short) throw new CodedError('E_DISK_SPACE', detail);
+    ctx.save({ oldBinarySha: await sha256File(config.node.binary) });
+    const metrics = await ctx.node.metricsText();
+    ctx.save({ baseline: metrics ? parseMetrics(metrics) : null });
+  }
+  ctx.save({ fromVersion: path.from, toVersion: path.to, path });
+  if (running && installed.version && running !== installed.version) {
+    ctx.log.warn({ running, installed: installed.version }, 'the running node reports another version than the installed binary');
+  }
+}

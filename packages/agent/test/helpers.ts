@@ -1,0 +1,165 @@
+/** Shared test rig: temp dir, simulator artifacts + server, a node run by the process driver, the agent CLI as a child. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import YAML from 'yaml';
+import {
+  buildArtifacts, createCluster, findArtifact, installBinary, startArtifactServer,
+  type ArtifactManifest, type ArtifactServer, type Fault, type NodeDescriptor,
+} from '@guts-upgrade/simulator';
+import { loadConfig, type AgentConfig } from '../src/config.js';
+import { ProcessDriver } from '../src/service/process.js';
+
+export const CLI = fileURLToPath(new URL('../src/cli.js', import.meta.url));
+
+export const FAST_TIMINGS = {
+  startup_delay_ms: 100,
+  migrate_ms: 100,
+  block_interval_ms: 100,
+  leader_term_ms: 500,
+  fault_delay_ms: 200,
+  sync_blocks_per_sec: 500,
+};
+
+interface Tap { teardown(fn: () => unknown): void }
+
+export interface Rig {
+  dir: string;
+  manifest: ArtifactManifest;
+  server: ArtifactServer;
+  node: NodeDescriptor;
+  binary: string;
+  configPath: string;
+  config: AgentConfig;
+  driver: ProcessDriver;
+  artifact(version: string, fault?: Fault): { url: string; sha256: string; version: string };
+  cli(args: string[], env?: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string }>;
+  spawnCli(args: string[], env?: NodeJS.ProcessEnv): ChildProcess;
+  startNode(): Promise<void>;
+  healthVersion(): Promise<string | null>;
+  writeConfig(patch: Record<string, unknown>): void;
+}
+
+export function childEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  delete env.NODE_OPTIONS; // tap's loader hooks must not leak into real child processes
+  for (const k of Object.keys(env)) if (k.startsWith('GUTS_UPGRADE_') || k.startsWith('TAP')) delete env[k];
+  return { ...env, ...extra };
+}
+
+export async function waitUntil<T>(fn: () => T | Promise<T>, timeoutMs = 20_000, what = 'condition'): Promise<NonNullable<T>> {
+  const t0 = Date.now();
+  for (;;) {
+    const v = await fn();
+    if (v) return v as NonNullable<T>;
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+export function sha(file: string): string {
+  return crypto.createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+}
+
+/** Content hash of every file in a dir (relative path -> sha256). */
+export function treeHash(dir: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (rel: string) => {
+    for (const e of fs.readdirSync(path.join(dir, rel), { withFileTypes: true })) {
+      const r = rel ? `${rel}/${e.name}` : e.name;
+      if (e.isDirectory()) walk(r);
+      else out[r] = sha(path.join(dir, r));
+    }
+  };
+  walk('');
+  return out;
+}
+
+export async function makeRig(t: Tap, opts: { version?: string; dataSizeMb?: number; agent?: Record<string, unknown>; timings?: Record<string, number> } = {}): Promise<Rig> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'guts-agent-test-'));
+  const manifest = buildArtifacts({ outDir: path.join(dir, 'artifacts') });
+  const server = await startArtifactServer({ dir: path.join(dir, 'artifacts') });
+  const [node] = await createCluster({ n: 1, dir: path.join(dir, 'cluster'), timings: { ...FAST_TIMINGS, ...(opts.timings ?? {}) }, dataSizeMb: opts.dataSizeMb ?? 1, dataVersion: opts.version ?? '1.0.0' });
+  const binary = path.join(dir, 'bin', 'guts-node');
+  installBinary(findArtifact(manifest, opts.version ?? '1.0.0').path, binary);
+  const configPath = path.join(dir, 'agent.yaml');
+  const base = {
+    nodeId: 'v0',
+    service: { driver: 'process', args: ['--config', '{config}'], stopTimeoutMs: 5000 },
+    node: { binary, dataDir: node!.dataDir, config: node!.configPath, apiUrl: node!.apiUrl, metricsUrl: node!.metricsUrl },
+    stateDir: path.join(dir, 'state'),
+    backup: { retention: 2 },
+    fetch: { retries: 3, backoffMs: 50, timeoutMs: 5000 },
+    checks: { readyTimeoutMs: 10_000, syncTimeoutMs: 10_000, advanceWindowMs: 600, stabilizeMs: 1500, httpTimeoutMs: 1000, commandTimeoutMs: 20_000 },
+    diskMarginBytes: 0,
+  };
+  let doc: Record<string, unknown> = { ...base, ...(opts.agent ?? {}) };
+  const write = () => fs.writeFileSync(configPath, YAML.stringify(doc));
+  write();
+  const config = loadConfig(configPath, {});
+  const driver = new ProcessDriver(config);
+  const children = new Set<ChildProcess>();
+  t.teardown(async () => {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    await driver.stop().catch(() => undefined);
+    // A pid file left by a killed agent run still names the node.
+    const pid = driver.pid();
+    if (pid) process.kill(pid, 'SIGKILL');
+    await server.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+  const rig: Rig = {
+    dir, manifest, server, node: node!, binary, configPath, config, driver,
+    artifact(version, fault = 'none') {
+      const a = findArtifact(manifest, version, fault);
+      return { url: `${server.url}/${a.file}`, sha256: a.sha256, version };
+    },
+    spawnCli(args, env = {}) {
+      const c = spawn(process.execPath, [CLI, ...args, '--config', configPath], { env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+      children.add(c);
+      return c;
+    },
+    cli(args, env = {}) {
+      return new Promise((resolve) => {
+        const c = rig.spawnCli(args, env);
+        let stdout = '';
+        let stderr = '';
+        c.stdout!.on('data', (d: Buffer) => { stdout += d.toString(); });
+        c.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+        c.on('close', (code) => resolve({ code, stdout, stderr }));
+      });
+    },
+    async startNode() {
+      const old = process.env.NODE_OPTIONS;
+      delete process.env.NODE_OPTIONS;
+      try {
+        await driver.start();
+      } finally {
+        if (old !== undefined) process.env.NODE_OPTIONS = old;
+      }
+      await waitUntil(async () => (await fetch(`${node!.apiUrl}/health/ready`).catch(() => null))?.status === 200, 15_000, 'node ready');
+    },
+    async healthVersion() {
+      const r = await fetch(`${node!.apiUrl}/health`).catch(() => null);
+      if (!r) return null;
+      return ((await r.json()) as { version?: string }).version ?? null;
+    },
+    writeConfig(patch) {
+      doc = { ...doc, ...patch };
+      write();
+    },
+  };
+  return rig;
+}
+
+export function upgradeArgs(a: { url: string; sha256: string; version: string }, extra: string[] = []): string[] {
+  return ['upgrade', '--to', a.version, '--url', a.url, '--sha256', a.sha256, '--json', ...extra];
+}
+
+export function parseResult(stdout: string): Record<string, any> {
+  const i = stdout.indexOf('{');
+  return JSON.parse(stdout.slice(i)) as Record<string, any>;
+}

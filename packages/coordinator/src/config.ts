@@ -1,0 +1,247 @@
+/**
+ * Configuration: YAML file, then environment, then flags (flags win). Every
+ * value is checked and an invalid one is refused naming its key, so a typo
+ * never silently falls back to a default.
+ */
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { CodedError } from '@guts-upgrade/protocol';
+import { hashToken } from './db.js';
+import { parseDuration, validateCron, type WindowSpec } from './windows.js';
+
+export type Role = 'viewer' | 'operator';
+
+export interface OperatorToken {
+  name: string;
+  tokenHash: string;
+  role: Role;
+}
+
+export interface WebhookConfig {
+  url: string;
+  secret: string;
+  events: string[] | null;
+}
+
+export interface Config {
+  listen: { host: string; port: number | null; socket: string | null };
+  tls: { cert: string; key: string } | null;
+  db: string;
+  operators: OperatorToken[];
+  heartbeat: { intervalMs: number; timeoutMs: number };
+  /** Validator-set size n; defaults to the number of registered nodes. */
+  validators: number | null;
+  webhooks: WebhookConfig[];
+  webhookRetry: { maxAttempts: number; baseDelayMs: number; timeoutMs: number };
+  windows: WindowSpec[];
+  defaults: {
+    maxUnavailable: number;
+    stabilizationMs: number;
+    soakMs: number;
+    syncDistance: number;
+    syncTimeoutMs: number;
+    haltTimeoutMs: number;
+  };
+  tickMs: number;
+  logLevel: string;
+}
+
+export const DEFAULT_CONFIG: Config = {
+  listen: { host: '127.0.0.1', port: 7600, socket: null },
+  tls: null,
+  db: 'guts-upgrade.db',
+  operators: [],
+  heartbeat: { intervalMs: 5000, timeoutMs: 15000 },
+  validators: null,
+  webhooks: [],
+  webhookRetry: { maxAttempts: 8, baseDelayMs: 1000, timeoutMs: 5000 },
+  windows: [],
+  defaults: {
+    maxUnavailable: 1,
+    stabilizationMs: 30_000,
+    soakMs: 300_000,
+    syncDistance: 5,
+    syncTimeoutMs: 600_000,
+    haltTimeoutMs: 900_000,
+  },
+  tickMs: 500,
+  logLevel: 'info',
+};
+
+function fail(key: string, reason: string): never {
+  throw new CodedError('E_CONFIG', `config ${key}: ${reason}`, { key });
+}
+
+type Obj = Record<string, unknown>;
+function obj(v: unknown, key: string): Obj {
+  if (v === undefined || v === null) return {};
+  if (typeof v !== 'object' || Array.isArray(v)) fail(key, 'must be a mapping');
+  return v as Obj;
+}
+function only(o: Obj, key: string, allowed: string[]): void {
+  for (const k of Object.keys(o)) if (!allowed.includes(k)) fail(key ? `${key}.${k}` : k, `unknown key (expected one of ${allowed.join(', ')})`);
+}
+function int(v: unknown, key: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) fail(key, `must be an integer in [${min}, ${max}], got ${JSON.stringify(v)}`);
+  return n;
+}
+function ms(v: unknown, key: string): number {
+  if (typeof v === 'number' && Number.isInteger(v) && v >= 0) return v;
+  if (typeof v === 'string') {
+    if (/^\d+$/.test(v)) return Number(v);
+    const d = parseDuration(v);
+    if (d != null) return d;
+  }
+  fail(key, `must be milliseconds or a duration like "30s", got ${JSON.stringify(v)}`);
+}
+function string(v: unknown, key: string): string {
+  if (typeof v !== 'string' || v.length === 0) fail(key, 'must be a non-empty string');
+  return v;
+}
+
+/** Builds a Config from a parsed YAML document merged with env and flag overrides. */
+export function buildConfig(doc: unknown, env: NodeJS.ProcessEnv = {}, flags: Record<string, string | undefined> = {}): Config {
+  const root = obj(doc, '(root)');
+  only(root, '', ['listen', 'tls', 'db', 'operators', 'heartbeat', 'validators', 'webhooks', 'webhookRetry', 'windows', 'defaults', 'tickMs', 'logLevel']);
+  const c: Config = structuredClone(DEFAULT_CONFIG);
+
+  const listen = obj(root.listen, 'listen');
+  only(listen, 'listen', ['host', 'port', 'socket']);
+  const host = flags.host ?? env.GUTS_UPGRADE_HOST ?? listen.host;
+  if (host !== undefined) c.listen.host = string(host, 'listen.host');
+  const port = flags.port ?? env.GUTS_UPGRADE_PORT ?? listen.port;
+  if (port === null || port === 'none' || port === false) c.listen.port = null;
+  else if (port !== undefined) c.listen.port = int(port, 'listen.port', 0, 65535);
+  const socket = flags.socket ?? env.GUTS_UPGRADE_SOCKET ?? listen.socket;
+  if (socket !== undefined && socket !== null) c.listen.socket = string(socket, 'listen.socket');
+  if (c.listen.port === null && !c.listen.socket) fail('listen', 'needs a port or a socket');
+
+  if (root.tls !== undefined && root.tls !== null) {
+    const tls = obj(root.tls, 'tls');
+    only(tls, 'tls', ['cert', 'key']);
+    const certPath = string(tls.cert, 'tls.cert');
+    const keyPath = string(tls.key, 'tls.key');
+    try {
+      c.tls = { cert: readFileSync(certPath, 'utf8'), key: readFileSync(keyPath, 'utf8') };
+    } catch (err) {
+      fail('tls', `cannot read: ${(err as Error).message}`);
+    }
+  }
+
+  const db = flags.db ?? env.GUTS_UPGRADE_DB ?? root.db;
+  if (db !== undefined) c.db = string(db, 'db');
+
+  if (root.operators !== undefined) {
+    if (!Array.isArray(root.operators)) fail('operators', 'must be a list');
+    const names = new Set<string>();
+    c.operators = root.operators.map((o, i) => {
+      const k = `operators[${i}]`;
+      const e = obj(o, k);
+      only(e, k, ['name', 'token', 'tokenSha256', 'role']);
+      const name = string(e.name, `${k}.name`);
+      if (names.has(name)) fail(`${k}.name`, `duplicate name ${name}`);
+      names.add(name);
+      const role = e.role;
+      if (role !== 'viewer' && role !== 'operator') fail(`${k}.role`, 'must be "viewer" or "operator"');
+      let tokenHash: string;
+      if (e.tokenSha256 !== undefined) {
+        tokenHash = string(e.tokenSha256, `${k}.tokenSha256`).toLowerCase();
+        if (!/^[0-9a-f]{64}$/.test(tokenHash)) fail(`${k}.tokenSha256`, 'must be 64 hex characters');
+      } else {
+        const token = string(e.token, `${k}.token`);
+        if (token.length < 16) fail(`${k}.token`, 'must be at least 16 characters');
+        tokenHash = hashToken(token);
+      }
+      return { name, tokenHash, role };
+    });
+  }
+  if (env.GUTS_UPGRADE_OPERATOR_TOKEN) {
+    c.operators.push({ name: 'env-operator', tokenHash: hashToken(env.GUTS_UPGRADE_OPERATOR_TOKEN), role: 'operator' });
+  }
+
+  const hb = obj(root.heartbeat, 'heartbeat');
+  only(hb, 'heartbeat', ['intervalMs', 'timeoutMs']);
+  if (hb.intervalMs !== undefined) c.heartbeat.intervalMs = ms(hb.intervalMs, 'heartbeat.intervalMs');
+  if (hb.timeoutMs !== undefined) c.heartbeat.timeoutMs = ms(hb.timeoutMs, 'heartbeat.timeoutMs');
+  if (c.heartbeat.intervalMs < 100 || c.heartbeat.intervalMs > 600_000) fail('heartbeat.intervalMs', 'must be within [100, 600000]');
+  if (c.heartbeat.timeoutMs <= c.heartbeat.intervalMs) fail('heartbeat.timeoutMs', 'must exceed heartbeat.intervalMs');
+
+  if (root.validators !== undefined && root.validators !== null) c.validators = int(root.validators, 'validators', 1, 1000);
+
+  if (root.webhooks !== undefined) {
+    if (!Array.isArray(root.webhooks)) fail('webhooks', 'must be a list');
+    c.webhooks = root.webhooks.map((w, i) => {
+      const k = `webhooks[${i}]`;
+      const e = obj(w, k);
+      only(e, k, ['url', 'secret', 'events']);
+      const url = string(e.url, `${k}.url`);
+      if (!/^https?:\/\/\S+$/.test(url)) fail(`${k}.url`, 'must be an http(s) URL');
+      const secret = string(e.secret, `${k}.secret`);
+      let events: string[] | null = null;
+      if (e.events !== undefined) {
+        if (!Array.isArray(e.events) || e.events.some((x) => typeof x !== 'string')) fail(`${k}.events`, 'must be a list of event types');
+        events = e.events as string[];
+      }
+      return { url, secret, events };
+    });
+  }
+  const wr = obj(root.webhookRetry, 'webhookRetry');
+  only(wr, 'webhookRetry', ['maxAttempts', 'baseDelayMs', 'timeoutMs']);
+  if (wr.maxAttempts !== undefined) c.webhookRetry.maxAttempts = int(wr.maxAttempts, 'webhookRetry.maxAttempts', 1, 100);
+  if (wr.baseDelayMs !== undefined) c.webhookRetry.baseDelayMs = ms(wr.baseDelayMs, 'webhookRetry.baseDelayMs');
+  if (wr.timeoutMs !== undefined) c.webhookRetry.timeoutMs = ms(wr.timeoutMs, 'webhookRetry.timeoutMs');
+
+  if (root.windows !== undefined) {
+    if (!Array.isArray(root.windows)) fail('windows', 'must be a list');
+    const names = new Set<string>();
+    c.windows = root.windows.map((w, i) => {
+      const k = `windows[${i}]`;
+      const e = obj(w, k);
+      only(e, k, ['name', 'cron', 'duration']);
+      const name = string(e.name, `${k}.name`);
+      if (names.has(name)) fail(`${k}.name`, `duplicate window ${name}`);
+      names.add(name);
+      const cron = string(e.cron, `${k}.cron`);
+      const bad = validateCron(cron);
+      if (bad) fail(`${k}.cron`, bad);
+      const durationMs = parseDuration(e.duration);
+      if (durationMs == null) fail(`${k}.duration`, 'must be a duration like "2h" or minutes');
+      return { name, cron, durationMs };
+    });
+  }
+
+  const d = obj(root.defaults, 'defaults');
+  only(d, 'defaults', Object.keys(c.defaults));
+  if (d.maxUnavailable !== undefined) c.defaults.maxUnavailable = int(d.maxUnavailable, 'defaults.maxUnavailable', 1, 1000);
+  for (const k of ['stabilizationMs', 'soakMs', 'syncTimeoutMs', 'haltTimeoutMs'] as const) {
+    if (d[k] !== undefined) c.defaults[k] = ms(d[k], `defaults.${k}`);
+  }
+  if (d.syncDistance !== undefined) c.defaults.syncDistance = int(d.syncDistance, 'defaults.syncDistance', 0, 1_000_000);
+
+  if (root.tickMs !== undefined) c.tickMs = int(root.tickMs, 'tickMs', 10, 60_000);
+  const level = flags['log-level'] ?? env.GUTS_UPGRADE_LOG_LEVEL ?? root.logLevel;
+  if (level !== undefined) {
+    if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(String(level))) fail('logLevel', 'must be a pino level');
+    c.logLevel = String(level);
+  }
+  return c;
+}
+
+export function loadConfig(path: string | undefined, env: NodeJS.ProcessEnv, flags: Record<string, string | undefined>): Config {
+  let doc: unknown = {};
+  if (path) {
+    let text: string;
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch (err) {
+      throw new CodedError('E_CONFIG', `cannot read config ${path}: ${(err as Error).message}`, { key: 'config' });
+    }
+    try {
+      doc = parseYaml(text) ?? {};
+    } catch (err) {
+      throw new CodedError('E_CONFIG', `config ${path} is not valid YAML: ${(err as Error).message}`, { key: 'config' });
+    }
+  }
+  return buildConfig(doc, env, flags);
+}

@@ -1,0 +1,542 @@
+/**
+ * SQLite state (WAL, synchronous FULL so that an acknowledged write survives a
+ * kill -9 or power cut). Everything the sequencer needs to resume lives here:
+ * nodes, rollouts, per-node steps, every command sent (written before it goes
+ * on the wire, so a crash re-sends the same id) and the append-only event log.
+ */
+import Database from 'better-sqlite3';
+import { createHash } from 'node:crypto';
+import type { CommandKind, ErrorCode, Outcome } from '@guts-upgrade/protocol';
+import type { CommandRecord, CommandState, Rollout, RolloutData, Step } from './model.js';
+import type { RolloutState, StepState } from './states.js';
+
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+/** Append only: a released migration is never edited, a change is a new version. */
+export const MIGRATIONS: Migration[] = [
+  {
+    version: 1,
+    name: 'initial',
+    sql: `
+      CREATE TABLE nodes (
+        id TEXT PRIMARY KEY,
+        token_hash TEXT NOT NULL,
+        address TEXT,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER,
+        agent_version TEXT,
+        version TEXT,
+        health TEXT NOT NULL DEFAULT 'unknown',
+        ready INTEGER NOT NULL DEFAULT 0,
+        is_leader INTEGER NOT NULL DEFAULT 0,
+        current_leader TEXT,
+        finalized_height INTEGER,
+        view INTEGER,
+        peer_count INTEGER,
+        busy TEXT,
+        last_seen_at INTEGER
+      );
+      CREATE TABLE rollouts (
+        id TEXT PRIMARY KEY,
+        strategy TEXT NOT NULL,
+        target TEXT NOT NULL,
+        from_version TEXT,
+        path_kind TEXT NOT NULL,
+        options TEXT NOT NULL,
+        state TEXT NOT NULL,
+        code TEXT,
+        reason TEXT,
+        nodes TEXT NOT NULL,
+        waves TEXT NOT NULL,
+        data TEXT NOT NULL DEFAULT '{}',
+        created_by TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        state_since INTEGER NOT NULL
+      );
+      CREATE INDEX rollouts_state ON rollouts(state);
+      CREATE TABLE steps (
+        rollout_id TEXT NOT NULL REFERENCES rollouts(id),
+        node_id TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        command_id TEXT,
+        attempt INTEGER NOT NULL DEFAULT 0,
+        from_version TEXT,
+        code TEXT,
+        message TEXT,
+        downtime_ms REAL,
+        dispatch_seq INTEGER,
+        started_at INTEGER,
+        result_at INTEGER,
+        synced_at INTEGER,
+        finished_at INTEGER,
+        updated_at INTEGER NOT NULL,
+        progress TEXT,
+        PRIMARY KEY (rollout_id, node_id)
+      );
+      CREATE TABLE commands (
+        id TEXT PRIMARY KEY,
+        node_id TEXT NOT NULL,
+        rollout_id TEXT,
+        kind TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        body TEXT NOT NULL,
+        state TEXT NOT NULL,
+        outcome TEXT,
+        code TEXT,
+        message TEXT,
+        running_version TEXT,
+        downtime_ms REAL,
+        result TEXT,
+        created_at INTEGER NOT NULL,
+        sent_at INTEGER,
+        updated_at INTEGER NOT NULL
+      );
+      CREATE INDEX commands_open ON commands(node_id, state);
+      CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        type TEXT NOT NULL,
+        rollout_id TEXT,
+        node_id TEXT,
+        data TEXT NOT NULL DEFAULT '{}'
+      );
+      CREATE INDEX events_rollout ON events(rollout_id, seq);
+      CREATE TRIGGER events_no_update BEFORE UPDATE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+      CREATE TRIGGER events_no_delete BEFORE DELETE ON events BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+    `,
+  },
+  {
+    version: 2,
+    name: 'webhook outbox',
+    sql: `
+      CREATE TABLE webhook_deliveries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        hook_url TEXT NOT NULL,
+        event_seq INTEGER NOT NULL,
+        event_type TEXT NOT NULL,
+        body TEXT NOT NULL,
+        state TEXT NOT NULL DEFAULT 'pending',
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at INTEGER NOT NULL,
+        last_error TEXT,
+        updated_at INTEGER NOT NULL
+      );
+      CREATE INDEX webhook_due ON webhook_deliveries(state, next_at);
+    `,
+  },
+];
+
+export function hashToken(token: string): string {
+  return createHash('sha256').update(token, 'utf8').digest('hex');
+}
+
+export interface NodeRow {
+  id: string;
+  address: string | null;
+  createdAt: number;
+  revokedAt: number | null;
+  agentVersion: string | null;
+  version: string | null;
+  health: 'up' | 'down' | 'unknown';
+  ready: boolean;
+  isLeader: boolean;
+  currentLeader: string | null;
+  finalizedHeight: number | null;
+  view: number | null;
+  peerCount: number | null;
+  busy: { commandId: string; kind: CommandKind; step: string | null } | null;
+  lastSeenAt: number | null;
+}
+
+export interface EventRow {
+  seq: number;
+  at: string;
+  actor: string;
+  type: string;
+  rolloutId: string | null;
+  nodeId: string | null;
+  data: Record<string, unknown>;
+}
+
+type Raw = Record<string, unknown>;
+const json = <T>(v: unknown, d: T): T => (typeof v === 'string' ? (JSON.parse(v) as T) : d);
+const num = (v: unknown): number | null => (v == null ? null : Number(v));
+const str = (v: unknown): string | null => (v == null ? null : String(v));
+
+function nodeFrom(r: Raw): NodeRow {
+  return {
+    id: String(r.id),
+    address: str(r.address),
+    createdAt: Number(r.created_at),
+    revokedAt: num(r.revoked_at),
+    agentVersion: str(r.agent_version),
+    version: str(r.version),
+    health: (r.health as NodeRow['health']) ?? 'unknown',
+    ready: r.ready === 1,
+    isLeader: r.is_leader === 1,
+    currentLeader: str(r.current_leader),
+    finalizedHeight: num(r.finalized_height),
+    view: num(r.view),
+    peerCount: num(r.peer_count),
+    busy: json(r.busy, null),
+    lastSeenAt: num(r.last_seen_at),
+  };
+}
+
+function rolloutFrom(r: Raw): Rollout {
+  return {
+    id: String(r.id),
+    strategy: r.strategy as Rollout['strategy'],
+    target: json(r.target, {} as Rollout['target']),
+    fromVersion: str(r.from_version),
+    pathKind: r.path_kind as Rollout['pathKind'],
+    options: json(r.options, {} as Rollout['options']),
+    state: r.state as RolloutState,
+    code: str(r.code) as ErrorCode | null,
+    reason: str(r.reason),
+    nodes: json(r.nodes, []),
+    waves: json(r.waves, []),
+    data: json(r.data, {}),
+    createdBy: String(r.created_by),
+    createdAt: Number(r.created_at),
+    updatedAt: Number(r.updated_at),
+    stateSince: Number(r.state_since),
+  };
+}
+
+function stepFrom(r: Raw): Step {
+  return {
+    rolloutId: String(r.rollout_id),
+    nodeId: String(r.node_id),
+    position: Number(r.position),
+    state: r.state as StepState,
+    commandId: str(r.command_id),
+    attempt: Number(r.attempt),
+    fromVersion: str(r.from_version),
+    code: str(r.code) as ErrorCode | null,
+    message: str(r.message),
+    downtimeMs: num(r.downtime_ms),
+    dispatchSeq: num(r.dispatch_seq),
+    startedAt: num(r.started_at),
+    resultAt: num(r.result_at),
+    syncedAt: num(r.synced_at),
+    finishedAt: num(r.finished_at),
+    updatedAt: Number(r.updated_at),
+    progress: str(r.progress),
+  };
+}
+
+function commandFrom(r: Raw): CommandRecord {
+  return {
+    id: String(r.id),
+    nodeId: String(r.node_id),
+    rolloutId: str(r.rollout_id),
+    kind: r.kind as CommandKind,
+    digest: String(r.digest),
+    body: String(r.body),
+    state: r.state as CommandState,
+    outcome: str(r.outcome) as Outcome | null,
+    code: str(r.code) as ErrorCode | null,
+    message: str(r.message),
+    runningVersion: str(r.running_version),
+    downtimeMs: num(r.downtime_ms),
+    createdAt: Number(r.created_at),
+    updatedAt: Number(r.updated_at),
+  };
+}
+
+export class Store {
+  readonly db: Database.Database;
+
+  constructor(file: string) {
+    this.db = new Database(file);
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = FULL');
+    this.db.pragma('foreign_keys = ON');
+    this.db.pragma('busy_timeout = 5000');
+    this.migrate();
+  }
+
+  /** Applies pending migrations in order, each in its own transaction. Returns the versions applied. */
+  migrate(migrations: Migration[] = MIGRATIONS): number[] {
+    this.db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)');
+    const applied = new Set(
+      (this.db.prepare('SELECT version FROM schema_migrations').all() as { version: number }[]).map((r) => r.version),
+    );
+    const known = Math.max(0, ...migrations.map((m) => m.version));
+    const newest = Math.max(0, ...applied);
+    if (newest > known) {
+      throw new Error(`database schema version ${newest} is newer than this coordinator (${known}); refusing to run`);
+    }
+    const done: number[] = [];
+    for (const m of [...migrations].sort((a, b) => a.version - b.version)) {
+      if (applied.has(m.version)) continue;
+      this.db.transaction(() => {
+        this.db.exec(m.sql);
+        this.db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)').run(m.version, m.name, Date.now());
+      })();
+      done.push(m.version);
+    }
+    return done;
+  }
+
+  schemaVersion(): number {
+    const r = this.db.prepare('SELECT MAX(version) AS v FROM schema_migrations').get() as { v: number | null };
+    return r.v ?? 0;
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  tx<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
+  // ---------------------------------------------------------------- nodes
+
+  insertNode(id: string, tokenHash: string, address: string | null, now: number): void {
+    const existing = this.db.prepare('SELECT revoked_at FROM nodes WHERE id = ?').get(id) as Raw | undefined;
+    if (existing) {
+      this.db
+        .prepare('UPDATE nodes SET token_hash = ?, address = ?, revoked_at = NULL, created_at = ? WHERE id = ?')
+        .run(tokenHash, address, now, id);
+    } else {
+      this.db.prepare('INSERT INTO nodes (id, token_hash, address, created_at) VALUES (?, ?, ?, ?)').run(id, tokenHash, address, now);
+    }
+  }
+
+  revokeNode(id: string, now: number): void {
+    this.db.prepare('UPDATE nodes SET revoked_at = ? WHERE id = ?').run(now, id);
+  }
+
+  node(id: string): (NodeRow & { tokenHash: string }) | undefined {
+    const r = this.db.prepare('SELECT * FROM nodes WHERE id = ?').get(id) as Raw | undefined;
+    return r ? { ...nodeFrom(r), tokenHash: String(r.token_hash) } : undefined;
+  }
+
+  activeNodes(): NodeRow[] {
+    return (this.db.prepare('SELECT * FROM nodes WHERE revoked_at IS NULL ORDER BY id').all() as Raw[]).map(nodeFrom);
+  }
+
+  updateNodeStatus(id: string, s: Omit<NodeRow, 'id' | 'address' | 'createdAt' | 'revokedAt'>): void {
+    this.db
+      .prepare(
+        `UPDATE nodes SET agent_version = COALESCE(?, agent_version), version = ?, health = ?, ready = ?, is_leader = ?, current_leader = ?,
+         finalized_height = ?, view = ?, peer_count = ?, busy = ?, last_seen_at = ? WHERE id = ?`,
+      )
+      .run(
+        s.agentVersion,
+        s.version,
+        s.health,
+        s.ready ? 1 : 0,
+        s.isLeader ? 1 : 0,
+        s.currentLeader,
+        s.finalizedHeight,
+        s.view,
+        s.peerCount,
+        s.busy ? JSON.stringify(s.busy) : null,
+        s.lastSeenAt,
+        id,
+      );
+  }
+
+  // ---------------------------------------------------------------- rollouts
+
+  insertRollout(r: Rollout): void {
+    this.db
+      .prepare(
+        `INSERT INTO rollouts (id, strategy, target, from_version, path_kind, options, state, code, reason, nodes, waves, data, created_by, created_at, updated_at, state_since)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      )
+      .run(
+        r.id,
+        r.strategy,
+        JSON.stringify(r.target),
+        r.fromVersion,
+        r.pathKind,
+        JSON.stringify(r.options),
+        r.state,
+        r.code,
+        r.reason,
+        JSON.stringify(r.nodes),
+        JSON.stringify(r.waves),
+        JSON.stringify(r.data),
+        r.createdBy,
+        r.createdAt,
+        r.updatedAt,
+        r.stateSince,
+      );
+  }
+
+  rollout(id: string): Rollout | undefined {
+    const r = this.db.prepare('SELECT * FROM rollouts WHERE id = ?').get(id) as Raw | undefined;
+    return r ? rolloutFrom(r) : undefined;
+  }
+
+  rollouts(limit = 100): Rollout[] {
+    return (this.db.prepare('SELECT * FROM rollouts ORDER BY created_at DESC, id DESC LIMIT ?').all(limit) as Raw[]).map(rolloutFrom);
+  }
+
+  rolloutsInStates(states: readonly string[]): Rollout[] {
+    const q = `SELECT * FROM rollouts WHERE state IN (${states.map(() => '?').join(',')}) ORDER BY created_at`;
+    return (this.db.prepare(q).all(...states) as Raw[]).map(rolloutFrom);
+  }
+
+  setRolloutState(id: string, state: RolloutState, code: ErrorCode | null, reason: string | null, now: number): void {
+    this.db
+      .prepare('UPDATE rollouts SET state = ?, code = ?, reason = ?, updated_at = ?, state_since = ? WHERE id = ?')
+      .run(state, code, reason, now, now, id);
+  }
+
+  patchRolloutData(id: string, patch: Partial<RolloutData>, now: number): void {
+    const r = this.rollout(id);
+    if (!r) return;
+    this.db.prepare('UPDATE rollouts SET data = ?, updated_at = ? WHERE id = ?').run(JSON.stringify({ ...r.data, ...patch }), now, id);
+  }
+
+  // ---------------------------------------------------------------- steps
+
+  insertStep(s: Step): void {
+    this.db
+      .prepare('INSERT INTO steps (rollout_id, node_id, position, state, attempt, updated_at) VALUES (?, ?, ?, ?, ?, ?)')
+      .run(s.rolloutId, s.nodeId, s.position, s.state, s.attempt, s.updatedAt);
+  }
+
+  steps(rolloutId: string): Step[] {
+    return (this.db.prepare('SELECT * FROM steps WHERE rollout_id = ? ORDER BY position').all(rolloutId) as Raw[]).map(stepFrom);
+  }
+
+  updateStep(rolloutId: string, nodeId: string, patch: Partial<Step>, now: number): void {
+    const cols: Record<keyof Step, string> = {
+      rolloutId: 'rollout_id',
+      nodeId: 'node_id',
+      position: 'position',
+      state: 'state',
+      commandId: 'command_id',
+      attempt: 'attempt',
+      fromVersion: 'from_version',
+      code: 'code',
+      message: 'message',
+      downtimeMs: 'downtime_ms',
+      dispatchSeq: 'dispatch_seq',
+      startedAt: 'started_at',
+      resultAt: 'result_at',
+      syncedAt: 'synced_at',
+      finishedAt: 'finished_at',
+      updatedAt: 'updated_at',
+      progress: 'progress',
+    };
+    const entries = Object.entries({ ...patch, updatedAt: now }).filter(([, v]) => v !== undefined);
+    const sql = `UPDATE steps SET ${entries.map(([k]) => `${cols[k as keyof Step]} = ?`).join(', ')} WHERE rollout_id = ? AND node_id = ?`;
+    this.db.prepare(sql).run(...entries.map(([, v]) => v as string | number | null), rolloutId, nodeId);
+  }
+
+  setProgressForCommand(commandId: string, progress: string, now: number): void {
+    this.db.prepare('UPDATE steps SET progress = ?, updated_at = ? WHERE command_id = ?').run(progress, now, commandId);
+  }
+
+  /** Nodes held by an active rollout (for the overlap conflict check). */
+  nodesInActiveRollouts(activeStates: readonly string[]): Map<string, string> {
+    const m = new Map<string, string>();
+    for (const r of this.rolloutsInStates(activeStates)) for (const n of r.nodes) m.set(n, r.id);
+    return m;
+  }
+
+  // ---------------------------------------------------------------- commands
+
+  insertCommand(c: Omit<CommandRecord, 'outcome' | 'code' | 'message' | 'runningVersion' | 'downtimeMs'>): void {
+    this.db
+      .prepare('INSERT INTO commands (id, node_id, rollout_id, kind, digest, body, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)')
+      .run(c.id, c.nodeId, c.rolloutId, c.kind, c.digest, c.body, c.state, c.createdAt, c.updatedAt);
+  }
+
+  command(id: string): CommandRecord | undefined {
+    const r = this.db.prepare('SELECT * FROM commands WHERE id = ?').get(id) as Raw | undefined;
+    return r ? commandFrom(r) : undefined;
+  }
+
+  commandsFor(rolloutId: string): Map<string, CommandRecord> {
+    const rows = this.db.prepare('SELECT * FROM commands WHERE rollout_id = ?').all(rolloutId) as Raw[];
+    return new Map(rows.map((r) => [String(r.id), commandFrom(r)]));
+  }
+
+  /** Commands without a result yet: the node still counts as in flight. */
+  openCommands(nodeId?: string): CommandRecord[] {
+    const rows = nodeId
+      ? this.db.prepare("SELECT * FROM commands WHERE node_id = ? AND state IN ('pending','sent','accepted','duplicate') ORDER BY created_at").all(nodeId)
+      : this.db.prepare("SELECT * FROM commands WHERE state IN ('pending','sent','accepted','duplicate') ORDER BY created_at").all();
+    return (rows as Raw[]).map(commandFrom);
+  }
+
+  setCommandState(id: string, state: CommandState, now: number, extra: { code?: string | null; message?: string | null } = {}): void {
+    this.db
+      .prepare('UPDATE commands SET state = ?, code = COALESCE(?, code), message = COALESCE(?, message), updated_at = ?, sent_at = CASE WHEN ? = \'sent\' THEN ? ELSE sent_at END WHERE id = ?')
+      .run(state, extra.code ?? null, extra.message ?? null, now, state, now, id);
+  }
+
+  completeCommand(
+    id: string,
+    r: { outcome: Outcome; code: string | null; message: string | null; runningVersion: string | null; downtimeMs: number | null; result: unknown },
+    now: number,
+  ): void {
+    this.db
+      .prepare(
+        "UPDATE commands SET state = 'completed', outcome = ?, code = ?, message = ?, running_version = ?, downtime_ms = ?, result = ?, updated_at = ? WHERE id = ?",
+      )
+      .run(r.outcome, r.code, r.message, r.runningVersion, r.downtimeMs, JSON.stringify(r.result), now, id);
+  }
+
+  // ---------------------------------------------------------------- events
+
+  appendEvent(e: { at: number; actor: string; type: string; rolloutId?: string | null; nodeId?: string | null; data?: Record<string, unknown> }): number {
+    const info = this.db
+      .prepare('INSERT INTO events (at, actor, type, rollout_id, node_id, data) VALUES (?, ?, ?, ?, ?, ?)')
+      .run(e.at, e.actor, e.type, e.rolloutId ?? null, e.nodeId ?? null, JSON.stringify(e.data ?? {}));
+    return Number(info.lastInsertRowid);
+  }
+
+  events(opts: { rolloutId?: string; after?: number; limit?: number } = {}): EventRow[] {
+    const rows = opts.rolloutId
+      ? this.db.prepare('SELECT * FROM events WHERE rollout_id = ? AND seq > ? ORDER BY seq LIMIT ?').all(opts.rolloutId, opts.after ?? 0, opts.limit ?? 1000)
+      : this.db.prepare('SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?').all(opts.after ?? 0, opts.limit ?? 1000);
+    return (rows as Raw[]).map((r) => ({
+      seq: Number(r.seq),
+      at: new Date(Number(r.at)).toISOString(),
+      actor: String(r.actor),
+      type: String(r.type),
+      rolloutId: str(r.rollout_id),
+      nodeId: str(r.node_id),
+      data: json(r.data, {}),
+    }));
+  }
+
+  // ---------------------------------------------------------------- webhook outbox
+
+  enqueueWebhook(url: string, eventSeq: number, eventType: string, body: string, now: number): void {
+    this.db
+      .prepare('INSERT INTO webhook_deliveries (hook_url, event_seq, event_type, body, next_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)')
+      .run(url, eventSeq, eventType, body, now, now);
+  }
+
+  dueWebhooks(now: number, limit = 20): { id: number; url: string; body: string; attempts: number; eventType: string }[] {
+    return (
+      this.db
+        .prepare("SELECT id, hook_url, body, attempts, event_type FROM webhook_deliveries WHERE state = 'pending' AND next_at <= ? ORDER BY id LIMIT ?")
+        .all(now, limit) as Raw[]
+    ).map((r) => ({ id: Number(r.id), url: String(r.hook_url), body: String(r.body), attempts: Number(r.attempts), eventType: String(r.event_type) }));
+  }
+
+  markWebhook(id: number, state: 'pending' | 'delivered' | 'dead', attempts: number, nextAt: number, error: string | null, now: number): void {
+    this.db
+      .prepare('UPDATE webhook_deliveries SET state = ?, attempts = ?, next_at = ?, last_error = ?, updated_at = ? WHERE id = ?')
+      .run(state, attempts, nextAt, error, now, id);
+  }
+}

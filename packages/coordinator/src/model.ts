@@ -1,0 +1,126 @@
+/** The coordinator's records, shared by the pure sequencer, the store and the API. */
+import type { Artifact, CommandKind, ErrorCode, Health, Outcome, PathKind } from '@guts-upgrade/protocol';
+import type { RolloutState, StepState } from './states.js';
+
+export type Strategy = 'rolling' | 'canary' | 'halt';
+export const STRATEGIES: readonly Strategy[] = ['rolling', 'canary', 'halt'];
+
+export interface RolloutOptions {
+  maxUnavailable: number;
+  /** Pause after a wave is synced before the next one. */
+  stabilizationMs: number;
+  /** Canary soak duration. */
+  soakMs: number;
+  /** How many blocks behind the fleet's highest height a node may be and count as synced. */
+  syncDistance: number;
+  /** How long an upgraded node may take to report synced before it counts as failed. */
+  syncTimeoutMs: number;
+  /** How long the whole network may take to finalize again after a halt upgrade. */
+  haltTimeoutMs: number;
+  autoRollback: boolean;
+  allowDowngrade: boolean;
+  canary: string | null;
+  /** Name of a configured maintenance window; the rollout only starts inside it. */
+  window: string | null;
+  requireApproval: boolean;
+}
+
+export interface RolloutData {
+  approvedBy?: string;
+  approvedAt?: number;
+  soakStartedAt?: number;
+  soakStartHeight?: number | null;
+  soakPassed?: boolean;
+  haltSentAt?: number;
+  haltHeight?: number | null;
+  /** When the last wave finished syncing; the next one waits stabilizationMs after it. */
+  lastStableAt?: number;
+  /** Failed nodes the operator already saw (a resume must not pause again on them). */
+  handledFailures?: string[];
+  dispatchSeq?: number;
+}
+
+export interface Rollout {
+  id: string;
+  strategy: Strategy;
+  target: Artifact;
+  fromVersion: string | null;
+  pathKind: PathKind;
+  options: RolloutOptions;
+  state: RolloutState;
+  code: ErrorCode | null;
+  reason: string | null;
+  nodes: string[];
+  waves: string[][];
+  data: RolloutData;
+  createdBy: string;
+  createdAt: number;
+  updatedAt: number;
+  stateSince: number;
+}
+
+export interface Step {
+  rolloutId: string;
+  nodeId: string;
+  position: number;
+  state: StepState;
+  commandId: string | null;
+  attempt: number;
+  fromVersion: string | null;
+  code: ErrorCode | null;
+  message: string | null;
+  downtimeMs: number | null;
+  dispatchSeq: number | null;
+  startedAt: number | null;
+  resultAt: number | null;
+  syncedAt: number | null;
+  finishedAt: number | null;
+  updatedAt: number;
+  /** Latest progress reported by the agent for the current command. */
+  progress: string | null;
+}
+
+export type CommandState = 'pending' | 'sent' | 'accepted' | 'duplicate' | 'rejected' | 'completed';
+
+export interface CommandRecord {
+  id: string;
+  nodeId: string;
+  rolloutId: string | null;
+  kind: CommandKind;
+  digest: string;
+  body: string;
+  state: CommandState;
+  outcome: Outcome | null;
+  code: ErrorCode | null;
+  message: string | null;
+  runningVersion: string | null;
+  downtimeMs: number | null;
+  createdAt: number;
+  updatedAt: number;
+}
+
+/** What the coordinator knows about one validator right now. */
+export interface NodeView {
+  id: string;
+  connected: boolean;
+  /** Connected, heartbeat fresh, health up and ready. */
+  healthy: boolean;
+  version: string | null;
+  health: Health;
+  ready: boolean;
+  isLeader: boolean;
+  currentLeader: string | null;
+  finalizedHeight: number | null;
+  view: number | null;
+  peerCount: number | null;
+  busy: { commandId: string; kind: CommandKind; step: string | null } | null;
+  lastSeenAt: number | null;
+}
+
+export interface FleetView {
+  /** Validator-set size (n), not just the connected ones. */
+  n: number;
+  nodes: Map<string, NodeView>;
+  leader: string | null;
+  maxHeight: number | null;
+}

@@ -1,0 +1,153 @@
+/**
+ * Dry-run planning: validates a rollout request against the fleet and the
+ * version matrix and lays out the intended waves. Pure.
+ */
+import { CodedError, faultTolerance, idealWaves, quorumSize, upgradePath, type Artifact, type UpgradePath } from '@guts-upgrade/protocol';
+import type { FleetView, RolloutOptions, Strategy } from './model.js';
+import { nextOpening, isOpen, type WindowSpec } from './windows.js';
+
+export interface RolloutRequest {
+  target: Artifact;
+  strategy: Strategy;
+  nodes?: string[];
+  options: RolloutOptions;
+}
+
+export interface Plan {
+  strategy: Strategy;
+  target: Artifact;
+  n: number;
+  f: number;
+  quorum: number;
+  maxUnavailable: number;
+  fromVersion: string | null;
+  path: UpgradePath | null;
+  nodes: string[];
+  /** Nodes already at the target: they will be skipped. */
+  skip: string[];
+  waves: string[][];
+  idealWaves: number;
+  leader: string | null;
+  canary: string | null;
+  requiresWindow: boolean;
+  requiresApproval: boolean;
+  window: { name: string; open: boolean; nextOpening: string | null } | null;
+  warnings: string[];
+}
+
+function majority(values: (string | null)[]): string | null {
+  const counts = new Map<string, number>();
+  for (const v of values) if (v) counts.set(v, (counts.get(v) ?? 0) + 1);
+  let best: string | null = null;
+  let n = 0;
+  for (const [v, c] of counts) if (c > n) [best, n] = [v, c];
+  return best;
+}
+
+export function planRollout(req: RolloutRequest, fleet: FleetView, windows: WindowSpec[], now: number): Plan {
+  const warnings: string[] = [];
+  const all = [...fleet.nodes.keys()].sort();
+  const nodes = req.nodes && req.nodes.length > 0 ? [...new Set(req.nodes)] : all;
+  for (const id of nodes) {
+    if (!fleet.nodes.has(id)) throw new CodedError('E_NOT_FOUND', `node ${id} is not registered`, { field: 'nodes' });
+  }
+  if (nodes.length === 0) throw new CodedError('E_NOT_FOUND', 'no registered nodes to upgrade', { field: 'nodes' });
+  const n = fleet.n;
+  const f = faultTolerance(n);
+  const opts = req.options;
+
+  const versions = nodes.map((id) => fleet.nodes.get(id)!.version);
+  const fromVersion = majority(versions);
+  let path: UpgradePath | null = null;
+  const skip: string[] = [];
+  for (const id of nodes) {
+    const v = fleet.nodes.get(id)!.version;
+    if (v === null) {
+      warnings.push(`${id}: version unknown (agent not connected yet)`);
+      continue;
+    }
+    try {
+      const p = upgradePath(v, req.target.version, { allowDowngrade: opts.allowDowngrade });
+      if (!path || p.kind === 'major') path = p;
+    } catch (err) {
+      if (err instanceof CodedError && err.code === 'E_SAME_VERSION') {
+        skip.push(id);
+        continue;
+      }
+      throw err instanceof CodedError ? new CodedError(err.code, `${id}: ${err.message}`, { field: 'target.version' }) : err;
+    }
+  }
+  const requiresWindow = path?.requiresWindow ?? false;
+  if (path?.kind === 'major' && req.strategy !== 'halt') {
+    throw new CodedError('E_MAJOR_NOT_APPROVED', `${path.from} -> ${path.to} is a major upgrade with downtime: use strategy "halt"`, { field: 'strategy' });
+  }
+  if (requiresWindow && !opts.window) {
+    throw new CodedError('E_MAJOR_NOT_APPROVED', 'a major upgrade must name a maintenance window', { field: 'options.window' });
+  }
+  let win: Plan['window'] = null;
+  if (opts.window) {
+    const w = windows.find((x) => x.name === opts.window);
+    if (!w) throw new CodedError('E_NOT_FOUND', `no maintenance window named ${opts.window}`, { field: 'options.window' });
+    const next = nextOpening(w, now);
+    win = { name: w.name, open: isOpen(w, now), nextOpening: next ? new Date(next).toISOString() : null };
+  }
+  const requiresApproval = opts.requireApproval || requiresWindow;
+
+  let maxUnavailable = opts.maxUnavailable;
+  if (req.strategy !== 'halt') {
+    if (f === 0) {
+      throw new CodedError('E_DISRUPTION_BUDGET', `${n} validators tolerate no node down (f = 0); use strategy "halt" in a window`, { field: 'strategy' });
+    }
+    if (maxUnavailable > f) {
+      throw new CodedError('E_DISRUPTION_BUDGET', `maxUnavailable ${maxUnavailable} exceeds f = ${f} for n = ${n}`, { field: 'options.maxUnavailable' });
+    }
+  }
+  maxUnavailable = Math.max(1, maxUnavailable);
+
+  const leader = fleet.leader && nodes.includes(fleet.leader) ? fleet.leader : null;
+  let canary: string | null = null;
+  const todo = nodes.filter((id) => !skip.includes(id));
+  const waves: string[][] = [];
+  if (req.strategy === 'halt') {
+    if (todo.length > 0) waves.push(todo);
+  } else {
+    let rest = todo.filter((id) => id !== leader);
+    if (req.strategy === 'canary') {
+      canary = opts.canary ?? rest[0] ?? todo[0] ?? null;
+      if (opts.canary && !nodes.includes(opts.canary)) {
+        throw new CodedError('E_NOT_FOUND', `canary ${opts.canary} is not part of the rollout`, { field: 'options.canary' });
+      }
+      if (canary && skip.includes(canary)) {
+        throw new CodedError('E_SAME_VERSION', `canary ${canary} already runs ${req.target.version}`, { field: 'options.canary' });
+      }
+      if (canary) waves.push([canary]);
+      rest = rest.filter((id) => id !== canary);
+    }
+    for (let i = 0; i < rest.length; i += maxUnavailable) waves.push(rest.slice(i, i + maxUnavailable));
+    if (leader && todo.includes(leader) && leader !== canary) waves.push([leader]);
+    if (leader) warnings.push(`${leader} leads now; leadership rotates, so the leader is re-checked before each node`);
+  }
+  const disconnected = nodes.filter((id) => !fleet.nodes.get(id)!.connected);
+  if (disconnected.length) warnings.push(`not connected: ${disconnected.join(', ')}`);
+  if (todo.length === 0) warnings.push('every node already runs the target version');
+  return {
+    strategy: req.strategy,
+    target: req.target,
+    n,
+    f,
+    quorum: quorumSize(n),
+    maxUnavailable,
+    fromVersion,
+    path,
+    nodes,
+    skip,
+    waves,
+    idealWaves: req.strategy === 'halt' || n === 0 ? 1 : idealWaves(n, maxUnavailable),
+    leader,
+    canary,
+    requiresWindow,
+    requiresApproval,
+    window: win,
+    warnings,
+  };
+}

@@ -1,0 +1,13 @@
+export * from './version.js';
+export * from './config.js';
+export * from './log.js';
+export * from './storage.js';
+export * from './history.js';
+export * from './metrics.js';
+export * from './health.js';
+export * from './consensus.js';
+export { runNode, EXIT_SCHEMA } from './node.js';
+export { main } from './main.js';
+export * from './artifacts.js';
+export * from './artifact-server.js';
+export * from './cluster.js';

@@ -1,0 +1,95 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import t from 'tap';
+import { faultTolerance } from '@guts-upgrade/protocol/quorum';
+import {
+  CLI_JS, clusterHeights, consensusStatus, createCluster, maxStallMs, readHistory, spawnNode, stopNode, waitFor,
+  type NodeDescriptor, type SimChild,
+} from '../src/index.js';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sim-cluster-'));
+const all: SimChild[] = [];
+t.teardown(async () => {
+  await Promise.all(all.map((k) => stopNode(k)));
+  fs.rmSync(tmp, { recursive: true, force: true });
+});
+
+// The machine is shared: generous p2p timeouts keep rounds from failing under CPU load.
+const timings = { block_interval_ms: 150, leader_term_ms: 500, startup_delay_ms: 50, p2p_timeout_ms: 1000, sync_blocks_per_sec: 500 };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const start = (d: NodeDescriptor) => { const c = spawnNode(CLI_JS, d.configPath); all.push(c); return c; };
+const minOf = (hs: (number | null)[]) => Math.min(...hs.map((h) => h ?? -1));
+
+async function heightsOf(ds: NodeDescriptor[]): Promise<number[]> {
+  return (await clusterHeights(ds)).map((h) => h ?? -1);
+}
+
+for (const n of [4, 7]) {
+  t.test(`${n}-node cluster: finalizes, stalls without quorum, resumes`, async (t) => {
+    const ds = await createCluster({ n, dir: path.join(tmp, `c${n}`), timings });
+    const kids = ds.map(start);
+    await waitFor(async () => minOf(await clusterHeights(ds)) >= 5, { timeoutMs: 30_000, what: 'all nodes at height 5' });
+    t.pass('all nodes finalized blocks');
+
+    const f = faultTolerance(n);
+    if (n === 4) {
+      // Leader rotation and skipping a stopped leader.
+      const statuses = await Promise.all(ds.map(consensusStatus));
+      const leaderIdx = statuses.findIndex((s) => s?.is_leader);
+      t.ok(leaderIdx >= 0, 'someone leads');
+      const stoppedAt = Date.now();
+      await stopNode(kids[leaderIdx]!);
+      const survivors = ds.filter((_, i) => i !== leaderIdx);
+      const h0 = minOf(await clusterHeights(survivors));
+      // Run one full rotation so the stopped node's own views come around.
+      await sleep(timings.leader_term_ms * n + 300);
+      const h1 = minOf(await clusterHeights(survivors));
+      t.ok(h1 > h0 + 5, `f = ${f} down: chain keeps finalizing (${h0} → ${h1})`);
+      const hist = readHistory(survivors.map((d) => d.historyFile));
+      const after = hist.filter((e) => e.t > stoppedAt + 1000);
+      t.notOk(after.some((e) => e.leader === ds[leaderIdx]!.name), 'the stopped leader produced nothing');
+      t.ok(after.some((e) => e.view % n === leaderIdx), 'its views were led by the next validator');
+      t.ok(new Set(hist.map((e) => e.leader)).size >= 2, 'leader rotates');
+      kids[leaderIdx] = start(ds[leaderIdx]!);
+      await waitFor(async () => { const hs = await heightsOf(ds); return hs[leaderIdx]! >= Math.max(...hs) - 2; }, { timeoutMs: 30_000, what: 'restarted leader caught up' });
+      t.pass('restarted node synced');
+    }
+
+    // f+1 down: no quorum.
+    const down = Array.from({ length: f + 1 }, (_, i) => i);
+    await Promise.all(down.map((i) => stopNode(kids[i]!)));
+    const up = ds.filter((_, i) => !down.includes(i));
+    await sleep(800); // let in-flight rounds settle and peers notice
+    const a = await heightsOf(up);
+    await sleep(1500);
+    const b = await heightsOf(up);
+    t.same(b, a, `f+1 = ${f + 1} down: survivors' heights do not rise (${a})`);
+    const st = await consensusStatus(up[0]!);
+    t.equal(st?.finalized_height, a[0]);
+
+    const stallStart = Date.now();
+    for (const i of down) kids[i] = start(ds[i]!);
+    try {
+      await waitFor(async () => minOf(await clusterHeights(ds)) > Math.max(...b) + 3, { timeoutMs: 30_000, what: 'chain resumes on every node' });
+    } catch (e) {
+      t.comment(`heights ${JSON.stringify(await clusterHeights(ds))}; statuses ${JSON.stringify(await Promise.all(ds.map(consensusStatus)))}`);
+      for (const i of down) t.comment(kids[i]!.lines.slice(-15).join('\n'));
+      throw e;
+    }
+    t.pass('chain resumed after the nodes came back');
+    const hist = readHistory(ds.map((d) => d.historyFile));
+    t.ok(maxStallMs(hist, { from: stallStart - 2500, to: stallStart }) >= 1500, 'history shows the stall');
+    t.ok(maxStallMs(hist, { from: Date.now() - 800, to: Date.now() }) < 800, 'and no stall now');
+    await Promise.all(kids.map((k) => stopNode(k)));
+  });
+}
+
+t.test('maxStallMs', async (t) => {
+  const h = [
+    { t: 0, height: 1, view: 0, leader: 'a' }, { t: 100, height: 2, view: 0, leader: 'a' },
+    { t: 150, height: 1, view: 0, leader: 'b' }, { t: 700, height: 3, view: 1, leader: 'b' }, { t: 800, height: 4, view: 1, leader: 'b' },
+  ];
+  t.equal(maxStallMs(h), 600);
+  t.equal(maxStallMs(h, { from: 700, to: 1000 }), 200);
+});
