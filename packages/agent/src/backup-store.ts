@@ -62,7 +62,7 @@ export class BackupStore {
     // the archive; a retry reads it again, and the delta picks up whatever changed anyway.
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
-        await tar.c({ file, cwd, portable: true, noDirRecurse: true, strict: false }, entries.length ? entries : []);
+        await tar.c({ file, cwd, noDirRecurse: true, strict: false }, entries.length ? entries : []);
         fsyncPath(file);
         const st = fs.statSync(file);
         return { file: name, sha256: await sha256File(file), size: st.size };
@@ -188,7 +188,13 @@ export class BackupStore {
       }
       for (const f of Object.keys(got)) if (!(f in (row.meta.files ?? {}))) throw new Error(`restored ${f} is not in the catalogue`);
       fs.rmSync(old, { recursive: true, force: true });
-      if (fs.existsSync(dataDir)) fs.renameSync(dataDir, old);
+      // The node may run as another user (guts): the restored dir keeps the owner and mode of the one it replaces.
+      if (fs.existsSync(dataDir)) {
+        const st = fs.statSync(dataDir);
+        fs.chmodSync(tmp, st.mode & 0o7777);
+        if (process.getuid?.() === 0) fs.chownSync(tmp, st.uid, st.gid);
+        fs.renameSync(dataDir, old);
+      }
       fs.renameSync(tmp, dataDir);
       fsyncPath(path.dirname(dataDir));
       fs.rmSync(old, { recursive: true, force: true });

@@ -253,7 +253,7 @@ export async function buildApi(opts: {
     },
   );
   for (const action of ['pause', 'resume', 'abort', 'rollback', 'approve'] as OperatorAction[]) {
-    app.post(`/api/v1/rollouts/:id/${action}`, merge({ tags: ['rollouts'], params: idParams, body: actionBody }), async (req) => {
+    app.post(`/api/v1/rollouts/:id/${action}`, { ...merge({ tags: ['rollouts'], params: idParams, body: actionBody }), preValidation: async (req: FastifyRequest) => { if (req.body == null) req.body = {}; } }, async (req) => {
       const { id } = req.params as { id: string };
       const b = (req.body ?? {}) as { reason?: string };
       coordinator.action(id, action, actor(req), b.reason ?? null);

@@ -269,6 +269,7 @@ export class Coordinator extends EventEmitter {
     });
     ws.on('close', () => {
       clearTimeout(helloTimer);
+      if (this.stopped) return;
       const l = this.live.get(nodeId);
       if (l && l.socket === ws) {
         l.socket = null;
@@ -316,6 +317,7 @@ export class Coordinator extends EventEmitter {
   }
 
   private onAgentMessage(nodeId: string, msg: AgentMessage): void {
+    if (this.stopped) return;
     const now = this.now();
     const l = this.live.get(nodeId);
     if (!l) return;

@@ -282,7 +282,7 @@ export function decide(input: SequencerInput): Action[] {
   const inFlightOwn = list((s) => s === 'upgrading' || s === 'verifying');
   if (inFlightOwn.length > 0) return out; // wait for the wave to be synced
   const pending = list((s) => s === 'pending');
-  const justSynced = input.steps.filter((s) => s.syncedAt != null).reduce((m, s) => Math.max(m, s.syncedAt!), 0);
+  const justSynced = input.steps.reduce((m, s) => Math.max(m, s.state === 'verifying' && states.get(s.nodeId) === 'upgraded' ? now : s.syncedAt ?? 0), 0);
   const lastStable = Math.max(rollout.data.lastStableAt ?? 0, justSynced);
 
   if (rollout.strategy === 'canary' && !rollout.data.soakPassed) {

@@ -223,8 +223,9 @@ export class Consensus {
       const p = this.peers.get(v.name)!;
       if (p.reachable && p.status && p.status.finalized_height > bestH) { best = v; bestH = p.status.finalized_height; }
     }
-    // A gap of one is normal: the commit message is in flight.
-    if (!best || bestH - this.height < 2) return;
+    // Even a gap of one is pulled: a lost commit message must not leave this
+    // node one block behind forever (it could then never vote again).
+    if (!best || bestH <= this.height) return;
     this.syncingBusy = true;
     try {
       const budget = Math.max(1, Math.floor((this.cfg.sim.sync_blocks_per_sec * pollMs) / 1000));
@@ -236,7 +237,8 @@ export class Consensus {
         if (b.parent_id !== this.chain.tipId) this.log.warn('synced block does not extend our tip', { height: b.height });
         this.commitLocal(b);
       }
-      if (this.bestPeerHeight - this.height <= CAUGHT_UP_DISTANCE) this.log.info('caught up with peers', { finalized_height: this.height });
+      const gap = this.bestPeerHeight - this.height;
+      if (gap <= CAUGHT_UP_DISTANCE && blocks.length > CAUGHT_UP_DISTANCE) this.log.info('caught up with peers', { finalized_height: this.height });
     } finally {
       this.syncingBusy = false;
     }
