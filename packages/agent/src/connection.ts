@@ -108,9 +108,15 @@ export class Connection {
   }
 
   private async hello(ws: WebSocket): Promise<void> {
-    const status = await this.agent.status();
-    const recentResults = this.agent.journal.recentResults(20);
-    ws.send(encode(agentMessage('hello', { nodeId: this.opts.nodeId, agentVersion: AGENT_VERSION, status, recentResults })));
+    try {
+      const status = await this.agent.status();
+      const recentResults = this.agent.journal.recentResults(20);
+      if (this.stopped || ws.readyState !== WebSocket.OPEN) return;
+      ws.send(encode(agentMessage('hello', { nodeId: this.opts.nodeId, agentVersion: AGENT_VERSION, status, recentResults })));
+    } catch (err) {
+      this.log.error({ err: (err as Error).message }, 'cannot send hello');
+      ws.close(1011, 'hello failed');
+    }
   }
 
   private async onMessage(ws: WebSocket, raw: Buffer, setRefused: (code: string) => void): Promise<void> {
@@ -146,9 +152,13 @@ export class Connection {
   }
 
   private async beat(ws: WebSocket): Promise<void> {
-    if (ws.readyState !== WebSocket.OPEN) return;
-    const status = await this.agent.status();
-    this.send(agentMessage('heartbeat', { nodeId: this.opts.nodeId, seq: this.seq++, status }));
+    if (ws.readyState !== WebSocket.OPEN || this.stopped) return;
+    try {
+      const status = await this.agent.status();
+      this.send(agentMessage('heartbeat', { nodeId: this.opts.nodeId, seq: this.seq++, status }));
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'heartbeat failed');
+    }
   }
 
   private async onCommand(cmd: Command): Promise<void> {

@@ -117,8 +117,7 @@ export async function buildApi(opts: {
 }): Promise<FastifyInstance> {
   const { coordinator, metrics } = opts;
   const app: FastifyInstance = Fastify({
-    loggerInstance: opts.log.child({ component: "api" }) as unknown as FastifyBaseLogger,
-    disableRequestLogging: true,
+    loggerInstance: opts.log.child({ component: "api" }, { level: opts.log.levelVal >= 40 ? opts.log.level : "warn" }) as unknown as FastifyBaseLogger,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false } },
     ...(opts.serverFactory ? { serverFactory: opts.serverFactory as never } : {}),
     bodyLimit: 256 * 1024,

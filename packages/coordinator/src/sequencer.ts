@@ -188,6 +188,7 @@ export function decide(input: SequencerInput): Action[] {
       },
     });
     out.push({ kind: 'send', nodeId: step.nodeId, command, commandId, ...(options ? { options } : {}) });
+    out.push({ kind: 'event', type: 'node.dispatched', nodeId: step.nodeId, data: { command, commandId, leader: fleet.leader, maxHeight: fleet.maxHeight } });
     states.set(step.nodeId, target);
   };
   const upgradeOptions = (extra: UpgradeOptions = {}): UpgradeOptions => ({

@@ -48,6 +48,16 @@ export type CommandKind = (typeof COMMAND_KINDS)[number];
 
 // ---------------------------------------------------------------- shared parts
 
+/** Cumulative request counters of the node since it started, and recent latency. */
+export const NodeMetricsSchema = Type.Object({
+  requestsTotal: Count,
+  errorsTotal: Count,
+  /** Mean request latency over the last scrape interval, in milliseconds. */
+  latencyMs: Nullable(Type.Number({ minimum: 0 })),
+  scrapedAt: TimestampSchema,
+});
+export type NodeMetrics = Static<typeof NodeMetricsSchema>;
+
 /** What an agent knows about its node, sent in hello and every heartbeat. */
 export const NodeStatusSchema = Type.Object({
   nodeVersion: Nullable(VersionSchema),
@@ -58,6 +68,12 @@ export const NodeStatusSchema = Type.Object({
   finalizedHeight: Nullable(Count),
   view: Nullable(Count),
   peerCount: Nullable(Count),
+  /**
+   * The node's request counters as the agent last scraped them from /metrics,
+   * so the coordinator can hold a canary to error-rate and latency limits.
+   * Optional: added in protocol 1.0 by agents that can scrape metrics.
+   */
+  metrics: Type.Optional(NodeMetricsSchema),
   /** The command the agent is executing, if any. */
   busy: Nullable(
     Type.Object({ commandId: CommandIdSchema, kind: CommandKindSchema, step: Nullable(StepNameSchema) }),

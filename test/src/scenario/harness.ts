@@ -190,7 +190,9 @@ export class Scenario {
       if (!existsSync(f)) throw new Error(`${f} is missing: build with \`npx tsc -b\` first`);
     }
     const scratch = await fs.mkdtemp(path.join(os.tmpdir(), `gs-${opts.name}-`));
-    t.teardown(() => fs.rm(scratch, { recursive: true, force: true }));
+    // GUTS_E2E_KEEP=1 keeps the scratch dir (coordinator db and logs, samples) for a post-mortem.
+    if (!process.env.GUTS_E2E_KEEP) t.teardown(() => fs.rm(scratch, { recursive: true, force: true }));
+    else t.comment(`scratch kept in ${scratch}`);
     const manifest = buildArtifacts({ outDir: path.join(scratch, 'artifacts') });
     const names = Array.from({ length: opts.hosts }, (_, i) => `v${i}`);
     const lab = await startLab({ hosts: names, scratchDir: path.join(scratch, 'lab'), tmpfsSize: '256m' });
@@ -270,7 +272,10 @@ export class Scenario {
     // The agent, from the project's unit file, running this checkout.
     await Promise.all(
       lab.hosts.map(async (h) => {
-        await h.exec('ln', ['-sfn', REPO_ROOT, AGENT_INSTALL_DIR], { check: true });
+        // A bind mount, not a symlink: the agent's cli.js decides it is the
+        // main module by comparing import.meta.url (symlinks resolved) with argv[1].
+        await h.exec('mkdir', ['-p', AGENT_INSTALL_DIR], { check: true });
+        await h.exec('mount', ['--bind', REPO_ROOT, AGENT_INSTALL_DIR], { check: true });
         await h.writeFile(AGENT_CONFIG, JSON.stringify(this.agentConfig(h, tokens.get(h.name)!), null, 2) + '\n', 0o600);
         await h.installUnit(AGENT_UNIT, { enable: true, start: true });
       }),

@@ -1,0 +1,221 @@
+/**
+ * A simulated validator fleet on loopback for the demo and the integration
+ * tests: simulator nodes (run detached with a pid file, as the agent's process
+ * driver expects), an artifact server, and one real agent CLI process per node.
+ *
+ * The simulator is resolved at runtime from the workspace (the coordinator
+ * package does not depend on it), and the agent is spawned by path, never
+ * imported.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+
+interface NodeDescriptor {
+  name: string;
+  dir: string;
+  configPath: string;
+  dataDir: string;
+  historyFile: string;
+  apiUrl: string;
+  metricsUrl: string;
+}
+interface HistoryEntry { t: number; height: number; view: number; leader: string | null; node?: string }
+interface Simulator {
+  buildArtifacts(o: { outDir: string }): { artifacts: { version: string; fault: string; file: string; path: string; sha256: string }[] };
+  findArtifact(m: unknown, version: string, fault?: string): { file: string; path: string; sha256: string };
+  installBinary(artifactPath: string, dest: string): void;
+  startArtifactServer(o: { dir: string }): Promise<{ url: string; close(): Promise<void> }>;
+  createCluster(o: { n: number; dir: string; timings?: Record<string, number>; dataSizeMb?: number; dataVersion?: string; logLevel?: string }): Promise<NodeDescriptor[]>;
+  readHistory(file: string | string[]): HistoryEntry[];
+  maxStallMs(h: HistoryEntry[], range?: { from?: number; to?: number }): number;
+}
+
+export const FAST_TIMINGS = {
+  startup_delay_ms: 100,
+  migrate_ms: 100,
+  block_interval_ms: 100,
+  leader_term_ms: 600,
+  fault_delay_ms: 200,
+  sync_blocks_per_sec: 500,
+};
+
+export function agentCliPath(): string {
+  return process.env.GUTS_UPGRADE_AGENT_CLI ?? fileURLToPath(new URL('../../../../agent/dist/src/cli.js', import.meta.url));
+}
+
+export async function loadSimulator(): Promise<Simulator> {
+  const name = '@guts-upgrade/simulator';
+  return (await import(name)) as Simulator;
+}
+
+function childEnv(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  delete env.NODE_OPTIONS; // test-runner loader hooks must not leak into real children
+  for (const k of Object.keys(env)) if (k.startsWith('GUTS_UPGRADE_') || k.startsWith('TAP')) delete env[k];
+  return env;
+}
+
+function startTime(pid: number): string {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '';
+  } catch {
+    return '';
+  }
+}
+
+export interface FleetNode extends NodeDescriptor {
+  id: string;
+  binary: string;
+  agentConfig: string;
+  stateDir: string;
+  pidFile: string;
+  agent: ChildProcess | null;
+}
+
+export interface SimFleet {
+  dir: string;
+  nodes: FleetNode[];
+  artifactUrl: string;
+  artifact(version: string, fault?: string): { version: string; url: string; sha256: string };
+  startAgent(node: FleetNode): void;
+  stopAgent(node: FleetNode, signal?: NodeJS.Signals): Promise<void>;
+  history(): HistoryEntry[];
+  maxStallMs(range?: { from?: number; to?: number }): number;
+  close(): Promise<void>;
+}
+
+export async function startSimFleet(opts: {
+  n: number;
+  dir: string;
+  coordinatorWsUrl: string;
+  tokens: Record<string, string>;
+  timings?: Record<string, number>;
+  agentChecks?: Record<string, number>;
+  logLevel?: string;
+}): Promise<SimFleet> {
+  const sim = await loadSimulator();
+  mkdirSync(opts.dir, { recursive: true });
+  const manifest = sim.buildArtifacts({ outDir: join(opts.dir, 'artifacts') });
+  const server = await sim.startArtifactServer({ dir: join(opts.dir, 'artifacts') });
+  const descs = await sim.createCluster({ n: opts.n, dir: join(opts.dir, 'cluster'), timings: { ...FAST_TIMINGS, ...(opts.timings ?? {}) }, dataSizeMb: 1, dataVersion: '1.0.0', logLevel: 'warn' });
+  const nodes: FleetNode[] = [];
+  const started: number[] = [];
+  const cleanup = async () => {
+    for (const n of nodes) {
+      if (n.agent && n.agent.exitCode === null && n.agent.signalCode === null) {
+        n.agent.kill('SIGKILL');
+        await new Promise((r) => n.agent!.once('exit', r));
+      }
+    }
+    for (const n of nodes) {
+      let pid: number | null = null;
+      try {
+        pid = Number(readFileSync(n.pidFile, 'utf8').trim().split(/\s+/)[0]);
+      } catch {
+        /* no pid file */
+      }
+      for (const p of new Set([pid, ...started].filter((x): x is number => !!x))) {
+        try {
+          process.kill(p, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
+    }
+    await server.close().catch(() => undefined);
+  };
+  try {
+    for (const d of descs) {
+      const stateDir = join(d.dir, 'agent-state');
+      const binary = join(d.dir, 'bin', 'guts-node');
+      sim.installBinary(sim.findArtifact(manifest, '1.0.0').path, binary);
+      const pidFile = join(stateDir, 'guts-node.pid');
+      const logFile = join(stateDir, 'guts-node.log');
+      mkdirSync(stateDir, { recursive: true });
+      const agentConfig = join(d.dir, 'agent.yaml');
+      writeFileSync(
+        agentConfig,
+        stringify({
+          nodeId: d.name,
+          coordinator: { url: opts.coordinatorWsUrl, token: opts.tokens[d.name], reconnectMaxMs: 500 },
+          service: { driver: 'process', args: ['--config', '{config}'], stopTimeoutMs: 5000, pidFile, logFile },
+          node: { binary, dataDir: d.dataDir, config: d.configPath, apiUrl: d.apiUrl, metricsUrl: d.metricsUrl },
+          stateDir,
+          backup: { retention: 2 },
+          fetch: { retries: 3, backoffMs: 50, timeoutMs: 5000 },
+          checks: { readyTimeoutMs: 10_000, syncTimeoutMs: 15_000, advanceWindowMs: 1500, stabilizeMs: 500, httpTimeoutMs: 1000, commandTimeoutMs: 20_000, maxErrorRateIncrease: 0.5, maxLatencyFactor: 20, minLatencyMs: 500, ...(opts.agentChecks ?? {}) },
+          commands: { migrate: ['{binary}', 'migrate', '--from', '{from}', '--to', '{to}', '--data-dir', '{dataDir}'] },
+          diskMarginBytes: 0,
+          logLevel: opts.logLevel ?? 'warn',
+        }),
+      );
+      // Start the node the way the agent's process driver does, so the agent adopts it.
+      const log = openSync(logFile, 'a');
+      const child = spawn(binary, ['--config', d.configPath], { detached: true, stdio: ['ignore', log, log], env: childEnv(), cwd: dirname(d.configPath) });
+      await new Promise<void>((resolve, reject) => {
+        child.once('spawn', () => resolve());
+        child.once('error', reject);
+      });
+      closeSync(log);
+      started.push(child.pid!);
+      writeFileSync(pidFile, `${child.pid} ${startTime(child.pid!)}\n`);
+      child.on('exit', () => {});
+      child.unref();
+      nodes.push({ ...d, id: d.name, binary, agentConfig, stateDir, pidFile, agent: null });
+    }
+    for (const n of nodes) {
+      const end = Date.now() + 20_000;
+      for (;;) {
+        const ok = await fetch(`${n.apiUrl}/health/ready`).then((r) => r.status === 200, () => false);
+        if (ok) break;
+        if (Date.now() > end) throw new Error(`${n.id} did not become ready`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
+  const fleet: SimFleet = {
+    dir: opts.dir,
+    nodes,
+    artifactUrl: server.url,
+    artifact(version, fault = 'none') {
+      const a = sim.findArtifact(manifest, version, fault);
+      return { version, url: `${server.url}/${a.file}`, sha256: a.sha256 };
+    },
+    startAgent(n) {
+      const out = openSync(join(n.stateDir, 'agent.log'), 'a');
+      n.agent = spawn(process.execPath, [agentCliPath(), 'run', '--config', n.agentConfig], { env: childEnv(), stdio: ['ignore', out, out] });
+      closeSync(out);
+    },
+    async stopAgent(n, signal = 'SIGTERM') {
+      const a = n.agent;
+      if (!a || a.exitCode !== null || a.signalCode !== null) return;
+      const exited = new Promise((r) => a.once('exit', r));
+      a.kill(signal);
+      const timer = setTimeout(() => a.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(timer);
+    },
+    history() {
+      return sim.readHistory(nodes.map((n) => n.historyFile));
+    },
+    maxStallMs(range) {
+      return sim.maxStallMs(fleet.history(), range);
+    },
+    async close() {
+      await cleanup();
+    },
+  };
+  for (const n of nodes) fleet.startAgent(n);
+  return fleet;
+}
+
+export function removeDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}

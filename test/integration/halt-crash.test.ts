@@ -1,0 +1,46 @@
+import t from 'tap';
+import { api } from '@guts-upgrade/coordinator';
+import { auditRollout, makeRig, until } from './harness.js';
+
+t.test('halt upgrade to 2.0.0 with manual migration, inside a window, with approval', async (t) => {
+  // a window that is always open ("every minute, for 2 minutes") and one that never opens today
+  const rig = await makeRig(t, { n: 4, windows: [{ name: 'always', cron: '* * * * *', duration: '2m' }] });
+  await rig.waitFleetReady();
+  const body = { target: rig.fleet.artifact('2.0.0'), strategy: 'halt', options: { window: 'always' } };
+  const missing = await api(rig.op, 'POST', '/api/v1/rollouts', { ...body, options: {} }).catch((e) => e);
+  t.equal(missing.code, 'E_MAJOR_NOT_APPROVED', 'a major needs a window');
+  const r = await api(rig.op, 'POST', '/api/v1/rollouts', body);
+  const id = r.rollout.id;
+  await until(async () => (await api(rig.op, 'GET', `/api/v1/rollouts/${id}`)).rollout.state === 'awaiting_approval', 'awaiting approval');
+  await new Promise((res) => setTimeout(res, 500));
+  t.ok((await api(rig.op, 'GET', `/api/v1/rollouts/${id}`)).steps.every((s: any) => s.state === 'pending'), 'nothing sent before approval');
+  await api(rig.op, 'POST', `/api/v1/rollouts/${id}/approve`, { reason: 'change ticket 42' });
+  const d = await rig.waitRollout(id);
+  t.equal(d.rollout.state, 'completed', d.rollout.reason ?? '');
+  const events = (await api(rig.op, 'GET', `/api/v1/rollouts/${id}/events`)).events as any[];
+  const prepared = events.filter((e) => e.type === 'node.dispatched' && e.data.command === 'prepare').length;
+  t.equal(prepared, 4, 'every agent prepared first');
+  t.ok(events.some((e) => e.type === 'halt.finalizing'), 'the chain finalized again');
+  const f = await api(rig.op, 'GET', '/api/v1/fleet');
+  t.same(f.versions, { '2.0.0': 4 });
+});
+
+t.test('coordinator kill -9 mid-rollout, restart on the same DB: completes, nobody upgraded twice, f respected', async (t) => {
+  const rig = await makeRig(t, { n: 7, child: true });
+  await rig.waitFleetReady();
+  const r = await api(rig.op, 'POST', '/api/v1/rollouts', { target: rig.fleet.artifact('1.1.0'), options: { maxUnavailable: 2 } });
+  const id = r.rollout.id;
+  await until(async () => (await api(rig.op, 'GET', `/api/v1/rollouts/${id}`)).steps.some((s: any) => s.state === 'upgrading'), 'a node mid-upgrade');
+  await rig.crashAndRestart();
+  await until(async () => (await api(rig.op, 'GET', `/api/v1/rollouts/${id}`)).steps.filter((s: any) => s.state === 'upgraded').length >= 3, 'more progress');
+  await rig.crashAndRestart();
+  const d = await rig.waitRollout(id);
+  t.equal(d.rollout.state, 'completed', d.rollout.reason ?? '');
+  const a = await auditRollout(rig, id, 7);
+  t.equal(a.order.length, 7, 'exactly one upgrade command per node');
+  t.ok(a.maxInFlight <= 2, `f=2 respected (saw ${a.maxInFlight})`);
+  const events = (await api(rig.op, 'GET', `/api/v1/rollouts/${id}/events`)).events as any[];
+  const succeeded = events.filter((e) => e.type === 'command.result' && e.data.kind === 'upgrade');
+  t.equal(new Set(succeeded.map((e) => e.nodeId)).size, 7);
+  t.equal(succeeded.length, 7, 'each upgrade ran once (one result per node)');
+});

@@ -1,0 +1,140 @@
+/** Integration rig: the coordinator (in-process or as a child process), simulator nodes and real agent processes. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createRequire } from 'node:module';
+import { pino } from 'pino';
+import { api, buildConfig, startCoordinator, type RunningCoordinator } from '@guts-upgrade/coordinator';
+import { removeDir, startSimFleet, type SimFleet } from '@guts-upgrade/coordinator/demo/fleet';
+
+export const TOKEN = 'integration-operator-token';
+const SERVER_CLI = createRequire(import.meta.url).resolve('@guts-upgrade/coordinator').replace(/index\.js$/, 'server-cli.js');
+
+interface Tap { teardown(fn: () => unknown): void }
+
+export async function until<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 120_000): Promise<NonNullable<T>> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v) return v as NonNullable<T>;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+export interface Rig {
+  dir: string;
+  url: string;
+  op: { url: string; token: string };
+  fleet: SimFleet;
+  coordinator: RunningCoordinator | null;
+  /** kill -9 the coordinator child process and start it again on the same DB (child mode only). */
+  crashAndRestart(): Promise<void>;
+  waitFleetReady(version?: string): Promise<void>;
+  waitRollout(id: string, states?: string[]): Promise<any>;
+}
+
+const CONFIG = (port: number, db: string, windows: unknown[]) => ({
+  listen: { host: '127.0.0.1', port },
+  db,
+  operators: [{ name: 'it', token: TOKEN, role: 'operator' }],
+  heartbeat: { intervalMs: 200, timeoutMs: 3000 },
+  defaults: { stabilizationMs: 500, soakMs: 2000, syncDistance: 5, syncTimeoutMs: 30_000, haltTimeoutMs: 60_000 },
+  windows,
+  tickMs: 100,
+  logLevel: 'warn',
+});
+
+export async function makeRig(t: Tap, opts: { n: number; child?: boolean; windows?: unknown[] }): Promise<Rig> {
+  const dir = mkdtempSync(join(tmpdir(), 'guts-it-'));
+  const port = await freePort();
+  const cfg = CONFIG(port, join(dir, 'coordinator.db'), opts.windows ?? []);
+  let coordinator: RunningCoordinator | null = null;
+  let proc: ChildProcess | null = null;
+  const url = `http://127.0.0.1:${port}`;
+  const op = { url, token: TOKEN };
+  const startChild = async () => {
+    const env = { ...process.env };
+    delete env.NODE_OPTIONS;
+    proc = spawn(process.execPath, [SERVER_CLI, '--config', join(dir, 'coordinator.json')], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+    await until(() => api({ url }, 'GET', '/health/ready').then(() => true, () => false), 'coordinator up', 20_000);
+  };
+  if (opts.child) {
+    writeFileSync(join(dir, 'coordinator.json'), JSON.stringify(cfg)); // JSON is YAML
+    await startChild();
+  } else {
+    coordinator = await startCoordinator(buildConfig(cfg), { log: pino({ level: 'warn' }) });
+  }
+  let fleet: SimFleet | null = null;
+  t.teardown(async () => {
+    await fleet?.close();
+    await coordinator?.close();
+    (proc as ChildProcess | null)?.kill('SIGKILL');
+    removeDir(dir);
+  });
+  const tokens: Record<string, string> = {};
+  for (let i = 0; i < opts.n; i++) tokens[`v${i}`] = (await api(op, 'POST', '/api/v1/nodes', { id: `v${i}` })).token;
+  fleet = await startSimFleet({ n: opts.n, dir: join(dir, 'fleet'), coordinatorWsUrl: url.replace('http', 'ws'), tokens });
+  const rig: Rig = {
+    dir,
+    url,
+    op,
+    fleet,
+    coordinator,
+    async crashAndRestart() {
+      const p = proc!;
+      const exited = new Promise((r) => p.once('exit', r));
+      p.kill('SIGKILL');
+      await exited;
+      await startChild();
+    },
+    async waitFleetReady(version = '1.0.0') {
+      await until(async () => {
+        const f = await api(op, 'GET', '/api/v1/fleet');
+        return f.down.length === 0 && f.nodes.length === opts.n && f.nodes.every((n: any) => n.version === version) && f.leader;
+      }, 'fleet ready');
+    },
+    async waitRollout(id, states = ['completed', 'failed', 'aborted', 'rolled_back', 'paused']) {
+      return until(async () => {
+        const d = await api(op, 'GET', `/api/v1/rollouts/${id}`);
+        return states.includes(d.rollout.state) ? d : null;
+      }, `rollout ${id} in ${states.join('/')}`, 180_000);
+    },
+  };
+  return rig;
+}
+
+/** Checks from the audit log: never more than f nodes in flight, and the leader at dispatch was never the node (unless last). */
+export async function auditRollout(rig: Rig, id: string, n: number): Promise<{ maxInFlight: number; leaderViolations: string[]; order: string[] }> {
+  const events = (await api(rig.op, 'GET', `/api/v1/rollouts/${id}/events`)).events as any[];
+  const inFlight = new Set<string>();
+  let maxInFlight = 0;
+  const leaderViolations: string[] = [];
+  const order: string[] = [];
+  const upgrades = events.filter((e) => e.type === 'node.dispatched' && e.data.command === 'upgrade');
+  for (const e of events) {
+    if (e.type === 'node.dispatched' && e.data.command !== 'prepare') {
+      inFlight.add(e.nodeId);
+      maxInFlight = Math.max(maxInFlight, inFlight.size);
+      if (e.data.command === 'upgrade') {
+        order.push(e.nodeId);
+        if (e.data.leader === e.nodeId && order.length < upgrades.length) leaderViolations.push(e.nodeId);
+      }
+    }
+    if (e.type === 'node.upgraded' || e.type === 'node.failed' || e.type === 'node.rolled_back') inFlight.delete(e.nodeId);
+  }
+  void n;
+  return { maxInFlight, leaderViolations, order };
+}
