@@ -6,4 +6,4 @@ import { rollingScenario } from '../src/scenario/rolling.js';
 
 const pf = await preflight();
 if (!pf.ok) t.plan(0, pf.reason ?? 'testbed unavailable');
-else await t.test('scenario', (t) => rollingScenario(t, { name: 's1', hosts: 4, maxUnavailable: 1, target: '1.1.0' }));
+else await t.test('scenario', { timeout: 290_000 }, (t) => rollingScenario(t, { name: 's1', hosts: 4, maxUnavailable: 1, target: '1.1.0' }));

@@ -143,6 +143,8 @@ export function parseMetrics(text: string): MetricsSample {
     const [, name, labels = '', val] = m;
     const v = Number(val);
     if (!Number.isFinite(v)) continue;
+    // Health probes answer 503 by design while a node starts (our own polling): not errors.
+    if (/"\/health/.test(labels)) continue;
     if (/^guts_.*requests_total$/.test(name!)) {
       s.requests += v;
       const st = /(?:status|code)="(\d+)"/.exec(labels);

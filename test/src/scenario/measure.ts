@@ -11,7 +11,7 @@ export interface Sample {
   r: number;
   t: number;
   node: string;
-  /** GET /health answered 200 (up and ready). */
+  /** GET /p2p/status answered 200 with ready and not syncing. */
   up: boolean;
   version: string | null;
 }

@@ -119,8 +119,10 @@ export async function verify(ctx: StepContext): Promise<void> {
       const latBad = now.latencyMs !== null && before.latencyMs !== null
         && now.latencyMs > c.minLatencyMs && now.latencyMs > before.latencyMs * c.maxLatencyFactor;
       const detail = `error rate ${before.errorRate.toFixed(4)} -> ${now.errorRate.toFixed(4)}, mean latency ${before.latencyMs?.toFixed(2) ?? '?'} -> ${now.latencyMs?.toFixed(2) ?? '?'} ms`;
-      const ok = errUp <= c.maxErrorRateIncrease && !latBad;
-      addCheck(ctx, 'metrics', ok, detail);
+      // A handful of requests cannot show a rate; judge only with enough traffic.
+      const enough = now.requests >= 50;
+      const ok = !enough || (errUp <= c.maxErrorRateIncrease && !latBad);
+      addCheck(ctx, 'metrics', ok, enough ? detail : `${detail} (only ${now.requests} requests: not judged)`);
       if (!ok) throw new CodedError('E_METRICS_REGRESSION', detail);
     } else addCheck(ctx, 'metrics', true, 'metrics not available after start; skipped');
   }
