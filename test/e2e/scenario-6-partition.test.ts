@@ -11,7 +11,8 @@ const pf = await preflight();
 if (!pf.ok) t.plan(0, pf.reason ?? 'testbed unavailable');
 else
   await t.test('partition of a host in flight', { timeout: 290_000 }, async (t) => {
-    const s = await Scenario.start(t, { name: 's6', hosts: 4 });
+    // A short catch-up timeout: cut off from its peers, the victim's verification cannot pass.
+    const s = await Scenario.start(t, { name: 's6', hosts: 4, agent: { checks: { syncTimeoutMs: 10_000 } } });
     const h0 = heightAt(s.history(), Date.now());
     const r0 = Date.now();
     const created = await s.startRollout(s.artifact('1.1.0'), { strategy: 'rolling', options: { maxUnavailable: 1 } });

@@ -64,14 +64,18 @@ else
     const hist = s.history();
     const h1 = heightAt(hist, Date.now());
     t.ok(h1 > haltHeight, `the chain finalizes again after the halt: ${haltHeight} -> ${h1}`);
-    const haltAt = halt ? Date.parse(halt.at) : r0;
-    const resumed = hist.find((e) => e.t > haltAt && e.height > haltHeight);
-    const lastBefore = [...hist].reverse().find((e) => e.t <= haltAt);
+    // The outage: the longest gap between consecutive new heights after approval.
+    let gap = { ms: 0, fromHeight: 0, toHeight: 0 };
+    let prev: { t: number; height: number } | null = null;
+    for (const e of hist) {
+      if (e.t < r0 || (prev && e.height <= prev.height)) continue;
+      if (prev && e.t - prev.t > gap.ms) gap = { ms: e.t - prev.t, fromHeight: prev.height, toHeight: e.height };
+      prev = e;
+    }
     const downtime = maxStallMs(hist, { from: r0, to: r1 });
     t.comment(
-      `MEASURED s7: approval -> completed ${fmtMs(r1 - r0)}; chain downtime (longest stall) ${fmtMs(downtime)}; ` +
-        `halt at height ${haltHeight}, first new block ${resumed ? `${fmtMs(resumed.t - haltAt)} after halt.started` : 'never'} ` +
-        `(last block before ${lastBefore ? fmtMs(haltAt - lastBefore.t) : '?'} earlier); height ${h0} -> ${h1}; ` +
+      `MEASURED s7: approval -> completed ${fmtMs(r1 - r0)}; chain downtime (longest stall) ${fmtMs(downtime)}, ` +
+        `from height ${gap.fromHeight} to ${gap.toHeight}; halt.started at height ${haltHeight}; height ${h0} -> ${h1}; ` +
         `agent-reported node downtime: ${done.steps.map((x) => `${x.nodeId} ${x.downtimeMs ?? '?'} ms`).join(', ')}`,
     );
 

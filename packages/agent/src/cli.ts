@@ -6,6 +6,8 @@
  * 2 usage or configuration error; 3 upgrade failed and was rolled back (old version
  * healthy); 4 busy (another command runs); 5 rollback failed: the node needs an operator.
  */
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import cron from 'node-cron';
 import { CodedError, errorCodeOf, PROTOCOL_VERSION, type Command, type Result } from '@guts-upgrade/protocol';
 import { Agent, newCommandId } from './agent.js';
@@ -311,8 +313,10 @@ async function backupCmd(agent: Agent, config: AgentConfig, args: string[], json
   throw new UsageError('backup needs create, list or restore <id>');
 }
 
-const isMain = process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href;
-if (isMain || process.argv[1]?.endsWith('guts-upgrade-agent')) {
+// Compared through realpath: started via a symlink (an npm bin link, /opt/guts-upgrade
+// pointing at a release dir) argv[1] is the link while import.meta.url is resolved.
+const isMain = process.argv[1] !== undefined && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url);
+if (isMain) {
   main(process.argv.slice(2)).then(
     (code) => process.exit(code),
     (err: unknown) => {

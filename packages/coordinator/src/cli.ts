@@ -21,6 +21,8 @@
  * Exit codes: 0 ok; 1 the rollout failed, was aborted or rolled back (status/watch);
  *             2 usage error; 3 API error (refused request); 4 coordinator unreachable.
  */
+import { realpathSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { api, ApiError, type ApiTarget } from './client.js';
 
 export const EXIT = { OK: 0, ROLLOUT_FAILED: 1, USAGE: 2, API: 3, UNREACHABLE: 4 } as const;
@@ -260,7 +262,9 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv, out: (s: st
   }
 }
 
-const isMain = process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href;
-if (isMain || process.argv[1]?.endsWith('/guts-upgrade')) {
+// Compared through realpath: started via a symlink (an npm bin link, /opt/guts-upgrade
+// pointing at a release dir) argv[1] is the link while import.meta.url is resolved.
+const isMain = process.argv[1] !== undefined && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url);
+if (isMain) {
   runCli(process.argv.slice(2), process.env, (s) => process.stdout.write(s), (s) => process.stderr.write(s)).then((code) => process.exit(code));
 }

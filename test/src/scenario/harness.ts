@@ -193,14 +193,28 @@ export class Scenario {
     }
     const scratch = await fs.mkdtemp(path.join(os.tmpdir(), `gs-${opts.name}-`));
     // GUTS_E2E_KEEP=1 keeps the scratch dir (coordinator db and logs, samples) for a post-mortem.
-    if (!process.env.GUTS_E2E_KEEP) t.teardown(() => fs.rm(scratch, { recursive: true, force: true }));
-    else t.comment(`scratch kept in ${scratch}`);
-    const manifest = buildArtifacts({ outDir: path.join(scratch, 'artifacts') });
-    const names = Array.from({ length: opts.hosts }, (_, i) => `v${i}`);
-    const lab = await startLab({ hosts: names, scratchDir: path.join(scratch, 'lab'), tmpfsSize: '256m' });
-    // Registered right away: whatever fails below, the lab goes.
+    const keep = !!process.env.GUTS_E2E_KEEP;
+    const dropScratch = async (): Promise<void> => {
+      if (keep) t.comment(`scratch kept in ${scratch}`);
+      else await fs.rm(scratch, { recursive: true, force: true });
+    };
+    let lab: Lab;
+    let manifest: ArtifactManifest;
+    try {
+      manifest = buildArtifacts({ outDir: path.join(scratch, 'artifacts') });
+      const names = Array.from({ length: opts.hosts }, (_, i) => `v${i}`);
+      lab = await startLab({ hosts: names, scratchDir: path.join(scratch, 'lab'), tmpfsSize: '256m' });
+    } catch (err) {
+      await dropScratch();
+      throw err;
+    }
+    // Registered right away: whatever fails below, the lab goes first, then its scratch dir.
     t.teardown(async () => {
-      await lab.teardown();
+      try {
+        await lab.teardown();
+      } finally {
+        await dropScratch();
+      }
     });
     const token = randomBytes(24).toString('hex');
     const s = new Scenario(
