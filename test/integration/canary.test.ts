@@ -10,6 +10,10 @@ t.test('canary with a bad build: rollout stops, the canary is rolled back, nobod
   t.equal(d.rollout.state, 'failed');
   t.equal(d.rollout.code, 'E_CANARY_FAILED');
   t.same(d.steps.filter((s: any) => s.state !== 'pending').map((s: any) => s.nodeId), ['v2']);
+  const events = (await api(rig.op, 'GET', `/api/v1/rollouts/${r.rollout.id}/events`)).events as any[];
+  const results = events.filter((e) => e.type === 'command.result');
+  t.same(results.map((e) => [e.nodeId, e.data.kind, e.data.outcome, e.data.runningVersion]), [['v2', 'upgrade', 'rolled_back', '1.0.0']], 'the canary agent rolled itself back; no other command ran');
+  t.equal(events.filter((e) => e.type === 'node.dispatched').length, 1, 'only the canary was dispatched');
   await until(async () => {
     const f = await api(rig.op, 'GET', '/api/v1/fleet');
     return f.down.length === 0 && f.versions['1.0.0'] === 4;

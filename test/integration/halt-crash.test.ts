@@ -21,6 +21,11 @@ t.test('halt upgrade to 2.0.0 with manual migration, inside a window, with appro
   const prepared = events.filter((e) => e.type === 'node.dispatched' && e.data.command === 'prepare').length;
   t.equal(prepared, 4, 'every agent prepared first');
   t.ok(events.some((e) => e.type === 'halt.finalizing'), 'the chain finalized again');
+  const upgrades = events.filter((e) => e.type === 'command.result' && e.data.kind === 'upgrade');
+  t.same(upgrades.map((e) => [e.data.outcome, e.data.migration, e.data.runningVersion]), Array(4).fill(['succeeded', 'manual', '2.0.0']), 'every node ran the manual migration');
+  const firstUpgrade = events.findIndex((e) => e.type === 'node.dispatched' && e.data.command === 'upgrade');
+  const lastPrepared = events.map((e) => e.type === 'command.result' && e.data.kind === 'prepare').lastIndexOf(true);
+  t.ok(lastPrepared >= 0 && lastPrepared < firstUpgrade, 'nobody was stopped before every node had staged the artifact');
   const f = await api(rig.op, 'GET', '/api/v1/fleet');
   t.same(f.versions, { '2.0.0': 4 });
 });
@@ -39,6 +44,7 @@ t.test('coordinator kill -9 mid-rollout, restart on the same DB: completes, nobo
   const a = await auditRollout(rig, id, 7);
   t.equal(a.order.length, 7, 'exactly one upgrade command per node');
   t.ok(a.maxInFlight <= 2, `f=2 respected (saw ${a.maxInFlight})`);
+  t.same(a.leaderViolations, [], 'the leader still went last across the restarts');
   const events = (await api(rig.op, 'GET', `/api/v1/rollouts/${id}/events`)).events as any[];
   const succeeded = events.filter((e) => e.type === 'command.result' && e.data.kind === 'upgrade');
   t.equal(new Set(succeeded.map((e) => e.nodeId)).size, 7);

@@ -82,7 +82,9 @@ export async function makeRig(t: Tap, opts: { n: number; child?: boolean; window
     await fleet?.close();
     await coordinator?.close();
     (proc as ChildProcess | null)?.kill('SIGKILL');
-    removeDir(dir);
+    // KEEP=1 leaves the temp dir (agent logs, journals, coordinator DB) for a post-mortem.
+    if (process.env.KEEP) process.stderr.write(`# KEEP: integration rig left in ${dir}\n`);
+    else removeDir(dir);
   });
   const tokens: Record<string, string> = {};
   for (let i = 0; i < opts.n; i++) tokens[`v${i}`] = (await api(op, 'POST', '/api/v1/nodes', { id: `v${i}` })).token;
@@ -114,6 +116,32 @@ export async function makeRig(t: Tap, opts: { n: number; child?: boolean; window
     },
   };
   return rig;
+}
+
+/**
+ * Liveness from the nodes' own finalization histories: for every upgrade, from
+ * its dispatch until the coordinator saw the node upgraded (or failed), the
+ * other nodes kept finalizing new heights. A window without one means the
+ * chain stalled while that node was down.
+ */
+export async function livenessDuringUpgrades(rig: Rig, id: string): Promise<{ windows: number; stalled: string[]; leaders: number }> {
+  const events = (await api(rig.op, 'GET', `/api/v1/rollouts/${id}/events`)).events as any[];
+  const history = rig.fleet.history();
+  const stalled: string[] = [];
+  let windows = 0;
+  for (const d of events.filter((e) => e.type === 'node.dispatched' && e.data.command === 'upgrade')) {
+    const from = Date.parse(d.at);
+    const end = events.find((e) => e.nodeId === d.nodeId && Date.parse(e.at) >= from && ['node.upgraded', 'node.failed'].includes(e.type));
+    if (!end) continue;
+    windows++;
+    const to = Date.parse(end.at);
+    const before = Math.max(-1, ...history.filter((h) => h.t <= from).map((h) => h.height));
+    const advanced = history.some((h) => h.t > from && h.t <= to && h.node !== d.nodeId && h.height > before);
+    if (!advanced) stalled.push(`${d.nodeId} ${d.at}..${end.at}`);
+  }
+  const t0 = Date.parse(events[0]?.at ?? new Date().toISOString());
+  const leaders = new Set(history.filter((h) => h.t >= t0).map((h) => h.leader)).size;
+  return { windows, stalled, leaders };
 }
 
 /** Checks from the audit log: never more than f nodes in flight, and the leader at dispatch was never the node (unless last). */

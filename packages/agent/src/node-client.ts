@@ -3,7 +3,7 @@
  * consensus status, validators and Prometheus metrics. Every call has a timeout
  * and none throws: an unreachable node is a status, not an exception.
  */
-import type { Health, NodeStatus } from '@guts-upgrade/protocol';
+import type { Health, NodeMetrics, NodeStatus } from '@guts-upgrade/protocol';
 import { parseVersionOutput } from '@guts-upgrade/protocol';
 import semver from 'semver';
 
@@ -20,6 +20,9 @@ export interface ConsensusStatus {
 export interface HttpJson { status: number; body: unknown }
 
 export class NodeClient {
+  /** The previous scrape, so heartbeats report latency over the last interval, not since start. */
+  private lastScrape: MetricsSample | null = null;
+
   constructor(readonly apiUrl: string, readonly metricsUrl: string | null, readonly timeoutMs: number) {}
 
   async get(url: string): Promise<{ status: number; text: string } | null> {
@@ -107,8 +110,31 @@ export class NodeClient {
     return null;
   }
 
+  /**
+   * The node's request counters for the coordinator (canary soak), scraped
+   * from /metrics with /health* excluded like the agent's own metrics check.
+   * Undefined when there is no metrics endpoint or it does not answer.
+   */
+  async metricsStatus(): Promise<NodeMetrics | undefined> {
+    const text = await this.metricsText();
+    if (text === null) return undefined;
+    const now = parseMetrics(text);
+    const prev = this.lastScrape;
+    this.lastScrape = now;
+    // A counter that went down means the node restarted: the interval starts at zero.
+    const base = prev && now.latencyCount >= prev.latencyCount && now.latencySum >= prev.latencySum ? prev : null;
+    const cnt = now.latencyCount - (base?.latencyCount ?? 0);
+    const sum = now.latencySum - (base?.latencySum ?? 0);
+    return {
+      requestsTotal: Math.max(0, Math.round(now.requests)),
+      errorsTotal: Math.max(0, Math.round(now.errors)),
+      latencyMs: cnt > 0 ? (sum / cnt) * 1000 : null,
+      scrapedAt: new Date().toISOString(),
+    };
+  }
+
   async status(busy: NodeStatus['busy']): Promise<NodeStatus> {
-    const [h, ready, cs, peers] = await Promise.all([this.health(), this.ready(), this.consensus(), this.peerCount()]);
+    const [h, ready, cs, peers, metrics] = await Promise.all([this.health(), this.ready(), this.consensus(), this.peerCount(), this.metricsStatus()]);
     let health: Health = 'unknown';
     if (h) {
       const s = h.body?.status;
@@ -126,6 +152,7 @@ export class NodeClient {
       finalizedHeight: int(cs?.finalized_height),
       view: int(cs?.view),
       peerCount: int(peers),
+      ...(metrics ? { metrics } : {}),
       busy,
     };
   }

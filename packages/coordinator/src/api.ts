@@ -82,6 +82,16 @@ const rolloutBody = {
         canary: S.nodeId,
         window: { type: 'string', minLength: 1, maxLength: 128 },
         requireApproval: { type: 'boolean' },
+        canaryLimits: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            maxErrorRateIncrease: { type: 'number', minimum: 0, maximum: 1 },
+            maxLatencyFactor: { type: 'number', minimum: 1, maximum: 1000 },
+            minLatencyMs: { type: 'number', minimum: 0, maximum: 3_600_000 },
+            minRequests: { type: 'integer', minimum: 1, maximum: 1_000_000_000 },
+          },
+        },
       },
     },
   },

@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { CodedError } from '@guts-upgrade/protocol';
+import { DEFAULT_CANARY_LIMITS, type CanaryLimits } from './canary.js';
 import { hashToken } from './db.js';
 import { parseDuration, validateCron, type WindowSpec } from './windows.js';
 
@@ -41,6 +42,7 @@ export interface Config {
     syncDistance: number;
     syncTimeoutMs: number;
     haltTimeoutMs: number;
+    canaryLimits: CanaryLimits;
   };
   tickMs: number;
   logLevel: string;
@@ -63,6 +65,7 @@ export const DEFAULT_CONFIG: Config = {
     syncDistance: 5,
     syncTimeoutMs: 600_000,
     haltTimeoutMs: 900_000,
+    canaryLimits: { ...DEFAULT_CANARY_LIMITS },
   },
   tickMs: 500,
   logLevel: 'info',
@@ -98,6 +101,24 @@ function ms(v: unknown, key: string): number {
 function string(v: unknown, key: string): string {
   if (typeof v !== 'string' || v.length === 0) fail(key, 'must be a non-empty string');
   return v;
+}
+
+function num(v: unknown, key: string, min: number, max: number): number {
+  const n = typeof v === 'string' && /^\d+(\.\d+)?$/.test(v) ? Number(v) : v;
+  if (typeof n !== 'number' || !Number.isFinite(n) || n < min || n > max) fail(key, `must be a number in [${min}, ${max}], got ${JSON.stringify(v)}`);
+  return n;
+}
+
+/** Canary metrics limits, each key optional over `base`. */
+export function canaryLimits(v: unknown, key: string, base: CanaryLimits): CanaryLimits {
+  const o = obj(v, key);
+  only(o, key, Object.keys(base));
+  return {
+    maxErrorRateIncrease: o.maxErrorRateIncrease !== undefined ? num(o.maxErrorRateIncrease, `${key}.maxErrorRateIncrease`, 0, 1) : base.maxErrorRateIncrease,
+    maxLatencyFactor: o.maxLatencyFactor !== undefined ? num(o.maxLatencyFactor, `${key}.maxLatencyFactor`, 1, 1000) : base.maxLatencyFactor,
+    minLatencyMs: o.minLatencyMs !== undefined ? num(o.minLatencyMs, `${key}.minLatencyMs`, 0, 3_600_000) : base.minLatencyMs,
+    minRequests: o.minRequests !== undefined ? int(o.minRequests, `${key}.minRequests`, 1, 1_000_000_000) : base.minRequests,
+  };
 }
 
 /** Builds a Config from a parsed YAML document merged with env and flag overrides. */
@@ -218,6 +239,7 @@ export function buildConfig(doc: unknown, env: NodeJS.ProcessEnv = {}, flags: Re
     if (d[k] !== undefined) c.defaults[k] = ms(d[k], `defaults.${k}`);
   }
   if (d.syncDistance !== undefined) c.defaults.syncDistance = int(d.syncDistance, 'defaults.syncDistance', 0, 1_000_000);
+  if (d.canaryLimits !== undefined) c.defaults.canaryLimits = canaryLimits(d.canaryLimits, 'defaults.canaryLimits', c.defaults.canaryLimits);
 
   if (root.tickMs !== undefined) c.tickMs = int(root.tickMs, 'tickMs', 10, 60_000);
   const level = flags['log-level'] ?? env.GUTS_UPGRADE_LOG_LEVEL ?? root.logLevel;

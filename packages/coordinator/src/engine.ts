@@ -24,6 +24,7 @@ import {
   type NodeStatus,
   type Result,
 } from '@guts-upgrade/protocol';
+import type { CanaryLimits } from './canary.js';
 import type { Config } from './config.js';
 import { hashToken, type NodeRow, type Store } from './db.js';
 import type { FleetView, NodeView, Rollout, RolloutOptions, Step, Strategy } from './model.js';
@@ -46,7 +47,7 @@ export interface RolloutInput {
   target: { version: string; url: string; sha256: string; signature?: string };
   strategy?: Strategy;
   nodes?: string[];
-  options?: Partial<RolloutOptions>;
+  options?: Partial<Omit<RolloutOptions, 'canaryLimits'>> & { canaryLimits?: Partial<CanaryLimits> };
 }
 
 interface LiveNode {
@@ -149,6 +150,8 @@ export class Coordinator extends EventEmitter {
       peerCount: s?.peerCount ?? row.peerCount,
       busy: connected ? (s?.busy ?? null) : row.busy,
       lastSeenAt: l?.lastSeenAt ?? row.lastSeenAt,
+      agent: connected ? (fresh ? 'connected' : 'stale') : 'unreachable',
+      metrics: connected && fresh ? (s?.metrics ?? null) : null,
     };
   }
 
@@ -194,6 +197,12 @@ export class Coordinator extends EventEmitter {
     if (Object.keys(versions).length > 1) alerts.push({ code: 'VERSION_SKEW', message: `versions: ${Object.entries(versions).map(([v, c]) => `${v}×${c}`).join(', ')}` });
     if (spread > this.config.defaults.syncDistance * 4) alerts.push({ code: 'HEIGHT_DIVERGENCE', message: `finalized heights differ by ${spread}` });
     if (down.length > 0) alerts.push({ code: 'NODES_DOWN', message: `down: ${down.join(', ')}` });
+    // A node whose agent vanished mid-step stays counted as in flight (safe for f) until its
+    // result arrives; say so loudly instead of showing a silent "upgrading".
+    const lost = nodes.filter((v) => inFlight.has(v.id) && v.agent !== 'connected');
+    if (lost.length > 0) {
+      alerts.push({ code: 'IN_FLIGHT_UNREACHABLE', message: `agent ${lost.map((v) => `${v.id} (${v.agent}, last seen ${v.lastSeenAt ? new Date(v.lastSeenAt).toISOString() : 'never'})`).join(', ')} stopped reporting mid-command; its node state is unknown and counts as down until its result arrives` });
+    }
     if (down.length > faultTolerance(fleet.n)) alerts.push({ code: 'QUORUM_AT_RISK', message: `${down.length} nodes down exceeds f = ${faultTolerance(fleet.n)}` });
     return {
       n: fleet.n,
@@ -207,6 +216,7 @@ export class Coordinator extends EventEmitter {
       heightsDiverging: spread > this.config.defaults.syncDistance * 4,
       down,
       inFlight: [...inFlight],
+      unreachable: nodes.filter((v) => v.agent !== 'connected').map((v) => v.id),
       alerts,
       nodes: nodes.map((v) => ({ ...v, lastSeenAt: v.lastSeenAt ? new Date(v.lastSeenAt).toISOString() : null })),
     };
@@ -387,6 +397,7 @@ export class Coordinator extends EventEmitter {
       code: r.code,
       runningVersion: r.runningVersion,
       downtimeMs: r.downtimeMs,
+      ...(r.migration ? { migration: r.migration } : {}),
     });
   }
 
@@ -422,6 +433,7 @@ export class Coordinator extends EventEmitter {
         canary: o.canary ?? null,
         window: o.window ?? null,
         requireApproval: o.requireApproval ?? false,
+        canaryLimits: { ...d.canaryLimits, ...(o.canaryLimits ?? {}) },
       },
     };
   }
@@ -479,7 +491,11 @@ export class Coordinator extends EventEmitter {
   rolloutDetail(id: string) {
     const r = this.store.rollout(id);
     if (!r) throw new CodedError('E_NOT_FOUND', `no rollout ${id}`);
-    const steps = this.store.steps(id);
+    const fleet = this.fleetView();
+    // In-flight steps carry the agent link, so a lost agent never hides behind "upgrading".
+    const steps = this.store.steps(id).map((s) =>
+      IN_FLIGHT_STEP_STATES.includes(s.state) ? { ...s, agent: fleet.nodes.get(s.nodeId)?.agent ?? 'unreachable' } : s,
+    );
     return { rollout: r, steps };
   }
 

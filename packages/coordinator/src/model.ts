@@ -1,5 +1,6 @@
 /** The coordinator's records, shared by the pure sequencer, the store and the API. */
-import type { Artifact, CommandKind, ErrorCode, Health, Outcome, PathKind } from '@guts-upgrade/protocol';
+import type { Artifact, CommandKind, ErrorCode, Health, NodeMetrics, Outcome, PathKind } from '@guts-upgrade/protocol';
+import type { Baseline, CanaryLimits, Counters } from './canary.js';
 import type { RolloutState, StepState } from './states.js';
 
 export type Strategy = 'rolling' | 'canary' | 'halt';
@@ -23,6 +24,8 @@ export interface RolloutOptions {
   /** Name of a configured maintenance window; the rollout only starts inside it. */
   window: string | null;
   requireApproval: boolean;
+  /** Metrics limits for the canary soak (absent in rollouts created before they existed: defaults). */
+  canaryLimits?: CanaryLimits;
 }
 
 export interface RolloutData {
@@ -31,6 +34,10 @@ export interface RolloutData {
   soakStartedAt?: number;
   soakStartHeight?: number | null;
   soakPassed?: boolean;
+  /** Request counters of the canary and the reference nodes when the soak started. */
+  soakMetrics?: Record<string, Counters>;
+  /** The canary's own metrics just before its upgrade was dispatched. */
+  canaryBaseline?: Baseline | null;
   haltSentAt?: number;
   haltHeight?: number | null;
   /** When the last wave finished syncing; the next one waits stabilizationMs after it. */
@@ -115,6 +122,13 @@ export interface NodeView {
   peerCount: number | null;
   busy: { commandId: string; kind: CommandKind; step: string | null } | null;
   lastSeenAt: number | null;
+  /**
+   * The agent link: connected with fresh heartbeats, connected but silent past
+   * the heartbeat timeout, or not connected (unknown state of the node).
+   */
+  agent?: 'connected' | 'stale' | 'unreachable';
+  /** Request counters from the last heartbeat (agents that scrape /metrics). */
+  metrics?: NodeMetrics | null;
 }
 
 export interface FleetView {

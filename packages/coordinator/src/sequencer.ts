@@ -7,6 +7,7 @@
  * decision from the persisted state.
  */
 import { disruptionBudget, faultTolerance, type CommandKind, type ErrorCode, type UpgradeOptions } from '@guts-upgrade/protocol';
+import { baselineOf, DEFAULT_CANARY_LIMITS, judgeCanary, type Counters } from './canary.js';
 import type { CommandRecord, FleetView, NodeView, Rollout, RolloutData, Step } from './model.js';
 import { IN_FLIGHT_STEP_STATES, TERMINAL_ROLLOUT_STATES, type RolloutState, type StepState } from './states.js';
 
@@ -67,6 +68,17 @@ export function disruption(input: Pick<SequencerInput, 'fleet' | 'steps' | 'busy
   const f = faultTolerance(input.fleet.n);
   const budget = disruptionBudget(input.fleet.n, unhealthy.size + unknown, Math.min(inFlight.size, input.fleet.n));
   return { inFlight, unhealthy, budget, f };
+}
+
+/** Healthy nodes of the rollout still waiting on the old version: the canary's yardstick. */
+function referenceNodes(input: SequencerInput, states: Map<string, StepState>): NodeView[] {
+  const out: NodeView[] = [];
+  for (const s of input.steps) {
+    if (s.nodeId === input.rollout.options.canary || states.get(s.nodeId) !== 'pending') continue;
+    const n = input.fleet.nodes.get(s.nodeId);
+    if (n?.healthy && n.version !== input.rollout.target.version) out.push(n);
+  }
+  return out;
 }
 
 function stepByNode(steps: Step[]): Map<string, Step> {
@@ -168,6 +180,7 @@ export function decide(input: SequencerInput): Action[] {
   const handled = new Set(rollout.data.handledFailures ?? []);
   const newFailures = list((s) => s === 'failed').filter((s) => !handled.has(s.nodeId));
   let seq = rollout.data.dispatchSeq ?? 0;
+  const limits = { ...DEFAULT_CANARY_LIMITS, ...(rollout.options.canaryLimits ?? {}) };
   // Step states as of this decision (advanceSteps may have moved some).
   const current = () => input.steps.map((s) => ({ ...s, state: states.get(s.nodeId)! }));
 
@@ -189,6 +202,9 @@ export function decide(input: SequencerInput): Action[] {
     });
     out.push({ kind: 'send', nodeId: step.nodeId, command, commandId, ...(options ? { options } : {}) });
     out.push({ kind: 'event', type: 'node.dispatched', nodeId: step.nodeId, data: { command, commandId, leader: fleet.leader, maxHeight: fleet.maxHeight } });
+    if (command === 'upgrade' && rollout.strategy === 'canary' && step.nodeId === rollout.options.canary && !rollout.data.soakPassed) {
+      out.push({ kind: 'data', data: { canaryBaseline: baselineOf(node?.metrics, limits.minRequests) } });
+    }
     states.set(step.nodeId, target);
   };
   const upgradeOptions = (extra: UpgradeOptions = {}): UpgradeOptions => ({
@@ -269,8 +285,16 @@ export function decide(input: SequencerInput): Action[] {
       if (startHeight != null && node.finalizedHeight != null && node.finalizedHeight <= startHeight) {
         return (fail('no block was finalized during the soak'), out);
       }
+      const soakMetrics = rollout.data.soakMetrics ?? {};
+      const verdict = judgeCanary({
+        canary: { start: soakMetrics[canary] ?? null, now: node.metrics },
+        reference: referenceNodes(input, states).map((r) => ({ nodeId: r.id, start: soakMetrics[r.id] ?? null, now: r.metrics })),
+        baseline: rollout.data.canaryBaseline ?? null,
+        limits,
+      });
+      if (!verdict.ok) return (fail(`metrics: ${verdict.detail}`), out);
       out.push({ kind: 'data', data: { soakPassed: true, lastStableAt: now } });
-      out.push({ kind: 'event', type: 'canary.passed', nodeId: canary });
+      out.push({ kind: 'event', type: 'canary.passed', nodeId: canary, data: { metrics: verdict } });
       to('running');
     }
     return out;
@@ -289,7 +313,11 @@ export function decide(input: SequencerInput): Action[] {
   if (rollout.strategy === 'canary' && !rollout.data.soakPassed) {
     const canary = input.steps.find((s) => s.nodeId === rollout.options.canary);
     if (canary && states.get(canary.nodeId) === 'upgraded') {
-      out.push({ kind: 'data', data: { soakStartedAt: now, soakStartHeight: fleet.nodes.get(canary.nodeId)?.finalizedHeight ?? null } });
+      const soakMetrics: Record<string, Counters> = {};
+      for (const n of [fleet.nodes.get(canary.nodeId), ...referenceNodes(input, states)]) {
+        if (n?.metrics) soakMetrics[n.id] = { requestsTotal: n.metrics.requestsTotal, errorsTotal: n.metrics.errorsTotal };
+      }
+      out.push({ kind: 'data', data: { soakStartedAt: now, soakStartHeight: fleet.nodes.get(canary.nodeId)?.finalizedHeight ?? null, soakMetrics } });
       out.push({ kind: 'event', type: 'canary.soaking', nodeId: canary.nodeId, data: { soakMs: rollout.options.soakMs } });
       to('soaking');
       return out;

@@ -83,7 +83,14 @@ export function startArtifactServer(opts: { dir: string; host?: string; port?: n
       const stream = fs.createReadStream(file, { start, end: limitEnd });
       stream.on('error', () => res.destroy());
       if (cut) {
-        stream.on('end', () => { res.socket?.destroy(); res.destroy(); });
+        // Cut only once the bytes sent so far left the process: destroying with
+        // them still buffered would send nothing, and there would be no partial
+        // download for the client to resume (flaky under load).
+        stream.on('end', () => {
+          const sock = res.socket;
+          if (sock && !sock.destroyed) sock.write('', () => { sock.destroy(); res.destroy(); });
+          else res.destroy();
+        });
         stream.pipe(res, { end: false });
       } else stream.pipe(res);
     };

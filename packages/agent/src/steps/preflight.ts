@@ -5,10 +5,12 @@ import { dirSize, existingAncestor, freeBytes, runArgv, sha256File } from '../ut
 import { addCheck, type StepContext } from './context.js';
 
 /** `<binary> --version` -> X.Y.Z or null. */
-export async function binaryVersion(binary: string, timeoutMs = 10_000): Promise<{ version: string | null; output: string }> {
+// Generous: on a loaded host an interpreter-based binary can take seconds to
+// print its version, and a timeout here would be misread as a wrong build.
+export async function binaryVersion(binary: string, timeoutMs = 60_000): Promise<{ version: string | null; output: string }> {
   const r = await runArgv([binary, '--version'], { timeoutMs });
-  const output = (r.stdout + r.stderr).trim();
-  return { version: r.code === 0 ? parseVersionOutput(r.stdout) : null, output };
+  const output = (r.stdout + r.stderr).trim() + (r.timedOut ? ` (no answer within ${timeoutMs} ms; killed)` : '');
+  return { version: r.code === 0 ? parseVersionOutput(r.stdout) : null, output: output.trim() };
 }
 
 /**

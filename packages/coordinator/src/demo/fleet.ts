@@ -147,7 +147,7 @@ export async function startSimFleet(opts: {
           stateDir,
           backup: { retention: 2 },
           fetch: { retries: 3, backoffMs: 50, timeoutMs: 5000 },
-          checks: { readyTimeoutMs: 10_000, syncTimeoutMs: 15_000, advanceWindowMs: 1500, stabilizeMs: 500, httpTimeoutMs: 1000, commandTimeoutMs: 20_000, maxErrorRateIncrease: 0.5, maxLatencyFactor: 20, minLatencyMs: 500, ...(opts.agentChecks ?? {}) },
+          checks: { readyTimeoutMs: 10_000, syncTimeoutMs: 15_000, advanceWindowMs: 1500, stabilizeMs: 500, httpTimeoutMs: 1000, commandTimeoutMs: 20_000, ...(opts.agentChecks ?? {}) },
           commands: { migrate: ['{binary}', 'migrate', '--from', '{from}', '--to', '{to}', '--data-dir', '{dataDir}'] },
           diskMarginBytes: 0,
           logLevel: opts.logLevel ?? 'warn',

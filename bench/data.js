@@ -1,0 +1,248 @@
+/**
+ * 2. Per-node downtime, 4b. the agent's peak RSS during a big backup, and
+ * 5. backup throughput — all on the same real data dirs (random, not sparse,
+ * made with `guts-node init --size-mb N`), generated once per size.
+ *
+ * Per size, on a real one-validator simulator node run detached with a pid file:
+ *   ours: the real agent CLI `upgrade` (process driver) 1.0.0 -> 1.0.1: pre-copy
+ *         backup while the node runs, stop, delta, swap, start, ready. Downtime
+ *         is the agent's own stop->ready figure (result.downtimeMs); the agent
+ *         process is sampled for peak RSS (VmHWM).
+ *   seed: the old script on the same node and data, same version path: stop,
+ *         `tar czf` the data dir, swap the binary, start, poll /health/ready
+ *         every 100 ms (as the agent does); downtime = stop -> ready.
+ *   throughput (node stopped, data static): the agent's BackupStore.createBase
+ *         (node-tar + fsync + sha256 of the archive, as the pipeline does) vs
+ *         GNU `tar cf` + fsync of the archive (`sync FILE`).
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { stringify } from 'yaml';
+import * as sim from '@guts-upgrade/simulator';
+import { BackupStore, Journal, resolveConfig } from '@guts-upgrade/agent';
+import {
+  AGENT_CLI, SIM_CLI, childEnv, fmtBytes, mb, procSample, removeDir, round, run, sampler, sleep, stopPid, tmpDir, trackPid, untrackPid, waitFor,
+} from './lib/common.js';
+
+function startTime(pid) {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '';
+}
+
+/** Starts the node the way the agent's process driver does (detached, pid file), so the agent adopts it. */
+export async function startNode(node) {
+  const log = fs.openSync(node.logFile, 'a');
+  const child = spawn(node.binary, ['--config', node.configPath], { detached: true, stdio: ['ignore', log, log], env: childEnv(), cwd: path.dirname(node.configPath) });
+  await new Promise((resolve, reject) => { child.once('spawn', resolve); child.once('error', reject); });
+  fs.closeSync(log);
+  child.on('exit', () => {});
+  child.unref();
+  trackPid(child.pid);
+  fs.writeFileSync(node.pidFile, `${child.pid} ${startTime(child.pid)}\n`);
+  return child.pid;
+}
+
+function nodePid(node) {
+  try {
+    return Number(fs.readFileSync(node.pidFile, 'utf8').trim().split(/\s+/)[0]) || null;
+  } catch {
+    return null;
+  }
+}
+
+export async function ready(node) {
+  return fetch(`${node.apiUrl}/health/ready`, { signal: AbortSignal.timeout(1000) }).then((r) => r.status === 200, () => false);
+}
+
+export async function stopNode(node) {
+  const pid = nodePid(node);
+  if (pid) await stopPid(pid, 30_000);
+  fs.rmSync(node.pidFile, { force: true });
+}
+
+async function setup(sizeMb, log) {
+  const dir = tmpDir(`data-${sizeMb}mb`);
+  const manifest = sim.buildArtifacts({ outDir: path.join(dir, 'artifacts') });
+  const server = await sim.startArtifactServer({ dir: path.join(dir, 'artifacts'), host: '127.0.0.1' });
+  const [d] = await sim.createCluster({ n: 1, dir: path.join(dir, 'cluster'), logLevel: 'warn' });
+  log(`data: guts-node init --size-mb ${sizeMb}`);
+  const t0 = Date.now();
+  const init = await run(process.execPath, [SIM_CLI, 'init', '--data-dir', d.dataDir, '--size-mb', String(sizeMb)]);
+  if (init.code !== 0) throw new Error(`guts-node init failed: ${init.stderr}`);
+  const initSec = (Date.now() - t0) / 1000;
+  const stateDir = path.join(d.dir, 'agent-state');
+  fs.mkdirSync(stateDir, { recursive: true });
+  const node = {
+    ...d,
+    binary: path.join(d.dir, 'bin', 'guts-node'),
+    stateDir,
+    pidFile: path.join(stateDir, 'guts-node.pid'),
+    logFile: path.join(stateDir, 'guts-node.log'),
+    agentConfig: path.join(d.dir, 'agent.yaml'),
+  };
+  sim.installBinary(sim.findArtifact(manifest, '1.0.0').path, node.binary);
+  const agentDoc = {
+    nodeId: d.name,
+    service: { driver: 'process', args: ['--config', '{config}'], stopTimeoutMs: 10_000, pidFile: node.pidFile, logFile: node.logFile },
+    node: { binary: node.binary, dataDir: d.dataDir, config: d.configPath, apiUrl: d.apiUrl, metricsUrl: d.metricsUrl },
+    stateDir,
+    backup: { retention: 1 },
+    fetch: { retries: 3, backoffMs: 50, timeoutMs: 10_000 },
+    checks: { readyTimeoutMs: 60_000, syncTimeoutMs: 30_000, advanceWindowMs: 1500, stabilizeMs: 500, httpTimeoutMs: 2000, commandTimeoutMs: 60_000, maxErrorRateIncrease: 0.5, maxLatencyFactor: 20, minLatencyMs: 500 },
+    diskMarginBytes: 0,
+    logLevel: 'warn',
+  };
+  fs.writeFileSync(node.agentConfig, stringify(agentDoc));
+  await startNode(node);
+  await waitFor(() => ready(node), { timeoutMs: 60_000, what: 'node ready' });
+  const art = (v) => {
+    const a = sim.findArtifact(manifest, v);
+    return { version: v, url: `${server.url}/${a.file}`, sha256: a.sha256, path: a.path };
+  };
+  return { dir, node, server, art, agentDoc, initSec };
+}
+
+/** Ours: the agent's real pipeline through its CLI. */
+async function oursUpgrade(env, log) {
+  const { node, art } = env;
+  const to = art('1.0.1');
+  log('data: agent CLI upgrade 1.0.0 -> 1.0.1');
+  let smp = null;
+  let pid = null;
+  const t0 = Date.now();
+  const r = await run(process.execPath, [AGENT_CLI, 'upgrade', '--config', node.agentConfig, '--to', to.version, '--url', to.url, '--sha256', to.sha256, '--json'], {
+    env: { GUTS_UPGRADE_CLI_LOG_LEVEL: 'warn' },
+    onSpawn: (c) => { pid = c.pid; smp = sampler(c.pid, 100); },
+  });
+  // The process is gone: the sampler's last /proc reading before exit holds the peak.
+  const usage = smp.stop();
+  const wallMs = Date.now() - t0;
+  let result;
+  try {
+    result = JSON.parse(r.stdout);
+  } catch {
+    throw new Error(`agent upgrade printed no result (exit ${r.code}): ${r.stderr.slice(-2000)}`);
+  }
+  if (result.outcome !== 'succeeded') throw new Error(`agent upgrade ${result.outcome}: ${result.code} ${result.message}`);
+  // Progress lines on stderr: "[ISO] backup    started" ... "[ISO] backup    done".
+  const at = (step, state) => {
+    const m = new RegExp(`^\\[([^\\]]+)\\] ${step}\\s+${state}`, 'm').exec(r.stderr);
+    return m ? Date.parse(m[1]) : null;
+  };
+  const backupMs = at('backup', 'done') && at('backup', 'started') ? at('backup', 'done') - at('backup', 'started') : null;
+  return { downtimeMs: result.downtimeMs, totalMs: wallMs, preCopyMs: backupMs, agentPeakRssBytes: usage.peakRssBytes, agentPid: pid };
+}
+
+/** The seed's procedure: stop, tar czf the data dir, swap the binary, start, wait ready. */
+async function seedUpgrade(env, log) {
+  const { node, art, dir } = env;
+  // Back to 1.0.0 first (not timed), so both strategies take the same 1.0.0 -> 1.0.1 path.
+  await stopNode(node);
+  sim.installBinary(art('1.0.0').path, node.binary);
+  await startNode(node);
+  await waitFor(() => ready(node), { timeoutMs: 60_000, what: 'node ready on 1.0.0' });
+  const to = art('1.0.1');
+  const tgz = path.join(dir, 'seed-backup.tgz');
+  log('data: seed script (stop, tar czf, swap, start)');
+  const t0 = Date.now();
+  await stopNode(node);
+  const tStop = Date.now();
+  const tar = await run('tar', ['czf', tgz, '-C', node.dataDir, '.']);
+  if (tar.code !== 0) throw new Error(`tar czf failed: ${tar.stderr}`);
+  const tTar = Date.now();
+  sim.installBinary(to.path, node.binary);
+  await startNode(node);
+  await waitFor(() => ready(node), { timeoutMs: 120_000, intervalMs: 100, what: 'node ready after the seed upgrade' });
+  const t1 = Date.now();
+  const size = fs.statSync(tgz).size;
+  fs.rmSync(tgz, { force: true });
+  return { downtimeMs: t1 - t0, stopMs: tStop - t0, tarCzfMs: tTar - tStop, startToReadyMs: t1 - tTar, tgzBytes: size };
+}
+
+async function throughput(env, sizeBytes, log) {
+  const { node, dir, agentDoc } = env;
+  await stopNode(node); // static data: both read exactly the same bytes
+  const out = {};
+  // The agent's backup code, in this process, on its own journal and backup dir.
+  const stateDir = path.join(dir, 'bench-backup-state');
+  fs.mkdirSync(stateDir, { recursive: true });
+  const config = resolveConfig({ ...agentDoc, stateDir, backup: { dir: path.join(dir, 'bench-backups'), retention: 1 } }, {}, dir);
+  const journal = new Journal(stateDir);
+  try {
+    const store = new BackupStore(config, journal);
+    log('data: throughput, agent BackupStore.createBase');
+    const t0 = Date.now();
+    const row = await store.createBase('bench-tp', null, '1.0.0');
+    const agentMs = Date.now() - t0;
+    out.agent = { ms: agentMs, MBps: round(sizeBytes / (1024 * 1024) / (agentMs / 1000), 1), archiveBytes: row.meta.dataBase?.size ?? null };
+    store.discard('bench-tp');
+  } finally {
+    journal.close();
+  }
+  log('data: throughput, GNU tar cf');
+  const tarFile = path.join(dir, 'gnu.tar');
+  const t1 = Date.now();
+  const r = await run('tar', ['cf', tarFile, '-C', node.dataDir, '.']);
+  if (r.code !== 0) throw new Error(`tar cf failed: ${r.stderr}`);
+  const tarOnlyMs = Date.now() - t1;
+  await run('sync', [tarFile]);
+  const tarMs = Date.now() - t1;
+  const tarBytes = fs.statSync(tarFile).size;
+  fs.rmSync(tarFile, { force: true });
+  out.gnuTar = { ms: tarMs, msWithoutFsync: tarOnlyMs, MBps: round(sizeBytes / (1024 * 1024) / (tarMs / 1000), 1), archiveBytes: tarBytes };
+  out.agentOverTar = round(out.agent.MBps / out.gnuTar.MBps, 2);
+  return out;
+}
+
+function dirBytes(d) {
+  let total = 0;
+  const walk = (p) => {
+    for (const e of fs.readdirSync(p, { withFileTypes: true })) {
+      const f = path.join(p, e.name);
+      if (e.isDirectory()) walk(f);
+      else if (e.isFile()) total += fs.statSync(f).size;
+    }
+  };
+  walk(d);
+  return total;
+}
+
+export async function dataBench({ quick, log, opts, downtime, throughput: wantTp, peakRss }) {
+  const sizesGb = opts.sizesGb ?? (quick ? [0.1] : [1, 10]);
+  const result = { downtime: { title: 'Per-node downtime (stop → ready): agent pipeline vs seed script', rows: [] }, throughput: { title: 'Backup throughput: agent BackupStore vs GNU tar cf', rows: [] }, peakRss: { title: 'Agent peak RSS during a backup (real agent CLI upgrade process)', rows: [] } };
+  for (const gb of sizesGb) {
+    const sizeMb = Math.round(gb * 1024);
+    const env = await setup(sizeMb, log);
+    try {
+      const bytes = dirBytes(env.node.dataDir);
+      const label = fmtBytes(bytes);
+      const ours = await oursUpgrade(env, log);
+      // Free the agent's backup of this size before the next copies.
+      fs.rmSync(path.join(env.node.stateDir, 'backups'), { recursive: true, force: true });
+      if (downtime) {
+        const seed = await seedUpgrade(env, log);
+        result.downtime.rows.push({
+          data: label, dataBytes: bytes, initSec: round(env.initSec, 1),
+          oursDowntimeMs: ours.downtimeMs, oursTotalMs: ours.totalMs, oursPreCopyMs: ours.preCopyMs,
+          seedDowntimeMs: seed.downtimeMs, seedTarCzfMs: seed.tarCzfMs, seedStartToReadyMs: seed.startToReadyMs, seedTgzBytes: seed.tgzBytes,
+          ratio: round(ours.downtimeMs / seed.downtimeMs, 4),
+        });
+        log(`  ${label}: downtime ours ${ours.downtimeMs} ms vs seed ${seed.downtimeMs} ms`);
+      }
+      if (peakRss) {
+        result.peakRss.rows.push({ data: label, dataBytes: bytes, peakRssBytes: ours.agentPeakRssBytes, peakRssMiB: mb(ours.agentPeakRssBytes), peakOverData: round(ours.agentPeakRssBytes / bytes, 4) });
+      }
+      if (wantTp) {
+        const tp = await throughput(env, bytes, log);
+        result.throughput.rows.push({ data: label, dataBytes: bytes, agentMBps: tp.agent.MBps, agentMs: tp.agent.ms, tarMBps: tp.gnuTar.MBps, tarMs: tp.gnuTar.ms, tarMsWithoutFsync: tp.gnuTar.msWithoutFsync, ratio: tp.agentOverTar });
+        log(`  ${label}: agent ${tp.agent.MBps} MB/s vs tar ${tp.gnuTar.MBps} MB/s`);
+      }
+    } finally {
+      await stopNode(env.node).catch(() => undefined);
+      await env.server.close().catch(() => undefined);
+      removeDir(env.dir);
+    }
+  }
+  return result;
+}

@@ -1,0 +1,62 @@
+/**
+ * 4a. Agent footprint at rest: the real agent daemon (`guts-upgrade-agent run`)
+ * connected to the real coordinator, its simulator node running, sampled from
+ * /proc for 60 s (10 s in quick mode). The backup peak (4b) is measured on the
+ * agent's upgrade process in data.js.
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { stringify } from 'yaml';
+import * as sim from '@guts-upgrade/simulator';
+import { AGENT_CLI, childEnv, mb, registerNodes, removeDir, round, sampler, sleep, startCoordinator, stopChild, tmpDir, track, waitFor } from './lib/common.js';
+import { ready, startNode, stopNode } from './data.js';
+
+export async function footprintBench({ quick, log }) {
+  const seconds = quick ? 10 : 60;
+  const dir = tmpDir('footprint');
+  const coord = await startCoordinator(dir, { heartbeat: { intervalMs: 5000, timeoutMs: 15000 }, tickMs: 500 });
+  let node = null;
+  let agent = null;
+  try {
+    const manifest = sim.buildArtifacts({ outDir: path.join(dir, 'artifacts') });
+    const [d] = await sim.createCluster({ n: 1, dir: path.join(dir, 'cluster'), logLevel: 'warn', dataSizeMb: 16 });
+    const stateDir = path.join(d.dir, 'agent-state');
+    fs.mkdirSync(stateDir, { recursive: true });
+    node = { ...d, binary: path.join(d.dir, 'bin', 'guts-node'), stateDir, pidFile: path.join(stateDir, 'guts-node.pid'), logFile: path.join(stateDir, 'guts-node.log') };
+    sim.installBinary(sim.findArtifact(manifest, '1.0.0').path, node.binary);
+    await startNode(node);
+    await waitFor(() => ready(node), { timeoutMs: 60_000, what: 'node ready' });
+    const tokens = await registerNodes(coord, [d.name]);
+    const cfgPath = path.join(d.dir, 'agent.yaml');
+    fs.writeFileSync(cfgPath, stringify({
+      nodeId: d.name,
+      coordinator: { url: coord.wsUrl, token: tokens[d.name], reconnectMaxMs: 2000 },
+      service: { driver: 'process', args: ['--config', '{config}'], pidFile: node.pidFile, logFile: node.logFile },
+      node: { binary: node.binary, dataDir: d.dataDir, config: d.configPath, apiUrl: d.apiUrl, metricsUrl: d.metricsUrl },
+      stateDir,
+      logLevel: 'info',
+    }));
+    const out = fs.openSync(path.join(stateDir, 'agent.log'), 'a');
+    agent = track(spawn(process.execPath, [AGENT_CLI, 'run', '--config', cfgPath], { env: childEnv(), stdio: ['ignore', out, out] }));
+    fs.closeSync(out);
+    await waitFor(async () => {
+      const f = await coord.api('GET', '/api/v1/nodes');
+      return f.nodes[0]?.connected && f.nodes[0]?.healthy;
+    }, { timeoutMs: 60_000, what: 'agent connected and node healthy' });
+    await sleep(3000); // past start-up work (JIT, first heartbeats)
+    log(`footprint: sampling the idle agent daemon for ${seconds} s`);
+    const smp = sampler(agent.pid, 1000);
+    await sleep(seconds * 1000);
+    const r = smp.stop();
+    return {
+      title: `Agent daemon footprint, idle (connected, node running) over ${seconds} s`,
+      idle: { seconds: round(r.wallSec, 1), cpuPct: round(r.cpuPct, 2), cpuSec: round(r.cpuSec, 2), rssMeanMiB: mb(r.rssMeanBytes), rssMaxMiB: mb(r.rssMaxBytes), peakRssMiB: mb(r.peakRssBytes) },
+    };
+  } finally {
+    if (agent) await stopChild(agent, 10_000);
+    if (node) await stopNode(node).catch(() => undefined);
+    await coord.stop();
+    removeDir(dir);
+  }
+}
