@@ -329,12 +329,6 @@ export class Scenario {
           stabilizeMs: 1500,
           httpTimeoutMs: 2000,
           commandTimeoutMs: 60_000,
-          // The node counts every 5xx as an error, including the 503s of
-          // /health/ready that the agent itself polls while the node starts;
-          // with few requests after start the agent judges the whole run, so
-          // those alone exceed the default 0.05 (see the report). Bad builds
-          // are caught by the readiness, version and stability checks.
-          maxErrorRateIncrease: 0.5,
         },
         diskMarginBytes: 0,
       },
