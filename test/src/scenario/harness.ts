@@ -140,7 +140,12 @@ async function probe(r, spec) {
     const res = await fetch('http://' + addr + '/p2p/status', { signal: AbortSignal.timeout(2000) });
     const b = await res.json().catch(() => ({}));
     return { r, t, node: name, up: res.status === 200 && b.ready === true && b.syncing !== true, version: b.version ?? null, height: b.finalized_height ?? null };
-  } catch { return { r, t, node: name, up: false, version: null }; }
+  } catch (e) {
+    // A probe that timed out says the machine is slow, not that the node is
+    // down: a stopped node refuses the connection at once. Unknown, not down.
+    const timedOut = e && (e.name === 'TimeoutError' || e.name === 'AbortError');
+    return { r, t, node: name, up: timedOut ? null : false, version: null };
+  }
 }
 (async () => {
   for (;;) {

@@ -11,8 +11,11 @@ export interface Sample {
   r: number;
   t: number;
   node: string;
-  /** GET /p2p/status answered 200 with ready and not syncing. */
-  up: boolean;
+  /**
+   * GET /p2p/status answered 200 with ready and not syncing (true), answered
+   * otherwise or refused the connection (false), or timed out (null: unknown).
+   */
+  up: boolean | null;
   version: string | null;
 }
 
@@ -48,7 +51,7 @@ export function downFromSamples(samples: Sample[], nodes: string[], range: { fro
   for (const ss of byRound.values()) {
     if (new Set(ss.map((s) => s.node)).size < nodes.length) continue;
     rounds++;
-    const down = ss.filter((s) => !s.up).map((s) => s.node);
+    const down = ss.filter((s) => s.up === false).map((s) => s.node);
     if (down.length > maxDown) {
       maxDown = down.length;
       maxDownNodes = down;
@@ -60,6 +63,7 @@ export function downFromSamples(samples: Sample[], nodes: string[], range: { fro
     for (const s of samples.filter((x) => x.node === n).sort((a, b) => a.t - b.t)) {
       if (range.from !== undefined && s.t < range.from) continue;
       if (range.to !== undefined && s.t > range.to) continue;
+      if (s.up === null) continue;
       if (!s.up) {
         if (cur) cur.to = s.t;
         else cur = { node: n, from: s.t, to: s.t };
