@@ -10,8 +10,11 @@
  * delta over it, delete `deleted` (files gone since the base). The catalogue
  * (journal table `backups`) keeps each archive's sha256, checked before restore.
  */
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar';
 import { CodedError } from '@guts-upgrade/protocol';
 import type { AgentConfig } from './config.js';
@@ -48,6 +51,35 @@ function same(a: Stamp | undefined, b: Stamp | undefined): boolean {
   return !!a && !!b && a.size === b.size && a.mtime === b.mtime && a.ctime === b.ctime && a.ino === b.ino;
 }
 
+// Bounds what sits between node-tar and the disk (plus node-tar's own per-entry read buffers), so memory stays flat whatever the data size.
+const WRITE_BUFFER_BYTES = 8 * 1024 * 1024;
+
+/**
+ * Writes one tar archive and returns the sha256 of exactly the bytes that went to the file, hashed
+ * on the way out rather than by reading the archive back (a second full pass over the data).
+ * The file and its directory are fsynced before this returns, so a catalogue entry never
+ * points at an archive a crash could still lose.
+ */
+async function writeTar(file: string, cwd: string, entries: string[]): Promise<{ sha256: string; size: number }> {
+  const hash = crypto.createHash('sha256');
+  let size = 0;
+  // Mtimes, ownership and pax headers stay as node-tar writes them (no portable/noMtime): restores are metadata faithful.
+  const pack = tar.c({ cwd, noDirRecurse: true, strict: false }, entries);
+  const tee = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      hash.update(chunk);
+      size += chunk.length;
+      cb(null, chunk);
+    },
+  });
+  await pipeline(pack, tee, fs.createWriteStream(file, { highWaterMark: WRITE_BUFFER_BYTES }));
+  fsyncPath(file);
+  fsyncPath(path.dirname(file));
+  const onDisk = fs.statSync(file).size;
+  if (onDisk !== size) throw new Error(`archive is ${onDisk} bytes on disk but ${size} bytes were written`);
+  return { sha256: hash.digest('hex'), size };
+}
+
 export class BackupStore {
   constructor(private readonly config: AgentConfig, private readonly journal: Journal) {}
 
@@ -62,10 +94,8 @@ export class BackupStore {
     // the archive; a retry reads it again, and the delta picks up whatever changed anyway.
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
-        await tar.c({ file, cwd, noDirRecurse: true, strict: false }, entries.length ? entries : []);
-        fsyncPath(file);
-        const st = fs.statSync(file);
-        return { file: name, sha256: await sha256File(file), size: st.size };
+        const { sha256, size } = await writeTar(file, cwd, entries);
+        return { file: name, sha256, size };
       } catch (err) {
         lastErr = err;
         const code = (err as NodeJS.ErrnoException).code;
@@ -90,6 +120,7 @@ export class BackupStore {
     try {
       fs.rmSync(dir, { recursive: true, force: true });
       fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+      fsyncPath(path.dirname(dir));
     } catch (err) {
       throw new CodedError('E_BACKUP', `cannot create backup dir ${dir}: ${(err as Error).message}`);
     }

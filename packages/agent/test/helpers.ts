@@ -93,7 +93,7 @@ export async function makeRig(t: Tap, opts: { version?: string; dataSizeMb?: num
     stateDir: path.join(dir, 'state'),
     backup: { retention: 2 },
     fetch: { retries: 3, backoffMs: 50, timeoutMs: 5000 },
-    checks: { readyTimeoutMs: 10_000, syncTimeoutMs: 10_000, advanceWindowMs: 600, stabilizeMs: 1500, httpTimeoutMs: 1000, commandTimeoutMs: 20_000 },
+    checks: { readyTimeoutMs: 15_000, syncTimeoutMs: 15_000, advanceWindowMs: 600, stabilizeMs: 1500, httpTimeoutMs: 3000, commandTimeoutMs: 30_000 },
     diskMarginBytes: 0,
   };
   let doc: Record<string, unknown> = { ...base, ...(opts.agent ?? {}) };

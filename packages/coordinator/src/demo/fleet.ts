@@ -147,7 +147,8 @@ export async function startSimFleet(opts: {
           stateDir,
           backup: { retention: 2 },
           fetch: { retries: 3, backoffMs: 50, timeoutMs: 5000 },
-          checks: { readyTimeoutMs: 10_000, syncTimeoutMs: 15_000, advanceWindowMs: 1500, stabilizeMs: 500, httpTimeoutMs: 1000, commandTimeoutMs: 20_000, ...(opts.agentChecks ?? {}) },
+          // Generous timeouts: the demo and the integration tests share a 2-core machine with other work.
+          checks: { readyTimeoutMs: 20_000, syncTimeoutMs: 30_000, advanceWindowMs: 1500, stabilizeMs: 500, httpTimeoutMs: 3000, commandTimeoutMs: 30_000, ...(opts.agentChecks ?? {}) },
           commands: { migrate: ['{binary}', 'migrate', '--from', '{from}', '--to', '{to}', '--data-dir', '{dataDir}'] },
           diskMarginBytes: 0,
           logLevel: opts.logLevel ?? 'warn',
