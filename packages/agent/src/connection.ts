@@ -163,7 +163,13 @@ export class Connection {
 
   private async onCommand(cmd: Command): Promise<void> {
     const sub = await this.agent.submit(cmd);
-    const sendResult = (r: Result) => this.send(r);
+    // The coordinator moves on only once a status shows the node synced on its
+    // new version; a heartbeat right behind the result saves it waiting a full
+    // heartbeat interval per wave.
+    const sendResult = (r: Result) => {
+      this.send(r);
+      if (this.ws) void this.beat(this.ws);
+    };
     if (sub.ack === 'rejected') {
       this.log.warn({ commandId: cmd.id, code: sub.code }, 'command rejected');
       this.send(agentMessage('ack', { commandId: cmd.id, status: 'rejected', code: sub.code, message: sub.message.slice(0, 4000) }));

@@ -166,6 +166,8 @@ export interface EventRow {
 }
 
 type Raw = Record<string, unknown>;
+/** Every column of a command but its body and stored result (large, and not needed to decide). */
+const LIGHT_COMMAND_COLUMNS = "id, node_id, rollout_id, kind, digest, '' AS body, state, outcome, code, message, running_version, downtime_ms, created_at, updated_at";
 const json = <T>(v: unknown, d: T): T => (typeof v === 'string' ? (JSON.parse(v) as T) : d);
 const num = (v: unknown): number | null => (v == null ? null : Number(v));
 const str = (v: unknown): string | null => (v == null ? null : String(v));
@@ -258,6 +260,11 @@ export class Store {
   constructor(file: string) {
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
+    // FULL stays, deliberately. WAL + NORMAL would survive a kill -9 (the WAL is in the OS page
+    // cache) but a power loss could drop the last commits: a command row already on the wire, or
+    // the step/rollout change that a send depended on, would be gone, and the restarted coordinator
+    // could decide differently (e.g. pick another node and exceed f). The throughput problem was the
+    // number of commits, not their cost: agent messages are group-committed (engine.ts, tx()).
     this.db.pragma('synchronous = FULL');
     this.db.pragma('foreign_keys = ON');
     this.db.pragma('busy_timeout = 5000');
@@ -287,8 +294,20 @@ export class Store {
     return done;
   }
 
+  private readonly stmts = new Map<string, Database.Statement>();
+
+  /** Prepared statements are compiled once and reused (preparing costs more than running most of these). */
+  private stmt(sql: string): Database.Statement {
+    let st = this.stmts.get(sql);
+    if (!st) {
+      st = this.db.prepare(sql);
+      this.stmts.set(sql, st);
+    }
+    return st;
+  }
+
   schemaVersion(): number {
-    const r = this.db.prepare('SELECT MAX(version) AS v FROM schema_migrations').get() as { v: number | null };
+    const r = this.stmt('SELECT MAX(version) AS v FROM schema_migrations').get() as { v: number | null };
     return r.v ?? 0;
   }
 
@@ -297,38 +316,60 @@ export class Store {
   }
 
   tx<T>(fn: () => T): T {
-    return this.db.transaction(fn)();
+    try {
+      return this.db.transaction(fn)();
+    } catch (err) {
+      // A read cached inside the transaction may show rows that were just rolled back.
+      this.dropCaches();
+      throw err;
+    }
+  }
+
+  /**
+   * Read caches of the two tables the rollout loop reads whole on every tick (nodes, steps of a
+   * rollout). Any write to the table drops them, as does a failed transaction, so they never
+   * differ from what SQLite returns; SQLite stays the only state (nothing here survives a restart).
+   */
+  private nodesCache: readonly NodeRow[] | null = null;
+  private readonly stepsCache = new Map<string, readonly Step[]>();
+
+  private dropCaches(): void {
+    this.nodesCache = null;
+    this.stepsCache.clear();
   }
 
   // ---------------------------------------------------------------- nodes
 
   insertNode(id: string, tokenHash: string, address: string | null, now: number): void {
-    const existing = this.db.prepare('SELECT revoked_at FROM nodes WHERE id = ?').get(id) as Raw | undefined;
+    this.nodesCache = null;
+    const existing = this.stmt('SELECT revoked_at FROM nodes WHERE id = ?').get(id) as Raw | undefined;
     if (existing) {
       this.db
         .prepare('UPDATE nodes SET token_hash = ?, address = ?, revoked_at = NULL, created_at = ? WHERE id = ?')
         .run(tokenHash, address, now, id);
     } else {
-      this.db.prepare('INSERT INTO nodes (id, token_hash, address, created_at) VALUES (?, ?, ?, ?)').run(id, tokenHash, address, now);
+      this.stmt('INSERT INTO nodes (id, token_hash, address, created_at) VALUES (?, ?, ?, ?)').run(id, tokenHash, address, now);
     }
   }
 
   revokeNode(id: string, now: number): void {
-    this.db.prepare('UPDATE nodes SET revoked_at = ? WHERE id = ?').run(now, id);
+    this.nodesCache = null;
+    this.stmt('UPDATE nodes SET revoked_at = ? WHERE id = ?').run(now, id);
   }
 
   node(id: string): (NodeRow & { tokenHash: string }) | undefined {
-    const r = this.db.prepare('SELECT * FROM nodes WHERE id = ?').get(id) as Raw | undefined;
+    const r = this.stmt('SELECT * FROM nodes WHERE id = ?').get(id) as Raw | undefined;
     return r ? { ...nodeFrom(r), tokenHash: String(r.token_hash) } : undefined;
   }
 
   activeNodes(): NodeRow[] {
-    return (this.db.prepare('SELECT * FROM nodes WHERE revoked_at IS NULL ORDER BY id').all() as Raw[]).map(nodeFrom);
+    this.nodesCache ??= (this.stmt('SELECT * FROM nodes WHERE revoked_at IS NULL ORDER BY id').all() as Raw[]).map((r) => Object.freeze(nodeFrom(r)));
+    return [...this.nodesCache];
   }
 
   updateNodeStatus(id: string, s: Omit<NodeRow, 'id' | 'address' | 'createdAt' | 'revokedAt'>): void {
-    this.db
-      .prepare(
+    this.nodesCache = null;
+    this.stmt(
         `UPDATE nodes SET agent_version = COALESCE(?, agent_version), version = ?, health = ?, ready = ?, is_leader = ?, current_leader = ?,
          finalized_height = ?, view = ?, peer_count = ?, busy = ?, last_seen_at = ? WHERE id = ?`,
       )
@@ -351,8 +392,7 @@ export class Store {
   // ---------------------------------------------------------------- rollouts
 
   insertRollout(r: Rollout): void {
-    this.db
-      .prepare(
+    this.stmt(
         `INSERT INTO rollouts (id, strategy, target, from_version, path_kind, options, state, code, reason, nodes, waves, data, created_by, created_at, updated_at, state_since)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       )
@@ -377,44 +417,49 @@ export class Store {
   }
 
   rollout(id: string): Rollout | undefined {
-    const r = this.db.prepare('SELECT * FROM rollouts WHERE id = ?').get(id) as Raw | undefined;
+    const r = this.stmt('SELECT * FROM rollouts WHERE id = ?').get(id) as Raw | undefined;
     return r ? rolloutFrom(r) : undefined;
   }
 
   rollouts(limit = 100): Rollout[] {
-    return (this.db.prepare('SELECT * FROM rollouts ORDER BY created_at DESC, id DESC LIMIT ?').all(limit) as Raw[]).map(rolloutFrom);
+    return (this.stmt('SELECT * FROM rollouts ORDER BY created_at DESC, id DESC LIMIT ?').all(limit) as Raw[]).map(rolloutFrom);
   }
 
   rolloutsInStates(states: readonly string[]): Rollout[] {
     const q = `SELECT * FROM rollouts WHERE state IN (${states.map(() => '?').join(',')}) ORDER BY created_at`;
-    return (this.db.prepare(q).all(...states) as Raw[]).map(rolloutFrom);
+    return (this.stmt(q).all(...states) as Raw[]).map(rolloutFrom);
   }
 
   setRolloutState(id: string, state: RolloutState, code: ErrorCode | null, reason: string | null, now: number): void {
-    this.db
-      .prepare('UPDATE rollouts SET state = ?, code = ?, reason = ?, updated_at = ?, state_since = ? WHERE id = ?')
+    this.stmt('UPDATE rollouts SET state = ?, code = ?, reason = ?, updated_at = ?, state_since = ? WHERE id = ?')
       .run(state, code, reason, now, now, id);
   }
 
   patchRolloutData(id: string, patch: Partial<RolloutData>, now: number): void {
     const r = this.rollout(id);
     if (!r) return;
-    this.db.prepare('UPDATE rollouts SET data = ?, updated_at = ? WHERE id = ?').run(JSON.stringify({ ...r.data, ...patch }), now, id);
+    this.stmt('UPDATE rollouts SET data = ?, updated_at = ? WHERE id = ?').run(JSON.stringify({ ...r.data, ...patch }), now, id);
   }
 
   // ---------------------------------------------------------------- steps
 
   insertStep(s: Step): void {
-    this.db
-      .prepare('INSERT INTO steps (rollout_id, node_id, position, state, attempt, updated_at) VALUES (?, ?, ?, ?, ?, ?)')
+    this.stepsCache.delete(s.rolloutId);
+    this.stmt('INSERT INTO steps (rollout_id, node_id, position, state, attempt, updated_at) VALUES (?, ?, ?, ?, ?, ?)')
       .run(s.rolloutId, s.nodeId, s.position, s.state, s.attempt, s.updatedAt);
   }
 
   steps(rolloutId: string): Step[] {
-    return (this.db.prepare('SELECT * FROM steps WHERE rollout_id = ? ORDER BY position').all(rolloutId) as Raw[]).map(stepFrom);
+    let cached = this.stepsCache.get(rolloutId);
+    if (!cached) {
+      cached = (this.stmt('SELECT * FROM steps WHERE rollout_id = ? ORDER BY position').all(rolloutId) as Raw[]).map((r) => Object.freeze(stepFrom(r)));
+      this.stepsCache.set(rolloutId, cached);
+    }
+    return [...cached];
   }
 
   updateStep(rolloutId: string, nodeId: string, patch: Partial<Step>, now: number): void {
+    this.stepsCache.delete(rolloutId);
     const cols: Record<keyof Step, string> = {
       rolloutId: 'rollout_id',
       nodeId: 'node_id',
@@ -436,11 +481,17 @@ export class Store {
     };
     const entries = Object.entries({ ...patch, updatedAt: now }).filter(([, v]) => v !== undefined);
     const sql = `UPDATE steps SET ${entries.map(([k]) => `${cols[k as keyof Step]} = ?`).join(', ')} WHERE rollout_id = ? AND node_id = ?`;
-    this.db.prepare(sql).run(...entries.map(([, v]) => v as string | number | null), rolloutId, nodeId);
+    this.stmt(sql).run(...entries.map(([, v]) => v as string | number | null), rolloutId, nodeId);
+  }
+
+  rolloutsWithStepsIn(states: readonly string[]): string[] {
+    const q = `SELECT DISTINCT rollout_id FROM steps WHERE state IN (${states.map(() => '?').join(',')})`;
+    return (this.stmt(q).all(...states) as { rollout_id: string }[]).map((r) => r.rollout_id);
   }
 
   setProgressForCommand(commandId: string, progress: string, now: number): void {
-    this.db.prepare('UPDATE steps SET progress = ?, updated_at = ? WHERE command_id = ?').run(progress, now, commandId);
+    this.stepsCache.clear();
+    this.stmt('UPDATE steps SET progress = ?, updated_at = ? WHERE command_id = ?').run(progress, now, commandId);
   }
 
   /** Nodes held by an active rollout (for the overlap conflict check). */
@@ -453,33 +504,38 @@ export class Store {
   // ---------------------------------------------------------------- commands
 
   insertCommand(c: Omit<CommandRecord, 'outcome' | 'code' | 'message' | 'runningVersion' | 'downtimeMs'>): void {
-    this.db
-      .prepare('INSERT INTO commands (id, node_id, rollout_id, kind, digest, body, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)')
+    this.stmt('INSERT INTO commands (id, node_id, rollout_id, kind, digest, body, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)')
       .run(c.id, c.nodeId, c.rolloutId, c.kind, c.digest, c.body, c.state, c.createdAt, c.updatedAt);
   }
 
   command(id: string): CommandRecord | undefined {
-    const r = this.db.prepare('SELECT * FROM commands WHERE id = ?').get(id) as Raw | undefined;
+    const r = this.stmt('SELECT * FROM commands WHERE id = ?').get(id) as Raw | undefined;
     return r ? commandFrom(r) : undefined;
   }
 
+  /** The commands of a rollout for the sequencer, without their bodies (and stored results): the loop runs this on every tick. */
   commandsFor(rolloutId: string): Map<string, CommandRecord> {
-    const rows = this.db.prepare('SELECT * FROM commands WHERE rollout_id = ?').all(rolloutId) as Raw[];
+    const rows = this.stmt(`SELECT ${LIGHT_COMMAND_COLUMNS} FROM commands WHERE rollout_id = ?`).all(rolloutId) as Raw[];
     return new Map(rows.map((r) => [String(r.id), commandFrom(r)]));
   }
 
-  /** Commands without a result yet: the node still counts as in flight. */
+  /** Commands without a result yet: the node still counts as in flight. Bodies only for one node's (to re-send them). */
   openCommands(nodeId?: string): CommandRecord[] {
     const rows = nodeId
-      ? this.db.prepare("SELECT * FROM commands WHERE node_id = ? AND state IN ('pending','sent','accepted','duplicate') ORDER BY created_at").all(nodeId)
-      : this.db.prepare("SELECT * FROM commands WHERE state IN ('pending','sent','accepted','duplicate') ORDER BY created_at").all();
+      ? this.stmt("SELECT * FROM commands WHERE node_id = ? AND state IN ('pending','sent','accepted','duplicate') ORDER BY created_at").all(nodeId)
+      : this.stmt(`SELECT ${LIGHT_COMMAND_COLUMNS} FROM commands WHERE state IN ('pending','sent','accepted','duplicate') ORDER BY created_at`).all();
     return (rows as Raw[]).map(commandFrom);
   }
 
   setCommandState(id: string, state: CommandState, now: number, extra: { code?: string | null; message?: string | null } = {}): void {
-    this.db
-      .prepare('UPDATE commands SET state = ?, code = COALESCE(?, code), message = COALESCE(?, message), updated_at = ?, sent_at = CASE WHEN ? = \'sent\' THEN ? ELSE sent_at END WHERE id = ?')
+    this.stmt('UPDATE commands SET state = ?, code = COALESCE(?, code), message = COALESCE(?, message), updated_at = ?, sent_at = CASE WHEN ? = \'sent\' THEN ? ELSE sent_at END WHERE id = ?')
       .run(state, extra.code ?? null, extra.message ?? null, now, state, now, id);
+  }
+
+  /** Moves a command to an informational state only from the given states (a late write never undoes a result). */
+  advanceCommandState(id: string, state: CommandState, from: readonly CommandState[], now: number): void {
+    this.stmt(`UPDATE commands SET state = ?, updated_at = ?, sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ? AND state IN (${from.map(() => '?').join(',')})`)
+      .run(state, now, state, now, id, ...from);
   }
 
   completeCommand(
@@ -487,8 +543,7 @@ export class Store {
     r: { outcome: Outcome; code: string | null; message: string | null; runningVersion: string | null; downtimeMs: number | null; result: unknown },
     now: number,
   ): void {
-    this.db
-      .prepare(
+    this.stmt(
         "UPDATE commands SET state = 'completed', outcome = ?, code = ?, message = ?, running_version = ?, downtime_ms = ?, result = ?, updated_at = ? WHERE id = ?",
       )
       .run(r.outcome, r.code, r.message, r.runningVersion, r.downtimeMs, JSON.stringify(r.result), now, id);
@@ -497,16 +552,15 @@ export class Store {
   // ---------------------------------------------------------------- events
 
   appendEvent(e: { at: number; actor: string; type: string; rolloutId?: string | null; nodeId?: string | null; data?: Record<string, unknown> }): number {
-    const info = this.db
-      .prepare('INSERT INTO events (at, actor, type, rollout_id, node_id, data) VALUES (?, ?, ?, ?, ?, ?)')
+    const info = this.stmt('INSERT INTO events (at, actor, type, rollout_id, node_id, data) VALUES (?, ?, ?, ?, ?, ?)')
       .run(e.at, e.actor, e.type, e.rolloutId ?? null, e.nodeId ?? null, JSON.stringify(e.data ?? {}));
     return Number(info.lastInsertRowid);
   }
 
   events(opts: { rolloutId?: string; after?: number; limit?: number } = {}): EventRow[] {
     const rows = opts.rolloutId
-      ? this.db.prepare('SELECT * FROM events WHERE rollout_id = ? AND seq > ? ORDER BY seq LIMIT ?').all(opts.rolloutId, opts.after ?? 0, opts.limit ?? 1000)
-      : this.db.prepare('SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?').all(opts.after ?? 0, opts.limit ?? 1000);
+      ? this.stmt('SELECT * FROM events WHERE rollout_id = ? AND seq > ? ORDER BY seq LIMIT ?').all(opts.rolloutId, opts.after ?? 0, opts.limit ?? 1000)
+      : this.stmt('SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?').all(opts.after ?? 0, opts.limit ?? 1000);
     return (rows as Raw[]).map((r) => ({
       seq: Number(r.seq),
       at: new Date(Number(r.at)).toISOString(),
@@ -521,8 +575,7 @@ export class Store {
   // ---------------------------------------------------------------- webhook outbox
 
   enqueueWebhook(url: string, eventSeq: number, eventType: string, body: string, now: number): void {
-    this.db
-      .prepare('INSERT INTO webhook_deliveries (hook_url, event_seq, event_type, body, next_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)')
+    this.stmt('INSERT INTO webhook_deliveries (hook_url, event_seq, event_type, body, next_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)')
       .run(url, eventSeq, eventType, body, now, now);
   }
 
@@ -535,8 +588,7 @@ export class Store {
   }
 
   markWebhook(id: number, state: 'pending' | 'delivered' | 'dead', attempts: number, nextAt: number, error: string | null, now: number): void {
-    this.db
-      .prepare('UPDATE webhook_deliveries SET state = ?, attempts = ?, next_at = ?, last_error = ?, updated_at = ? WHERE id = ?')
+    this.stmt('UPDATE webhook_deliveries SET state = ?, attempts = ?, next_at = ?, last_error = ?, updated_at = ? WHERE id = ?')
       .run(state, attempts, nextAt, error, now, id);
   }
 }

@@ -43,6 +43,9 @@ import {
 import { isOpen } from './windows.js';
 import { WebhookSender } from './webhooks.js';
 
+/** How long an informational write (progress, acks, 'sent' marks, node status) may wait to be committed. */
+const FLUSH_MS = 100;
+
 export interface RolloutInput {
   target: { version: string; url: string; sha256: string; signature?: string };
   strategy?: Strategy;
@@ -64,7 +67,26 @@ export class Coordinator extends EventEmitter {
   private timer: NodeJS.Timeout | null = null;
   private ticking = false;
   private tickAgain = false;
+  private tickScheduled = false;
   private stopped = false;
+  private readonly redeliver = new Set<string>();
+  /**
+   * Writes waiting for the next transaction, in arrival order. Agent messages are
+   * not committed one by one (each commit is an fsync, and a wave of nodes sends
+   * its ~20 messages per upgrade at the same instants): they queue here and are
+   * committed together (group commit) by whichever comes first of
+   *  - the next tick, which commits them in one transaction BEFORE it reads the
+   *    state it decides on, so a result or a rejection is durable before any
+   *    command that depends on it is created or sent;
+   *  - any other transaction of this class (see tx()), so the database sees every
+   *    write in the order the messages arrived;
+   *  - a short timer (FLUSH_MS) for the purely informational ones.
+   * A kill -9 loses at most the queue: results and rejections come back from the
+   * agent (hello.recentResults, and a re-sent command id is answered again), the
+   * rest is informational (see onAgentMessage).
+   */
+  private pendingWrites: (() => void)[] = [];
+  private flushTimer: NodeJS.Timeout | null = null;
   commandsSent = 0;
   results = new Map<string, number>();
 
@@ -91,6 +113,10 @@ export class Coordinator extends EventEmitter {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.timer) clearInterval(this.timer);
+    if (this.flushTimer) clearTimeout(this.flushTimer);
+    this.flushTimer = null;
+    // A graceful stop keeps what was queued (the store is closed after this).
+    this.flushPending();
     this.webhooks.stop();
     for (const l of this.live.values()) l.socket?.terminate();
   }
@@ -103,13 +129,70 @@ export class Coordinator extends EventEmitter {
     this.webhooks.enqueue(seq, type, { seq, type, at: new Date(now).toISOString(), actor, rolloutId, nodeId, data }, now);
   }
 
+  // ---------------------------------------------------------------- writes
+
+  /** Queues a write for the next transaction; urgent ones (they change a decision) get a tick right away. */
+  private queueWrite(write: () => void, urgent: boolean): void {
+    this.pendingWrites.push(write);
+    if (urgent) this.scheduleTick();
+    else if (!this.flushTimer && !this.stopped) {
+      this.flushTimer = setTimeout(() => {
+        this.flushTimer = null;
+        this.flushPending();
+      }, FLUSH_MS);
+      this.flushTimer.unref();
+    }
+  }
+
+  /** Runs the queued writes; only ever called inside a transaction. */
+  private writePending(): void {
+    const list = this.pendingWrites;
+    this.pendingWrites = [];
+    for (const w of list) {
+      try {
+        // Nested: a savepoint, so one failing write is undone whole and does not take the others with it.
+        this.store.tx(w);
+      } catch (err) {
+        this.log.error({ err }, 'queued write failed');
+      }
+    }
+  }
+
+  /** Commits the queued writes in one transaction. */
+  flushPending(): void {
+    if (this.pendingWrites.length === 0) return;
+    const list = this.pendingWrites;
+    try {
+      this.store.tx(() => this.writePending());
+    } catch (err) {
+      // The commit itself failed: keep the writes for the next attempt.
+      this.pendingWrites = [...list, ...this.pendingWrites];
+      this.log.error({ err }, 'committing queued writes failed');
+    }
+  }
+
+  /** A transaction that first writes everything queued before it, so writes reach the database in arrival order. */
+  private tx<T>(fn: () => T): T {
+    const list = this.pendingWrites;
+    try {
+      return this.store.tx(() => {
+        this.writePending();
+        return fn();
+      });
+    } catch (err) {
+      // fn threw and everything was rolled back: the queued writes are not lost, they go with the next transaction.
+      this.pendingWrites = [...list, ...this.pendingWrites];
+      throw err;
+    }
+  }
+
   // ---------------------------------------------------------------- nodes
 
   registerNode(id: string, address: string | null, actor: string): { id: string; token: string } {
     const existing = this.store.node(id);
     if (existing && existing.revokedAt == null) throw new CodedError('E_CONFLICT', `node ${id} is already registered`, { field: 'id' });
     const token = 'gua_' + randomBytes(32).toString('base64url');
-    this.store.tx(() => {
+    this.tx(() => {
       this.store.insertNode(id, hashToken(token), address, this.now());
       this.record('node.registered', actor, null, id, { address });
     });
@@ -122,7 +205,7 @@ export class Coordinator extends EventEmitter {
     if (!n || n.revokedAt != null) throw new CodedError('E_NOT_FOUND', `node ${id} is not registered`);
     const holder = this.store.nodesInActiveRollouts(ACTIVE_ROLLOUT_STATES).get(id);
     if (holder) throw new CodedError('E_CONFLICT', `node ${id} is part of active rollout ${holder}`, { rolloutId: holder });
-    this.store.tx(() => {
+    this.tx(() => {
       this.store.revokeNode(id, this.now());
       this.record('node.removed', actor, null, id);
     });
@@ -284,9 +367,10 @@ export class Coordinator extends EventEmitter {
       if (l && l.socket === ws) {
         l.socket = null;
         this.log.info({ nodeId }, 'agent disconnected');
-        this.store.appendEvent({ at: this.now(), actor: `agent:${nodeId}`, type: 'agent.disconnected', nodeId });
+        const at = this.now();
+        this.queueWrite(() => this.store.appendEvent({ at, actor: `agent:${nodeId}`, type: 'agent.disconnected', nodeId }), false);
         this.emit('fleet');
-        this.tick();
+        this.scheduleTick();
       }
     });
     ws.on('error', (err) => this.log.warn({ err, nodeId }, 'agent socket error'));
@@ -298,16 +382,26 @@ export class Coordinator extends EventEmitter {
     const prev = this.live.get(id);
     if (prev?.socket && prev.socket !== ws) prev.socket.close(4001, 'replaced by a newer connection');
     this.live.set(id, { socket: ws, status: hello.status, agentVersion: hello.agentVersion, lastSeenAt: now, connectedAt: now });
-    this.store.tx(() => {
+    // Urgent: the recent results must be committed before anything is decided or re-sent; the
+    // scheduled tick commits them (with every other hello of this turn: one fsync for a reconnect storm).
+    this.queueWrite(() => {
       this.persistStatus(id, hello.status, hello.agentVersion, now);
       this.store.appendEvent({ at: now, actor: `agent:${id}`, type: 'agent.connected', nodeId: id, data: { agentVersion: hello.agentVersion, version: hello.status.nodeVersion, proto: hello.proto } });
       for (const r of hello.recentResults) this.onResult(id, r);
-    });
+    }, true);
     ws.send(encode(coordinatorMessage('welcome', { heartbeatIntervalMs: this.config.heartbeat.intervalMs })));
-    // Re-deliver every command still without a result, with the SAME id: the agent dedupes.
-    for (const c of this.store.openCommands(id)) this.deliver(c.id, c.body);
+    // Re-deliver every command still without a result, with the SAME id (the agent dedupes), once
+    // the results above are committed: see redeliverOpen().
+    this.redeliver.add(id);
     this.emit('fleet');
-    this.tick();
+  }
+
+  /** Re-sends the open commands of the nodes that (re)connected; runs in tick() after the queued writes are committed. */
+  private redeliverOpen(): void {
+    if (this.redeliver.size === 0) return;
+    const ids = [...this.redeliver];
+    this.redeliver.clear();
+    for (const id of ids) for (const c of this.store.openCommands(id)) this.deliver(c.id, c.nodeId, c.body);
   }
 
   private persistStatus(id: string, s: NodeStatus, agentVersion: string | null, now: number): void {
@@ -338,9 +432,14 @@ export class Coordinator extends EventEmitter {
         const before = l.status;
         l.status = msg.status;
         l.lastSeenAt = now;
-        // Persist only what changes the picture, not every heartbeat (each write is an fsync).
-        if (!before || before.nodeVersion !== msg.status.nodeVersion || before.isLeader !== msg.status.isLeader || before.health !== msg.status.health || (before.busy?.commandId ?? null) !== (msg.status.busy?.commandId ?? null)) {
-          this.persistStatus(nodeId, msg.status, null, now);
+        // Persist only what changes the picture, not every heartbeat. The row is a display copy
+        // (decisions use the live status; a restarted coordinator waits for the hello), so it
+        // rides with the next transaction instead of costing an fsync of its own.
+        if (!before || before.nodeVersion !== msg.status.nodeVersion || before.isLeader !== msg.status.isLeader || before.health !== msg.status.health || before.ready !== msg.status.ready || (before.busy?.commandId ?? null) !== (msg.status.busy?.commandId ?? null)) {
+          const status = msg.status;
+          this.queueWrite(() => this.persistStatus(nodeId, status, null, now), false);
+          // A node back up on the new version may finish its step: decide now, not at the next timer tick.
+          this.scheduleTick();
         }
         this.emit('fleet');
         return;
@@ -348,30 +447,40 @@ export class Coordinator extends EventEmitter {
       case 'ack': {
         const c = this.store.command(msg.commandId);
         if (!c || c.nodeId !== nodeId || c.state === 'completed') return;
-        this.store.tx(() => {
-          if (msg.status === 'rejected') {
+        if (msg.status === 'rejected') {
+          // A rejection decides the step: urgent, committed before the next decision.
+          this.queueWrite(() => {
+            const cur = this.store.command(c.id);
+            if (!cur || cur.state === 'completed' || cur.state === 'rejected') return;
             this.store.setCommandState(c.id, 'rejected', now, { code: msg.code ?? 'E_INTERNAL', message: msg.message ?? null });
             this.record('command.rejected', `agent:${nodeId}`, c.rolloutId, nodeId, { commandId: c.id, code: msg.code, message: msg.message });
-          } else {
-            this.store.setCommandState(c.id, msg.status === 'duplicate' ? 'duplicate' : 'accepted', now);
-          }
-        });
-        this.tick();
+          }, true);
+        } else {
+          // 'accepted'/'duplicate' are informational: the command stays open (re-sent on reconnect,
+          // counted in flight) exactly as when it was 'sent', so losing this write changes nothing.
+          const state = msg.status === 'duplicate' ? 'duplicate' : 'accepted';
+          this.queueWrite(() => this.store.advanceCommandState(c.id, state, ['pending', 'sent', 'accepted', 'duplicate'], now), false);
+        }
         return;
       }
       case 'progress': {
         const c = this.store.command(msg.commandId);
         if (!c || c.nodeId !== nodeId) return;
-        this.store.tx(() => {
+        // Progress is informational (display and the event log); no decision reads it and a restarted
+        // coordinator does not need it, so it is not worth an fsync per message: it is batched with the
+        // next transaction (at most FLUSH_MS later). A kill -9 may lose the last FLUSH_MS of progress.
+        this.queueWrite(() => {
           this.store.setProgressForCommand(msg.commandId, `${msg.step}:${msg.state}`, now);
           this.store.appendEvent({ at: now, actor: `agent:${nodeId}`, type: 'node.progress', rolloutId: c.rolloutId, nodeId, data: { commandId: c.id, step: msg.step, state: msg.state, message: msg.message } });
-        });
+        }, false);
         this.emit('progress', { nodeId, commandId: msg.commandId, step: msg.step, state: msg.state });
         return;
       }
       case 'result':
-        this.store.tx(() => this.onResult(nodeId, msg));
-        this.tick();
+        // Urgent: committed (together with every other result of this event-loop turn) by the
+        // scheduled tick before it decides anything. If we die before that commit, the agent
+        // still has the result and sends it again in hello.recentResults.
+        this.queueWrite(() => this.onResult(nodeId, msg), true);
         return;
     }
   }
@@ -401,14 +510,18 @@ export class Coordinator extends EventEmitter {
     });
   }
 
-  private deliver(id: string, body: string): void {
-    const c = this.store.command(id);
-    if (!c) return;
-    const l = this.live.get(c.nodeId);
+  /**
+   * Sends a command whose row is already committed. The 'sent' mark is informational ('pending'
+   * and 'sent' are both open: re-sent with the same id on reconnect, counted in flight), so it
+   * is queued and committed once for all the sends of a tick, right after them.
+   */
+  private deliver(id: string, nodeId: string, body: string): void {
+    const l = this.live.get(nodeId);
     if (!l?.socket || l.socket.readyState !== 1) return;
     l.socket.send(body);
     this.commandsSent++;
-    if (c.state === 'pending') this.store.setCommandState(id, 'sent', this.now());
+    const at = this.now();
+    this.queueWrite(() => this.store.advanceCommandState(id, 'sent', ['pending'], at), false);
   }
 
   // ---------------------------------------------------------------- rollouts
@@ -466,16 +579,18 @@ export class Coordinator extends EventEmitter {
       stateSince: now,
     };
     // Check and insert in one transaction: two concurrent requests cannot both win.
-    this.store.tx(() => {
+    this.tx(() => {
       const held = this.store.nodesInActiveRollouts(ACTIVE_ROLLOUT_STATES);
       const overlap = plan.nodes.filter((n) => held.has(n));
       if (overlap.length > 0) {
         throw new CodedError('E_CONFLICT', `nodes ${overlap.join(', ')} are in active rollout ${held.get(overlap[0]!)}`, { rolloutId: held.get(overlap[0]!) });
       }
       this.store.insertRollout(rollout);
-      const order = [...plan.waves.flat(), ...plan.skip, ...plan.nodes.filter((n) => !plan.waves.flat().includes(n) && !plan.skip.includes(n))];
+      const inWaves = new Set(plan.waves.flat());
+      const skip = new Set(plan.skip);
+      const order = [...inWaves, ...plan.skip, ...plan.nodes.filter((n) => !inWaves.has(n) && !skip.has(n))];
       order.forEach((nodeId, position) => {
-        const skipped = plan.skip.includes(nodeId);
+        const skipped = skip.has(nodeId);
         this.store.insertStep({
           rolloutId: id, nodeId, position, state: 'pending', commandId: null, attempt: 0, fromVersion: null, code: null, message: null,
           downtimeMs: null, dispatchSeq: null, startedAt: null, resultAt: null, syncedAt: null, finishedAt: null, updatedAt: now, progress: null,
@@ -508,7 +623,7 @@ export class Coordinator extends EventEmitter {
       throw new CodedError('E_INVALID_STATE', `cannot ${action} a rollout that is ${r.state} (valid in: ${valid.join(', ')})`, { state: r.state });
     }
     const now = this.now();
-    this.store.tx(() => {
+    this.tx(() => {
       const move = (to: RolloutState, code: ErrorCode | null = null, why: string | null = reason) => {
         assertRolloutTransition(r.state, to);
         this.store.setRolloutState(id, to, code, why, now);
@@ -560,7 +675,25 @@ export class Coordinator extends EventEmitter {
 
   // ---------------------------------------------------------------- the loop
 
-  /** Runs the sequencer for every rollout that has something to do. Re-entrant calls coalesce. */
+  /**
+   * Asks for a tick once the current event-loop turn is done: every agent message read in this
+   * turn is handled first, then one tick decides on all of them (instead of a full tick per
+   * message, which made a wave O(wave²)).
+   */
+  scheduleTick(): void {
+    if (this.tickScheduled || this.stopped) return;
+    this.tickScheduled = true;
+    setImmediate(() => {
+      this.tickScheduled = false;
+      this.tick();
+    });
+  }
+
+  /**
+   * Runs the sequencer for every rollout that has something to do. Re-entrant calls coalesce.
+   * Queued writes are committed first, so every decision is made on durable state, and the
+   * queued 'sent' marks of the commands sent are committed at the end, in one transaction.
+   */
   tick(): void {
     if (this.stopped) return;
     if (this.ticking) {
@@ -571,8 +704,11 @@ export class Coordinator extends EventEmitter {
     try {
       do {
         this.tickAgain = false;
+        this.flushPending();
+        this.redeliverOpen();
         this.tickOnce();
       } while (this.tickAgain && !this.stopped);
+      this.flushPending();
     } finally {
       this.ticking = false;
     }
@@ -581,10 +717,7 @@ export class Coordinator extends EventEmitter {
   private tickOnce(): void {
     const now = this.now();
     const active = this.store.rolloutsInStates(ACTIVE_ROLLOUT_STATES);
-    const withInFlight = this.store.db
-      .prepare(`SELECT DISTINCT rollout_id FROM steps WHERE state IN (${IN_FLIGHT_STEP_STATES.map(() => '?').join(',')})`)
-      .all(...IN_FLIGHT_STEP_STATES) as { rollout_id: string }[];
-    const ids = new Set([...active.map((r) => r.id), ...withInFlight.map((r) => r.rollout_id)]);
+    const ids = new Set([...active.map((r) => r.id), ...this.store.rolloutsWithStepsIn(IN_FLIGHT_STEP_STATES)]);
     const fleet = this.fleetView(now);
     const open = this.store.openCommands();
     for (const id of ids) {
@@ -605,20 +738,20 @@ export class Coordinator extends EventEmitter {
         continue;
       }
       if (actions.length === 0) continue;
-      const toSend: { id: string; body: string }[] = [];
+      const toSend: { id: string; nodeId: string; body: string }[] = [];
       try {
-        this.store.tx(() => this.apply(rollout, steps, actions, toSend, now));
+        this.tx(() => this.apply(rollout, steps, actions, toSend, now));
       } catch (err) {
         this.log.error({ err, rolloutId: id, actions }, 'applying sequencer actions failed; nothing changed');
         continue;
       }
-      for (const c of toSend) this.deliver(c.id, c.body);
+      for (const c of toSend) this.deliver(c.id, c.nodeId, c.body);
       this.emit('rollout', id);
       this.tickAgain = true;
     }
   }
 
-  private apply(rollout: Rollout, steps: Step[], actions: Action[], toSend: { id: string; body: string }[], now: number): void {
+  private apply(rollout: Rollout, steps: Step[], actions: Action[], toSend: { id: string; nodeId: string; body: string }[], now: number): void {
     const stepState = new Map(steps.map((s) => [s.nodeId, s] as const));
     let state = rollout.state;
     for (const a of actions) {
@@ -654,7 +787,7 @@ export class Coordinator extends EventEmitter {
           this.store.insertCommand({ id: a.commandId, nodeId: a.nodeId, rolloutId: rollout.id, kind: a.command, digest: commandDigest(cmd), body, state: 'pending', createdAt: now, updatedAt: now });
           this.store.updateStep(rollout.id, a.nodeId, { commandId: a.commandId, attempt, progress: null }, now);
           this.record('command.sent', 'coordinator', rollout.id, a.nodeId, { commandId: a.commandId, kind: a.command, options: a.options });
-          toSend.push({ id: a.commandId, body });
+          toSend.push({ id: a.commandId, nodeId: a.nodeId, body });
           break;
         }
         case 'event':

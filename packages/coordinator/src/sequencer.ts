@@ -244,7 +244,8 @@ export function decide(input: SequencerInput): Action[] {
   // ------------------------------------------------------------ failures
   if (newFailures.length > 0 && (state === 'running' || state === 'soaking')) {
     out.push({ kind: 'data', data: { handledFailures: [...handled, ...newFailures.map((s) => s.nodeId)] } });
-    const names = newFailures.map((s) => s.nodeId).join(', ');
+    // The agent's code goes into the reason: it is what the operator searches for.
+    const names = newFailures.map((s) => (s.code ? `${s.nodeId} (${s.code})` : s.nodeId)).join(', ');
     const isCanary = rollout.strategy === 'canary' && newFailures.some((s) => s.nodeId === rollout.options.canary) && !rollout.data.soakPassed;
     if (rollout.strategy === 'halt' && list((s) => s === 'preparing' || s === 'prepared' || s === 'pending').length > 0 && rollout.data.haltSentAt == null) {
       // Nothing was stopped yet: a failed prepare ends the rollout before any downtime.
