@@ -180,7 +180,8 @@ export class Agent {
       this.running = { id: row.id, kind: row.kind, step: null, done: Promise.resolve(null as unknown as Result) };
       try {
         if (what === 'discard') {
-          if (ctx.data.artifactFile === undefined) {
+          // The staging dir is made by fetch; a command interrupted in preflight never had one.
+          if (ctx.data.artifactFile === undefined && fs.existsSync(this.config.stagingDir)) {
             const partial = fs.readdirSync(this.config.stagingDir, { withFileTypes: true }).filter((e) => e.name.endsWith('.partial'));
             for (const p of partial) fs.rmSync(`${this.config.stagingDir}/${p.name}`, { force: true });
           }

@@ -87,7 +87,12 @@ export class BackupStore {
     return path.join(this.config.backup.dir, id);
   }
 
-  private async archive(id: string, name: string, cwd: string, entries: string[]): Promise<ArchiveEntry> {
+  /**
+   * `leaveOut`, for the base copy taken while the node runs: a file that grows while node-tar
+   * reads it (an append-only log) fails the archive with code EOF; it is left out of the base
+   * and the delta after stop archives it, since it is then missing from the base snapshot.
+   */
+  private async archive(id: string, name: string, cwd: string, entries: string[], leaveOut?: (rel: string) => void): Promise<ArchiveEntry> {
     const file = path.join(this.dirOf(id), name);
     let lastErr: unknown;
     // A file rewritten while it is read (the node keeps running during the base copy) can fail
@@ -98,6 +103,14 @@ export class BackupStore {
         return { file: name, sha256, size };
       } catch (err) {
         lastErr = err;
+        const e = err as NodeJS.ErrnoException;
+        const rel = e.code === 'EOF' && e.path ? path.relative(cwd, e.path) : null;
+        if (leaveOut && rel && entries.includes(rel)) {
+          entries = entries.filter((x) => x !== rel);
+          leaveOut(rel);
+          attempt--; // each file is left out at most once, so this ends
+          continue;
+        }
         const code = (err as NodeJS.ErrnoException).code;
         if (code === 'ENOSPC' || code === 'EROFS' || code === 'EACCES' || code === 'EDQUOT' || code === 'ENOTDIR' || code === 'EIO') break;
       }
@@ -135,7 +148,9 @@ export class BackupStore {
       meta.config = await this.archive(id, 'config.tar', path.dirname(c.node.config), [path.basename(c.node.config)]);
     }
     const snap = walk(c.node.dataDir);
-    meta.dataBase = await this.archive(id, 'data-base.tar', c.node.dataDir, [...snap.dirs, ...Object.keys(snap.files)]);
+    meta.dataBase = await this.archive(id, 'data-base.tar', c.node.dataDir, [...snap.dirs, ...Object.keys(snap.files)], (rel) => {
+      delete snap.files[rel];
+    });
     try {
       fs.writeFileSync(this.snapshotFile(id), JSON.stringify(snap));
       fsyncPath(this.snapshotFile(id));

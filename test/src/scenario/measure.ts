@@ -3,6 +3,7 @@
  * the sampler's health probes of every node, the nodes' own height histories,
  * and the coordinator's event log.
  */
+import type { EventRow } from '@guts-upgrade/coordinator';
 import type { HistoryEntry } from '@guts-upgrade/simulator';
 
 /** One probe of one node by the sampler running in the lab netns. */
@@ -99,15 +100,8 @@ export function maxOverlap(intervals: Interval[]): { max: number; nodes: string[
   return { max, nodes };
 }
 
-export interface EventRow {
-  seq: number;
-  at: string;
-  actor: string;
-  type: string;
-  rolloutId: string | null;
-  nodeId: string | null;
-  data: Record<string, unknown>;
-}
+/** An audit-log event as GET /api/v1/rollouts/:id/events returns it. */
+export type { EventRow } from '@guts-upgrade/coordinator';
 
 /**
  * Per node, the time its agent had guts-node out of service, as the

@@ -199,7 +199,8 @@ export async function startSimFleet(opts: {
       if (!a || a.exitCode !== null || a.signalCode !== null) return;
       const exited = new Promise((r) => a.once('exit', r));
       a.kill(signal);
-      const timer = setTimeout(() => a.kill('SIGKILL'), 10_000);
+      // SIGTERM lets the agent finish its command first (systemd gives it 15 min); a minute is plenty here.
+      const timer = setTimeout(() => a.kill('SIGKILL'), signal === 'SIGKILL' ? 0 : 60_000);
       await exited;
       clearTimeout(timer);
     },
