@@ -50,7 +50,7 @@ const CONFIG = (port: number, db: string, windows: unknown[]) => ({
   listen: { host: '127.0.0.1', port },
   db,
   operators: [{ name: 'it', token: TOKEN, role: 'operator' }],
-  heartbeat: { intervalMs: 200, timeoutMs: 3000 },
+  heartbeat: { intervalMs: 500, timeoutMs: 5000 },
   defaults: { stabilizationMs: 500, soakMs: 2000, syncDistance: 5, syncTimeoutMs: 30_000, haltTimeoutMs: 60_000 },
   windows,
   tickMs: 100,

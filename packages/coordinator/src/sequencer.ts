@@ -245,7 +245,9 @@ export function decide(input: SequencerInput): Action[] {
   if (newFailures.length > 0 && (state === 'running' || state === 'soaking')) {
     out.push({ kind: 'data', data: { handledFailures: [...handled, ...newFailures.map((s) => s.nodeId)] } });
     // The agent's code goes into the reason: it is what the operator searches for.
-    const names = newFailures.map((s) => (s.code ? `${s.nodeId} (${s.code})` : s.nodeId)).join(', ');
+    // A step failed in this very decision still carries its old code; its command has the agent's.
+    const codeOf = (s: Step) => s.code ?? (s.commandId ? input.commands.get(s.commandId)?.code : null) ?? null;
+    const names = newFailures.map((s) => (codeOf(s) ? `${s.nodeId} (${codeOf(s)})` : s.nodeId)).join(', ');
     const isCanary = rollout.strategy === 'canary' && newFailures.some((s) => s.nodeId === rollout.options.canary) && !rollout.data.soakPassed;
     if (rollout.strategy === 'halt' && list((s) => s === 'preparing' || s === 'prepared' || s === 'pending').length > 0 && rollout.data.haltSentAt == null) {
       // Nothing was stopped yet: a failed prepare ends the rollout before any downtime.

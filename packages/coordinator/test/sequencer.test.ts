@@ -132,6 +132,7 @@ t.test('a failed node pauses the rollout; autoRollback rolls back upgraded nodes
   w.tick();
   t.equal(w.rollout.state, 'paused');
   t.equal(w.rollout.code, 'E_NODE_FAILED');
+  t.match(w.rollout.reason, `${b} (E_HEALTH_TIMEOUT)`, 'the reason names the node and the agent\'s code');
   t.ok(w.events.some((e) => e.type === 'node.failed' && e.nodeId === b));
 
   const w2 = new World(rolloutOf(ids(4), {}, { autoRollback: true }), stepsOf(ids(4)), fleetOf(4, 0));

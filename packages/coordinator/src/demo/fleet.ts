@@ -33,11 +33,14 @@ interface Simulator {
   maxStallMs(h: HistoryEntry[], range?: { from?: number; to?: number }): number;
 }
 
+// Fast enough for a demo and tests, slow enough that seven nodes polling their
+// peers (every block interval, 100-250 ms) leave a 2-core machine room for
+// the agents: at 100 ms blocks a 7-node fleet saturated it.
 export const FAST_TIMINGS = {
   startup_delay_ms: 100,
   migrate_ms: 100,
-  block_interval_ms: 100,
-  leader_term_ms: 600,
+  block_interval_ms: 250,
+  leader_term_ms: 1500,
   fault_delay_ms: 200,
   sync_blocks_per_sec: 500,
 };
