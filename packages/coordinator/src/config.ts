@@ -8,6 +8,7 @@ import { parse as parseYaml } from 'yaml';
 import { CodedError } from '@guts-upgrade/protocol';
 import { DEFAULT_CANARY_LIMITS, type CanaryLimits } from './canary.js';
 import { hashToken } from './db.js';
+import type { RolloutOptions } from './model.js';
 import { parseDuration, validateCron, type WindowSpec } from './windows.js';
 
 export type Role = 'viewer' | 'operator';
@@ -35,13 +36,8 @@ export interface Config {
   webhooks: WebhookConfig[];
   webhookRetry: { maxAttempts: number; baseDelayMs: number; timeoutMs: number };
   windows: WindowSpec[];
-  defaults: {
-    maxUnavailable: number;
-    stabilizationMs: number;
-    soakMs: number;
-    syncDistance: number;
-    syncTimeoutMs: number;
-    haltTimeoutMs: number;
+  /** The rollout options a request may leave out. */
+  defaults: Pick<RolloutOptions, 'maxUnavailable' | 'stabilizationMs' | 'soakMs' | 'syncDistance' | 'syncTimeoutMs' | 'haltTimeoutMs'> & {
     canaryLimits: CanaryLimits;
   };
   tickMs: number;
