@@ -10,7 +10,7 @@ import { pino } from 'pino';
 import { api } from '../client.js';
 import { buildConfig } from '../config.js';
 import { startCoordinator, type RunningCoordinator } from '../server.js';
-import { removeDir, startSimFleet, type SimFleet } from './fleet.js';
+import { FAST_TIMINGS, removeDir, startSimFleet, type SimFleet } from './fleet.js';
 
 const TOKEN = 'demo-operator-token-0000';
 const say = (s: string) => process.stdout.write(s + '\n');
@@ -91,7 +91,7 @@ async function main(): Promise<number> {
     for (const s of order) say(`  ${s.nodeId}: ${s.state}, downtime ${s.downtimeMs != null ? Math.round(s.downtimeMs) + ' ms' : '-'}${s.code ? ` ${s.code}: ${s.message ?? ''}` : ''}`);
     const f = await api(op, 'GET', '/api/v1/fleet');
     say(`  versions now: ${JSON.stringify(f.versions)}`);
-    say(`  chain: finalized ${heights.length ? Math.min(...heights) : '?'} -> ${heights.length ? Math.max(...heights) : '?'} during the rollout; longest gap between finalized blocks ${stall} ms (block interval 100 ms) -> ${stall < 2000 ? 'never stalled' : 'STALLED'}`);
+    say(`  chain: finalized ${heights.length ? Math.min(...heights) : '?'} -> ${heights.length ? Math.max(...heights) : '?'} during the rollout; longest gap between finalized blocks ${stall} ms (block interval ${FAST_TIMINGS.block_interval_ms} ms) -> ${stall < 2000 ? 'never stalled' : 'STALLED'}`);
     return detail.rollout.state === 'completed' ? 0 : 1;
   } finally {
     await stop();
