@@ -1,7 +1,7 @@
 /** Integration rig: the coordinator (in-process or as a child process), simulator nodes and real agent processes. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { freePorts } from '@guts-upgrade/simulator';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createRequire } from 'node:module';
@@ -24,15 +24,6 @@ export async function until<T>(fn: () => T | Promise<T>, what: string, timeoutMs
   }
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 export interface Rig {
   dir: string;
@@ -59,7 +50,7 @@ const CONFIG = (port: number, db: string, windows: unknown[]) => ({
 
 export async function makeRig(t: Tap, opts: { n: number; child?: boolean; windows?: unknown[] }): Promise<Rig> {
   const dir = mkdtempSync(join(tmpdir(), 'guts-it-'));
-  const port = await freePort();
+  const port = (await freePorts(1))[0]!;
   const cfg = CONFIG(port, join(dir, 'coordinator.db'), opts.windows ?? []);
   let coordinator: RunningCoordinator | null = null;
   let proc: ChildProcess | null = null;

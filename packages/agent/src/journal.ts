@@ -145,15 +145,7 @@ export class Journal {
    */
   begin(command: Command, digest: string): CommandRow {
     const tx = this.db.transaction(() => {
-      const holder = this.lockHolder();
-      if (holder) {
-        throw new CodedError('E_BUSY', holder.alive
-          ? `command ${holder.commandId} is running (pid ${holder.pid})`
-          : `command ${holder.commandId} was interrupted and must be recovered first`, { commandId: holder.commandId });
-      }
-      const t = now();
-      this.db.prepare('INSERT INTO lock (id, command_id, pid, pid_start, acquired_at) VALUES (1, ?, ?, ?, ?)')
-        .run(command.id, process.pid, processStartTime(process.pid), t);
+      const t = this.takeLock(command.id);
       this.db.prepare(`INSERT INTO commands (id, digest, kind, payload, state, context, created_at, updated_at)
         VALUES (?, ?, ?, ?, 'received', '{}', ?, ?)`).run(command.id, digest, command.kind, JSON.stringify(command), t, t);
       this.db.prepare('INSERT INTO transitions (command_id, from_state, to_state, at) VALUES (?, NULL, ?, ?)').run(command.id, 'received', t);
@@ -164,17 +156,21 @@ export class Journal {
 
   /** The lock for an operator operation that is not a protocol command (backup create/restore). */
   acquire(opId: string): void {
-    const tx = this.db.transaction(() => {
-      const holder = this.lockHolder();
-      if (holder) {
-        throw new CodedError('E_BUSY', holder.alive
-          ? `command ${holder.commandId} is running (pid ${holder.pid})`
-          : `command ${holder.commandId} was interrupted and must be recovered first`, { commandId: holder.commandId });
-      }
-      this.db.prepare('INSERT INTO lock (id, command_id, pid, pid_start, acquired_at) VALUES (1, ?, ?, ?, ?)')
-        .run(opId, process.pid, processStartTime(process.pid), now());
-    });
-    tx.immediate();
+    this.db.transaction(() => this.takeLock(opId)).immediate();
+  }
+
+  /** Inside a transaction: E_BUSY if anyone holds the lock, else take it for `id`; returns the time taken. */
+  private takeLock(id: string): string {
+    const holder = this.lockHolder();
+    if (holder) {
+      throw new CodedError('E_BUSY', holder.alive
+        ? `command ${holder.commandId} is running (pid ${holder.pid})`
+        : `command ${holder.commandId} was interrupted and must be recovered first`, { commandId: holder.commandId });
+    }
+    const t = now();
+    this.db.prepare('INSERT INTO lock (id, command_id, pid, pid_start, acquired_at) VALUES (1, ?, ?, ?, ?)')
+      .run(id, process.pid, processStartTime(process.pid), t);
+    return t;
   }
 
   release(opId: string): void {
