@@ -9,7 +9,7 @@ import swaggerUi from '@fastify/swagger-ui';
 import { timingSafeEqual } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { Logger } from 'pino';
-import { CodedError, errorCodeOf, type ErrorCode } from '@guts-upgrade/protocol';
+import { ArtifactSchema, CodedError, errorCodeOf, type ErrorCode } from '@guts-upgrade/protocol';
 import { hashToken } from './db.js';
 import type { Coordinator, RolloutInput } from './engine.js';
 import type { Metrics } from './metrics.js';
@@ -47,16 +47,13 @@ const errorSchema = {
   },
 };
 
+// The artifact fields as the protocol defines them (what the agent will be sent), but
+// strict: an operator's request with an unknown field is a mistake, not a newer peer.
 const targetSchema = {
   type: 'object',
   additionalProperties: false,
   required: ['version', 'url', 'sha256'],
-  properties: {
-    version: { type: 'string', pattern: '^v?\\d+\\.\\d+\\.\\d+(?:-[0-9A-Za-z.-]+)?(?:\\+[0-9A-Za-z.-]+)?$', maxLength: 64 },
-    url: { type: 'string', pattern: '^https?://[^\\s]+$', maxLength: 2048 },
-    sha256: { type: 'string', pattern: '^[0-9a-f]{64}$' },
-    signature: { type: 'string', pattern: '^[A-Za-z0-9+/]{86}==$' },
-  },
+  properties: ArtifactSchema.properties,
 };
 
 const rolloutBody = {
