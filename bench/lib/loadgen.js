@@ -10,8 +10,8 @@
  *
  * Behaviour mirrors the real agent's connection (packages/agent/src/connection.ts):
  * status goes out only in hello and on the heartbeat timer the coordinator sets
- * in welcome; a command is validated, acknowledged, reports progress per
- * pipeline step and ends with one result message. Upgrade timeline (fractions
+ * in welcome, and once more right behind each result; a command is validated,
+ * acknowledged, reports progress per pipeline step and ends with one result message. Upgrade timeline (fractions
  * of T): preflight 0, fetch .05, backup .1, stop .4 (node down), install .45,
  * migrate .5, start .55, ready+verify .7 (node up on the new version), commit
  * .95, result at T.
@@ -56,6 +56,11 @@ function status(node) {
 
 function send(node, m) {
   if (node.ws && node.ws.readyState === WebSocket.OPEN && node.welcomed) node.ws.send(encode(m));
+}
+
+function beat(node) {
+  send(node, agentMessage('heartbeat', { nodeId: node.id, seq: node.seq++, status: status(node) }));
+  stats.heartbeats++;
 }
 
 /** The simulated upgrade: progress per step, down between stop and ready, result after T. */
@@ -107,10 +112,7 @@ function onCommand(node, raw) {
     node.welcomed = true;
     clearInterval(node.hb);
     // The real agent starts its interval at welcome; agents connect at different moments, so phases spread.
-    node.hb = setInterval(() => {
-      send(node, agentMessage('heartbeat', { nodeId: node.id, seq: node.seq++, status: status(node) }));
-      stats.heartbeats++;
-    }, m.heartbeatIntervalMs);
+    node.hb = setInterval(() => beat(node), m.heartbeatIntervalMs);
     node.onWelcome?.();
     return;
   }
@@ -134,6 +136,9 @@ function onCommand(node, raw) {
     rec.resultAt = Date.now();
     stats.results++;
     send(node, result);
+    // As the real agent does: the coordinator sees the node healthy on its new
+    // version now rather than up to one heartbeat interval later.
+    beat(node);
   });
 }
 
@@ -213,10 +218,7 @@ async function handle(m) {
         if (!n.welcomed) continue;
         clearInterval(n.hb);
         const start = () => {
-          n.hb = setInterval(() => {
-            send(n, agentMessage('heartbeat', { nodeId: n.id, seq: n.seq++, status: status(n) }));
-            stats.heartbeats++;
-          }, m.intervalMs);
+          n.hb = setInterval(() => beat(n), m.intervalMs);
         };
         setTimeout(start, Math.random() * m.intervalMs);
       }
