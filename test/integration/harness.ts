@@ -54,12 +54,14 @@ export async function makeRig(t: Tap, opts: { n: number; child?: boolean; window
   const cfg = CONFIG(port, join(dir, 'coordinator.db'), opts.windows ?? []);
   let coordinator: RunningCoordinator | null = null;
   let proc: ChildProcess | null = null;
+  let fleet: SimFleet | null = null;
   const url = `http://127.0.0.1:${port}`;
   const op = { url, token: TOKEN };
   const startChild = async () => {
     const env = { ...process.env };
     delete env.NODE_OPTIONS;
     proc = spawn(process.execPath, [SERVER_CLI, '--config', join(dir, 'coordinator.json')], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+    fleet?.track(proc.pid!);
     await until(() => api({ url }, 'GET', '/health/ready').then(() => true, () => false), 'coordinator up', 20_000);
   };
   if (opts.child) {
@@ -68,7 +70,6 @@ export async function makeRig(t: Tap, opts: { n: number; child?: boolean; window
   } else {
     coordinator = await startCoordinator(buildConfig(cfg), { log: pino({ level: 'warn' }) });
   }
-  let fleet: SimFleet | null = null;
   t.teardown(async () => {
     await fleet?.close();
     await coordinator?.close();
@@ -80,6 +81,8 @@ export async function makeRig(t: Tap, opts: { n: number; child?: boolean; window
   const tokens: Record<string, string> = {};
   for (let i = 0; i < opts.n; i++) tokens[`v${i}`] = (await api(op, 'POST', '/api/v1/nodes', { id: `v${i}` })).token;
   fleet = await startSimFleet({ n: opts.n, dir: join(dir, 'fleet'), coordinatorWsUrl: url.replace('http', 'ws'), tokens });
+  // Killed by a timeout, this process would otherwise leave the coordinator child behind with the fleet.
+  if (proc) fleet.track((proc as ChildProcess).pid!);
   const rig: Rig = {
     dir,
     url,

@@ -12,6 +12,7 @@ import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } f
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
+import { processStartTime, startReaper } from './reaper.js';
 
 interface NodeDescriptor {
   name: string;
@@ -61,15 +62,6 @@ function childEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
-function startTime(pid: number): string {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '';
-  } catch {
-    return '';
-  }
-}
-
 export interface FleetNode extends NodeDescriptor {
   id: string;
   binary: string;
@@ -86,6 +78,8 @@ export interface SimFleet {
   artifact(version: string, fault?: string): { version: string; url: string; sha256: string };
   startAgent(node: FleetNode): void;
   stopAgent(node: FleetNode, signal?: NodeJS.Signals): Promise<void>;
+  /** Another process to kill if the owner dies before close() (the integration harness's coordinator). */
+  track(pid: number): void;
   history(): HistoryEntry[];
   maxStallMs(range?: { from?: number; to?: number }): number;
   close(): Promise<void>;
@@ -102,6 +96,7 @@ export async function startSimFleet(opts: {
 }): Promise<SimFleet> {
   const sim = await loadSimulator();
   mkdirSync(opts.dir, { recursive: true });
+  const reaper = startReaper(join(opts.dir, 'reap.list'));
   const manifest = sim.buildArtifacts({ outDir: join(opts.dir, 'artifacts') });
   const server = await sim.startArtifactServer({ dir: join(opts.dir, 'artifacts') });
   const descs = await sim.createCluster({ n: opts.n, dir: join(opts.dir, 'cluster'), timings: { ...FAST_TIMINGS, ...(opts.timings ?? {}) }, dataSizeMb: 1, dataVersion: '1.0.0', logLevel: 'warn' });
@@ -130,6 +125,7 @@ export async function startSimFleet(opts: {
       }
     }
     await server.close().catch(() => undefined);
+    reaper.release();
   };
   try {
     for (const d of descs) {
@@ -166,8 +162,9 @@ export async function startSimFleet(opts: {
       });
       closeSync(log);
       started.push(child.pid!);
-      writeFileSync(pidFile, `${child.pid} ${startTime(child.pid!)}\n`);
-      child.on('exit', () => {});
+      writeFileSync(pidFile, `${child.pid} ${processStartTime(child.pid!)}\n`);
+      reaper.track(child.pid!);
+      reaper.trackPidFile(pidFile);
       child.unref();
       nodes.push({ ...d, id: d.name, binary, agentConfig, stateDir, pidFile, agent: null });
     }
@@ -196,6 +193,7 @@ export async function startSimFleet(opts: {
       const out = openSync(join(n.stateDir, 'agent.log'), 'a');
       n.agent = spawn(process.execPath, [agentCliPath(), 'run', '--config', n.agentConfig], { env: childEnv(), stdio: ['ignore', out, out] });
       closeSync(out);
+      reaper.track(n.agent.pid!);
     },
     async stopAgent(n, signal = 'SIGTERM') {
       const a = n.agent;
@@ -206,6 +204,9 @@ export async function startSimFleet(opts: {
       const timer = setTimeout(() => a.kill('SIGKILL'), signal === 'SIGKILL' ? 0 : 60_000);
       await exited;
       clearTimeout(timer);
+    },
+    track(pid) {
+      reaper.track(pid);
     },
     history() {
       return sim.readHistory(nodes.map((n) => n.historyFile));
