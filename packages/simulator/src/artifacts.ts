@@ -28,6 +28,7 @@ export const BAD_BUILDS: readonly { version: string; fault: Fault }[] = [
   { version: '1.1.0', fault: 'never-ready' },
   { version: '1.1.0', fault: 'corrupts' },
   { version: '1.1.0', fault: 'lies' },
+  { version: '1.1.0', fault: 'degrades' },
 ];
 
 /** Absolute path of the compiled main module the launchers load. */

@@ -25,6 +25,13 @@ export interface SimTimings {
   p2p_timeout_ms: number;
   /** When a faulty build misbehaves after start (exits / corrupts). */
   fault_delay_ms: number;
+  /**
+   * The degrading build turns slow this long after it is ready (later than an
+   * agent's verification, so only a canary soak can catch it), adding
+   * degrade_latency_ms to every /api request from then on.
+   */
+  degrade_after_ms: number;
+  degrade_latency_ms: number;
 }
 
 export const DEFAULT_TIMINGS: SimTimings = {
@@ -37,6 +44,8 @@ export const DEFAULT_TIMINGS: SimTimings = {
   leader_term_ms: 1000,
   p2p_timeout_ms: 1000,
   fault_delay_ms: 500,
+  degrade_after_ms: 15_000,
+  degrade_latency_ms: 300,
 };
 
 export interface ValidatorSpec {

@@ -100,8 +100,10 @@ export async function runNode(cfg: NodeConfig, id: BuildIdentity, log: Logger): 
     tx_count: b.tx_count, tx_root: b.tx_root, state_root: b.state_root, view: b.view, signature_count: b.signature_count,
   });
 
+  let degraded = false;
   const route = async (req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<number> => {
     const p = url.pathname;
+    if (degraded && p.startsWith('/api/')) await sleep(cfg.sim.degrade_latency_ms);
     const reply = (code: number, body: unknown) => { send(res, code, body); return code; };
     const r = (x: { code: number; body: unknown }) => reply(x.code, x.body);
     if (req.method === 'GET') {
@@ -253,6 +255,13 @@ export async function runNode(cfg: NodeConfig, id: BuildIdentity, log: Logger): 
       health.storageReason = (e as Error).message;
     }
   }, 1000).unref();
+
+  if (fault === 'degrades') {
+    setTimeout(() => {
+      degraded = true;
+      log.warn('request handling degraded (simulated regression)', { version, added_latency_ms: cfg.sim.degrade_latency_ms });
+    }, cfg.sim.degrade_after_ms).unref();
+  }
 
   if (fault === 'corrupts') {
     setTimeout(() => {

@@ -5,7 +5,7 @@ import path from 'node:path';
 import t from 'tap';
 import {
   buildArtifacts, createCluster, findArtifact, getJson, installBinary, jsonLines, parsePrometheus, runCommand,
-  spawnNode, startArtifactServer, stopNode, waitFor, waitReady, type SimChild,
+  spawnNode, startArtifactServer, stopNode, waitFor, waitReady, type Fault, type SimChild, type SimTimings,
 } from '../src/index.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sim-art-'));
@@ -20,7 +20,7 @@ const m = buildArtifacts({ outDir });
 const timings = { startup_delay_ms: 50, fault_delay_ms: 400, block_interval_ms: 100 };
 
 t.test('manifest matches the files', async (t) => {
-  t.equal(m.artifacts.length, 9);
+  t.equal(m.artifacts.length, 10);
   const onDisk = JSON.parse(fs.readFileSync(path.join(outDir, 'manifest.json'), 'utf8'));
   t.same(onDisk.artifacts, m.artifacts);
   for (const a of m.artifacts) {
@@ -43,8 +43,8 @@ t.test('--version of each build, also once installed elsewhere', async (t) => {
   t.equal((await runCommand(dest, ['--version'])).stdout, 'guts-node 1.2.0\n');
 });
 
-async function node(name: string, version: string, fault: 'exits' | 'never-ready' | 'corrupts' | 'lies') {
-  const [d] = await createCluster({ n: 1, dir: path.join(tmp, name), timings });
+async function node(name: string, version: string, fault: Exclude<Fault, 'none'>, extra: Partial<SimTimings> = {}) {
+  const [d] = await createCluster({ n: 1, dir: path.join(tmp, name), timings: { ...timings, ...extra } });
   const c = spawnNode(findArtifact(m, version, fault).path, d!.configPath);
   kids.push(c);
   return { d: d!, c };
@@ -109,7 +109,7 @@ t.test('artifact server: ranges and faults', async (t) => {
   t.equal((await fetch(`${s.url}/nope`)).status, 404);
   t.equal((await fetch(`${s.url}/../etc/passwd`)).status, 404);
   const man = await (await fetch(`${s.url}/manifest.json`)).json() as { artifacts: unknown[] };
-  t.equal(man.artifacts.length, 9);
+  t.equal(man.artifacts.length, 10);
 
   const f = await startArtifactServer({ dir: outDir, faults: { cutAfterBytes: 50, cutFirst: 1, fail500First: 0 } });
   t.teardown(() => f.close());
@@ -123,4 +123,25 @@ t.test('artifact server: ranges and faults', async (t) => {
   t.equal((await fetch(`${e.url}/${a.file}`)).status, 500);
   t.equal((await fetch(`${e.url}/${a.file}`)).status, 200);
   t.equal(e.stats.faulted, 2);
+});
+
+t.test('bad build: degrades', async (t) => {
+  const { d, c } = await node('degrades', '1.1.0', 'degrades', { degrade_after_ms: 1500, degrade_latency_ms: 300 });
+  await waitReady(d);
+  const timed = async (url: string) => {
+    const t0 = performance.now();
+    const r = await getJson(url);
+    return { status: r?.status, ms: performance.now() - t0 };
+  };
+  const before = await timed(`${d.apiUrl}/api/consensus/status`);
+  t.equal(before.status, 200);
+  t.ok(before.ms < 300, `fast at first (${before.ms.toFixed(0)} ms)`);
+  await waitFor(() => jsonLines(c).some((l) => l.msg === 'request handling degraded (simulated regression)'), { what: 'degraded' });
+  const after = await timed(`${d.apiUrl}/api/consensus/status`);
+  t.equal(after.status, 200, 'still answers');
+  t.ok(after.ms >= 300, `then every /api request is slower by the configured latency (${after.ms.toFixed(0)} ms)`);
+  t.equal((await getJson(`${d.apiUrl}/health/ready`))?.status, 200, 'health is untouched: only a metrics comparison can tell');
+  const metrics = parsePrometheus(await (await fetch(d.metricsUrl)).text());
+  const sum = [...metrics.entries()].filter(([k]) => /^guts_http_request_duration_seconds_sum\{.*\/api\/consensus\/status/.test(k)).reduce((a, [, v]) => a + v, 0);
+  t.ok(sum >= 0.3, `the latency histogram shows it (${sum.toFixed(3)} s in total)`);
 });
