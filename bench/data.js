@@ -12,7 +12,7 @@
  *         `tar czf` the data dir, swap the binary, start, poll /health/ready
  *         every 100 ms (as the agent does); downtime = stop -> ready.
  *   throughput (node stopped, data static): the agent's BackupStore.createBase
- *         (node-tar + fsync + sha256 of the archive, as the pipeline does) vs
+ *         (node-tar, sha256 while writing, fsync, as the pipeline does) vs
  *         GNU `tar cf` + fsync of the archive (`sync FILE`).
  */
 import { spawn } from 'node:child_process';

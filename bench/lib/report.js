@@ -62,7 +62,7 @@ export function renderMarkdown(out) {
   }
   if (r.throughput) {
     parts.push(`## 5. ${r.throughput.title}`);
-    parts.push('Node stopped (static data). Agent: `BackupStore.createBase` (node-tar, fsync, then sha256 of the archive). GNU: `tar cf` then `sync FILE`.');
+    parts.push('Node stopped (static data). Agent: `BackupStore.createBase` (node-tar with the sha256 taken as it writes, then fsync). GNU: `tar cf` then `sync FILE`.');
     parts.push(table(
       ['data', 'agent', 'GNU tar cf', 'agent / tar'],
       r.throughput.rows.map((x) => [x.data, `${x.agentMBps} MB/s (${s(x.agentMs)})`, `${x.tarMBps} MB/s (${s(x.tarMs)}; ${s(x.tarMsWithoutFsync)} without fsync)`, `**${x.ratio}**`]),

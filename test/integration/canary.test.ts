@@ -20,6 +20,54 @@ t.test('canary with a bad build: rollout stops, the canary is rolled back, nobod
   }, 'canary back on 1.0.0 and healthy');
 });
 
+t.test('canary that degrades only after its agent verified it: the soak metrics catch it and the coordinator rolls it back', async (t) => {
+  // The degrading build passes the agent's verification and then adds 300 ms
+  // to every API request; health stays green, so only the soak's comparison
+  // of the canary's latency with the nodes still on 1.0.0 can tell.
+  const rig = await makeRig(t, { n: 4, timings: { degrade_after_ms: 8_000, degrade_latency_ms: 300 } });
+  await rig.waitFleetReady();
+  const r = await api(rig.op, 'POST', '/api/v1/rollouts', {
+    target: rig.fleet.artifact('1.1.0', 'degrades'),
+    strategy: 'canary',
+    options: { canary: 'v1', soakMs: 20_000, canaryLimits: { minRequests: 20 } },
+  });
+  const id = r.rollout.id;
+  const d = await rig.waitRollout(id, ['rolled_back', 'failed', 'completed']);
+  const events = (await api(rig.op, 'GET', `/api/v1/rollouts/${id}/events`)).events as any[];
+  const results = events.filter((e) => e.type === 'command.result').map((e) => [e.nodeId, e.data.kind, e.data.outcome]);
+  t.same(results[0], ['v1', 'upgrade', 'succeeded'], 'the agent verified the canary and reported success');
+  t.ok(events.some((e) => e.type === 'canary.soaking' && e.nodeId === 'v1'), 'the soak started');
+  t.equal(d.rollout.code, 'E_CANARY_FAILED');
+  t.match(d.rollout.reason, /failed its soak: metrics: mean latency/, `judged on latency against the peers: ${d.rollout.reason}`);
+  t.equal(d.rollout.state, 'rolled_back', 'the coordinator rolled the canary back');
+  t.same(results.slice(1), [['v1', 'rollback', 'succeeded']], 'one rollback, on the canary only');
+  t.same(events.filter((e) => e.type === 'node.dispatched').map((e) => [e.nodeId, e.data.command]), [['v1', 'upgrade'], ['v1', 'rollback']], 'no other node was touched');
+  await until(async () => {
+    const f = await api(rig.op, 'GET', '/api/v1/fleet');
+    return f.down.length === 0 && f.versions['1.0.0'] === 4;
+  }, 'canary back on 1.0.0 and healthy');
+});
+
+t.test('a good canary passes a soak judged on its metrics, then the rest follow', async (t) => {
+  const rig = await makeRig(t, { n: 4 });
+  await rig.waitFleetReady();
+  const r = await api(rig.op, 'POST', '/api/v1/rollouts', {
+    target: rig.fleet.artifact('1.1.0'),
+    strategy: 'canary',
+    options: { canary: 'v1', soakMs: 15_000, canaryLimits: { minRequests: 20 } },
+  });
+  const d = await rig.waitRollout(r.rollout.id, ['completed', 'failed', 'rolled_back', 'paused']);
+  t.equal(d.rollout.state, 'completed', d.rollout.reason ?? '');
+  const events = (await api(rig.op, 'GET', `/api/v1/rollouts/${r.rollout.id}/events`)).events as any[];
+  const passed = events.find((e) => e.type === 'canary.passed');
+  t.ok(passed, 'the soak passed');
+  t.same([passed?.data.metrics.judged, passed?.data.metrics.against], [true, 'peers'], `judged against the peers on 1.0.0: ${passed?.data.metrics.detail}`);
+  const dispatched = events.filter((e) => e.type === 'node.dispatched').map((e) => e.nodeId);
+  t.equal(dispatched[0], 'v1', 'the canary went first');
+  t.equal(dispatched.length, 4, 'then the other three');
+  await until(async () => (await api(rig.op, 'GET', '/api/v1/fleet')).versions['1.1.0'] === 4, 'all on 1.1.0');
+});
+
 t.test('pause, resume, abort and rollback with real agents', async (t) => {
   const rig = await makeRig(t, { n: 4 });
   await rig.waitFleetReady();

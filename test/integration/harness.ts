@@ -48,7 +48,7 @@ const CONFIG = (port: number, db: string, windows: unknown[]) => ({
   logLevel: 'warn',
 });
 
-export async function makeRig(t: Tap, opts: { n: number; child?: boolean; windows?: unknown[] }): Promise<Rig> {
+export async function makeRig(t: Tap, opts: { n: number; child?: boolean; windows?: unknown[]; timings?: Record<string, number> }): Promise<Rig> {
   const dir = mkdtempSync(join(tmpdir(), 'guts-it-'));
   const port = (await freePorts(1))[0]!;
   const cfg = CONFIG(port, join(dir, 'coordinator.db'), opts.windows ?? []);
@@ -80,7 +80,7 @@ export async function makeRig(t: Tap, opts: { n: number; child?: boolean; window
   });
   const tokens: Record<string, string> = {};
   for (let i = 0; i < opts.n; i++) tokens[`v${i}`] = (await api(op, 'POST', '/api/v1/nodes', { id: `v${i}` })).token;
-  fleet = await startSimFleet({ n: opts.n, dir: join(dir, 'fleet'), coordinatorWsUrl: url.replace('http', 'ws'), tokens });
+  fleet = await startSimFleet({ n: opts.n, dir: join(dir, 'fleet'), coordinatorWsUrl: url.replace('http', 'ws'), tokens, timings: opts.timings });
   // Killed by a timeout, this process would otherwise leave the coordinator child behind with the fleet.
   if (proc) fleet.track((proc as ChildProcess).pid!);
   const rig: Rig = {
