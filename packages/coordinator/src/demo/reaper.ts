@@ -34,9 +34,12 @@ export interface Reaper {
 
 export function startReaper(listFile: string): Reaper {
   writeFileSync(listFile, '');
+  const env = { ...process.env };
+  delete env.NODE_OPTIONS; // a test runner's loader hooks have no business in the watcher
   const child: ChildProcess = spawn(process.execPath, [fileURLToPath(import.meta.url), listFile], {
     detached: true, // its own process group: a signal to the owner's group must not take it along
     stdio: ['pipe', 'ignore', 'ignore'],
+    env,
   });
   child.unref();
   (child.stdin as unknown as { unref(): void }).unref();
