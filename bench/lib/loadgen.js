@@ -11,10 +11,10 @@
  * Behaviour mirrors the real agent's connection (packages/agent/src/connection.ts):
  * status goes out only in hello and on the heartbeat timer the coordinator sets
  * in welcome, and once more right behind each result; a command is validated,
- * acknowledged, reports progress per pipeline step and ends with one result message. Upgrade timeline (fractions
- * of T): preflight 0, fetch .05, backup .1, stop .4 (node down), install .45,
- * migrate .5, start .55, ready+verify .7 (node up on the new version), commit
- * .95, result at T.
+ * acknowledged, reports progress per pipeline step and ends with one result
+ * message. Upgrade timeline (fractions of T): preflight 0, fetch .05, backup .1,
+ * stop .4 (node down), install .45, migrate .5, start .55, ready+verify .7 (node
+ * up on the new version), commit .95, result at T.
  *
  * Driven by the bench over IPC (see forkLoadgen in common.js).
  */
