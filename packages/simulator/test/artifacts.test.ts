@@ -134,8 +134,9 @@ t.test('bad build: degrades', async (t) => {
     return { status: r?.status, ms: performance.now() - t0 };
   };
   const before = await timed(`${d.apiUrl}/api/consensus/status`);
-  t.equal(before.status, 200);
-  t.ok(before.ms < 300, `fast at first (${before.ms.toFixed(0)} ms)`);
+  // No upper bound on the first request: a loaded machine may be slow too; only
+  // the added latency (a sleep, so a lower bound) is a fact to assert.
+  t.equal(before.status, 200, `answers at first (${before.ms.toFixed(0)} ms)`);
   await waitFor(() => jsonLines(c).some((l) => l.msg === 'request handling degraded (simulated regression)'), { what: 'degraded' });
   const after = await timed(`${d.apiUrl}/api/consensus/status`);
   t.equal(after.status, 200, 'still answers');
