@@ -18,11 +18,24 @@ export function stagedPath(stagingDir: string, sha256: string): string {
   return path.join(stagingDir, sha256);
 }
 
-/** One GET (with Range from `offset`), appending to `file`. Resolves with the bytes now on disk. */
+/**
+ * One GET (with Range from `offset`), appending to `file`. Resolves with the
+ * bytes now on disk. On a cut connection it rejects only once what arrived is
+ * flushed to `file`: destroying the write stream instead would drop the
+ * buffered bytes, and the retry would start from an earlier offset (or zero).
+ */
 function download(url: string, file: string, offset: number, timeoutMs: number, onBytes: (n: number, total: number | null) => void): Promise<number> {
   return new Promise((resolve, reject) => {
     const mod = url.startsWith('https:') ? https : http;
     const headers: Record<string, string> = offset > 0 ? { range: `bytes=${offset}-` } : {};
+    let failure: Error | null = null;
+    let settleBody: (() => void) | null = null;
+    const fail = (e: Error) => {
+      if (failure) return;
+      failure = e;
+      if (settleBody) settleBody();
+      else reject(e);
+    };
     const req = mod.get(url, { headers, timeout: timeoutMs }, (res) => {
       const status = res.statusCode ?? 0;
       if (status >= 300 && status < 400 && res.headers.location) {
@@ -42,18 +55,23 @@ function download(url: string, file: string, offset: number, timeoutMs: number, 
         : Number(res.headers['content-length'] ?? NaN) || null;
       const out = fs.createWriteStream(file, { flags: start === 0 ? 'w' : 'a' });
       let written = start;
+      settleBody = () => {
+        res.unpipe(out);
+        if (!out.writableEnded) out.end();
+      };
       res.on('data', (d: Buffer) => { written += d.length; onBytes(written, total); });
-      res.on('error', (e) => { out.destroy(); reject(e); });
-      res.on('aborted', () => { out.destroy(); reject(new Error('connection aborted')); });
-      out.on('error', reject);
+      res.on('error', fail);
+      res.on('aborted', () => fail(new Error('connection aborted')));
+      out.on('error', (e) => { failure ??= e; reject(e); });
       out.on('finish', () => {
-        if (total !== null && written < total) reject(new Error(`short body: ${written} of ${total} bytes`));
+        if (failure) reject(failure);
+        else if (total !== null && written < total) reject(new Error(`short body: ${written} of ${total} bytes`));
         else resolve(written);
       });
       res.pipe(out);
     });
     req.on('timeout', () => req.destroy(new Error(`no data from ${url} for ${timeoutMs} ms`)));
-    req.on('error', reject);
+    req.on('error', fail);
   });
 }
 
