@@ -6,6 +6,10 @@
  *   down leader is skipped;
  * - the leader proposes a block every block_interval_ms and finalizes it only
  *   with acknowledgements from quorumSize(n) validators, itself included;
+ * - a validator votes for one block per height and view, as in Simplex: the
+ *   leader re-sends the same proposal for as long as its view lasts, so a
+ *   vote already given still counts, and a later view's leader may win a vote
+ *   that an earlier view's block had;
  * - peers that are behind pull missing blocks at sync_blocks_per_sec.
  * Node-to-node traffic is plain HTTP on the API address under /p2p/.
  */
@@ -39,7 +43,10 @@ export class Consensus {
   private polledOnce = false;
   private proposing = false;
   private syncingBusy = false;
-  private lock: { height: number; id: string; at: number } | null = null;
+  /** The vote this validator gave last: one block per height and view. */
+  private lock: { height: number; view: number; id: string } | null = null;
+  /** This leader's proposal for (height, view), re-sent unchanged until one of them moves. */
+  private pending: Block | null = null;
   pendingTransactions = 0;
   private stopped = false;
 
@@ -171,14 +178,14 @@ export class Consensus {
     try {
       const height = this.height + 1;
       const parent = this.chain.tipId;
-      const txs = this.pendingTransactions;
-      const base = { height, parent_id: parent, producer: this.self.pubkey, producer_name: this.self.name, timestamp: Date.now(), tx_count: txs, view };
-      const digest = (s: string) => crypto.createHash('sha256').update(s).digest('hex');
-      const tx_root = digest(`tx:${height}:${txs}`);
-      const state_root = digest(`state:${parent}:${tx_root}`);
-      const block_id = digest(JSON.stringify({ ...base, tx_root, state_root }));
-      const proposal: Block = { ...base, block_id, tx_root, state_root, signature_count: 0 };
-      this.lock = { height, id: block_id, at: Date.now() };
+      const p = this.pending;
+      // A fresh block each round would ask voters for a second vote in the same
+      // view, which they refuse: with votes spread over several of one leader's
+      // blocks, none reached quorum and a fleet could stall at genesis for 30 s.
+      const proposal = p && p.height === height && p.view === view && p.parent_id === parent ? p : this.newProposal(height, parent, view);
+      this.pending = proposal;
+      const txs = proposal.tx_count;
+      this.lock = { height, view, id: proposal.block_id };
       const targets = this.others().filter((v) => this.peers.get(v.name)?.reachable);
       const acks = await Promise.all(targets.map((v) => this.call<{ ack: boolean }>(v, '/p2p/propose', proposal)));
       const votes = 1 + acks.filter((a) => a?.ack === true).length;
@@ -195,14 +202,26 @@ export class Consensus {
     }
   }
 
+  private newProposal(height: number, parent: string, view: number): Block {
+    const txs = this.pendingTransactions;
+    const base = { height, parent_id: parent, producer: this.self.pubkey, producer_name: this.self.name, timestamp: Date.now(), tx_count: txs, view };
+    const digest = (s: string) => crypto.createHash('sha256').update(s).digest('hex');
+    const tx_root = digest(`tx:${height}:${txs}`);
+    const state_root = digest(`state:${parent}:${tx_root}`);
+    const block_id = digest(JSON.stringify({ ...base, tx_root, state_root }));
+    return { ...base, block_id, tx_root, state_root, signature_count: 0 };
+  }
+
   /** A peer asks for our vote on its proposal. */
   onPropose(b: Block): boolean {
     if (!this.isReady() || this.syncing) return false;
     if (b.height !== this.height + 1 || b.parent_id !== this.chain.tipId) return false;
-    const now = Date.now();
-    // One vote per height, unless that vote went stale (its leader never committed).
-    if (this.lock && this.lock.height === b.height && this.lock.id !== b.block_id && now - this.lock.at < this.cfg.sim.leader_term_ms) return false;
-    this.lock = { height: b.height, id: b.block_id, at: now };
+    const l = this.lock;
+    if (l && l.height === b.height) {
+      if (b.view < l.view) return false; // a leader whose view is over
+      if (b.view === l.view && b.block_id !== l.id) return false; // one vote per view
+    }
+    this.lock = { height: b.height, view: b.view, id: b.block_id };
     return true;
   }
 
