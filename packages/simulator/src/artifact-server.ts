@@ -18,8 +18,8 @@ export interface ArtifactServerFaults {
 export interface ArtifactServer {
   url: string;
   port: number;
-  /** Counts of GET requests for files, of those answered with a fault and of those with a Range, and where each Range started. */
-  stats: { requests: number; faulted: number; ranges: number; rangeStarts: number[] };
+  /** Counts of GET requests for files and of those answered with a fault; where each Range request started. */
+  stats: { requests: number; faulted: number; rangeStarts: number[] };
   close(): Promise<void>;
 }
 
@@ -39,7 +39,7 @@ export function parseRange(header: string, size: number): { start: number; end: 
 export function startArtifactServer(opts: { dir: string; host?: string; port?: number; faults?: ArtifactServerFaults }): Promise<ArtifactServer> {
   const root = path.resolve(opts.dir);
   const faults = opts.faults ?? {};
-  const stats = { requests: 0, faulted: 0, ranges: 0, rangeStarts: [] as number[] };
+  const stats = { requests: 0, faulted: 0, rangeStarts: [] as number[] };
   const server = http.createServer((req, res) => {
     const handle = () => {
       const rel = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname).replace(/^\/+/, '');
@@ -71,7 +71,6 @@ export function startArtifactServer(opts: { dir: string; host?: string; port?: n
         }
         ({ start, end } = r);
         status = 206;
-        stats.ranges++;
         stats.rangeStarts.push(start);
         headers['content-range'] = `bytes ${start}-${end}/${size}`;
       }
