@@ -142,6 +142,7 @@ const RULES: Record<string, Rule> = {
   },
   'guts-upgrade-agent backup restore': OK,
   'guts-upgrade-agent rollback': OK,
+  'guts-upgrade-agent doctor': OK, // a healthy host: every check passes or has nothing to judge
   'guts-upgrade-agent help upgrade': OK,
   'guts-upgrade-agent': OK, // --version
   'guts-upgrade-coordinator config validate': OK,

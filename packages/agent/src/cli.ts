@@ -16,6 +16,7 @@ import { Agent, newCommandId } from './agent.js';
 import { newBackupId } from './backup-store.js';
 import { DEFAULT_CONFIG_PATH, loadConfig, type AgentConfig } from './config.js';
 import { Connection } from './connection.js';
+import { renderFindings, runDoctor } from './doctor.js';
 import { createLogger } from './log.js';
 import { binaryVersion } from './steps/preflight.js';
 import { isoNow } from './util.js';
@@ -240,6 +241,15 @@ export function buildProgram(result: { code: number }): CliCommand {
     .action((_o, cmd: CliCommand) => {
       const o = opts<object>(cmd);
       return set(withAgent(o, false, (agent, config) => statusCmd(agent, config, !!o.json)));
+    });
+  program.command('doctor').description("the procedure's troubleshooting checks on this host, each finding with the next command to run (exit 1 if any fails)")
+    .action((_o, cmd: CliCommand) => {
+      const o = opts<object>(cmd);
+      return set(withAgent(o, false, async (agent, config) => {
+        const findings = await runDoctor({ config, driver: agent.driver, node: agent.node, journal: agent.journal, backups: agent.backups });
+        process.stdout.write((o.json ? JSON.stringify({ nodeId: config.nodeId, findings }, null, 2) : renderFindings(findings)) + '\n');
+        return findings.some((f) => f.verdict === 'fail') ? EXIT.FAILED : EXIT.OK;
+      }));
     });
   program.command('recover').description('finish or roll back a command interrupted by a crash')
     .action((_o, cmd: CliCommand) => {
