@@ -18,11 +18,11 @@ import os from 'node:os';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import {
-  buildArtifacts, findArtifact, pubkeyFor, readHistory,
+  buildArtifacts, findArtifact, pubkeyFor, readHistory, waitFor,
   type ArtifactManifest, type Fault, type HistoryEntry, type SimTimings,
 } from '@guts-upgrade/simulator';
 import {
-  isClean, leftovers, pollUntil, provisionGutsNode, REPO_ROOT, sleep, startLab,
+  isClean, leftovers, provisionGutsNode, REPO_ROOT, sleep, startLab,
   type Host, type Lab, type Leftovers,
 } from '../testbed/index.js';
 import type { EventRow, Sample } from './measure.js';
@@ -303,10 +303,10 @@ export class Scenario {
     );
     await this.waitHealthy(`${this.opts.hosts} nodes on ${start.version} with agents connected`, start.version);
     // The chain finalizes across hosts.
-    await pollUntil('chain finalizing on every node', async () => {
+    await waitFor(async () => {
       const hs = this.names.map((n) => this.historyOf(n));
       return hs.every((h) => (h.at(-1)?.height ?? 0) >= 3) ? true : undefined;
-    }, 60_000, 250);
+    }, { what: 'chain finalizing on every node', timeoutMs: 60_000, intervalMs: 250 });
     this.t0 = Date.now();
   }
 
@@ -351,13 +351,13 @@ export class Scenario {
       logFile: path.join(this.scratch, `coordinator-${this.coordinatorStarts}.log`),
     });
     const child = this.coordinator;
-    await pollUntil('coordinator ready', async () => {
+    await waitFor(async () => {
       if (child.exitCode !== null || child.signalCode !== null) {
         throw new Error(`coordinator exited ${child.exitCode ?? child.signalCode}: ${await this.coordinatorLog()}`);
       }
       const r = await fetch(`${this.apiBase}/health/ready`, { signal: AbortSignal.timeout(2000) }).catch(() => null);
       return r?.status === 200 ? true : undefined;
-    }, 60_000, 200);
+    }, { what: 'coordinator ready', timeoutMs: 60_000, intervalMs: 200 });
   }
 
   /** kill -9 of the coordinator process; resolves once it is gone. */
@@ -408,7 +408,7 @@ export class Scenario {
   /** Polls a rollout until its state is one of `states`; survives the coordinator being down meanwhile. */
   async waitRollout(id: string, states: string[], timeoutMs = 180_000, t?: TapLike): Promise<RolloutDetail> {
     let last = '';
-    return pollUntil(`rollout ${id} to reach ${states.join('|')}`, async () => {
+    return waitFor(async () => {
       const d = await this.rollout(id).catch(() => null);
       if (!d) return undefined;
       const summary = `${d.rollout.state} ${d.steps.map((s) => `${s.nodeId}:${s.state}`).join(' ')}`;
@@ -419,7 +419,7 @@ export class Scenario {
         throw new Error(`rollout ended ${d.rollout.state} (${d.rollout.code ?? ''} ${d.rollout.reason ?? ''}), wanted ${states.join('|')}`);
       }
       return undefined;
-    }, timeoutMs, 500);
+    }, { what: `rollout ${id} to reach ${states.join('|')}`, timeoutMs, intervalMs: 500 });
   }
 
   async events(rolloutId?: string): Promise<EventRow[]> {
@@ -444,11 +444,11 @@ export class Scenario {
   async waitHealthy(what: string, version?: string, timeoutMs = 90_000): Promise<NodeRow[]> {
     let last: NodeRow[] = [];
     try {
-      return await pollUntil(what, async () => {
+      return await waitFor(async () => {
         last = await this.nodes();
         const ok = last.length === this.opts.hosts && last.every((n) => n.connected && n.healthy && (!version || n.version === version));
         return ok ? last : undefined;
-      }, timeoutMs, 300);
+      }, { what: what, timeoutMs, intervalMs: 300 });
     } catch (err) {
       const diag = await Promise.all(this.hosts.map(async (h) => `--- ${h.name}\n${(await h.journal(AGENT_UNIT, 15)).slice(-3000)}`));
       throw new Error(`${(err as Error).message}\nnodes: ${JSON.stringify(last)}\n${diag.join('\n')}`);
@@ -537,4 +537,4 @@ export class Scenario {
   }
 }
 
-export { sleep, pollUntil };
+export { sleep };
