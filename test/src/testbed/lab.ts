@@ -50,6 +50,12 @@ export interface LabOptions {
   mask?: string[];
   /** How long to wait for every host to finish booting (default 120 s). */
   bootTimeoutMs?: number;
+  /**
+   * Directories of the machine every host sees read-only at the same path
+   * (default: the checkout, REPO_ROOT). Each host gets a fresh /tmp, /var/tmp
+   * and /run, so a checkout there is only visible through this.
+   */
+  share?: string[];
 }
 
 export interface ExecOptions extends RunOptions {
@@ -561,6 +567,7 @@ class LabImpl implements Lab {
       GL_HOSTS: hostsFile,
       GL_MACHINEID: randomBytes(16).toString('hex'),
       GL_USERS: (this.opts.users ?? ['guts']).join(' '),
+      GL_SHARE: (this.opts.share ?? [REPO_ROOT]).join('\n'),
     };
     const log = await fs.open(path.join(this.scratchDir, 'logs', `${h.name}.boot.log`), 'w');
     // The launcher moves itself into the host's cgroups, so the host's
