@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import cron from 'node-cron';
 import { CodedError, errorCodeOf, PROTOCOL_VERSION, type Command, type Result } from '@guts-upgrade/protocol';
 import { Agent, newCommandId } from './agent.js';
+import { pauseHookFromEnv } from './pause-hook.js';
 import { newBackupId } from './backup-store.js';
 import { DEFAULT_CONFIG_PATH, loadConfig, type AgentConfig } from './config.js';
 import { Connection } from './connection.js';
@@ -197,7 +198,8 @@ export async function main(argv: string[]): Promise<number> {
   }
   const isDaemon = cmd[0] === 'run';
   const log = createLogger(isDaemon ? config.logLevel : process.env.GUTS_UPGRADE_CLI_LOG_LEVEL ?? 'warn', !isDaemon);
-  const agent = new Agent(config, log);
+  // The crash tests pause the agent at a step through the environment; see pause-hook.ts.
+  const agent = new Agent(config, log, { afterJournal: pauseHookFromEnv(process.env) });
   const json = flags.json === true;
   try {
     switch (cmd[0]) {

@@ -147,8 +147,8 @@ export class Journal {
     this.db.prepare('DELETE FROM lock WHERE id = 1 AND command_id = ?').run(opId);
   }
 
-  /** Takes over a stale lock for recovery (the owner is dead). */
-  adoptStale(commandId: string): void {
+  /** Makes this process the owner of a lock whose owner died, so recovery runs under it. */
+  takeOverStaleLock(commandId: string): void {
     this.db.prepare('UPDATE lock SET pid = ?, pid_start = ? WHERE id = 1 AND command_id = ?')
       .run(process.pid, processStartTime(process.pid), commandId);
   }
