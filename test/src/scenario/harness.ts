@@ -13,12 +13,12 @@
  *                                    └ guts-upgrade-agent.service (ws://lab:7600/agent)
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, promises as fs, readFileSync } from 'node:fs';
+import { existsSync, promises as fs, readFileSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import {
-  buildArtifacts, findArtifact, pubkeyFor, readHistory, waitFor,
+  buildArtifacts, findArtifact, launcherSource, pubkeyFor, readHistory, sha256OfFile, waitFor,
   type ArtifactManifest, type Fault, type HistoryEntry, type SimTimings,
 } from '@guts-upgrade/simulator';
 import {
@@ -117,6 +117,24 @@ function merge(base: Doc, patch: Doc | undefined): Doc {
   return out;
 }
 
+/**
+ * The simulator's builds are launchers that import its main.js by absolute
+ * path. In a host they run under units with PrivateTmp=yes, which hide the
+ * machine's checkout when it lives under /tmp; so they import it from where
+ * every host has the checkout installed (AGENT_INSTALL_DIR), as the agent
+ * unit runs it. Rewrites the launchers and their manifest in place.
+ */
+function installedLaunchers(m: ArtifactManifest, outDir: string): ArtifactManifest {
+  const mainJs = path.join(AGENT_INSTALL_DIR, path.relative(REPO_ROOT, m.main));
+  const artifacts = m.artifacts.map((a) => {
+    writeFileSync(a.path, launcherSource({ version: a.version, fault: a.fault, build: a.name, mainJs }), { mode: 0o755 });
+    return { ...a, sha256: sha256OfFile(a.path), size: statSync(a.path).size };
+  });
+  const out: ArtifactManifest = { ...m, main: mainJs, artifacts };
+  writeFileSync(path.join(outDir, 'manifest.json'), JSON.stringify(out, null, 2) + '\n');
+  return out;
+}
+
 /** Env for processes we start: without tap's loader hooks and test variables. */
 export function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   const env = { ...process.env };
@@ -206,7 +224,7 @@ export class Scenario {
     let lab: Lab;
     let manifest: ArtifactManifest;
     try {
-      manifest = buildArtifacts({ outDir: path.join(scratch, 'artifacts') });
+      manifest = installedLaunchers(buildArtifacts({ outDir: path.join(scratch, 'artifacts') }), path.join(scratch, 'artifacts'));
       const names = Array.from({ length: opts.hosts }, (_, i) => `v${i}`);
       lab = await startLab({ hosts: names, scratchDir: path.join(scratch, 'lab'), tmpfsSize: '256m' });
     } catch (err) {
@@ -282,6 +300,13 @@ export class Scenario {
           validators,
           sim: { ...FAST_TIMINGS, ...(this.opts.timings ?? {}) },
         };
+        // The checkout where the agent unit expects it (its ExecStart) and the
+        // simulator's launchers import it (see installedLaunchers), before any
+        // unit starts. A bind mount, not a symlink: the agent's cli.js decides
+        // it is the main module by comparing import.meta.url (symlinks
+        // resolved) with argv[1].
+        await h.exec('mkdir', ['-p', AGENT_INSTALL_DIR], { check: true });
+        await h.exec('mount', ['--bind', REPO_ROOT, AGENT_INSTALL_DIR], { check: true });
         await provisionGutsNode(h, { binary: start.path, config: JSON.stringify(nodeCfg, null, 2) + '\n' });
       }),
     );
@@ -293,10 +318,6 @@ export class Scenario {
     // The agent, from the project's unit file, running this checkout.
     await Promise.all(
       lab.hosts.map(async (h) => {
-        // A bind mount, not a symlink: the agent's cli.js decides it is the
-        // main module by comparing import.meta.url (symlinks resolved) with argv[1].
-        await h.exec('mkdir', ['-p', AGENT_INSTALL_DIR], { check: true });
-        await h.exec('mount', ['--bind', REPO_ROOT, AGENT_INSTALL_DIR], { check: true });
         await h.writeFile(AGENT_CONFIG, JSON.stringify(this.agentConfig(h, tokens.get(h.name)!), null, 2) + '\n', 0o600);
         await h.installUnit(AGENT_UNIT, { enable: true, start: true });
       }),
