@@ -21,14 +21,10 @@ import path from 'node:path';
 import { stringify } from 'yaml';
 import * as sim from '@guts-upgrade/simulator';
 import { BackupStore, Journal, resolveConfig } from '@guts-upgrade/agent';
+import { processStartTime } from '@guts-upgrade/agent/process-identity';
 import {
   AGENT_CLI, SIM_CLI, childEnv, fmtBytes, mb, procSample, removeDir, round, run, sampler, sleep, stopPid, tmpDir, trackPid, untrackPid, waitFor,
 } from './lib/common.js';
-
-function startTime(pid) {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '';
-}
 
 /** Starts the node the way the agent's process driver does (detached, pid file), so the agent adopts it. */
 export async function startNode(node) {
@@ -39,7 +35,7 @@ export async function startNode(node) {
   child.on('exit', () => {});
   child.unref();
   trackPid(child.pid);
-  fs.writeFileSync(node.pidFile, `${child.pid} ${startTime(child.pid)}\n`);
+  fs.writeFileSync(node.pidFile, `${child.pid} ${processStartTime(child.pid)}\n`);
   return child.pid;
 }
 

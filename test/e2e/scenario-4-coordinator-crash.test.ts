@@ -3,7 +3,8 @@
 // host is upgraded twice, and f is never exceeded.
 import t from 'tap';
 import { maxStallMs } from '@guts-upgrade/simulator';
-import { pollUntil, preflight } from '../src/testbed/index.js';
+import { waitFor } from '@guts-upgrade/simulator';
+import { preflight } from '../src/testbed/index.js';
 import { Scenario, downFromEvents, downFromSamples, dispatchedUpgrades, fmtMs, heightAt, intervalsWithoutProgress, maxOverlap } from '../src/scenario/index.js';
 
 const pf = await preflight();
@@ -19,11 +20,11 @@ else
     const second = waves[1]![0]!;
 
     // Kill it while the second node's agent is in the middle of its upgrade.
-    const inFlight = await pollUntil(`${second} in flight`, async () => {
+    const inFlight = await waitFor(async () => {
       const d = await s.rollout(id);
       const st = d.steps.find((x) => x.nodeId === second);
       return st && (st.state === 'upgrading' || st.state === 'verifying') ? st.state : undefined;
-    }, 120_000, 100);
+    }, { what: `${second} in flight`, timeoutMs: 120_000, intervalMs: 100 });
     await s.killCoordinator();
     const killedAt = Date.now();
     t.comment(`coordinator killed -9 while ${second} was ${inFlight}`);

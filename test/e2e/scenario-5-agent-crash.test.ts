@@ -3,7 +3,8 @@
 // it, it recovers from its journal, and every host ends healthy on a known
 // version with its binary present and guts-node active.
 import t from 'tap';
-import { pollUntil, preflight, sleep } from '../src/testbed/index.js';
+import { waitFor } from '@guts-upgrade/simulator';
+import { preflight, sleep } from '../src/testbed/index.js';
 import { AGENT_UNIT, NODE_UNIT, Scenario } from '../src/scenario/index.js';
 
 const PAUSE_FILE = '/var/lib/guts-upgrade/test-pause';
@@ -27,7 +28,7 @@ else
 
         const created = await s.startRollout(s.artifact('1.1.0'), { strategy: 'rolling', nodes: [name] });
         const id = created.rollout.id;
-        await pollUntil(`${name} agent paused at ${step}`, async () => ((await h.readFile(PAUSE_FILE).catch(() => '')).includes(step) ? true : undefined), 120_000, 100);
+        await waitFor(async () => ((await h.readFile(PAUSE_FILE).catch(() => '')).includes(step) ? true : undefined), { what: `${name} agent paused at ${step}`, timeoutMs: 120_000, intervalMs: 100 });
         const before = await s.versions(h);
         // The restarted agent must not pause again.
         await h.exec('rm', ['-f', DROPIN, PAUSE_FILE], { check: true });
@@ -36,10 +37,10 @@ else
         const k = await h.systemctl('kill', '-s', 'KILL', AGENT_UNIT);
         t.equal(k.code, 0, `systemctl kill -s KILL ${AGENT_UNIT} (pid ${pid0}, node was ${before.active} on ${before.running ?? 'nothing'})`);
         // systemd restarts it (Restart=on-failure) and it recovers from its journal.
-        await pollUntil('agent restarted by systemd', async () => {
+        await waitFor(async () => {
           const pid = (await h.systemctl('show', '-P', 'MainPID', AGENT_UNIT)).stdout.trim();
           return pid !== '0' && pid !== pid0 ? true : undefined;
-        }, 60_000, 200);
+        }, { what: 'agent restarted by systemd', timeoutMs: 60_000, intervalMs: 200 });
         const restarts = (await h.systemctl('show', '-P', 'NRestarts', AGENT_UNIT)).stdout.trim();
         t.ok(Number(restarts) >= 1, `systemd restarted the agent (NRestarts=${restarts})`);
 
@@ -49,10 +50,10 @@ else
         t.ok(cmd && ['succeeded', 'rolled_back', 'failed'].includes(cmd.state), `journal: command ended ${cmd?.state} via ${cmd?.path}`);
         t.match(await h.journal(AGENT_UNIT, 400), /recover/i, 'the restarted agent recovered the interrupted command');
         await h.waitForUnit(NODE_UNIT, 'active', 60_000);
-        const v = await pollUntil(`${name} node running`, async () => {
+        const v = await waitFor(async () => {
           const x = await s.versions(h);
           return x.running ? x : undefined;
-        }, 60_000, 300);
+        }, { what: `${name} node running`, timeoutMs: 60_000, intervalMs: 300 });
         t.ok(['1.0.0', '1.1.0'].includes(v.binary), `binary present, --version ${v.binary}`);
         t.equal(v.running, v.binary, 'the running node reports the installed version');
         t.equal(v.active, 'active', 'guts-node.service active');

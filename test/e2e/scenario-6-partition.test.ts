@@ -4,7 +4,8 @@
 // while it cannot see that host (it may be down: f is spent); after heal the
 // result arrives and the rollout goes on to the end.
 import t from 'tap';
-import { pollUntil, preflight, sleep } from '../src/testbed/index.js';
+import { waitFor } from '@guts-upgrade/simulator';
+import { preflight, sleep } from '../src/testbed/index.js';
 import { Scenario, downFromSamples, dispatchedUpgrades, fmtMs, heightAt, intervalsWithoutProgress, type EventRow } from '../src/scenario/index.js';
 
 const pf = await preflight();
@@ -21,19 +22,19 @@ else
     const host = s.host(victim);
 
     // Cut the second node off once its agent has stopped guts-node for the install.
-    await pollUntil(`${victim} stopped by its agent`, async () => {
+    await waitFor(async () => {
       const ev = await s.events(id);
       return ev.some((e) => e.nodeId === victim && e.type === 'node.progress' && e.data.step === 'stop' && e.data.state === 'started') ? true : undefined;
-    }, 120_000, 100);
+    }, { what: `${victim} stopped by its agent`, timeoutMs: 120_000, intervalMs: 100 });
     await s.lab.partition(victim);
     const cutAt = Date.now();
     t.comment(`${victim} partitioned`);
 
     // Its agent ends the command on its own: the journal reaches a terminal state.
-    const cmd = await pollUntil(`${victim} agent finishes alone`, async () => {
+    const cmd = await waitFor(async () => {
       const c = (await s.agentCommands(host)).find((x) => x.id.startsWith(id));
       return c && ['succeeded', 'rolled_back', 'failed'].includes(c.state) ? c : undefined;
-    }, 120_000, 500);
+    }, { what: `${victim} agent finishes alone`, timeoutMs: 120_000, intervalMs: 500 });
     const aloneAt = Date.now();
     t.pass(`${victim}'s agent ended its command alone: ${cmd.state} via ${cmd.path}`);
     // Stay partitioned a little longer so the coordinator has had every chance to misbehave.

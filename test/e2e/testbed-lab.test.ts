@@ -35,7 +35,13 @@ async function main(): Promise<void> {
   const scratch = await fs.mkdtemp(path.join(os.tmpdir(), 'gutslab-t-'));
   t.teardown(() => fs.rm(scratch, { recursive: true, force: true }));
 
-  const lab: Lab = await startLab({ hosts: ['v0', 'v1'], scratchDir: scratch });
+  // A directory under the machine's /tmp, which every host replaces with its
+  // own: shared, as a checkout under /tmp is, it must still be there.
+  const shared = path.join(scratch, 'shared');
+  await fs.mkdir(shared);
+  await fs.writeFile(path.join(shared, 'made-before-boot'), 'shared\n');
+
+  const lab: Lab = await startLab({ hosts: ['v0', 'v1'], scratchDir: scratch, share: [REPO_ROOT, shared] });
   t.teardown(() => lab.teardown());
   const [v0, v1] = [lab.host('v0'), lab.host('v1')];
 
@@ -64,6 +70,15 @@ async function main(): Promise<void> {
     t.notOk(existsSync('/tmp/in-v0'), 'host /tmp is its own');
     t.notOk(existsSync(v1.rootPath('/etc/guts/only-v0')), 'host write not on the other host');
     t.equal(await v0.readFile('/etc/guts/only-v0'), 'v0');
+  });
+
+  await t.test('a shared directory under /tmp is seen at its path, read-only', async (t) => {
+    t.equal(await v0.readFile(path.join(shared, 'made-before-boot')), 'shared\n', 'visible in the host despite its own /tmp');
+    await fs.writeFile(path.join(shared, 'made-after-boot'), 'late\n');
+    t.equal((await v1.exec('cat', [path.join(shared, 'made-after-boot')])).stdout, 'late\n', 'live: a later file is visible too');
+    const w = await v0.exec('sh', ['-c', `echo x > '${path.join(shared, 'from-host')}'`]);
+    t.not(w.code, 0, 'a host cannot write into it');
+    t.notOk(existsSync(path.join(shared, 'from-host')), 'nothing written on the machine');
   });
 
   await t.test('guts-node.service runs hardened and is reachable across the bridge', async (t) => {

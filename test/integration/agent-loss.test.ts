@@ -1,21 +1,22 @@
 import t from 'tap';
 import { api } from '@guts-upgrade/coordinator';
-import { auditRollout, makeRig, until } from './harness.js';
+import { waitFor } from '@guts-upgrade/simulator';
+import { auditRollout, makeRig } from './harness.js';
 
 t.test('an agent that disconnects mid-step: shown unreachable, still counted in flight, its result lands after it returns', async (t) => {
   const rig = await makeRig(t, { n: 4 });
   await rig.waitFleetReady();
   const r = await api(rig.op, 'POST', '/api/v1/rollouts', { target: rig.fleet.artifact('1.1.0'), options: { maxUnavailable: 1 } });
   const id = r.rollout.id;
-  const step = await until(async () => (await api(rig.op, 'GET', `/api/v1/rollouts/${id}`)).steps.find((s: any) => s.state === 'upgrading'), 'a node mid-upgrade');
+  const step = await waitFor(async () => (await api(rig.op, 'GET', `/api/v1/rollouts/${id}`)).steps.find((s: any) => s.state === 'upgrading'), { what: 'a node mid-upgrade', timeoutMs: 120_000, intervalMs: 200 });
   const node = rig.fleet.nodes.find((x) => x.id === step.nodeId)!;
   // SIGTERM: the agent drops the coordinator link at once but finishes its command before exiting.
   const stopped = rig.fleet.stopAgent(node, 'SIGTERM');
-  const seen = await until(async () => {
+  const seen = await waitFor(async () => {
     const [d, f] = await Promise.all([api(rig.op, 'GET', `/api/v1/rollouts/${id}`), api(rig.op, 'GET', '/api/v1/fleet')]);
     const s = d.steps.find((x: any) => x.nodeId === node.id);
     return s.state === 'upgrading' && s.agent === 'unreachable' ? { s, f } : null;
-  }, 'the step shown with an unreachable agent');
+  }, { what: 'the step shown with an unreachable agent', timeoutMs: 120_000, intervalMs: 200 });
   t.equal(seen.s.agent, 'unreachable', 'the in-flight step says its agent is unreachable');
   t.ok(seen.f.inFlight.includes(node.id), 'still counted in flight');
   t.ok(seen.f.unreachable.includes(node.id), 'listed as unreachable');

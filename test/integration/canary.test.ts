@@ -1,6 +1,7 @@
 import t from 'tap';
 import { api } from '@guts-upgrade/coordinator';
-import { makeRig, until } from './harness.js';
+import { waitFor } from '@guts-upgrade/simulator';
+import { makeRig } from './harness.js';
 
 t.test('canary with a bad build: rollout stops, the canary is rolled back, nobody else touched', async (t) => {
   const rig = await makeRig(t, { n: 4 });
@@ -14,10 +15,10 @@ t.test('canary with a bad build: rollout stops, the canary is rolled back, nobod
   const results = events.filter((e) => e.type === 'command.result');
   t.same(results.map((e) => [e.nodeId, e.data.kind, e.data.outcome, e.data.runningVersion]), [['v2', 'upgrade', 'rolled_back', '1.0.0']], 'the canary agent rolled itself back; no other command ran');
   t.equal(events.filter((e) => e.type === 'node.dispatched').length, 1, 'only the canary was dispatched');
-  await until(async () => {
+  await waitFor(async () => {
     const f = await api(rig.op, 'GET', '/api/v1/fleet');
     return f.down.length === 0 && f.versions['1.0.0'] === 4;
-  }, 'canary back on 1.0.0 and healthy');
+  }, { what: 'canary back on 1.0.0 and healthy', timeoutMs: 120_000, intervalMs: 200 });
 });
 
 t.test('canary that degrades only after its agent verified it: the soak metrics catch it and the coordinator rolls it back', async (t) => {
@@ -42,10 +43,10 @@ t.test('canary that degrades only after its agent verified it: the soak metrics 
   t.equal(d.rollout.state, 'rolled_back', 'the coordinator rolled the canary back');
   t.same(results.slice(1), [['v1', 'rollback', 'succeeded']], 'one rollback, on the canary only');
   t.same(events.filter((e) => e.type === 'node.dispatched').map((e) => [e.nodeId, e.data.command]), [['v1', 'upgrade'], ['v1', 'rollback']], 'no other node was touched');
-  await until(async () => {
+  await waitFor(async () => {
     const f = await api(rig.op, 'GET', '/api/v1/fleet');
     return f.down.length === 0 && f.versions['1.0.0'] === 4;
-  }, 'canary back on 1.0.0 and healthy');
+  }, { what: 'canary back on 1.0.0 and healthy', timeoutMs: 120_000, intervalMs: 200 });
 });
 
 t.test('a good canary passes a soak judged on its metrics, then the rest follow', async (t) => {
@@ -65,7 +66,7 @@ t.test('a good canary passes a soak judged on its metrics, then the rest follow'
   const dispatched = events.filter((e) => e.type === 'node.dispatched').map((e) => e.nodeId);
   t.equal(dispatched[0], 'v1', 'the canary went first');
   t.equal(dispatched.length, 4, 'then the other three');
-  await until(async () => (await api(rig.op, 'GET', '/api/v1/fleet')).versions['1.1.0'] === 4, 'all on 1.1.0');
+  await waitFor(async () => (await api(rig.op, 'GET', '/api/v1/fleet')).versions['1.1.0'] === 4, { what: 'all on 1.1.0', timeoutMs: 120_000, intervalMs: 200 });
 });
 
 t.test('pause, resume, abort and rollback with real agents', async (t) => {
@@ -73,20 +74,20 @@ t.test('pause, resume, abort and rollback with real agents', async (t) => {
   await rig.waitFleetReady();
   const r = await api(rig.op, 'POST', '/api/v1/rollouts', { target: rig.fleet.artifact('1.1.0'), options: { stabilizationMs: 1500 } });
   const id = r.rollout.id;
-  await until(async () => (await api(rig.op, 'GET', `/api/v1/rollouts/${id}`)).steps.some((s: any) => s.state === 'upgraded'), 'first node upgraded');
+  await waitFor(async () => (await api(rig.op, 'GET', `/api/v1/rollouts/${id}`)).steps.some((s: any) => s.state === 'upgraded'), { what: 'first node upgraded', timeoutMs: 120_000, intervalMs: 200 });
   t.equal((await api(rig.op, 'POST', `/api/v1/rollouts/${id}/pause`, {})).rollout.state, 'paused');
   const upgraded = async () => (await api(rig.op, 'GET', `/api/v1/rollouts/${id}`)).steps.filter((s: any) => s.state !== 'pending').length;
   const before = await upgraded();
   await new Promise((res) => setTimeout(res, 2500));
   t.equal(await upgraded(), before, 'nothing dispatched while paused');
   t.equal((await api(rig.op, 'POST', `/api/v1/rollouts/${id}/resume`, {})).rollout.state, 'running');
-  await until(async () => (await upgraded()) > before, 'progress after resume');
+  await waitFor(async () => (await upgraded()) > before, { what: 'progress after resume', timeoutMs: 120_000, intervalMs: 200 });
   t.equal((await api(rig.op, 'POST', `/api/v1/rollouts/${id}/abort`, {})).rollout.state, 'aborted');
   t.equal((await api(rig.op, 'POST', `/api/v1/rollouts/${id}/rollback`, {})).rollout.state, 'rolling_back');
   const d = await rig.waitRollout(id, ['rolled_back', 'failed']);
   t.equal(d.rollout.state, 'rolled_back', d.rollout.reason ?? '');
-  await until(async () => {
+  await waitFor(async () => {
     const f = await api(rig.op, 'GET', '/api/v1/fleet');
     return f.down.length === 0 && f.versions['1.0.0'] === 4;
-  }, 'all back on 1.0.0');
+  }, { what: 'all back on 1.0.0', timeoutMs: 120_000, intervalMs: 200 });
 });

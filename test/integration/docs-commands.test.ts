@@ -11,9 +11,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { api } from '@guts-upgrade/coordinator';
-import { freePorts } from '@guts-upgrade/simulator';
+import { freePorts, waitFor } from '@guts-upgrade/simulator';
 import { docCommands, type DocCommand } from '../src/docs/commands.js';
-import { makeRig, TOKEN, until, type Rig } from './harness.js';
+import { makeRig, TOKEN, type Rig } from './harness.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 
@@ -91,14 +91,14 @@ async function rollout(ctx: Ctx): Promise<any> {
 }
 
 async function waitState(ctx: Ctx, states: string[]): Promise<void> {
-  await until(async () => states.includes((await rollout(ctx)).rollout.state), `rollout ${ctx.rolloutId} in ${states.join('/')}`, 180_000);
+  await waitFor(async () => states.includes((await rollout(ctx)).rollout.state), { what: `rollout ${ctx.rolloutId} in ${states.join('/')}`, timeoutMs: 180_000, intervalMs: 200 });
 }
 
 async function fleetSettled(ctx: Ctx): Promise<void> {
-  await until(async () => {
+  await waitFor(async () => {
     const f = await api(ctx.rig.op, 'GET', '/api/v1/fleet');
     return f.down.length === 0 && f.nodes.every((n: any) => n.connected && n.version) && f.leader;
-  }, 'every agent connected and its node healthy');
+  }, { what: 'every agent connected and its node healthy', timeoutMs: 120_000, intervalMs: 200 });
 }
 
 /** Host-side agent commands run with that host's daemon stopped; the coordinator's commands with it running. */
@@ -184,7 +184,7 @@ async function runDaemon(line: string, env: NodeJS.ProcessEnv, port: number): Pr
   p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<number | null>((r) => p.once('exit', (code) => r(code)));
   try {
-    await until(async () => p.exitCode !== null || (await api({ url: `http://127.0.0.1:${port}` }, 'GET', '/health/ready').then(() => true, () => false)), 'the coordinator daemon ready', 30_000);
+    await waitFor(async () => p.exitCode !== null || (await api({ url: `http://127.0.0.1:${port}` }, 'GET', '/health/ready').then(() => true, () => false)), { what: 'the coordinator daemon ready', timeoutMs: 30_000, intervalMs: 200 });
   } finally {
     p.kill('SIGTERM');
   }

@@ -1,6 +1,7 @@
 import t from 'tap';
 import { api } from '@guts-upgrade/coordinator';
-import { auditRollout, makeRig, until } from './harness.js';
+import { waitFor } from '@guts-upgrade/simulator';
+import { auditRollout, makeRig } from './harness.js';
 
 t.test('halt upgrade to 2.0.0 with manual migration, inside a window, with approval', async (t) => {
   // a window that is always open ("every minute, for 2 minutes") and one that never opens today
@@ -11,7 +12,7 @@ t.test('halt upgrade to 2.0.0 with manual migration, inside a window, with appro
   t.equal(missing.code, 'E_MAJOR_NOT_APPROVED', 'a major needs a window');
   const r = await api(rig.op, 'POST', '/api/v1/rollouts', body);
   const id = r.rollout.id;
-  await until(async () => (await api(rig.op, 'GET', `/api/v1/rollouts/${id}`)).rollout.state === 'awaiting_approval', 'awaiting approval');
+  await waitFor(async () => (await api(rig.op, 'GET', `/api/v1/rollouts/${id}`)).rollout.state === 'awaiting_approval', { what: 'awaiting approval', timeoutMs: 120_000, intervalMs: 200 });
   await new Promise((res) => setTimeout(res, 500));
   t.ok((await api(rig.op, 'GET', `/api/v1/rollouts/${id}`)).steps.every((s: any) => s.state === 'pending'), 'nothing sent before approval');
   await api(rig.op, 'POST', `/api/v1/rollouts/${id}/approve`, { reason: 'change ticket 42' });
@@ -35,9 +36,9 @@ t.test('coordinator kill -9 mid-rollout, restart on the same DB: completes, nobo
   await rig.waitFleetReady();
   const r = await api(rig.op, 'POST', '/api/v1/rollouts', { target: rig.fleet.artifact('1.1.0'), options: { maxUnavailable: 2 } });
   const id = r.rollout.id;
-  await until(async () => (await api(rig.op, 'GET', `/api/v1/rollouts/${id}`)).steps.some((s: any) => s.state === 'upgrading'), 'a node mid-upgrade');
+  await waitFor(async () => (await api(rig.op, 'GET', `/api/v1/rollouts/${id}`)).steps.some((s: any) => s.state === 'upgrading'), { what: 'a node mid-upgrade', timeoutMs: 120_000, intervalMs: 200 });
   await rig.crashAndRestart();
-  await until(async () => (await api(rig.op, 'GET', `/api/v1/rollouts/${id}`)).steps.filter((s: any) => s.state === 'upgraded').length >= 3, 'more progress');
+  await waitFor(async () => (await api(rig.op, 'GET', `/api/v1/rollouts/${id}`)).steps.filter((s: any) => s.state === 'upgraded').length >= 3, { what: 'more progress', timeoutMs: 120_000, intervalMs: 200 });
   await rig.crashAndRestart();
   const d = await rig.waitRollout(id);
   t.equal(d.rollout.state, 'completed', d.rollout.reason ?? '');

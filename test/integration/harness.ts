@@ -1,29 +1,25 @@
 /** Integration rig: the coordinator (in-process or as a child process), simulator nodes and real agent processes. */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { freePorts } from '@guts-upgrade/simulator';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { createRequire } from 'node:module';
 import { pino } from 'pino';
 import { api, buildConfig, startCoordinator, type RunningCoordinator } from '@guts-upgrade/coordinator';
-import { removeDir, startSimFleet, type SimFleet } from '@guts-upgrade/coordinator/demo/fleet';
+import { freePorts, waitFor, type SimTimings } from '@guts-upgrade/simulator';
+import { removeDir, startSimFleet, type SimFleet } from '@guts-upgrade/testkit';
 
 export const TOKEN = 'integration-operator-token';
-const SERVER_CLI = createRequire(import.meta.url).resolve('@guts-upgrade/coordinator').replace(/index\.js$/, 'server-cli.js');
+
+/** The coordinator daemon, found through the bin its package declares. */
+function serverCli(): string {
+  const manifest = createRequire(import.meta.url).resolve('@guts-upgrade/coordinator/package.json');
+  const pkg = JSON.parse(readFileSync(manifest, 'utf8')) as { bin: Record<string, string> };
+  return join(dirname(manifest), pkg.bin['guts-upgrade-coordinator']!);
+}
+const SERVER_CLI = serverCli();
 
 interface Tap { teardown(fn: () => unknown): void }
-
-export async function until<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 120_000): Promise<NonNullable<T>> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
 
 export interface Rig {
   dir: string;
@@ -48,7 +44,7 @@ const CONFIG = (port: number, db: string, windows: unknown[]) => ({
   logLevel: 'warn',
 });
 
-export async function makeRig(t: Tap, opts: { n: number; child?: boolean; windows?: unknown[]; timings?: Record<string, number> }): Promise<Rig> {
+export async function makeRig(t: Tap, opts: { n: number; child?: boolean; windows?: unknown[]; timings?: Partial<SimTimings> }): Promise<Rig> {
   const dir = mkdtempSync(join(tmpdir(), 'guts-it-'));
   const port = (await freePorts(1))[0]!;
   const cfg = CONFIG(port, join(dir, 'coordinator.db'), opts.windows ?? []);
@@ -62,7 +58,7 @@ export async function makeRig(t: Tap, opts: { n: number; child?: boolean; window
     delete env.NODE_OPTIONS;
     proc = spawn(process.execPath, [SERVER_CLI, '--config', join(dir, 'coordinator.json')], { env, stdio: ['ignore', 'ignore', 'inherit'] });
     fleet?.track(proc.pid!);
-    await until(() => api({ url }, 'GET', '/health/ready').then(() => true, () => false), 'coordinator up', 20_000);
+    await waitFor(() => api({ url }, 'GET', '/health/ready').then(() => true, () => false), { what: 'coordinator up', timeoutMs: 20_000, intervalMs: 200 });
   };
   if (opts.child) {
     writeFileSync(join(dir, 'coordinator.json'), JSON.stringify(cfg)); // JSON is YAML
@@ -97,16 +93,16 @@ export async function makeRig(t: Tap, opts: { n: number; child?: boolean; window
       await startChild();
     },
     async waitFleetReady(version = '1.0.0') {
-      await until(async () => {
+      await waitFor(async () => {
         const f = await api(op, 'GET', '/api/v1/fleet');
         return f.down.length === 0 && f.nodes.length === opts.n && f.nodes.every((n: any) => n.version === version) && f.leader;
-      }, 'fleet ready');
+      }, { what: 'fleet ready', timeoutMs: 120_000, intervalMs: 200 });
     },
     async waitRollout(id, states = ['completed', 'failed', 'aborted', 'rolled_back', 'paused']) {
-      return until(async () => {
+      return waitFor(async () => {
         const d = await api(op, 'GET', `/api/v1/rollouts/${id}`);
         return states.includes(d.rollout.state) ? d : null;
-      }, `rollout ${id} in ${states.join('/')}`, 180_000);
+      }, { what: `rollout ${id} in ${states.join('/')}`, timeoutMs: 180_000, intervalMs: 200 });
     },
   };
   return rig;

@@ -13,7 +13,8 @@ import { BackupStore } from './backup-store.js';
 import type { AgentConfig } from './config.js';
 import { Journal, type CommandRow } from './journal.js';
 import { NodeClient } from './node-client.js';
-import { buildResult, failBeforeStop, rollbackAfter, runRollbackCommand, runUpgrade } from './pipeline.js';
+import { buildResult, failureOf, failUntouched, rollBackAfter, runRollbackCommand, runUpgrade } from './pipeline.js';
+import { carryOn, type AfterJournal } from './pause-hook.js';
 import { createDriver, type ServiceDriver } from './service/driver.js';
 import { isTerminal, RECOVERY, type State } from './state.js';
 import type { ProgressEvent, StepContext, UpgradeData } from './steps/context.js';
@@ -38,7 +39,11 @@ export class Agent {
   private running: { id: string; kind: Command['kind']; step: StepName | null; done: Promise<Result> } | null = null;
   private listeners = new Set<Listener>();
 
-  constructor(readonly config: AgentConfig, readonly log: Logger) {
+  private readonly afterJournal: AfterJournal;
+
+  /** `afterJournal`: called after each step is journaled (the crash tests' pause; nothing by default). */
+  constructor(readonly config: AgentConfig, readonly log: Logger, opts: { afterJournal?: AfterJournal } = {}) {
+    this.afterJournal = opts.afterJournal ?? carryOn;
     this.journal = new Journal(config.stateDir);
     this.driver = createDriver(config);
     this.node = new NodeClient(config.node.apiUrl, config.node.metricsUrl, config.checks.httpTimeoutMs);
@@ -82,6 +87,7 @@ export class Agent {
       command: row.payload,
       data,
       checks,
+      afterJournal: this.afterJournal,
       save: (patch) => {
         Object.assign(data, patch);
         this.journal.setContext(row.id, patch as Record<string, unknown>);
@@ -133,16 +139,21 @@ export class Agent {
         // A bug or an unexpected error: never leave the node half upgraded.
         ctx.log.error({ err: (err as Error).stack }, 'pipeline crashed');
         const state = this.journal.get(row.id)?.state ?? 'received';
-        result = RECOVERY[state as keyof typeof RECOVERY] === 'rollback'
-          ? await rollbackAfter(ctx, err, isoNow())
-          : await failBeforeStop(ctx, err, isoNow());
+        result = RECOVERY[state as keyof typeof RECOVERY] === 'roll-back'
+          ? await rollBackAfter(ctx, failureOf(err), isoNow())
+          : await failUntouched(ctx, failureOf(err), isoNow());
       }
       this.finish(ctx, result);
       return result;
     })();
-    this.running = { id: row.id, kind: row.kind, step: null, done };
-    void done.finally(() => { if (this.running?.id === row.id) this.running = null; });
+    this.track(row, done);
     return done;
+  }
+
+  /** Marks the command as this process's running one until `done` settles (busy(), duplicates, idle()). */
+  private track(row: CommandRow, done: Promise<Result>): void {
+    this.running = { id: row.id, kind: row.kind, step: null, done };
+    void done.finally(() => { if (this.running?.id === row.id) this.running = null; }).catch(() => undefined);
   }
 
   private finish(ctx: StepContext, result: Result): void {
@@ -152,54 +163,61 @@ export class Agent {
   }
 
   /**
-   * After a crash: a command whose owner process is dead is resumed or rolled
-   * back per RECOVERY in state.ts. Returns its result, or null when there was
-   * nothing to recover (or its owner still runs).
+   * After a crash: the command whose owner process died holding the lock is
+   * ended per RECOVERY in state.ts (fail-untouched, roll-back, record-success).
+   * Returns its result, or null when there was nothing to recover (no lock, a
+   * live owner, or an operator operation that is not a command).
    */
   async recover(): Promise<Result | null> {
     const holder = this.journal.lockHolder();
     if (!holder || holder.alive) return null;
-    this.journal.adoptStale(holder.commandId);
+    this.journal.takeOverStaleLock(holder.commandId);
     const row = this.journal.get(holder.commandId);
     if (!row) {
-      this.journal.db.prepare('DELETE FROM lock WHERE id = 1').run();
+      // An operator backup create/restore died holding the lock; it journals no command, so nothing is left to end.
+      this.journal.release(holder.commandId);
       return null;
     }
     this.log.warn({ commandId: row.id, state: row.state }, 'recovering an interrupted command');
     const ctx = this.context(row);
+    const done = this.endInterrupted(ctx, row);
+    if (!isTerminal(row.state)) this.track(row, done);
+    return done;
+  }
+
+  /** Ends an interrupted command per RECOVERY and records its result. */
+  private async endInterrupted(ctx: StepContext, row: CommandRow): Promise<Result> {
     const startedAt = row.createdAt;
-    let result: Result;
     const state = row.state as State;
+    let result: Result;
     if (isTerminal(state)) {
+      // The crash came between the last transition and storing the result.
       result = row.result ?? await buildResult(ctx, {
         outcome: state as 'succeeded' | 'rolled_back' | 'failed',
         ...(state === 'succeeded' ? {} : { code: 'E_INTERRUPTED' as const, message: 'the agent was interrupted after finishing' }),
       }, startedAt);
     } else {
-      const what = RECOVERY[state as keyof typeof RECOVERY];
-      this.running = { id: row.id, kind: row.kind, step: null, done: Promise.resolve(null as unknown as Result) };
+      const recovery = RECOVERY[state as keyof typeof RECOVERY];
       try {
-        if (what === 'discard') {
+        if (recovery === 'fail-untouched') {
           // The staging dir is made by fetch; a command interrupted in preflight never had one.
           if (ctx.data.artifactFile === undefined && fs.existsSync(this.config.stagingDir)) {
             const partial = fs.readdirSync(this.config.stagingDir, { withFileTypes: true }).filter((e) => e.name.endsWith('.partial'));
             for (const p of partial) fs.rmSync(`${this.config.stagingDir}/${p.name}`, { force: true });
           }
-          result = await failBeforeStop(ctx, null, startedAt, 'E_INTERRUPTED', `the agent was interrupted in state ${state}; nothing was changed on the node`);
-        } else if (what === 'finish-commit') {
+          result = await failUntouched(ctx, { code: 'E_INTERRUPTED', message: `the agent was interrupted in state ${state}; nothing was changed on the node` }, startedAt);
+        } else if (recovery === 'record-success') {
           this.journal.transition(row.id, 'succeeded', 'recovered');
           result = await buildResult(ctx, { outcome: 'succeeded' }, startedAt);
         } else if (row.kind === 'rollback') {
           result = await runRollbackCommand(ctx);
         } else {
-          result = await rollbackAfter(ctx, state, startedAt, true);
+          result = await rollBackAfter(ctx, { code: 'E_INTERRUPTED', message: `the agent was interrupted in state ${state}; rolled back on restart` }, startedAt);
         }
       } catch (err) {
         ctx.log.error({ err: (err as Error).stack }, 'recovery failed');
         result = await buildResult(ctx, { outcome: 'failed', code: 'E_ROLLBACK_FAILED', message: `recovery from ${state} failed: ${(err as Error).message}` }, startedAt);
         try { this.journal.transition(row.id, 'failed', 'recovery failed'); } catch { /* already terminal */ }
-      } finally {
-        this.running = null;
       }
     }
     this.finish(ctx, result);

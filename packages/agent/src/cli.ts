@@ -13,6 +13,7 @@ import { Command as CliCommand, CommanderError, InvalidArgumentError } from 'com
 import cron from 'node-cron';
 import { CodedError, errorCodeOf, PROTOCOL_VERSION, type Command, type Result } from '@guts-upgrade/protocol';
 import { Agent, newCommandId } from './agent.js';
+import { pauseHookFromEnv } from './pause-hook.js';
 import { newBackupId } from './backup-store.js';
 import { DEFAULT_CONFIG_PATH, loadConfig, type AgentConfig } from './config.js';
 import { Connection } from './connection.js';
@@ -175,7 +176,8 @@ async function daemon(agent: Agent, config: AgentConfig): Promise<number> {
 async function withAgent(o: CommonOpts, daemonLog: boolean, fn: (agent: Agent, config: AgentConfig) => Promise<number>): Promise<number> {
   const config = loadConfig(o.config);
   const log = createLogger(daemonLog ? config.logLevel : process.env.GUTS_UPGRADE_CLI_LOG_LEVEL ?? 'warn', !daemonLog);
-  const agent = new Agent(config, log);
+  // The crash tests pause the agent at a step through the environment; see pause-hook.ts.
+  const agent = new Agent(config, log, { afterJournal: pauseHookFromEnv(process.env) });
   try {
     return await fn(agent, config);
   } finally {

@@ -1,6 +1,7 @@
 export * from './agent.js';
 export * from './config.js';
 export * from './journal.js';
+export * from './process-identity.js';
 export * from './state.js';
 export * from './backup-store.js';
 export * from './node-client.js';

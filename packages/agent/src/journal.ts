@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
 import { CodedError, type Command, type Result } from '@guts-upgrade/protocol';
+import { processAlive, processStartTime } from './process-identity.js';
 import { canTransition, type State } from './state.js';
 
 export interface CommandRow {
@@ -46,37 +47,6 @@ export interface BackupMeta {
   binaryPath?: string;
   configPath?: string;
   sealed?: boolean;
-}
-
-/** Identity of a live process: pid plus its start time, so a reused pid is not mistaken for the owner. */
-export function processStartTime(pid: number): string {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return fields[19] ?? '';
-  } catch {
-    return '';
-  }
-}
-
-export function processAlive(pid: number, startTime?: string | null): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EPERM') return false;
-  }
-  try {
-    // A zombie (exited, not yet reaped) is not alive.
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) return false;
-  } catch {
-    /* no procfs: trust kill(0) */
-  }
-  if (startTime) {
-    const now = processStartTime(pid);
-    if (now && now !== startTime) return false;
-  }
-  return true;
 }
 
 const now = () => new Date().toISOString();
@@ -177,8 +147,8 @@ export class Journal {
     this.db.prepare('DELETE FROM lock WHERE id = 1 AND command_id = ?').run(opId);
   }
 
-  /** Takes over a stale lock for recovery (the owner is dead). */
-  adoptStale(commandId: string): void {
+  /** Makes this process the owner of a lock whose owner died, so recovery runs under it. */
+  takeOverStaleLock(commandId: string): void {
     this.db.prepare('UPDATE lock SET pid = ?, pid_start = ? WHERE id = 1 AND command_id = ?')
       .run(process.pid, processStartTime(process.pid), commandId);
   }

@@ -3,14 +3,18 @@
  * runs (see state.ts for what a crash in each state means), reports progress,
  * and on failure after the node was touched rolls back automatically.
  *
- *   preflight -> fetch -> backup            (node untouched; failure = failed)
- *   stop -> install -> migrate -> start -> verify   (failure = rollback)
+ *   preflight -> fetch -> backup            (node untouched; failure = failUntouched)
+ *   stop -> install -> migrate -> start -> verify   (failure = rollBackAfter)
  *   commit
+ *
+ * `backup` copies the data while the node still runs; `stop` stops the node
+ * and then seals that backup with what changed since the copy (only a stopped
+ * node leaves the data dir still), so downtime pays for the delta alone.
  */
 import fs from 'node:fs';
-import { CodedError, errorCodeOf, type CheckResult, type Result, type StepName } from '@guts-upgrade/protocol';
+import { CodedError, errorCodeOf, type CheckResult, type ErrorCode, type Result, type StepName } from '@guts-upgrade/protocol';
 import type { State } from './state.js';
-import { backup } from './steps/backup.js';
+import { backup, sealBackup } from './steps/backup.js';
 import type { StepContext } from './steps/context.js';
 import { fetchArtifact } from './steps/fetch.js';
 import { install } from './steps/install.js';
@@ -18,27 +22,25 @@ import { migrate } from './steps/migrate.js';
 import { preflight } from './steps/preflight.js';
 import { rollbackToOld } from './steps/rollback.js';
 import { start } from './steps/start.js';
-import { stop } from './steps/stop.js';
+import { stopNode } from './steps/stop.js';
 import { verify } from './steps/verify.js';
-import { isoNow, sleep } from './util.js';
-
-/**
- * Test hook: GUTS_UPGRADE_TEST_PAUSE_AT=<step> makes the agent write
- * GUTS_UPGRADE_TEST_PAUSE_FILE and hang right after journaling that step, so a
- * test can kill -9 it at a precise moment. Inert unless both are set.
- */
-async function testPause(step: string): Promise<void> {
-  const at = process.env.GUTS_UPGRADE_TEST_PAUSE_AT;
-  const marker = process.env.GUTS_UPGRADE_TEST_PAUSE_FILE;
-  if (!at || !marker || at !== step) return;
-  fs.writeFileSync(marker, `${process.pid} ${step}\n`);
-  for (;;) await sleep(1000);
-}
+import { isoNow } from './util.js';
 
 export async function enter(ctx: StepContext, state: State & StepName): Promise<void> {
   ctx.journal.transition(ctx.command.id, state);
   ctx.progress(state, 'started');
-  await testPause(state);
+  await ctx.afterJournal(state);
+}
+
+/** Why a command did not succeed, as its result reports it. */
+export interface Failure {
+  code: ErrorCode;
+  message: string;
+}
+
+/** The failure an error stands for: its code (E_INTERNAL when it has none) and message. */
+export function failureOf(err: unknown): Failure {
+  return { code: errorCodeOf(err), message: err instanceof Error ? err.message : String(err) };
 }
 
 export interface Outcome {
@@ -77,14 +79,18 @@ export async function buildResult(ctx: StepContext, o: Outcome, startedAt: strin
   return r;
 }
 
-/** Rolls back after a failure at or after stop; the result carries the original failure's code. */
-export async function rollbackAfter(ctx: StepContext, err: unknown, startedAt: string, interrupted = false): Promise<Result> {
-  const code = interrupted ? 'E_INTERRUPTED' : errorCodeOf(err);
-  const message = interrupted ? `the agent was interrupted in state ${String(err)}; rolled back on restart` : (err as Error).message;
+/**
+ * After a failure at or after stop (the node was touched): puts the old
+ * version back. Outcomes: rolled_back carrying the failure's code when the old
+ * version runs healthy again; failed with E_ROLLBACK_FAILED (the original
+ * failure in the message) when it does not.
+ */
+export async function rollBackAfter(ctx: StepContext, failure: Failure, startedAt: string): Promise<Result> {
+  const { code, message } = failure;
   ctx.save({ failure: { code, message, step: ctx.journal.get(ctx.command.id)?.state ?? '?' } });
   ctx.journal.transition(ctx.command.id, 'rollback', `${code}: ${message}`.slice(0, 1000));
   ctx.progress('rollback', 'started', message);
-  await testPause('rollback');
+  await ctx.afterJournal('rollback');
   const rb = await rollbackToOld(ctx);
   if (rb.ok) {
     ctx.journal.transition(ctx.command.id, 'rolled_back');
@@ -99,8 +105,12 @@ export async function rollbackAfter(ctx: StepContext, err: unknown, startedAt: s
   }, startedAt);
 }
 
-/** Failure before the node was touched: discard partial work, report. */
-export async function failBeforeStop(ctx: StepContext, err: unknown, startedAt: string, code = errorCodeOf(err), message = (err as Error).message): Promise<Result> {
+/**
+ * After a failure before stop (the node was never touched): discards a
+ * backup left incomplete and ends the command failed with the failure's code.
+ */
+export async function failUntouched(ctx: StepContext, failure: Failure, startedAt: string): Promise<Result> {
+  const { code, message } = failure;
   const cur = ctx.journal.get(ctx.command.id)?.state;
   if (cur) ctx.progress((cur === 'received' ? 'preflight' : cur) as StepName, 'failed', message);
   const id = ctx.data.backupId;
@@ -139,18 +149,24 @@ export async function runUpgrade(ctx: StepContext): Promise<Result> {
     }
     await step(ctx, 'backup', backup);
   } catch (err) {
-    return failBeforeStop(ctx, err, startedAt);
+    return failUntouched(ctx, failureOf(err), startedAt);
   }
   try {
-    await step(ctx, 'stop', stop);
+    await step(ctx, 'stop', stopNodeThenSealBackup);
     await step(ctx, 'install', install);
     await step(ctx, 'migrate', migrate);
     await step(ctx, 'start', start);
     await step(ctx, 'verify', verify);
   } catch (err) {
-    return rollbackAfter(ctx, err, startedAt);
+    return rollBackAfter(ctx, failureOf(err), startedAt);
   }
   return commit(ctx, startedAt);
+}
+
+/** The journaled step `stop`: the node goes down, then the backup is completed (see the header). */
+async function stopNodeThenSealBackup(ctx: StepContext): Promise<void> {
+  await stopNode(ctx);
+  await sealBackup(ctx);
 }
 
 /** The rollback command: undo the last committed upgrade from its backup. */
@@ -162,7 +178,7 @@ export async function runRollbackCommand(ctx: StepContext): Promise<Result> {
     const last = ctx.journal.lastCommittedUpgrade();
     const undone = last ? ctx.journal.rolledBackBy(last.id) : null;
     const backupId = last?.context.backupId as string | undefined;
-    const fail = (message: string) => failBeforeStop(ctx, new CodedError('E_NOTHING_TO_ROLLBACK', message), startedAt, 'E_NOTHING_TO_ROLLBACK', message);
+    const fail = (message: string) => failUntouched(ctx, { code: 'E_NOTHING_TO_ROLLBACK', message }, startedAt);
     if (!last) return fail('no committed upgrade to roll back');
     if (undone) return fail(`upgrade ${last.id} was already rolled back by ${undone}`);
     if (!backupId || ctx.journal.getBackup(backupId)?.status !== 'complete') return fail(`the backup of upgrade ${last.id} is gone (retention) or incomplete`);
@@ -181,7 +197,7 @@ export async function runRollbackCommand(ctx: StepContext): Promise<Result> {
   }
   ctx.journal.transition(cmd.id, 'rollback', `undo ${ctx.data.upgradeId}`);
   ctx.progress('rollback', 'started', `rolling back upgrade ${ctx.data.upgradeId} to ${ctx.data.fromVersion}`);
-  await testPause('rollback');
+  await ctx.afterJournal('rollback');
   const rb = await rollbackToOld(ctx);
   // For the wire result, a rollback goes from the upgrade's target back to its origin.
   const data = { ...ctx.data };

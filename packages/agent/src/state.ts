@@ -5,17 +5,17 @@
  *
  * | state     | next states                     | after a crash in this state (RECOVERY)                |
  * |-----------|---------------------------------|-------------------------------------------------------|
- * | received  | preflight, rollback, failed     | discard: node untouched -> failed E_INTERRUPTED        |
- * | preflight | fetch, failed                   | discard                                               |
- * | fetch     | backup, succeeded, failed       | discard partial download (staging *.partial)          |
- * | backup    | stop, failed                    | discard partial backup; node still runs the old build |
- * | stop      | install, rollback               | rollback: old binary still in place, start it         |
- * | install   | migrate, rollback               | rollback: restore binary from guts-node.bak, start    |
- * | migrate   | start, rollback                 | rollback: binary + data from backup                   |
- * | start     | verify, rollback                | rollback (binary, + data when a migration ran)        |
- * | verify    | commit, rollback                | rollback (binary, + data when a migration ran)        |
- * | commit    | succeeded                       | finish: verify had passed -> succeeded                |
- * | rollback  | rolled_back, succeeded, failed  | rollback again (every rollback action is idempotent)  |
+ * | received  | preflight, rollback, failed     | fail-untouched: discard partial work -> failed E_INTERRUPTED |
+ * | preflight | fetch, failed                   | fail-untouched                                        |
+ * | fetch     | backup, succeeded, failed       | fail-untouched (partial download: staging *.partial)  |
+ * | backup    | stop, failed                    | fail-untouched (partial backup); node runs the old build |
+ * | stop      | install, rollback               | roll-back: old binary still in place, start it        |
+ * | install   | migrate, rollback               | roll-back: restore binary from guts-node.bak, start   |
+ * | migrate   | start, rollback                 | roll-back: binary + data from backup                  |
+ * | start     | verify, rollback                | roll-back (binary, + data when a migration ran)       |
+ * | verify    | commit, rollback                | roll-back (binary, + data when a migration ran)       |
+ * | commit    | succeeded                       | record-success: verify had passed -> succeeded        |
+ * | rollback  | rolled_back, succeeded, failed  | roll-back again (every rollback action is idempotent) |
  * | succeeded, rolled_back, failed: terminal                                                      |
  *
  * `prepare` runs received -> preflight -> fetch -> succeeded. A `rollback`
@@ -44,20 +44,26 @@ export const TRANSITIONS: Record<State, readonly State[]> = {
   failed: [],
 };
 
-export type Recovery = 'discard' | 'rollback' | 'finish-commit';
+/**
+ * What recovery does with a command interrupted in a state:
+ * - fail-untouched: the node was never touched; discard partial work and end it failed (E_INTERRUPTED);
+ * - roll-back: the node was touched; put the old version back (rolled_back, E_INTERRUPTED);
+ * - record-success: verify had passed; record the success the crash cut short.
+ */
+export type Recovery = 'fail-untouched' | 'roll-back' | 'record-success';
 
 export const RECOVERY: Record<Exclude<State, 'succeeded' | 'rolled_back' | 'failed'>, Recovery> = {
-  received: 'discard',
-  preflight: 'discard',
-  fetch: 'discard',
-  backup: 'discard',
-  stop: 'rollback',
-  install: 'rollback',
-  migrate: 'rollback',
-  start: 'rollback',
-  verify: 'rollback',
-  commit: 'finish-commit',
-  rollback: 'rollback',
+  received: 'fail-untouched',
+  preflight: 'fail-untouched',
+  fetch: 'fail-untouched',
+  backup: 'fail-untouched',
+  stop: 'roll-back',
+  install: 'roll-back',
+  migrate: 'roll-back',
+  start: 'roll-back',
+  verify: 'roll-back',
+  commit: 'record-success',
+  rollback: 'roll-back',
 };
 
 export function isTerminal(s: State): boolean {

@@ -7,14 +7,15 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { makeRig, parseResult, sha, upgradeArgs, waitUntil, type Rig } from './helpers.js';
+import { makeRig, parseResult, sha, upgradeArgs, type Rig } from './helpers.js';
+import { waitFor } from '@guts-upgrade/simulator';
 
 async function pauseAndKill(rig: Rig, step: string, args: string[]): Promise<void> {
   const marker = path.join(rig.dir, `paused-${step}`);
   const child = rig.spawnCli(args, { GUTS_UPGRADE_TEST_PAUSE_AT: step, GUTS_UPGRADE_TEST_PAUSE_FILE: marker });
   child.stdout!.resume();
   child.stderr!.resume();
-  await waitUntil(() => fs.existsSync(marker), 30_000, `agent paused at ${step}`);
+  await waitFor(() => fs.existsSync(marker), { what: `agent paused at ${step}`, timeoutMs: 30_000 });
   const gone = new Promise((r) => child.once('exit', r));
   child.kill('SIGKILL');
   await gone;
@@ -32,7 +33,7 @@ t.test('crash at each step, then recover', async (t) => {
     const child = rig.spawnCli(upgradeArgs(minor), { GUTS_UPGRADE_TEST_PAUSE_AT: 'backup', GUTS_UPGRADE_TEST_PAUSE_FILE: marker });
     child.stdout!.resume();
     child.stderr!.resume();
-    await waitUntil(() => fs.existsSync(marker), 30_000, 'paused');
+    await waitFor(() => fs.existsSync(marker), { what: 'paused', timeoutMs: 30_000 });
     const busy = await rig.cli(upgradeArgs(minor));
     t.equal(busy.code, 4, 'E_BUSY exit code');
     t.match(busy.stderr, /E_BUSY/);

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import {
-  buildArtifacts, createCluster, findArtifact, installBinary, startArtifactServer,
+  buildArtifacts, createCluster, findArtifact, installBinary, startArtifactServer, waitFor,
   type ArtifactManifest, type ArtifactServer, type Fault, type NodeDescriptor,
 } from '@guts-upgrade/simulator';
 import { loadConfig, type AgentConfig } from '../src/config.js';
@@ -48,16 +48,6 @@ export function childEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   delete env.NODE_OPTIONS; // tap's loader hooks must not leak into real child processes
   for (const k of Object.keys(env)) if (k.startsWith('GUTS_UPGRADE_') || k.startsWith('TAP')) delete env[k];
   return { ...env, ...extra };
-}
-
-export async function waitUntil<T>(fn: () => T | Promise<T>, timeoutMs = 20_000, what = 'condition'): Promise<NonNullable<T>> {
-  const t0 = Date.now();
-  for (;;) {
-    const v = await fn();
-    if (v) return v as NonNullable<T>;
-    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 export function sha(file: string): string {
@@ -140,7 +130,7 @@ export async function makeRig(t: Tap, opts: { version?: string; dataSizeMb?: num
       } finally {
         if (old !== undefined) process.env.NODE_OPTIONS = old;
       }
-      await waitUntil(async () => (await fetch(`${node!.apiUrl}/health/ready`).catch(() => null))?.status === 200, 15_000, 'node ready');
+      await waitFor(async () => (await fetch(`${node!.apiUrl}/health/ready`).catch(() => null))?.status === 200, { what: 'node ready', timeoutMs: 15_000 });
     },
     async healthVersion() {
       const r = await fetch(`${node!.apiUrl}/health`).catch(() => null);

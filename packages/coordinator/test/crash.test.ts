@@ -8,7 +8,8 @@ import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { api } from '../src/client.js';
 import { MIGRATIONS, Store } from '../src/db.js';
-import { FakeAgent, until, type Shared } from './fake-agent.js';
+import { waitFor } from '@guts-upgrade/simulator';
+import { FakeAgent, type Shared } from './fake-agent.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const serverCli = join(here, '..', 'src', 'server-cli.js');
@@ -67,7 +68,7 @@ t.test('kill -9 mid-rollout then restart on the same file resumes exactly', asyn
   let proc: ChildProcess | null = null;
   const startProc = async () => {
     proc = spawn(process.execPath, [serverCli, '--config', cfg], { stdio: ['ignore', 'ignore', 'inherit'] });
-    await until(async () => api({ url: `http://127.0.0.1:${port}` }, 'GET', '/health/ready').then(() => true, () => false), 'coordinator up');
+    await waitFor(async () => api({ url: `http://127.0.0.1:${port}` }, 'GET', '/health/ready').then(() => true, () => false), { what: 'coordinator up', timeoutMs: 20_000, intervalMs: 25 });
   };
   const shared: Shared = { down: new Set(), maxDown: 0, height: 10, leader: 'v0' };
   const agents: FakeAgent[] = [];
@@ -94,23 +95,23 @@ t.test('kill -9 mid-rollout then restart on the same file resumes exactly', asyn
     for (const a of agents) if (!a.welcomed && (!a.ws || a.ws.readyState >= 2)) void a.connect();
   }, 150);
   t.teardown(() => clearInterval(keepConnected));
-  await until(async () => (await api(op, 'GET', '/api/v1/fleet')).down.length === 0, 'fleet healthy');
+  await waitFor(async () => (await api(op, 'GET', '/api/v1/fleet')).down.length === 0, { what: 'fleet healthy', timeoutMs: 20_000, intervalMs: 25 });
 
   // hold the commands of the first wave so the crash lands mid-step
   for (const a of agents) a.hold = true;
   const r = await api(op, 'POST', '/api/v1/rollouts', { target: { version: '1.1.0', url: 'http://127.0.0.1:1/x.tgz', sha256: 'c'.repeat(64) }, options: { maxUnavailable: 2 } });
   const id = r.rollout.id;
-  await until(() => agents.filter((a) => a.busy).length === 2, 'two nodes in flight');
+  await waitFor(() => agents.filter((a) => a.busy).length === 2, { what: 'two nodes in flight', timeoutMs: 20_000, intervalMs: 25 });
   proc!.kill('SIGKILL');
   await new Promise((res) => proc!.once('exit', res));
   // the agents finish while the coordinator is dead; results arrive via hello.recentResults
   for (const a of agents) a.release();
-  await until(() => agents.every((a) => !a.busy), 'agents done');
+  await waitFor(() => agents.every((a) => !a.busy), { what: 'agents done', timeoutMs: 20_000, intervalMs: 25 });
   await startProc();
-  const final = await until(async () => {
+  const final = await waitFor(async () => {
     const d = await api(op, 'GET', `/api/v1/rollouts/${id}`);
     return ['completed', 'failed', 'paused'].includes(d.rollout.state) ? d : null;
-  }, 'rollout completes after restart', 60_000);
+  }, { what: 'rollout completes after restart', timeoutMs: 60_000, intervalMs: 25 });
   t.equal(final.rollout.state, 'completed');
   t.ok(agents.every((a) => a.version === '1.1.0'));
   t.same(agents.map((a) => a.executed.length), [1, 1, 1, 1, 1, 1, 1], 'no node upgraded twice');
@@ -120,18 +121,18 @@ t.test('kill -9 mid-rollout then restart on the same file resumes exactly', asyn
   // second crash: right after a command is persisted and sent, before any ack
   for (const a of agents) a.hold = true;
   const r2 = await api(op, 'POST', '/api/v1/rollouts', { target: { version: '1.2.0', url: 'http://127.0.0.1:1/y.tgz', sha256: 'd'.repeat(64) }, options: { maxUnavailable: 2 } });
-  await until(() => agents.filter((a) => a.busy).length >= 1, 'in flight');
+  await waitFor(() => agents.filter((a) => a.busy).length >= 1, { what: 'in flight', timeoutMs: 20_000, intervalMs: 25 });
   proc!.kill('SIGKILL');
   await new Promise((res) => proc!.once('exit', res));
   await startProc();
   // the coordinator re-sends the open commands with the same ids; the agent answers duplicate
-  await until(() => agents.some((a) => a.received.length > new Set(a.received).size), 'a command re-delivered with the same id');
+  await waitFor(() => agents.some((a) => a.received.length > new Set(a.received).size), { what: 'a command re-delivered with the same id', timeoutMs: 20_000, intervalMs: 25 });
   for (const a of agents) a.hold = false;
   for (const a of agents) a.release();
-  const final2 = await until(async () => {
+  const final2 = await waitFor(async () => {
     const d = await api(op, 'GET', `/api/v1/rollouts/${r2.rollout.id}`);
     return ['completed', 'failed', 'paused'].includes(d.rollout.state) ? d : null;
-  }, 'second rollout completes', 60_000);
+  }, { what: 'second rollout completes', timeoutMs: 60_000, intervalMs: 25 });
   t.equal(final2.rollout.state, 'completed');
   t.same(agents.map((a) => a.executed.length), [2, 2, 2, 2, 2, 2, 2], 'still exactly once per node per rollout');
   t.ok(shared.maxDown <= 2);

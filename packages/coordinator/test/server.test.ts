@@ -9,7 +9,8 @@ import { buildConfig } from '../src/config.js';
 import { api, ApiError } from '../src/client.js';
 import { startCoordinator } from '../src/server.js';
 import { signBody, SIGNATURE_HEADER } from '../src/webhooks.js';
-import { FakeAgent, until, type Shared } from './fake-agent.js';
+import { waitFor } from '@guts-upgrade/simulator';
+import { FakeAgent, type Shared } from './fake-agent.js';
 
 const OP = 'operator-token-0123456789';
 const VIEW = 'viewer-token-0123456789';
@@ -156,7 +157,7 @@ t.test('coordinator API, roles, agent auth, rollouts and webhooks', async (t) =>
     await a.connect();
     t.ok(a.welcomed, `v${i} welcomed`);
   }
-  await until(async () => (await api(op, 'GET', '/api/v1/fleet')).down.length === 0, 'fleet healthy');
+  await waitFor(async () => (await api(op, 'GET', '/api/v1/fleet')).down.length === 0, { what: 'fleet healthy', timeoutMs: 20_000, intervalMs: 25 });
   t.equal((await err(api(op, 'POST', '/api/v1/rollouts', { target: { ...target, version: '3.0.0' }, strategy: 'halt' }))).status, 400, 'skipping a major is refused');
   const heights = setInterval(() => shared.height++, 50);
   t.teardown(() => clearInterval(heights));
@@ -172,10 +173,10 @@ t.test('coordinator API, roles, agent auth, rollouts and webhooks', async (t) =>
   t.equal(conflict.code, 'E_CONFLICT');
   t.equal((await err(api(op, 'POST', `/api/v1/rollouts/${id}/resume`, {}))).code, 'E_INVALID_STATE');
   t.equal((await err(api(op, 'DELETE', '/api/v1/nodes/v1'))).code, 'E_CONFLICT', 'cannot remove a node in an active rollout');
-  const done = await until(async () => {
+  const done = await waitFor(async () => {
     const d = await api(viewer, 'GET', `/api/v1/rollouts/${id}`);
     return ['completed', 'failed', 'paused'].includes(d.rollout.state) ? d : null;
-  }, 'rollout completes');
+  }, { what: 'rollout completes', timeoutMs: 20_000, intervalMs: 25 });
   t.equal(done.rollout.state, 'completed');
   t.ok(shared.maxDown <= 1, `never more than f=1 down (saw ${shared.maxDown})`);
   t.ok(agents.every((a) => a.version === '1.1.0'));
@@ -190,17 +191,17 @@ t.test('coordinator API, roles, agent auth, rollouts and webhooks', async (t) =>
   // ------------------------------------------------------------ canary failure with a bad build
   agents[1]!.failVersion = '1.2.0';
   const canary = await api(op, 'POST', '/api/v1/rollouts', { target: { ...target, version: '1.2.0' }, strategy: 'canary', options: { canary: 'v1' } });
-  const cd = await until(async () => {
+  const cd = await waitFor(async () => {
     const d = await api(op, 'GET', `/api/v1/rollouts/${canary.rollout.id}`);
     return ['completed', 'failed', 'paused', 'rolled_back'].includes(d.rollout.state) ? d : null;
-  }, 'canary ends');
+  }, { what: 'canary ends', timeoutMs: 20_000, intervalMs: 25 });
   t.equal(cd.rollout.state, 'failed');
   t.equal(cd.rollout.code, 'E_CANARY_FAILED');
   t.ok(agents.filter((a) => a.id !== 'v1').every((a) => a.version === '1.1.0'), 'no other node touched');
 
   // ------------------------------------------------------------ pause / resume / abort
   const r3 = await api(op, 'POST', '/api/v1/rollouts', { target: { ...target, version: '1.3.0' }, options: { stabilizationMs: 300 } });
-  await until(async () => agents.some((a) => a.version === '1.3.0'), 'first node upgraded');
+  await waitFor(async () => agents.some((a) => a.version === '1.3.0'), { what: 'first node upgraded', timeoutMs: 20_000, intervalMs: 25 });
   const paused = await api(op, 'POST', `/api/v1/rollouts/${r3.rollout.id}/pause`, { reason: 'looking' });
   t.equal(paused.rollout.state, 'paused');
   await new Promise((r) => setTimeout(r, 500));
@@ -208,19 +209,19 @@ t.test('coordinator API, roles, agent auth, rollouts and webhooks', async (t) =>
   await new Promise((r) => setTimeout(r, 400));
   t.equal(agents.filter((a) => a.version === '1.3.0').length, count, 'nothing dispatched while paused');
   t.equal((await api(op, 'POST', `/api/v1/rollouts/${r3.rollout.id}/resume`)).rollout.state, 'running');
-  await until(async () => agents.filter((a) => a.version === '1.3.0').length > count, 'progress after resume');
+  await waitFor(async () => agents.filter((a) => a.version === '1.3.0').length > count, { what: 'progress after resume', timeoutMs: 20_000, intervalMs: 25 });
   t.equal((await api(op, 'POST', `/api/v1/rollouts/${r3.rollout.id}/abort`)).rollout.state, 'aborted');
   t.equal((await api(op, 'POST', `/api/v1/rollouts/${r3.rollout.id}/rollback`)).rollout.state, 'rolling_back');
-  const rb = await until(async () => {
+  const rb = await waitFor(async () => {
     const d = await api(op, 'GET', `/api/v1/rollouts/${r3.rollout.id}`);
     return ['rolled_back', 'failed'].includes(d.rollout.state) ? d : null;
-  }, 'rolled back');
+  }, { what: 'rolled back', timeoutMs: 20_000, intervalMs: 25 });
   t.equal(rb.rollout.state, 'rolled_back');
   t.ok(agents.every((a) => a.version !== '1.3.0'), 'every upgraded node rolled back');
   t.ok(shared.maxDown <= 1);
 
   // ------------------------------------------------------------ webhooks: signed, retried
-  await until(() => hooks.some((h) => h.event === 'rollout.completed') && hooks.some((h) => h.event === 'rollout.rolled_back'), 'webhooks delivered');
+  await waitFor(() => hooks.some((h) => h.event === 'rollout.completed') && hooks.some((h) => h.event === 'rollout.rolled_back'), { what: 'webhooks delivered', timeoutMs: 20_000, intervalMs: 25 });
   for (const h of hooks) t.equal(h.sig, signBody('shh', h.body), `${h.event} signed`);
   t.ok([...attempts.values()].every((n) => n >= 2), 'every delivery was retried after a 500');
   const types = new Set(hooks.map((h) => h.event));

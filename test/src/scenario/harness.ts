@@ -13,16 +13,16 @@
  *                                    └ guts-upgrade-agent.service (ws://lab:7600/agent)
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, promises as fs, readFileSync } from 'node:fs';
+import { existsSync, promises as fs, readFileSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import {
-  buildArtifacts, findArtifact, pubkeyFor, readHistory,
+  buildArtifacts, findArtifact, launcherSource, pubkeyFor, readHistory, sha256OfFile, waitFor,
   type ArtifactManifest, type Fault, type HistoryEntry, type SimTimings,
 } from '@guts-upgrade/simulator';
 import {
-  isClean, leftovers, pollUntil, provisionGutsNode, REPO_ROOT, sleep, startLab,
+  isClean, leftovers, provisionGutsNode, REPO_ROOT, sleep, startLab,
   type Host, type Lab, type Leftovers,
 } from '../testbed/index.js';
 import type { EventRow, Sample } from './measure.js';
@@ -117,6 +117,24 @@ function merge(base: Doc, patch: Doc | undefined): Doc {
   return out;
 }
 
+/**
+ * The simulator's builds are launchers that import its main.js by absolute
+ * path. In a host they run under units with PrivateTmp=yes, which hide the
+ * machine's checkout when it lives under /tmp; so they import it from where
+ * every host has the checkout installed (AGENT_INSTALL_DIR), as the agent
+ * unit runs it. Rewrites the launchers and their manifest in place.
+ */
+function installedLaunchers(m: ArtifactManifest, outDir: string): ArtifactManifest {
+  const mainJs = path.join(AGENT_INSTALL_DIR, path.relative(REPO_ROOT, m.main));
+  const artifacts = m.artifacts.map((a) => {
+    writeFileSync(a.path, launcherSource({ version: a.version, fault: a.fault, build: a.name, mainJs }), { mode: 0o755 });
+    return { ...a, sha256: sha256OfFile(a.path), size: statSync(a.path).size };
+  });
+  const out: ArtifactManifest = { ...m, main: mainJs, artifacts };
+  writeFileSync(path.join(outDir, 'manifest.json'), JSON.stringify(out, null, 2) + '\n');
+  return out;
+}
+
 /** Env for processes we start: without tap's loader hooks and test variables. */
 export function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   const env = { ...process.env };
@@ -206,7 +224,7 @@ export class Scenario {
     let lab: Lab;
     let manifest: ArtifactManifest;
     try {
-      manifest = buildArtifacts({ outDir: path.join(scratch, 'artifacts') });
+      manifest = installedLaunchers(buildArtifacts({ outDir: path.join(scratch, 'artifacts') }), path.join(scratch, 'artifacts'));
       const names = Array.from({ length: opts.hosts }, (_, i) => `v${i}`);
       lab = await startLab({ hosts: names, scratchDir: path.join(scratch, 'lab'), tmpfsSize: '256m' });
     } catch (err) {
@@ -282,6 +300,13 @@ export class Scenario {
           validators,
           sim: { ...FAST_TIMINGS, ...(this.opts.timings ?? {}) },
         };
+        // The checkout where the agent unit expects it (its ExecStart) and the
+        // simulator's launchers import it (see installedLaunchers), before any
+        // unit starts. A bind mount, not a symlink: the agent's cli.js decides
+        // it is the main module by comparing import.meta.url (symlinks
+        // resolved) with argv[1].
+        await h.exec('mkdir', ['-p', AGENT_INSTALL_DIR], { check: true });
+        await h.exec('mount', ['--bind', REPO_ROOT, AGENT_INSTALL_DIR], { check: true });
         await provisionGutsNode(h, { binary: start.path, config: JSON.stringify(nodeCfg, null, 2) + '\n' });
       }),
     );
@@ -293,20 +318,16 @@ export class Scenario {
     // The agent, from the project's unit file, running this checkout.
     await Promise.all(
       lab.hosts.map(async (h) => {
-        // A bind mount, not a symlink: the agent's cli.js decides it is the
-        // main module by comparing import.meta.url (symlinks resolved) with argv[1].
-        await h.exec('mkdir', ['-p', AGENT_INSTALL_DIR], { check: true });
-        await h.exec('mount', ['--bind', REPO_ROOT, AGENT_INSTALL_DIR], { check: true });
         await h.writeFile(AGENT_CONFIG, JSON.stringify(this.agentConfig(h, tokens.get(h.name)!), null, 2) + '\n', 0o600);
         await h.installUnit(AGENT_UNIT, { enable: true, start: true });
       }),
     );
     await this.waitHealthy(`${this.opts.hosts} nodes on ${start.version} with agents connected`, start.version);
     // The chain finalizes across hosts.
-    await pollUntil('chain finalizing on every node', async () => {
+    await waitFor(async () => {
       const hs = this.names.map((n) => this.historyOf(n));
       return hs.every((h) => (h.at(-1)?.height ?? 0) >= 3) ? true : undefined;
-    }, 60_000, 250);
+    }, { what: 'chain finalizing on every node', timeoutMs: 60_000, intervalMs: 250 });
     this.t0 = Date.now();
   }
 
@@ -351,13 +372,13 @@ export class Scenario {
       logFile: path.join(this.scratch, `coordinator-${this.coordinatorStarts}.log`),
     });
     const child = this.coordinator;
-    await pollUntil('coordinator ready', async () => {
+    await waitFor(async () => {
       if (child.exitCode !== null || child.signalCode !== null) {
         throw new Error(`coordinator exited ${child.exitCode ?? child.signalCode}: ${await this.coordinatorLog()}`);
       }
       const r = await fetch(`${this.apiBase}/health/ready`, { signal: AbortSignal.timeout(2000) }).catch(() => null);
       return r?.status === 200 ? true : undefined;
-    }, 60_000, 200);
+    }, { what: 'coordinator ready', timeoutMs: 60_000, intervalMs: 200 });
   }
 
   /** kill -9 of the coordinator process; resolves once it is gone. */
@@ -408,7 +429,7 @@ export class Scenario {
   /** Polls a rollout until its state is one of `states`; survives the coordinator being down meanwhile. */
   async waitRollout(id: string, states: string[], timeoutMs = 180_000, t?: TapLike): Promise<RolloutDetail> {
     let last = '';
-    return pollUntil(`rollout ${id} to reach ${states.join('|')}`, async () => {
+    return waitFor(async () => {
       const d = await this.rollout(id).catch(() => null);
       if (!d) return undefined;
       const summary = `${d.rollout.state} ${d.steps.map((s) => `${s.nodeId}:${s.state}`).join(' ')}`;
@@ -419,7 +440,7 @@ export class Scenario {
         throw new Error(`rollout ended ${d.rollout.state} (${d.rollout.code ?? ''} ${d.rollout.reason ?? ''}), wanted ${states.join('|')}`);
       }
       return undefined;
-    }, timeoutMs, 500);
+    }, { what: `rollout ${id} to reach ${states.join('|')}`, timeoutMs, intervalMs: 500 });
   }
 
   async events(rolloutId?: string): Promise<EventRow[]> {
@@ -444,11 +465,11 @@ export class Scenario {
   async waitHealthy(what: string, version?: string, timeoutMs = 90_000): Promise<NodeRow[]> {
     let last: NodeRow[] = [];
     try {
-      return await pollUntil(what, async () => {
+      return await waitFor(async () => {
         last = await this.nodes();
         const ok = last.length === this.opts.hosts && last.every((n) => n.connected && n.healthy && (!version || n.version === version));
         return ok ? last : undefined;
-      }, timeoutMs, 300);
+      }, { what: what, timeoutMs, intervalMs: 300 });
     } catch (err) {
       const diag = await Promise.all(this.hosts.map(async (h) => `--- ${h.name}\n${(await h.journal(AGENT_UNIT, 15)).slice(-3000)}`));
       throw new Error(`${(err as Error).message}\nnodes: ${JSON.stringify(last)}\n${diag.join('\n')}`);
@@ -537,4 +558,4 @@ export class Scenario {
   }
 }
 
-export { sleep, pollUntil };
+export { sleep };

@@ -23,6 +23,8 @@
  *   GL_HOSTS     contents for /etc/hosts
  *   GL_MACHINEID 32 hex chars
  *   GL_USERS     space-separated system users to create (e.g. "guts")
+ *   GL_SHARE     newline-separated directories of the machine to bind
+ *                read-only at the same path in the host (the checkout)
  * The script blocks on a line from stdin after the mounts so the parent can
  * wire the network before any unit starts.
  */
@@ -88,6 +90,16 @@ ln -s /proc/self/fd/2 "$R/dev/stderr"
 mount -t tmpfs -o mode=0755,nosuid,nodev run "$R/run"
 mount -t tmpfs -o mode=1777,nosuid,nodev tmp "$R/tmp"
 mount -t tmpfs -o mode=1777,nosuid,nodev vartmp "$R/var/tmp"
+
+# The checkout at the path it has on the machine. The overlay alone shows it
+# only where no fresh mount above hides it: a checkout under /tmp would be
+# missing. Read-only, so no host can change the machine's checkout.
+while IFS= read -r d; do
+  [ -n "$d" ] || continue
+  mkdir -p "$R$d"
+  mount --bind "$d" "$R$d"
+  mount -o remount,bind,ro "$R$d"
+done <<< "$GL_SHARE"
 
 # Host identity and configuration, all written into the overlay's upper layer.
 printf '%s\n' "$GL_NAME" > "$R/etc/hostname"

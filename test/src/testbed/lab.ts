@@ -24,9 +24,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BOOT_SCRIPT, MASKED_UNITS } from './boot-script.js';
 import { cgroupDir, cgroupPids, detectCgroups, findCgroups, makeCgroup, removeCgroupTree, type CgroupLayout } from './cgroups.js';
-import { pollUntil, run, runOk, sleep, type RunOptions, type RunResult } from './proc.js';
+import { waitFor } from '@guts-upgrade/simulator';
+import { run, runOk, sleep, type RunOptions, type RunResult } from './proc.js';
 
-export { run, runOk, pollUntil, sleep, type RunResult, type RunOptions } from './proc.js';
+export { run, runOk, sleep, type RunResult, type RunOptions } from './proc.js';
 
 export const PREFIX = 'gutslab-';
 
@@ -49,6 +50,12 @@ export interface LabOptions {
   mask?: string[];
   /** How long to wait for every host to finish booting (default 120 s). */
   bootTimeoutMs?: number;
+  /**
+   * Directories of the machine every host sees read-only at the same path
+   * (default: the checkout, REPO_ROOT). Each host gets a fresh /tmp, /var/tmp
+   * and /run, so a checkout there is only visible through this.
+   */
+  share?: string[];
 }
 
 export interface ExecOptions extends RunOptions {
@@ -464,15 +471,10 @@ class HostImpl implements Host {
   async waitForUnit(unit: string, state = 'active', timeoutMs = 60_000): Promise<void> {
     let last = '';
     try {
-      await pollUntil(
-        `${this.name}: ${unit} ${state}`,
-        async () => {
-          last = (await this.systemctl('is-active', unit)).stdout.trim();
-          return last === state ? true : undefined;
-        },
-        timeoutMs,
-        200,
-      );
+      await waitFor(async () => {
+        last = (await this.systemctl('is-active', unit)).stdout.trim();
+        return last === state ? true : undefined;
+      }, { what: `${this.name}: ${unit} ${state}`, timeoutMs, intervalMs: 200 });
     } catch {
       throw new Error(`[${this.name}] ${unit} is ${last}, wanted ${state}; journal:\n${await this.journal(unit, 40)}`);
     }
@@ -565,6 +567,7 @@ class LabImpl implements Lab {
       GL_HOSTS: hostsFile,
       GL_MACHINEID: randomBytes(16).toString('hex'),
       GL_USERS: (this.opts.users ?? ['guts']).join(' '),
+      GL_SHARE: (this.opts.share ?? [REPO_ROOT]).join('\n'),
     };
     const log = await fs.open(path.join(this.scratchDir, 'logs', `${h.name}.boot.log`), 'w');
     // The launcher moves itself into the host's cgroups, so the host's
@@ -582,20 +585,15 @@ class LabImpl implements Lab {
     });
     child.stdin?.on('error', () => {});
     // PID 1 of the new namespace is unshare's only child.
-    h.pid = await pollUntil(
-      `${h.name}: namespace PID 1`,
-      async () => {
-        if (h.exited) throw new Error(`${h.exited}; see ${path.join(this.scratchDir, 'logs', `${h.name}.boot.log`)}`);
-        const kids = await fs.readFile(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').catch(() => '');
-        const first = kids.trim().split(/\s+/)[0];
-        if (!first) return undefined;
-        const exe = await fs.readlink(`/proc/${first}/exe`).catch(() => '');
-        // Until unshare has exec'd (sh still running) the child is not ours yet.
-        return exe === '' ? undefined : Number(first);
-      },
-      15_000,
-      10,
-    );
+    h.pid = await waitFor(async () => {
+      if (h.exited) throw new Error(`${h.exited}; see ${path.join(this.scratchDir, 'logs', `${h.name}.boot.log`)}`);
+      const kids = await fs.readFile(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').catch(() => '');
+      const first = kids.trim().split(/\s+/)[0];
+      if (!first) return undefined;
+      const exe = await fs.readlink(`/proc/${first}/exe`).catch(() => '');
+      // Until unshare has exec'd (sh still running) the child is not ours yet.
+      return exe === '' ? undefined : Number(first);
+    }, { what: `${h.name}: namespace PID 1`, timeoutMs: 15_000, intervalMs: 10 });
     // Wire eth0 before systemd starts anything.
     const ipn = (...a: string[]): Promise<RunResult> => runOk('ip', ['-n', this.netns, ...a]);
     await ipn('link', 'add', 'name', h.link, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', String(h.pid));
@@ -609,20 +607,15 @@ class LabImpl implements Lab {
   }
 
   private async waitBooted(h: HostImpl, timeoutMs: number): Promise<void> {
-    await pollUntil(
-      `${h.name}: systemd boot`,
-      async () => {
-        if (h.exited) throw new Error(`${h.exited}; see ${path.join(this.scratchDir, 'logs', `${h.name}.boot.log`)}`);
-        // Until pivot_root the PID 1 is still the boot script (bash).
-        const exe = await fs.readlink(`/proc/${h.pid}/exe`).catch(() => '');
-        if (!exe.endsWith('/systemd')) return undefined;
-        const r = await h.exec('systemctl', ['is-system-running', '--wait'], { timeoutMs: 10_000 });
-        const s = r.stdout.trim();
-        return s === 'running' || s === 'degraded' ? s : undefined;
-      },
-      timeoutMs,
-      50,
-    );
+    await waitFor(async () => {
+      if (h.exited) throw new Error(`${h.exited}; see ${path.join(this.scratchDir, 'logs', `${h.name}.boot.log`)}`);
+      // Until pivot_root the PID 1 is still the boot script (bash).
+      const exe = await fs.readlink(`/proc/${h.pid}/exe`).catch(() => '');
+      if (!exe.endsWith('/systemd')) return undefined;
+      const r = await h.exec('systemctl', ['is-system-running', '--wait'], { timeoutMs: 10_000 });
+      const s = r.stdout.trim();
+      return s === 'running' || s === 'degraded' ? s : undefined;
+    }, { what: `${h.name}: systemd boot`, timeoutMs, intervalMs: 50 });
   }
 
   private wrapInLab(cmd: string, args: readonly string[]): string[] {
@@ -669,7 +662,7 @@ class LabImpl implements Lab {
       `net.createServer(c=>{const u=net.connect(+p,h);c.pipe(u).pipe(c);c.on('error',()=>u.destroy());u.on('error',()=>c.destroy());})` +
       `.listen(sp);`;
     const child = this.spawnInLab(process.execPath, ['-e', relay, socketPath, addr, String(port)]);
-    await pollUntil(`forwarder ${socketPath}`, async () => (existsSync(socketPath) ? true : undefined), 10_000, 20);
+    await waitFor(async () => (existsSync(socketPath) ? true : undefined), { what: `forwarder ${socketPath}`, timeoutMs: 10_000, intervalMs: 20 });
     const sockets = new Set<net.Socket>();
     const server = net.createServer((c) => {
       sockets.add(c);
@@ -705,15 +698,10 @@ class LabImpl implements Lab {
     const h = this.hostImpl(host);
     await runOk('ip', ['-n', this.netns, 'link', 'set', 'dev', h.link, 'up']);
     // The bridge port goes through listening/learning before forwarding again.
-    await pollUntil(
-      `${host} bridge port forwarding`,
-      async () => {
-        const r = await run('ip', ['-n', this.netns, '-d', 'link', 'show', 'dev', h.link]);
-        return /state forwarding/.test(r.stdout) || !/bridge_slave/.test(r.stdout) ? true : undefined;
-      },
-      30_000,
-      50,
-    );
+    await waitFor(async () => {
+      const r = await run('ip', ['-n', this.netns, '-d', 'link', 'show', 'dev', h.link]);
+      return /state forwarding/.test(r.stdout) || !/bridge_slave/.test(r.stdout) ? true : undefined;
+    }, { what: `${host} bridge port forwarding`, timeoutMs: 30_000, intervalMs: 50 });
   }
 
   async netem(host: string, spec: string): Promise<void> {

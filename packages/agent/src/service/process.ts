@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { CodedError } from '@guts-upgrade/protocol';
 import { fillArgv, type AgentConfig } from '../config.js';
-import { processAlive, processStartTime } from '../journal.js';
+import { processAlive, processStartTime } from '../process-identity.js';
 import { sleep, tailFile, writeFileAtomic } from '../util.js';
 import type { ServiceDriver } from './driver.js';
 

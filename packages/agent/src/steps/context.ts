@@ -3,6 +3,7 @@ import type { CheckResult, Command, StepName, UpgradePath } from '@guts-upgrade/
 import type { BackupStore } from '../backup-store.js';
 import type { AgentConfig } from '../config.js';
 import type { Journal } from '../journal.js';
+import type { AfterJournal } from '../pause-hook.js';
 import type { MetricsSample, NodeClient } from '../node-client.js';
 import type { ServiceDriver } from '../service/driver.js';
 
@@ -40,6 +41,8 @@ export interface StepContext {
   checks: CheckResult[];
   save(patch: Partial<UpgradeData>): void;
   progress(step: StepName, state: ProgressState, message?: string, percent?: number): void;
+  /** Called after each step is journaled, before its side effects (the crash tests pause there). */
+  afterJournal: AfterJournal;
 }
 
 export function addCheck(ctx: StepContext, name: string, ok: boolean, detail?: string): void {

@@ -7,9 +7,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { api } from '../client.js';
-import { buildConfig } from '../config.js';
-import { startCoordinator, type RunningCoordinator } from '../server.js';
+import { api, buildConfig, startCoordinator, type RunningCoordinator } from '@guts-upgrade/coordinator';
 import { FAST_TIMINGS, removeDir, startSimFleet, type SimFleet } from './fleet.js';
 
 const TOKEN = 'demo-operator-token-0000';

@@ -4,10 +4,11 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { processStartTime } from '../src/demo/reaper.js';
-import { until } from './fake-agent.js';
+import { processStartTime } from '@guts-upgrade/agent/process-identity';
+import { waitFor } from '@guts-upgrade/simulator';
 
-const reaperModule = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'demo', 'reaper.js');
+const reaperModule = join(dirname(fileURLToPath(import.meta.url)), '..', 'src', 'reaper.js');
+const identityModule = import.meta.resolve('@guts-upgrade/agent/process-identity');
 
 const alive = (pid: number) => {
   try {
@@ -26,8 +27,9 @@ const alive = (pid: number) => {
 const OWNER = `
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-const { startReaper, processStartTime } = await import(process.argv[1]);
-const [list, pidFile] = process.argv.slice(2);
+const { startReaper } = await import(process.argv[1]);
+const [identity, list, pidFile] = process.argv.slice(2);
+const { processStartTime } = await import(identity);
 const reaper = startReaper(list);
 const sleeper = () => { const c = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { detached: true, stdio: 'ignore' }); c.unref(); return c.pid; };
 const a = sleeper();
@@ -41,17 +43,17 @@ setInterval(() => {}, 1000);
 
 t.test('processes tracked by a dead owner are killed, even when it dies by SIGKILL', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'guc-reap-'));
-  const owner = spawn(process.execPath, ['--input-type=module', '-e', OWNER, reaperModule, join(dir, 'list'), join(dir, 'node.pid')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const owner = spawn(process.execPath, ['--input-type=module', '-e', OWNER, reaperModule, identityModule, join(dir, 'list'), join(dir, 'node.pid')], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   owner.stdout!.on('data', (d) => (out += d));
-  const pids = (await until(() => (out.includes('\n') ? (JSON.parse(out) as { a: number; b: number }) : null), 'owner started', 15_000))!;
+  const pids = (await waitFor(() => (out.includes('\n') ? (JSON.parse(out) as { a: number; b: number }) : null), { what: 'owner started', timeoutMs: 15_000, intervalMs: 25 }))!;
   t.teardown(() => {
     for (const p of [pids.a, pids.b]) if (alive(p)) process.kill(p, 'SIGKILL');
     rmSync(dir, { recursive: true, force: true });
   });
   t.ok(alive(pids.a) && alive(pids.b), 'both detached sleepers run while the owner lives');
   owner.kill('SIGKILL');
-  await until(() => !alive(pids.a) && !alive(pids.b), 'sleepers killed', 15_000);
+  await waitFor(() => !alive(pids.a) && !alive(pids.b), { what: 'sleepers killed', timeoutMs: 15_000, intervalMs: 25 });
   t.pass('the one tracked by pid and the one named in the pid file are both gone');
 });
 
@@ -62,7 +64,7 @@ t.test('a pid whose start time no longer matches is left alone', async (t) => {
     bystander.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
   });
-  await until(() => processStartTime(bystander.pid!) !== '', 'bystander started', 5_000);
+  await waitFor(() => processStartTime(bystander.pid!) !== '', { what: 'bystander started', timeoutMs: 5_000, intervalMs: 25 });
   // The list says this pid belonged to a process started at another moment: a recycled pid.
   writeFileSync(join(dir, 'node.pid'), `${bystander.pid} 1\n`);
   const reaper = spawn(process.execPath, [reaperModule, join(dir, 'list')], { stdio: ['pipe', 'ignore', 'inherit'] });

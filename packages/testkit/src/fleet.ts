@@ -3,41 +3,26 @@
  * tests: simulator nodes (run detached with a pid file, as the agent's process
  * driver expects), an artifact server, and one real agent CLI process per node.
  *
- * The simulator is resolved at runtime from the workspace (the coordinator
- * package does not depend on it), and the agent is spawned by path, never
- * imported.
+ * The agent runs as its own process from the bin its package declares, as on
+ * a real host; only its process-identity helper is imported, so the pid files
+ * written here are the ones its process driver adopts.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
-import { processStartTime, startReaper } from './reaper.js';
-
-interface NodeDescriptor {
-  name: string;
-  dir: string;
-  configPath: string;
-  dataDir: string;
-  historyFile: string;
-  apiUrl: string;
-  metricsUrl: string;
-}
-interface HistoryEntry { t: number; height: number; view: number; leader: string | null; node?: string }
-interface Simulator {
-  buildArtifacts(o: { outDir: string }): { artifacts: { version: string; fault: string; file: string; path: string; sha256: string }[] };
-  findArtifact(m: unknown, version: string, fault?: string): { file: string; path: string; sha256: string };
-  installBinary(artifactPath: string, dest: string): void;
-  startArtifactServer(o: { dir: string }): Promise<{ url: string; close(): Promise<void> }>;
-  createCluster(o: { n: number; dir: string; timings?: Record<string, number>; dataSizeMb?: number; dataVersion?: string; logLevel?: string }): Promise<NodeDescriptor[]>;
-  readHistory(file: string | string[]): HistoryEntry[];
-  maxStallMs(h: HistoryEntry[], range?: { from?: number; to?: number }): number;
-}
+import { processStartTime } from '@guts-upgrade/agent/process-identity';
+import {
+  buildArtifacts, createCluster, findArtifact, installBinary, maxStallMs, readHistory, startArtifactServer,
+  type Fault, type HistoryEntry, type NodeDescriptor, type SimTimings,
+} from '@guts-upgrade/simulator';
+import { startReaper } from './reaper.js';
 
 // Fast enough for a demo and tests, slow enough that seven nodes polling their
 // peers (every block interval, 100-250 ms) leave a 2-core machine room for
 // the agents: at 100 ms blocks a 7-node fleet saturated it.
-export const FAST_TIMINGS = {
+export const FAST_TIMINGS: Partial<SimTimings> = {
   startup_delay_ms: 100,
   migrate_ms: 100,
   block_interval_ms: 250,
@@ -46,13 +31,12 @@ export const FAST_TIMINGS = {
   sync_blocks_per_sec: 500,
 };
 
+/** The agent CLI, found through the bin its package declares (what a package install puts on PATH). */
 export function agentCliPath(): string {
-  return process.env.GUTS_UPGRADE_AGENT_CLI ?? fileURLToPath(new URL('../../../../agent/dist/src/cli.js', import.meta.url));
-}
-
-export async function loadSimulator(): Promise<Simulator> {
-  const name = '@guts-upgrade/simulator';
-  return (await import(name)) as Simulator;
+  const require = createRequire(import.meta.url);
+  const manifest = require.resolve('@guts-upgrade/agent/package.json');
+  const pkg = JSON.parse(readFileSync(manifest, 'utf8')) as { bin: Record<string, string> };
+  return join(dirname(manifest), pkg.bin['guts-upgrade-agent']!);
 }
 
 function childEnv(): NodeJS.ProcessEnv {
@@ -75,7 +59,7 @@ export interface SimFleet {
   dir: string;
   nodes: FleetNode[];
   artifactUrl: string;
-  artifact(version: string, fault?: string): { version: string; url: string; sha256: string };
+  artifact(version: string, fault?: Fault): { version: string; url: string; sha256: string };
   startAgent(node: FleetNode): void;
   stopAgent(node: FleetNode, signal?: NodeJS.Signals): Promise<void>;
   /** Another process to kill if the owner dies before close() (the integration harness's coordinator). */
@@ -90,16 +74,15 @@ export async function startSimFleet(opts: {
   dir: string;
   coordinatorWsUrl: string;
   tokens: Record<string, string>;
-  timings?: Record<string, number>;
+  timings?: Partial<SimTimings>;
   agentChecks?: Record<string, number>;
   logLevel?: string;
 }): Promise<SimFleet> {
-  const sim = await loadSimulator();
   mkdirSync(opts.dir, { recursive: true });
   const reaper = startReaper(join(opts.dir, 'reap.list'));
-  const manifest = sim.buildArtifacts({ outDir: join(opts.dir, 'artifacts') });
-  const server = await sim.startArtifactServer({ dir: join(opts.dir, 'artifacts') });
-  const descs = await sim.createCluster({ n: opts.n, dir: join(opts.dir, 'cluster'), timings: { ...FAST_TIMINGS, ...(opts.timings ?? {}) }, dataSizeMb: 1, dataVersion: '1.0.0', logLevel: 'warn' });
+  const manifest = buildArtifacts({ outDir: join(opts.dir, 'artifacts') });
+  const server = await startArtifactServer({ dir: join(opts.dir, 'artifacts') });
+  const descs = await createCluster({ n: opts.n, dir: join(opts.dir, 'cluster'), timings: { ...FAST_TIMINGS, ...(opts.timings ?? {}) }, dataSizeMb: 1, dataVersion: '1.0.0', logLevel: 'warn' });
   const nodes: FleetNode[] = [];
   const started: number[] = [];
   const cleanup = async () => {
@@ -131,7 +114,7 @@ export async function startSimFleet(opts: {
     for (const d of descs) {
       const stateDir = join(d.dir, 'agent-state');
       const binary = join(d.dir, 'bin', 'guts-node');
-      sim.installBinary(sim.findArtifact(manifest, '1.0.0').path, binary);
+      installBinary(findArtifact(manifest, '1.0.0').path, binary);
       const pidFile = join(stateDir, 'guts-node.pid');
       const logFile = join(stateDir, 'guts-node.log');
       mkdirSync(stateDir, { recursive: true });
@@ -186,7 +169,7 @@ export async function startSimFleet(opts: {
     nodes,
     artifactUrl: server.url,
     artifact(version, fault = 'none') {
-      const a = sim.findArtifact(manifest, version, fault);
+      const a = findArtifact(manifest, version, fault);
       return { version, url: `${server.url}/${a.file}`, sha256: a.sha256 };
     },
     startAgent(n) {
@@ -209,10 +192,10 @@ export async function startSimFleet(opts: {
       reaper.track(pid);
     },
     history() {
-      return sim.readHistory(nodes.map((n) => n.historyFile));
+      return readHistory(nodes.map((n) => n.historyFile));
     },
     maxStallMs(range) {
-      return sim.maxStallMs(fleet.history(), range);
+      return maxStallMs(fleet.history(), range);
     },
     async close() {
       await cleanup();
