@@ -11,7 +11,7 @@ import type { Server } from 'node:http';
 import type { Logger } from 'pino';
 import { ArtifactSchema, CodedError, errorCodeOf, type ErrorCode } from '@guts-upgrade/protocol';
 import { hashToken } from './db.js';
-import type { Coordinator, RolloutInput } from './engine.js';
+import type { Coordinator, RolloutInput } from './engine/coordinator.js';
 import type { Metrics } from './metrics.js';
 import type { Role } from './config.js';
 import type { OperatorAction } from './states.js';

@@ -1,6 +1,6 @@
 /** Prometheus metrics, computed from the fleet watch at scrape time. */
 import { Counter, Gauge, Registry } from 'prom-client';
-import type { Coordinator } from './engine.js';
+import type { Coordinator } from './engine/coordinator.js';
 import { ROLLOUT_STATES } from './states.js';
 
 export class Metrics {

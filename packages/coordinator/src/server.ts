@@ -14,7 +14,7 @@ import { MAX_FRAME_BYTES } from '@guts-upgrade/protocol';
 import { buildApi } from './api.js';
 import type { Config } from './config.js';
 import { Store } from './db.js';
-import { Coordinator } from './engine.js';
+import { Coordinator } from './engine/coordinator.js';
 import { Metrics } from './metrics.js';
 
 export interface RunningCoordinator {

@@ -24,12 +24,12 @@ import {
   type NodeStatus,
   type Result,
 } from '@guts-upgrade/protocol';
-import type { CanaryLimits } from './canary.js';
-import type { Config } from './config.js';
-import { hashToken, type NodeRow, type Store } from './db.js';
-import type { FleetView, NodeView, Rollout, RolloutOptions, Step, Strategy } from './model.js';
-import { planRollout, type Plan, type RolloutRequest } from './planner.js';
-import { decide, disruption, type Action } from './sequencer.js';
+import type { CanaryLimits } from '../canary.js';
+import type { Config } from '../config.js';
+import { hashToken, type NodeRow, type Store } from '../db.js';
+import type { FleetView, NodeView, Rollout, RolloutOptions, Step, Strategy } from '../model.js';
+import { planRollout, type Plan, type RolloutRequest } from '../planner.js';
+import { decide, disruption, type Action } from '../sequencer.js';
 import {
   ACTIONS,
   ACTIVE_ROLLOUT_STATES,
@@ -39,9 +39,9 @@ import {
   assertStepTransition,
   type OperatorAction,
   type RolloutState,
-} from './states.js';
-import { isOpen } from './windows.js';
-import { WebhookSender } from './webhooks.js';
+} from '../states.js';
+import { isOpen } from '../windows.js';
+import { WebhookSender } from '../webhooks.js';
 
 /** How long an informational write (progress, acks, 'sent' marks, node status) may wait to be committed. */
 const FLUSH_MS = 100;
