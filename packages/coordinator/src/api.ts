@@ -208,7 +208,7 @@ export async function buildApi(opts: {
     }),
     async (req, reply) => {
       const b = req.body as { id: string; address?: string };
-      const r = coordinator.registerNode(b.id, b.address ?? null, actor(req));
+      const r = coordinator.nodes.register(b.id, b.address ?? null, actor(req));
       return reply.status(201).send({ id: r.id, token: r.token, note: 'the token is shown only once; configure it in the agent' });
     },
   );
@@ -217,15 +217,15 @@ export async function buildApi(opts: {
     merge({ tags: ['nodes'], params: { type: 'object', additionalProperties: false, required: ['id'], properties: { id: S.nodeId } } }),
     async (req) => {
       const { id } = req.params as { id: string };
-      coordinator.removeNode(id, actor(req));
+      coordinator.nodes.remove(id, actor(req));
       return { id, removed: true };
     },
   );
 
-  app.post('/api/v1/rollouts/plan', merge({ tags: ['rollouts'], body: rolloutBody }), async (req) => ({ plan: coordinator.plan(req.body as RolloutInput) }));
+  app.post('/api/v1/rollouts/plan', merge({ tags: ['rollouts'], body: rolloutBody }), async (req) => ({ plan: coordinator.rollouts.plan(req.body as RolloutInput) }));
   app.post('/api/v1/rollouts', merge({ tags: ['rollouts'], body: rolloutBody }), async (req, reply) => {
-    const r = coordinator.createRollout(req.body as RolloutInput, actor(req));
-    return reply.status(201).send(coordinator.rolloutDetail(r.id));
+    const r = coordinator.rollouts.create(req.body as RolloutInput, actor(req));
+    return reply.status(201).send(coordinator.rollouts.detail(r.id));
   });
   app.get(
     '/api/v1/rollouts',
@@ -239,7 +239,7 @@ export async function buildApi(opts: {
     },
   );
   const idParams = { type: 'object', additionalProperties: false, required: ['id'], properties: { id: S.rolloutId } };
-  app.get('/api/v1/rollouts/:id', merge({ tags: ['rollouts'], params: idParams }), async (req) => coordinator.rolloutDetail((req.params as { id: string }).id));
+  app.get('/api/v1/rollouts/:id', merge({ tags: ['rollouts'], params: idParams }), async (req) => coordinator.rollouts.detail((req.params as { id: string }).id));
   app.get(
     '/api/v1/rollouts/:id/events',
     merge({
@@ -262,8 +262,8 @@ export async function buildApi(opts: {
     app.post(`/api/v1/rollouts/:id/${action}`, { ...merge({ tags: ['rollouts'], params: idParams, body: actionBody }), preValidation: async (req: FastifyRequest) => { if (req.body == null) req.body = {}; } }, async (req) => {
       const { id } = req.params as { id: string };
       const b = (req.body ?? {}) as { reason?: string };
-      coordinator.action(id, action, actor(req), b.reason ?? null);
-      return coordinator.rolloutDetail(id);
+      coordinator.rollouts.action(id, action, actor(req), b.reason ?? null);
+      return coordinator.rollouts.detail(id);
     });
   }
   app.get('/api/v1/fleet', merge({ tags: ['fleet'] }), async () => coordinator.fleetWatch());

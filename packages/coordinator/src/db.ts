@@ -8,7 +8,7 @@ import Database from 'better-sqlite3';
 import { createHash } from 'node:crypto';
 import type { CommandKind, ErrorCode, Outcome } from '@guts-upgrade/protocol';
 import type { CommandRecord, CommandState, Rollout, RolloutData, Step } from './model.js';
-import type { RolloutState, StepState } from './states.js';
+import { COMMAND_OPEN_STATES, type RolloutState, type StepState } from './states.js';
 
 export interface Migration {
   version: number;
@@ -430,6 +430,12 @@ export class Store {
     return (this.stmt(q).all(...states) as Raw[]).map(rolloutFrom);
   }
 
+  /** How many rollouts are in each state (states without one are absent). */
+  rolloutCountsByState(): Map<RolloutState, number> {
+    const rows = this.stmt('SELECT state, COUNT(*) AS n FROM rollouts GROUP BY state').all() as { state: RolloutState; n: number }[];
+    return new Map(rows.map((r) => [r.state, r.n]));
+  }
+
   setRolloutState(id: string, state: RolloutState, code: ErrorCode | null, reason: string | null, now: number): void {
     this.stmt('UPDATE rollouts SET state = ?, code = ?, reason = ?, updated_at = ?, state_since = ? WHERE id = ?')
       .run(state, code, reason, now, now, id);
@@ -521,9 +527,10 @@ export class Store {
 
   /** Commands without a result yet: the node still counts as in flight. Bodies only for one node's (to re-send them). */
   openCommands(nodeId?: string): CommandRecord[] {
+    const open = COMMAND_OPEN_STATES.map(() => '?').join(',');
     const rows = nodeId
-      ? this.stmt("SELECT * FROM commands WHERE node_id = ? AND state IN ('pending','sent','accepted','duplicate') ORDER BY created_at").all(nodeId)
-      : this.stmt(`SELECT ${LIGHT_COMMAND_COLUMNS} FROM commands WHERE state IN ('pending','sent','accepted','duplicate') ORDER BY created_at`).all();
+      ? this.stmt(`SELECT * FROM commands WHERE node_id = ? AND state IN (${open}) ORDER BY created_at`).all(nodeId, ...COMMAND_OPEN_STATES)
+      : this.stmt(`SELECT ${LIGHT_COMMAND_COLUMNS} FROM commands WHERE state IN (${open}) ORDER BY created_at`).all(...COMMAND_OPEN_STATES);
     return (rows as Raw[]).map(commandFrom);
   }
 
@@ -544,9 +551,9 @@ export class Store {
     now: number,
   ): void {
     this.stmt(
-        "UPDATE commands SET state = 'completed', outcome = ?, code = ?, message = ?, running_version = ?, downtime_ms = ?, result = ?, updated_at = ? WHERE id = ?",
+        'UPDATE commands SET state = ?, outcome = ?, code = ?, message = ?, running_version = ?, downtime_ms = ?, result = ?, updated_at = ? WHERE id = ?',
       )
-      .run(r.outcome, r.code, r.message, r.runningVersion, r.downtimeMs, JSON.stringify(r.result), now, id);
+      .run('completed' satisfies CommandState, r.outcome, r.code, r.message, r.runningVersion, r.downtimeMs, JSON.stringify(r.result), now, id);
   }
 
   // ---------------------------------------------------------------- events

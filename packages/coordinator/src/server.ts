@@ -34,7 +34,7 @@ export async function startCoordinator(config: Config, opts: { log?: Logger; now
   const coordinator = new Coordinator(config, store, log, opts.now);
   const metrics = new Metrics(coordinator);
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES });
-  wss.on('connection', (ws, req: IncomingMessage) => coordinator.handleAgent(ws, req));
+  wss.on('connection', (ws, req: IncomingMessage) => coordinator.hub.handleAgent(ws, req));
   const servers: Server[] = [];
   let handler: ((req: IncomingMessage, res: any) => void) | null = null;
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
