@@ -102,6 +102,10 @@ export const COMMAND_TRANSITIONS: Record<CommandState, readonly CommandState[]> 
 /** Commands without a result yet: re-sent on reconnect, their node counts as in flight. */
 export const COMMAND_OPEN_STATES: readonly CommandState[] = ['pending', 'sent', 'accepted', 'duplicate'];
 
+export function canCommandMove(from: CommandState, to: CommandState): boolean {
+  return COMMAND_TRANSITIONS[from].includes(to);
+}
+
 /** A command in these states has its answer: a result, or a rejection. */
 export function isCommandFinished(state: CommandState): boolean {
   return !COMMAND_OPEN_STATES.includes(state);

@@ -21,7 +21,7 @@ import {
   type Result,
 } from '@guts-upgrade/protocol';
 import { hashToken, type Store } from '../db.js';
-import { commandStatesInto, isCommandFinished } from '../states.js';
+import { canCommandMove, commandStatesInto, isCommandFinished } from '../states.js';
 import type { Audit } from './audit.js';
 import type { AgentTransport, LiveNode, Timers } from './effects.js';
 import type { WriteQueue } from './write-queue.js';
@@ -267,12 +267,12 @@ export class AgentHub implements AgentTransport {
   private onAck(nodeId: string, msg: Extract<AgentMessage, { type: 'ack' }>): void {
     const now = this.d.now();
     const c = this.d.store.command(msg.commandId);
-    if (!c || c.nodeId !== nodeId || c.state === 'completed') return;
+    if (!c || c.nodeId !== nodeId || isCommandFinished(c.state)) return; // answered already: a late ack changes nothing
     if (msg.status === 'rejected') {
       // A rejection decides the step: urgent, committed before the next decision.
       this.d.writes.queue(() => {
         const cur = this.d.store.command(c.id);
-        if (!cur || isCommandFinished(cur.state)) return;
+        if (!cur || !canCommandMove(cur.state, 'rejected')) return;
         this.d.store.setCommandState(c.id, 'rejected', now, { code: msg.code ?? 'E_INTERNAL', message: msg.message ?? null });
         this.d.audit.record('command.rejected', `agent:${nodeId}`, c.rolloutId, nodeId, { commandId: c.id, code: msg.code, message: msg.message });
       }, true);
@@ -305,7 +305,7 @@ export class AgentHub implements AgentTransport {
       this.d.store.appendEvent({ at: this.d.now(), actor: `agent:${nodeId}`, type: 'result.unknown', nodeId, data: { commandId: r.commandId, outcome: r.outcome } });
       return;
     }
-    if (c.state === 'completed') return;
+    if (!canCommandMove(c.state, 'completed')) return;
     this.d.store.completeCommand(
       c.id,
       { outcome: r.outcome, code: r.code ?? null, message: r.message ?? null, runningVersion: r.runningVersion, downtimeMs: r.downtimeMs ?? null, result: r },
