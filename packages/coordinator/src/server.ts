@@ -11,7 +11,7 @@ import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import { WebSocketServer } from 'ws';
 import { MAX_FRAME_BYTES } from '@guts-upgrade/protocol';
-import { buildApi } from './api.js';
+import { buildApi } from './api/app.js';
 import type { Config } from './config.js';
 import { Store } from './db.js';
 import { Coordinator } from './engine/coordinator.js';

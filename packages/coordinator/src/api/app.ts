@@ -10,11 +10,11 @@ import { timingSafeEqual } from 'node:crypto';
 import type { Server } from 'node:http';
 import type { Logger } from 'pino';
 import { ArtifactSchema, CodedError, errorCodeOf, type ErrorCode } from '@guts-upgrade/protocol';
-import { hashToken } from './db.js';
-import type { Coordinator, RolloutInput } from './engine/coordinator.js';
-import type { Metrics } from './metrics.js';
-import type { Role } from './config.js';
-import type { OperatorAction } from './states.js';
+import { hashToken } from '../db.js';
+import type { Coordinator, RolloutInput } from '../engine/coordinator.js';
+import type { Metrics } from '../metrics.js';
+import type { Role } from '../config.js';
+import type { OperatorAction } from '../states.js';
 
 const STATUS: Partial<Record<ErrorCode, number>> = {
   E_BAD_MESSAGE: 400,
