@@ -47,7 +47,7 @@ export async function startCoordinator(config: Config, opts: { log?: Logger; now
   };
   let closing = false;
   const app = await buildApi({
-    coordinator,
+    services: coordinator,
     metrics,
     log,
     ready: () => !closing,

@@ -1,9 +1,10 @@
 /**
  * The audit log: every event is appended to SQLite and, when a webhook wants
  * it, put in the webhook outbox in the same transaction (so a crash never
- * loses a notification). Callers run record() inside their transaction.
+ * loses a notification). Callers run record() inside their transaction;
+ * operators read the log back through events().
  */
-import type { Store } from '../db.js';
+import type { EventRow, Store } from '../db.js';
 import type { WebhookSender } from '../webhooks.js';
 
 export class Audit {
@@ -17,5 +18,10 @@ export class Audit {
     const now = this.now();
     const seq = this.store.appendEvent({ at: now, actor, type, rolloutId, nodeId, data });
     this.webhooks.enqueue(seq, type, { seq, type, at: new Date(now).toISOString(), actor, rolloutId, nodeId, data }, now);
+  }
+
+  /** The whole log after a sequence number, oldest first. */
+  events(after = 0): EventRow[] {
+    return this.store.events({ after });
   }
 }

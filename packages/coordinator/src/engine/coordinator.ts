@@ -5,6 +5,7 @@
  *   agent-hub.ts       agent websockets: auth, live status, messages in, commands out
  *   fleet-view.ts      pure functions of live status, node rows and time
  *   node-registry.ts   register, remove and list nodes
+ *   operators.ts       operator tokens and roles
  *   rollout-service.ts create and plan rollouts, operator actions
  *   rollout-loop.ts    the tick: sequencer decisions applied, commands delivered
  * Every change is written to SQLite in one transaction before anything goes on the wire.
@@ -20,6 +21,7 @@ import { Audit } from './audit.js';
 import { realTimers, type Timers } from './effects.js';
 import { fleetWatch, type FleetSettings, type FleetWatch } from './fleet-view.js';
 import { NodeRegistry } from './node-registry.js';
+import { Operators } from './operators.js';
 import { RolloutLoop } from './rollout-loop.js';
 import { RolloutService } from './rollout-service.js';
 import { WriteQueue } from './write-queue.js';
@@ -38,6 +40,7 @@ export class Coordinator extends EventEmitter {
   readonly loop: RolloutLoop;
   readonly nodes: NodeRegistry;
   readonly rollouts: RolloutService;
+  readonly operators: Operators;
   private readonly fleetSettings: FleetSettings;
 
   constructor(
@@ -66,6 +69,7 @@ export class Coordinator extends EventEmitter {
     });
     const fleet = () => this.fleetView();
     this.nodes = new NodeRegistry({ store, writes: this.writes, audit: this.audit, hub: this.hub, fleet, now });
+    this.operators = new Operators(config.operators);
     this.rollouts = new RolloutService({ store, writes: this.writes, audit: this.audit, config, fleet, now, tick: () => this.loop.tick() });
   }
 
