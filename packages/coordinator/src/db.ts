@@ -172,6 +172,9 @@ const json = <T>(v: unknown, d: T): T => (typeof v === 'string' ? (JSON.parse(v)
 const num = (v: unknown): number | null => (v == null ? null : Number(v));
 const str = (v: unknown): string | null => (v == null ? null : String(v));
 
+/** Whether moving a command to `state` records when it went on the wire (SQLite takes 1/0 for booleans). */
+const marksSent = (state: CommandState): number => (state === 'sent' ? 1 : 0);
+
 function nodeFrom(r: Raw): NodeRow {
   return {
     id: String(r.id),
@@ -535,14 +538,14 @@ export class Store {
   }
 
   setCommandState(id: string, state: CommandState, now: number, extra: { code?: string | null; message?: string | null } = {}): void {
-    this.stmt('UPDATE commands SET state = ?, code = COALESCE(?, code), message = COALESCE(?, message), updated_at = ?, sent_at = CASE WHEN ? = \'sent\' THEN ? ELSE sent_at END WHERE id = ?')
-      .run(state, extra.code ?? null, extra.message ?? null, now, state, now, id);
+    this.stmt('UPDATE commands SET state = ?, code = COALESCE(?, code), message = COALESCE(?, message), updated_at = ?, sent_at = CASE WHEN ? THEN ? ELSE sent_at END WHERE id = ?')
+      .run(state, extra.code ?? null, extra.message ?? null, now, marksSent(state), now, id);
   }
 
   /** Moves a command to an informational state only from the given states (a late write never undoes a result). */
   advanceCommandState(id: string, state: CommandState, from: readonly CommandState[], now: number): void {
-    this.stmt(`UPDATE commands SET state = ?, updated_at = ?, sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ? AND state IN (${from.map(() => '?').join(',')})`)
-      .run(state, now, state, now, id, ...from);
+    this.stmt(`UPDATE commands SET state = ?, updated_at = ?, sent_at = CASE WHEN ? THEN ? ELSE sent_at END WHERE id = ? AND state IN (${from.map(() => '?').join(',')})`)
+      .run(state, now, marksSent(state), now, id, ...from);
   }
 
   completeCommand(

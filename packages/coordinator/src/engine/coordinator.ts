@@ -27,6 +27,8 @@ import { RolloutService } from './rollout-service.js';
 import { WriteQueue } from './write-queue.js';
 
 export type { RolloutInput } from './rollout-service.js';
+// Kept from the engine's old exports: the package's public surface does not change with the split.
+export { PROTOCOL_VERSION } from '@guts-upgrade/protocol';
 
 /**
  * Emits 'webhook' (outcome of each delivery attempt), 'rollout' (id of a rollout the loop changed),
