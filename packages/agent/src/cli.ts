@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /**
- * guts-upgrade-agent: the daemon (`run`) and the operator commands on the host.
+ * guts-upgrade-agent: the daemon (`run`) and the operator commands on the host;
+ * `guts-upgrade-agent help COMMAND` lists each one's flags.
  *
  * Exit codes: 0 success; 1 failed, node unchanged (refused in preflight/fetch/backup);
  * 2 usage or configuration error; 3 upgrade failed and was rolled back (old version
@@ -8,6 +9,7 @@
  */
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { Command as CliCommand, CommanderError, InvalidArgumentError } from 'commander';
 import cron from 'node-cron';
 import { CodedError, errorCodeOf, PROTOCOL_VERSION, type Command, type Result } from '@guts-upgrade/protocol';
 import { Agent, newCommandId } from './agent.js';
@@ -17,59 +19,43 @@ import { Connection } from './connection.js';
 import { createLogger } from './log.js';
 import { binaryVersion } from './steps/preflight.js';
 import { isoNow } from './util.js';
+import { PRODUCT_VERSION } from './version.js';
 
 export const EXIT = { OK: 0, FAILED: 1, USAGE: 2, ROLLED_BACK: 3, BUSY: 4, ROLLBACK_FAILED: 5 } as const;
 
-const USAGE = `usage: guts-upgrade-agent <command> [--config PATH] [options]
-
-  run                                   the daemon (connects to the coordinator)
-  upgrade --to VERSION --url URL --sha256 HEX [--signature B64]
-          [--allow-downgrade] [--approve-major] [--require-staged]
-          [--reference-height N] [--sync-distance N] [--id ID] [--json]
-  prepare --to VERSION --url URL --sha256 HEX [--signature B64]   fetch + verify + stage only
-  rollback [--to VERSION] [--json]      undo the last committed upgrade from its backup
-  backup create|list                    online backup / catalogue
-  backup restore <id>                   stop the node, restore binary+config+data, start
-  status [--json]                       node and agent status
-  recover                               finish or roll back a command interrupted by a crash
-
-  --config defaults to ${DEFAULT_CONFIG_PATH}; GUTS_UPGRADE_* env vars override it.
-exit: 0 ok, 1 failed (node unchanged), 2 usage/config, 3 rolled back, 4 busy, 5 rollback failed`;
-
-class UsageError extends Error {}
-
-function parse(argv: string[]): { cmd: string[]; flags: Record<string, string | true> } {
-  const flags: Record<string, string | true> = {};
-  const cmd: string[] = [];
-  const booleans = new Set(['allow-downgrade', 'approve-major', 'require-staged', 'json', 'help']);
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a.startsWith('--')) {
-      const [k, v] = a.slice(2).split('=', 2) as [string, string | undefined];
-      if (v !== undefined) flags[k] = v;
-      else if (booleans.has(k)) flags[k] = true;
-      else {
-        const next = argv[++i];
-        if (next === undefined) throw new UsageError(`--${k} needs a value`);
-        flags[k] = next;
-      }
-    } else cmd.push(a);
-  }
-  return { cmd, flags };
+/** The flags every command takes; `--config` is read only by the commands that need it, so `--help` works without one. */
+interface CommonOpts {
+  config: string;
+  json?: boolean;
 }
 
-function need(flags: Record<string, string | true>, k: string): string {
-  const v = flags[k];
-  if (typeof v !== 'string' || !v) throw new UsageError(`--${k} is required`);
-  return v;
+interface TargetOpts extends CommonOpts {
+  to: string;
+  url: string;
+  sha256: string;
+  signature?: string;
+  allowDowngrade?: boolean;
+  approveMajor?: boolean;
+  requireStaged?: boolean;
+  referenceHeight?: number;
+  syncDistance?: number;
+  id?: string;
 }
 
-function intFlag(flags: Record<string, string | true>, k: string): number | undefined {
-  const v = flags[k];
-  if (v === undefined) return undefined;
+function nonNegativeInt(v: string): number {
   const n = Number(v);
-  if (typeof v !== 'string' || !Number.isInteger(n) || n < 0) throw new UsageError(`--${k} must be a non-negative integer`);
+  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n)) throw new InvalidArgumentError('must be a non-negative integer');
   return n;
+}
+
+function sha256Hex(v: string): string {
+  if (!/^[0-9a-fA-F]{64}$/.test(v)) throw new InvalidArgumentError('must be 64 hex characters');
+  return v.toLowerCase();
+}
+
+function httpUrl(v: string): string {
+  if (!/^https?:\/\/\S+$/.test(v)) throw new InvalidArgumentError('must be an http(s) URL');
+  return v;
 }
 
 function exitFor(r: Result): number {
@@ -106,42 +92,51 @@ async function runCommand(agent: Agent, command: Command, json: boolean): Promis
   return exitFor(r);
 }
 
-function targetCommand(kind: 'upgrade' | 'prepare', flags: Record<string, string | true>): Command {
-  const referenceHeight = intFlag(flags, 'reference-height');
-  const syncDistance = intFlag(flags, 'sync-distance');
+function targetCommand(kind: 'upgrade' | 'prepare', o: TargetOpts): Command {
   const options = {
-    ...(flags['allow-downgrade'] ? { allowDowngrade: true } : {}),
-    ...(flags['approve-major'] ? { approvedMajor: true } : {}),
-    ...(flags['require-staged'] ? { requireStaged: true } : {}),
-    ...(referenceHeight !== undefined ? { referenceHeight } : {}),
-    ...(syncDistance !== undefined ? { syncDistance } : {}),
+    ...(o.allowDowngrade ? { allowDowngrade: true } : {}),
+    ...(o.approveMajor ? { approvedMajor: true } : {}),
+    ...(o.requireStaged ? { requireStaged: true } : {}),
+    ...(o.referenceHeight !== undefined ? { referenceHeight: o.referenceHeight } : {}),
+    ...(o.syncDistance !== undefined ? { syncDistance: o.syncDistance } : {}),
   };
-  const sha = need(flags, 'sha256').toLowerCase();
-  if (!/^[0-9a-f]{64}$/.test(sha)) throw new UsageError('--sha256 must be 64 hex characters');
-  const url = need(flags, 'url');
-  if (!/^https?:\/\/\S+$/.test(url)) throw new UsageError('--url must be an http(s) URL');
-  const sig = flags.signature;
   return {
-    proto: PROTOCOL_VERSION, type: 'command', id: typeof flags.id === 'string' ? flags.id : newCommandId(`cli-${kind}`),
+    proto: PROTOCOL_VERSION, type: 'command', id: o.id ?? newCommandId(`cli-${kind}`),
     kind, issuedAt: isoNow(),
-    target: { version: need(flags, 'to'), url, sha256: sha, ...(typeof sig === 'string' ? { signature: sig } : {}) },
+    target: { version: o.to, url: o.url, sha256: o.sha256, ...(o.signature ? { signature: o.signature } : {}) },
     options,
   } as Command;
 }
 
+function withTargetFlags(cmd: CliCommand): CliCommand {
+  return cmd
+    .requiredOption('--to <version>', 'the version to install (semver)')
+    .requiredOption('--url <url>', 'where to download the guts-node binary', httpUrl)
+    .requiredOption('--sha256 <hex>', "the binary's sha256", sha256Hex)
+    .option('--signature <base64>', "the release key's signature over the sha256")
+    .option('--id <id>', 'command id (default: generated)');
+}
+
+/** What `run` needs beyond a loadable configuration; `config validate` checks the same. */
+function checkDaemonConfig(config: AgentConfig): void {
+  if (config.coordinator.url && !config.coordinator.token) throw new CodedError('E_CONFIG', 'config coordinator.token: is required with coordinator.url (or coordinator.tokenFile)');
+  if (config.backup.schedule && !cron.validate(config.backup.schedule)) {
+    throw new CodedError('E_CONFIG', `config backup.schedule: invalid cron expression ${JSON.stringify(config.backup.schedule)}`);
+  }
+}
+
 async function daemon(agent: Agent, config: AgentConfig): Promise<number> {
+  checkDaemonConfig(config);
   const log = agent.log;
   const recovered = await agent.recover();
   if (recovered) log.warn({ commandId: recovered.commandId, outcome: recovered.outcome, code: recovered.code }, 'recovered an interrupted command');
   let conn: Connection | null = null;
-  if (config.coordinator.url) {
-    if (!config.coordinator.token) throw new CodedError('E_CONFIG', 'config coordinator.token: is required with coordinator.url');
+  if (config.coordinator.url && config.coordinator.token) {
     conn = new Connection(agent, { url: config.coordinator.url, token: config.coordinator.token, nodeId: config.nodeId, reconnectMaxMs: config.coordinator.reconnectMaxMs }, log);
     void conn.run();
   } else log.warn('no coordinator.url configured: running without a coordinator');
   let task: { stop(): unknown } | null = null;
   if (config.backup.schedule) {
-    if (!cron.validate(config.backup.schedule)) throw new CodedError('E_CONFIG', `config backup.schedule: invalid cron expression ${JSON.stringify(config.backup.schedule)}`);
     task = cron.schedule(config.backup.schedule, async () => {
       const id = newBackupId();
       try {
@@ -175,142 +170,188 @@ async function daemon(agent: Agent, config: AgentConfig): Promise<number> {
   return EXIT.OK;
 }
 
-export async function main(argv: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parse(argv);
-  } catch (err) {
-    process.stderr.write(`${(err as Error).message}\n${USAGE}\n`);
-    return EXIT.USAGE;
-  }
-  const { cmd, flags } = parsed;
-  if (flags.help || cmd.length === 0) {
-    process.stdout.write(USAGE + '\n');
-    return cmd.length === 0 && !flags.help ? EXIT.USAGE : EXIT.OK;
-  }
-  let config: AgentConfig;
-  try {
-    config = loadConfig(typeof flags.config === 'string' ? flags.config : DEFAULT_CONFIG_PATH);
-  } catch (err) {
-    process.stderr.write(`${(err as Error).message}\n`);
-    return EXIT.USAGE;
-  }
-  const isDaemon = cmd[0] === 'run';
-  const log = createLogger(isDaemon ? config.logLevel : process.env.GUTS_UPGRADE_CLI_LOG_LEVEL ?? 'warn', !isDaemon);
+/** Loads the configuration and an Agent, runs `fn`, and closes the agent's journal whatever happens. */
+async function withAgent(o: CommonOpts, daemonLog: boolean, fn: (agent: Agent, config: AgentConfig) => Promise<number>): Promise<number> {
+  const config = loadConfig(o.config);
+  const log = createLogger(daemonLog ? config.logLevel : process.env.GUTS_UPGRADE_CLI_LOG_LEVEL ?? 'warn', !daemonLog);
   const agent = new Agent(config, log);
-  const json = flags.json === true;
   try {
-    switch (cmd[0]) {
-      case 'run':
-        return await daemon(agent, config);
-      case 'upgrade':
-      case 'prepare': {
-        const command = targetCommand(cmd[0], flags);
-        return await runCommand(agent, command, json);
-      }
-      case 'rollback': {
-        const to = flags.to;
-        const command: Command = {
-          proto: PROTOCOL_VERSION, type: 'command', kind: 'rollback', id: typeof flags.id === 'string' ? flags.id : newCommandId('cli-rollback'),
-          issuedAt: isoNow(), ...(typeof to === 'string' ? { toVersion: to } : {}),
-        };
-        return await runCommand(agent, command, json);
-      }
-      case 'recover': {
+    return await fn(agent, config);
+  } finally {
+    agent.close();
+  }
+}
+
+function statusCmd(agent: Agent, config: AgentConfig, json: boolean): Promise<number> {
+  return agent.status().then((s) => {
+    const holder = agent.journal.lockHolder();
+    const out = { nodeId: config.nodeId, status: s, lock: holder, recentResults: agent.journal.recentResults(5) };
+    if (json) process.stdout.write(JSON.stringify(out, null, 2) + '\n');
+    else {
+      process.stdout.write(`node ${config.nodeId}: version ${s.nodeVersion ?? '?'} health ${s.health} ready ${s.ready} height ${s.finalizedHeight ?? '?'} peers ${s.peerCount ?? '?'} leader ${s.isLeader}\n`);
+      process.stdout.write(holder ? `busy: ${holder.commandId} (pid ${holder.pid}${holder.alive ? '' : ', dead: run `recover`'})\n` : 'idle\n');
+      for (const r of out.recentResults) process.stdout.write(`  ${r.finishedAt} ${r.kind} ${r.commandId} ${r.outcome}${r.code ? ` ${r.code}` : ''} ${r.fromVersion ?? '?'} -> ${r.toVersion ?? '?'}\n`);
+    }
+    return EXIT.OK;
+  });
+}
+
+export function buildProgram(result: { code: number }): CliCommand {
+  const program = new CliCommand('guts-upgrade-agent')
+    .description('The guts-upgrade agent: upgrades, backs up and rolls back the guts-node on this host.')
+    .version(PRODUCT_VERSION, '-V, --version', 'print the guts-upgrade version')
+    .option('--config <path>', `the agent configuration (env GUTS_UPGRADE_AGENT_CONFIG; default ${DEFAULT_CONFIG_PATH}); GUTS_UPGRADE_* env vars override its keys`, process.env.GUTS_UPGRADE_AGENT_CONFIG ?? DEFAULT_CONFIG_PATH)
+    .option('--json', 'print results as JSON')
+    .showHelpAfterError('(run with --help for usage)')
+    .addHelpText('after', '\nExit codes: 0 ok, 1 failed (node unchanged), 2 usage/config, 3 rolled back, 4 busy, 5 rollback failed')
+    .exitOverride();
+  const opts = <T>(cmd: CliCommand) => cmd.optsWithGlobals<T & CommonOpts>();
+  const set = (p: Promise<number>) => p.then((c) => void (result.code = c));
+
+  program.command('run').description('the daemon: connects to the coordinator and runs its commands')
+    .action((_o, cmd: CliCommand) => set(withAgent(opts(cmd), true, daemon)));
+  withTargetFlags(program.command('upgrade').description('the whole upgrade: fetch, verify, back up, stop, swap, migrate, start, verify; rolls back on failure'))
+    .option('--allow-downgrade', 'allow a version older than the running one')
+    .option('--approve-major', 'allow a major version change')
+    .option('--require-staged', 'refuse unless `prepare` staged this artifact already')
+    .option('--reference-height <n>', 'the network height the node must reach to count as synced', nonNegativeInt)
+    .option('--sync-distance <n>', 'blocks behind the reference that still count as synced', nonNegativeInt)
+    .action((_o, cmd: CliCommand) => {
+      const o = opts<TargetOpts>(cmd);
+      return set(withAgent(o, false, (agent) => runCommand(agent, targetCommand('upgrade', o), !!o.json)));
+    });
+  withTargetFlags(program.command('prepare').description('fetch, verify and stage an artifact only; the node keeps running'))
+    .action((_o, cmd: CliCommand) => {
+      const o = opts<TargetOpts>(cmd);
+      return set(withAgent(o, false, (agent) => runCommand(agent, targetCommand('prepare', o), !!o.json)));
+    });
+  program.command('rollback').description('undo the last committed upgrade from its backup')
+    .option('--to <version>', 'the version to return to (default: the one before the last upgrade)')
+    .option('--id <id>', 'command id (default: generated)')
+    .action((_o, cmd: CliCommand) => {
+      const o = opts<{ to?: string; id?: string }>(cmd);
+      const command: Command = {
+        proto: PROTOCOL_VERSION, type: 'command', kind: 'rollback', id: o.id ?? newCommandId('cli-rollback'),
+        issuedAt: isoNow(), ...(o.to ? { toVersion: o.to } : {}),
+      };
+      return set(withAgent(o, false, (agent) => runCommand(agent, command, !!o.json)));
+    });
+  program.command('status').description('node and agent status, and the last results')
+    .action((_o, cmd: CliCommand) => {
+      const o = opts<object>(cmd);
+      return set(withAgent(o, false, (agent, config) => statusCmd(agent, config, !!o.json)));
+    });
+  program.command('recover').description('finish or roll back a command interrupted by a crash')
+    .action((_o, cmd: CliCommand) => {
+      const o = opts<object>(cmd);
+      return set(withAgent(o, false, async (agent) => {
         const r = await agent.recover();
         if (!r) {
           const holder = agent.journal.lockHolder();
           process.stdout.write(holder?.alive ? `command ${holder.commandId} is running in pid ${holder.pid}; nothing to recover\n` : 'nothing to recover\n');
           return EXIT.OK;
         }
-        printResult(r, json);
+        printResult(r, !!o.json);
         return exitFor(r);
-      }
-      case 'status': {
-        const s = await agent.status();
-        const holder = agent.journal.lockHolder();
-        const out = { nodeId: config.nodeId, status: s, lock: holder, recentResults: agent.journal.recentResults(5) };
-        if (json) process.stdout.write(JSON.stringify(out, null, 2) + '\n');
-        else {
-          process.stdout.write(`node ${config.nodeId}: version ${s.nodeVersion ?? '?'} health ${s.health} ready ${s.ready} height ${s.finalizedHeight ?? '?'} peers ${s.peerCount ?? '?'} leader ${s.isLeader}\n`);
-          process.stdout.write(holder ? `busy: ${holder.commandId} (pid ${holder.pid}${holder.alive ? '' : ', dead: run `recover`'})\n` : 'idle\n');
-          for (const r of out.recentResults) process.stdout.write(`  ${r.finishedAt} ${r.kind} ${r.commandId} ${r.outcome}${r.code ? ` ${r.code}` : ''} ${r.fromVersion ?? '?'} -> ${r.toVersion ?? '?'}\n`);
-        }
-        return EXIT.OK;
-      }
-      case 'backup':
-        return await backupCmd(agent, config, cmd.slice(1), json);
-      default:
-        process.stderr.write(`unknown command ${cmd[0]}\n${USAGE}\n`);
-        return EXIT.USAGE;
-    }
+      }));
+    });
+  const backup = program.command('backup').description('online backups of binary, config and data');
+  backup.command('create').description('an online backup while the node runs')
+    .action((_o, cmd: CliCommand) => {
+      const o = opts<object>(cmd);
+      return set(withAgent(o, false, (agent, config) => backupCreate(agent, config, !!o.json)));
+    });
+  backup.command('list').description('the backup catalogue')
+    .action((_o, cmd: CliCommand) => {
+      const o = opts<object>(cmd);
+      return set(withAgent(o, false, async (agent) => backupList(agent, !!o.json)));
+    });
+  backup.command('restore').description('stop the node, restore binary, config and data from a backup, start it')
+    .argument('<id>', 'the backup id (see `backup list`)')
+    .action((id: string, _o, cmd: CliCommand) => {
+      const o = opts<object>(cmd);
+      return set(withAgent(o, false, (agent, config) => backupRestore(agent, config, id)));
+    });
+  program.command('config').description('check the configuration')
+    .command('validate').description('load and check the configuration as `run` would; exit 0 if valid, 2 if not')
+    .action((_o, cmd: CliCommand) => {
+      const c = loadConfig(opts<object>(cmd).config);
+      checkDaemonConfig(c);
+      process.stdout.write(`configuration valid: node ${c.nodeId}, ${c.service.driver} driver (${c.service.name}), state ${c.stateDir}, ` +
+        `${c.coordinator.url ? `coordinator ${c.coordinator.url}` : 'no coordinator'}\n`);
+    });
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const result = { code: EXIT.OK as number };
+  const program = buildProgram(result);
+  if (argv.length === 0) {
+    process.stderr.write(program.helpInformation());
+    return EXIT.USAGE;
+  }
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return result.code;
   } catch (err) {
-    if (err instanceof UsageError) {
-      process.stderr.write(`${err.message}\n${USAGE}\n`);
-      return EXIT.USAGE;
-    }
+    // Commander's own: --help, -h, `help` and --version (exit code 0), or a usage error.
+    if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT.OK : EXIT.USAGE;
     const code = errorCodeOf(err);
     process.stderr.write(`${(err as Error).message}\n`);
     return code === 'E_BUSY' ? EXIT.BUSY : code === 'E_CONFIG' ? EXIT.USAGE : EXIT.FAILED;
-  } finally {
-    agent.close();
   }
 }
 
-async function backupCmd(agent: Agent, config: AgentConfig, args: string[], json: boolean): Promise<number> {
-  const sub = args[0];
-  if (sub === 'list') {
-    const rows = agent.backups.list();
-    if (json) process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
-    else for (const b of rows) {
-      const size = [b.meta.binary, b.meta.config, b.meta.dataBase, b.meta.dataDelta].reduce((a, e) => a + (e?.size ?? 0), 0);
-      process.stdout.write(`${b.id}  ${b.createdAt}  ${b.status.padEnd(8)}  version ${b.version ?? '?'}  ${size} bytes${b.commandId ? `  (upgrade ${b.commandId})` : ''}\n`);
-    }
+async function backupList(agent: Agent, json: boolean): Promise<number> {
+  const rows = agent.backups.list();
+  if (json) process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
+  else for (const b of rows) {
+    const size = [b.meta.binary, b.meta.config, b.meta.dataBase, b.meta.dataDelta].reduce((a, e) => a + (e?.size ?? 0), 0);
+    process.stdout.write(`${b.id}  ${b.createdAt}  ${b.status.padEnd(8)}  version ${b.version ?? '?'}  ${size} bytes${b.commandId ? `  (upgrade ${b.commandId})` : ''}\n`);
+  }
+  return EXIT.OK;
+}
+
+async function backupCreate(agent: Agent, config: AgentConfig, json: boolean): Promise<number> {
+  const id = newBackupId();
+  agent.journal.acquire(`backup:${id}`);
+  try {
+    process.stderr.write(`creating online backup ${id} of ${config.node.dataDir}\n`);
+    const v = (await binaryVersion(config.node.binary)).version;
+    const row = await agent.backups.createOnline(id, v);
+    process.stdout.write(json ? JSON.stringify(row, null, 2) + '\n' : `backup ${row.id} complete in ${agent.backups.dirOf(row.id)}\n`);
     return EXIT.OK;
+  } catch (err) {
+    agent.backups.discard(id);
+    throw err;
+  } finally {
+    agent.journal.release(`backup:${id}`);
   }
-  if (sub === 'create') {
-    const id = newBackupId();
-    agent.journal.acquire(`backup:${id}`);
-    try {
-      process.stderr.write(`creating online backup ${id} of ${config.node.dataDir}\n`);
-      const v = (await binaryVersion(config.node.binary)).version;
-      const row = await agent.backups.createOnline(id, v);
-      process.stdout.write(json ? JSON.stringify(row, null, 2) + '\n' : `backup ${row.id} complete in ${agent.backups.dirOf(row.id)}\n`);
-      return EXIT.OK;
-    } catch (err) {
-      agent.backups.discard(id);
-      throw err;
-    } finally {
-      agent.journal.release(`backup:${id}`);
+}
+
+async function backupRestore(agent: Agent, config: AgentConfig, id: string): Promise<number> {
+  await agent.backups.verify(id);
+  const op = `restore:${id}`;
+  agent.journal.acquire(op);
+  try {
+    process.stderr.write(`stopping ${config.service.name}\n`);
+    await agent.driver.stop();
+    process.stderr.write(`restoring binary, config and data from ${id}\n`);
+    await agent.backups.restoreBinary(id);
+    await agent.backups.restoreConfig(id);
+    await agent.backups.restoreData(id);
+    process.stderr.write('starting the node\n');
+    await agent.driver.start();
+    const deadline = Date.now() + config.checks.readyTimeoutMs;
+    while (!(await agent.node.ready())) {
+      if (Date.now() > deadline) throw new CodedError('E_HEALTH_TIMEOUT', `the node was not ready ${config.checks.readyTimeoutMs} ms after the restore`);
+      await new Promise((r) => setTimeout(r, 200));
     }
+    process.stdout.write(`restored ${id}; node ready on ${(await agent.node.runningVersion()) ?? '?'}\n`);
+    return EXIT.OK;
+  } finally {
+    agent.journal.release(op);
   }
-  if (sub === 'restore') {
-    const id = args[1];
-    if (!id) throw new UsageError('backup restore needs a backup id (see `backup list`)');
-    await agent.backups.verify(id);
-    const op = `restore:${id}`;
-    agent.journal.acquire(op);
-    try {
-      process.stderr.write(`stopping ${config.service.name}\n`);
-      await agent.driver.stop();
-      process.stderr.write(`restoring binary, config and data from ${id}\n`);
-      await agent.backups.restoreBinary(id);
-      await agent.backups.restoreConfig(id);
-      await agent.backups.restoreData(id);
-      process.stderr.write('starting the node\n');
-      await agent.driver.start();
-      const deadline = Date.now() + config.checks.readyTimeoutMs;
-      while (!(await agent.node.ready())) {
-        if (Date.now() > deadline) throw new CodedError('E_HEALTH_TIMEOUT', `the node was not ready ${config.checks.readyTimeoutMs} ms after the restore`);
-        await new Promise((r) => setTimeout(r, 200));
-      }
-      process.stdout.write(`restored ${id}; node ready on ${(await agent.node.runningVersion()) ?? '?'}\n`);
-      return EXIT.OK;
-    } finally {
-      agent.journal.release(op);
-    }
-  }
-  throw new UsageError('backup needs create, list or restore <id>');
 }
 
 // Compared through realpath: started via a symlink (an npm bin link, /opt/guts-upgrade

@@ -1,95 +1,128 @@
 #!/usr/bin/env node
 /**
- * guts-upgrade — the operator CLI.
+ * guts-upgrade — the operator CLI. `guts-upgrade help` and `guts-upgrade help COMMAND`
+ * list every command and flag; docs/operating.md shows them in use.
  *
- *   guts-upgrade [--url URL | --socket PATH] [--token T] [--json] COMMAND
- *   nodes                              list nodes
- *   nodes add ID [--address A]         register a node; prints its agent token once
- *   nodes remove ID                    revoke a node
- *   fleet                              fleet watch (skew, heights, down)
- *   plan  TARGET-FLAGS [ROLLOUT-FLAGS] dry run: waves and order
- *   rollout start TARGET-FLAGS [ROLLOUT-FLAGS]
- *   rollout list | status ID | events ID | watch ID
- *   rollout pause|resume|abort|rollback|approve ID [--reason R]
- *
- *   TARGET-FLAGS:  --version V --artifact-url U --sha256 H [--signature S]
- *   ROLLOUT-FLAGS: --strategy rolling|canary|halt --nodes a,b --max-unavailable N --stabilization-ms MS
- *                  --soak-ms MS --sync-distance N --sync-timeout-ms MS --canary ID --window NAME
- *                  --auto-rollback --allow-downgrade --require-approval
- * Env: GUTS_UPGRADE_URL, GUTS_UPGRADE_SOCKET, GUTS_UPGRADE_TOKEN.
+ * Where it finds the coordinator: --url, else GUTS_UPGRADE_URL, else http://127.0.0.1:7600
+ * (--socket / GUTS_UPGRADE_SOCKET for the unix socket instead); the bearer token from
+ * --token or GUTS_UPGRADE_TOKEN.
  *
  * Exit codes: 0 ok; 1 the rollout failed, was aborted or rolled back (status/watch);
- *             2 usage error; 3 API error (refused request); 4 coordinator unreachable.
+ *             2 usage error; 3 API error (refused request); 4 coordinator unreachable;
+ *             5 the rollout paused and waits for an operator (watch).
  */
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { api, ApiError, type ApiTarget } from './client.js';
+import { STRATEGIES } from './model.js';
+import { ACTIONS, type OperatorAction } from './states.js';
+import { PRODUCT_VERSION } from './version.js';
 
-export const EXIT = { OK: 0, ROLLOUT_FAILED: 1, USAGE: 2, API: 3, UNREACHABLE: 4 } as const;
+export const EXIT = { OK: 0, ROLLOUT_FAILED: 1, USAGE: 2, API: 3, UNREACHABLE: 4, PAUSED: 5 } as const;
 
-const BOOL = new Set(['auto-rollback', 'allow-downgrade', 'require-approval', 'json', 'help']);
+export const DEFAULT_URL = 'http://127.0.0.1:7600';
 
-class UsageError extends Error {}
-
-function parse(argv: string[]): { pos: string[]; flags: Record<string, string | true> } {
-  const pos: string[] = [];
-  const flags: Record<string, string | true> = {};
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const m = /^--([a-z-]+)(?:=(.*))?$/.exec(a);
-    if (!m) {
-      pos.push(a);
-      continue;
-    }
-    if (BOOL.has(m[1]!)) flags[m[1]!] = true;
-    else {
-      const v = m[2] ?? argv[++i];
-      if (v === undefined) throw new UsageError(`--${m[1]} needs a value`);
-      flags[m[1]!] = v;
-    }
-  }
-  return { pos, flags };
+export interface CliIo {
+  env: NodeJS.ProcessEnv;
+  out(s: string): void;
+  err(s: string): void;
 }
 
-function intFlag(flags: Record<string, string | true>, name: string): number | undefined {
-  const v = flags[name];
-  if (v === undefined) return undefined;
-  if (typeof v !== 'string' || !/^\d+$/.test(v)) throw new UsageError(`--${name} must be a non-negative integer`);
+interface GlobalOpts {
+  url?: string;
+  socket?: string;
+  token?: string;
+  json?: boolean;
+}
+
+// ---- argument parsers: each throws InvalidArgumentError, which commander reports as a usage error.
+
+function nonNegativeInt(v: string): number {
+  if (!/^\d+$/.test(v)) throw new InvalidArgumentError('must be a non-negative integer');
   return Number(v);
 }
 
-function rolloutBody(flags: Record<string, string | true>): Record<string, unknown> {
-  for (const k of ['version', 'artifact-url', 'sha256']) if (typeof flags[k] !== 'string') throw new UsageError(`--${k} is required`);
+function sha256Hex(v: string): string {
+  if (!/^[0-9a-fA-F]{64}$/.test(v)) throw new InvalidArgumentError('must be 64 hex characters (the artifact\'s sha256)');
+  return v.toLowerCase();
+}
+
+function httpUrl(v: string): string {
+  if (!/^https?:\/\/\S+$/.test(v)) throw new InvalidArgumentError('must be an http(s) URL');
+  return v;
+}
+
+function nodeList(v: string): string[] {
+  const ids = v.split(',').map((s) => s.trim()).filter(Boolean);
+  if (ids.length === 0) throw new InvalidArgumentError('must name at least one node id (a,b,c)');
+  return ids;
+}
+
+// ---- the rollout request built from flags
+
+interface TargetFlags {
+  to: string;
+  artifactUrl: string;
+  sha256: string;
+  signature?: string;
+}
+
+interface RolloutFlags extends TargetFlags {
+  strategy?: string;
+  nodes?: string[];
+  maxUnavailable?: number;
+  stabilizationMs?: number;
+  soakMs?: number;
+  syncDistance?: number;
+  syncTimeoutMs?: number;
+  haltTimeoutMs?: number;
+  canary?: string;
+  window?: string;
+  autoRollback?: boolean;
+  allowDowngrade?: boolean;
+  requireApproval?: boolean;
+}
+
+/** Flag name → API option key, for the numeric and boolean rollout options passed through as they are. */
+const PASS_THROUGH: (keyof RolloutFlags)[] = [
+  'maxUnavailable', 'stabilizationMs', 'soakMs', 'syncDistance', 'syncTimeoutMs', 'haltTimeoutMs', 'canary', 'window',
+  'autoRollback', 'allowDowngrade', 'requireApproval',
+];
+
+export function rolloutBody(f: RolloutFlags): Record<string, unknown> {
   const options: Record<string, unknown> = {};
-  const ints: [string, string][] = [
-    ['max-unavailable', 'maxUnavailable'],
-    ['stabilization-ms', 'stabilizationMs'],
-    ['soak-ms', 'soakMs'],
-    ['sync-distance', 'syncDistance'],
-    ['sync-timeout-ms', 'syncTimeoutMs'],
-    ['halt-timeout-ms', 'haltTimeoutMs'],
-  ];
-  for (const [f, k] of ints) {
-    const v = intFlag(flags, f);
-    if (v !== undefined) options[k] = v;
-  }
-  if (flags['auto-rollback']) options.autoRollback = true;
-  if (flags['allow-downgrade']) options.allowDowngrade = true;
-  if (flags['require-approval']) options.requireApproval = true;
-  if (typeof flags.canary === 'string') options.canary = flags.canary;
-  if (typeof flags.window === 'string') options.window = flags.window;
+  for (const k of PASS_THROUGH) if (f[k] !== undefined) options[k] = f[k];
   return {
-    target: {
-      version: flags.version,
-      url: flags['artifact-url'],
-      sha256: flags.sha256,
-      ...(typeof flags.signature === 'string' ? { signature: flags.signature } : {}),
-    },
-    ...(typeof flags.strategy === 'string' ? { strategy: flags.strategy } : {}),
-    ...(typeof flags.nodes === 'string' ? { nodes: flags.nodes.split(',').filter(Boolean) } : {}),
+    target: { version: f.to, url: f.artifactUrl, sha256: f.sha256, ...(f.signature ? { signature: f.signature } : {}) },
+    ...(f.strategy ? { strategy: f.strategy } : {}),
+    ...(f.nodes ? { nodes: f.nodes } : {}),
     ...(Object.keys(options).length ? { options } : {}),
   };
 }
+
+function withRolloutFlags(cmd: Command): Command {
+  return cmd
+    .requiredOption('--to <version>', 'the version to upgrade to (semver)')
+    .requiredOption('--artifact-url <url>', 'where agents download the guts-node binary', httpUrl)
+    .requiredOption('--sha256 <hex>', "the binary's sha256 (64 hex characters)", sha256Hex)
+    .option('--signature <base64>', "the release key's signature over the sha256")
+    .addOption(new Option('--strategy <name>', 'how to sequence the nodes').choices([...STRATEGIES]))
+    .option('--nodes <ids>', 'only these nodes, comma-separated (default: all)', nodeList)
+    .option('--max-unavailable <n>', 'nodes down at once (never more than f)', nonNegativeInt)
+    .option('--stabilization-ms <ms>', 'pause after each synced wave', nonNegativeInt)
+    .option('--soak-ms <ms>', 'canary soak duration', nonNegativeInt)
+    .option('--sync-distance <n>', 'blocks behind the fleet that still count as synced', nonNegativeInt)
+    .option('--sync-timeout-ms <ms>', 'how long an upgraded node may take to sync', nonNegativeInt)
+    .option('--halt-timeout-ms <ms>', 'how long the network may take to finalize again after a halt upgrade', nonNegativeInt)
+    .option('--canary <id>', 'the canary node (strategy canary)')
+    .option('--window <name>', 'start only inside this configured maintenance window')
+    .option('--auto-rollback', 'roll every upgraded node back when a node fails')
+    .option('--allow-downgrade', 'allow a target older than the running version')
+    .option('--require-approval', 'wait for `rollout approve` before starting');
+}
+
+// ---- rendering
 
 const FINAL_OK = ['completed'];
 const FINAL_BAD = ['failed', 'aborted', 'rolled_back'];
@@ -114,144 +147,233 @@ export function renderRollout(d: any): string {
   return lines.join('\n');
 }
 
+function renderPlan(p: any): string {
+  return [
+    `plan ${p.strategy}: ${p.fromVersion ?? '?'} -> ${p.target.version} (${p.path?.kind ?? 'n/a'}) n=${p.n} f=${p.f} maxUnavailable=${p.maxUnavailable}`,
+    ...p.waves.map((w: string[], i: number) => `  wave ${i + 1}: ${w.join(', ')}`),
+    ...(p.skip.length ? [`  skip (already on target): ${p.skip.join(', ')}`] : []),
+    ...(p.requiresApproval ? ['  requires approval'] : []),
+    ...(p.window ? [`  window ${p.window.name}: ${p.window.open ? 'open' : `closed, next ${p.window.nextOpening}`}`] : []),
+    ...p.warnings.map((w: string) => `  warning: ${w}`),
+  ].join('\n');
+}
+
+/** What an operator can do about a paused rollout, as commands to copy. */
+export function pausedAdvice(id: string, reason: string | null): string {
+  return [
+    `rollout ${id} is paused${reason ? `: ${reason}` : ''}`,
+    'it waits for an operator; next, one of:',
+    `  guts-upgrade rollout resume ${id}      # continue where it stopped`,
+    `  guts-upgrade rollout abort ${id}       # stop here; upgraded nodes stay upgraded`,
+    `  guts-upgrade rollout rollback ${id}    # return every upgraded node to its previous version`,
+  ].join('\n');
+}
+
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+// ---- the program
+
+/**
+ * Builds the command tree. Each action stores its exit code in `code`; commander's own
+ * errors (unknown command or flag, a bad value, a missing required flag) are usage errors.
+ */
+export function buildProgram(io: CliIo, result: { code: number }): Command {
+  const program = new Command('guts-upgrade')
+    .description('Plan, start, watch and steer guts-node rollouts through the guts-upgrade coordinator.')
+    .version(PRODUCT_VERSION, '-V, --version', 'print the guts-upgrade version')
+    .option('--url <url>', `the coordinator's API (env GUTS_UPGRADE_URL; default ${DEFAULT_URL})`)
+    .option('--socket <path>', "the coordinator's unix socket instead of --url (env GUTS_UPGRADE_SOCKET)")
+    .option('--token <token>', 'bearer token of an operator or viewer (env GUTS_UPGRADE_TOKEN)')
+    .option('--json', 'print the API answer as JSON (watch: NDJSON, one line per change)')
+    .showHelpAfterError('(run with --help for usage)')
+    .configureOutput({ writeOut: io.out, writeErr: io.err })
+    .exitOverride();
+
+  const target = (cmd: Command): { t: ApiTarget; json: boolean } => {
+    const g = cmd.optsWithGlobals<GlobalOpts>();
+    const socket = g.socket ?? io.env.GUTS_UPGRADE_SOCKET;
+    const token = g.token ?? io.env.GUTS_UPGRADE_TOKEN;
+    const t: ApiTarget = socket ? { socket } : { url: g.url ?? io.env.GUTS_UPGRADE_URL ?? DEFAULT_URL };
+    if (token) t.token = token;
+    return { t, json: !!g.json };
+  };
+  const show = (json: boolean, v: unknown, text: () => string) => io.out((json ? JSON.stringify(v, null, 2) : text()) + '\n');
+
+  // nodes
+  const nodes = program.command('nodes').description('list, register and revoke validator nodes');
+  nodes
+    .command('list', { isDefault: true })
+    .description('list the registered nodes with version, connection and health')
+    .action(async (_o, cmd: Command) => {
+      const { t, json } = target(cmd);
+      const r = await api(t, 'GET', '/api/v1/nodes');
+      show(json, r, () =>
+        r.nodes.map((n: any) => `${n.id.padEnd(16)} ${(n.version ?? '?').padEnd(10)} ${n.connected ? 'connected' : 'offline  '} ${n.healthy ? 'healthy  ' : 'unhealthy'} ${n.isLeader ? 'leader' : ''}`).join('\n') || '(no nodes)',
+      );
+    });
+  nodes
+    .command('add')
+    .description("register a node; prints its agent token once (put it in that agent's configuration)")
+    .argument('<id>', 'the node id the agent will use')
+    .option('--address <addr>', 'a note of where the node runs')
+    .action(async (id: string, o: { address?: string }, cmd: Command) => {
+      const { t, json } = target(cmd);
+      const r = await api(t, 'POST', '/api/v1/nodes', { id, ...(o.address ? { address: o.address } : {}) });
+      show(json, r, () => `registered ${r.id}\ntoken: ${r.token}\n(shown once: put it in the agent's configuration)`);
+    });
+  nodes
+    .command('remove')
+    .description("revoke a node: its agent's token stops working")
+    .argument('<id>', 'the node id')
+    .action(async (id: string, _o, cmd: Command) => {
+      const { t, json } = target(cmd);
+      const r = await api(t, 'DELETE', `/api/v1/nodes/${encodeURIComponent(id)}`);
+      show(json, r, () => `removed ${id}`);
+    });
+
+  program
+    .command('fleet')
+    .description('the fleet at a glance: n, f, quorum, leader, versions, heights, alerts')
+    .action(async (_o, cmd: Command) => {
+      const { t, json } = target(cmd);
+      const r = await api(t, 'GET', '/api/v1/fleet');
+      show(json, r, () =>
+        [
+          `n=${r.n} f=${r.f} quorum=${r.quorum} budget=${r.disruptionBudget} leader=${r.leader ?? '?'}`,
+          `versions: ${Object.entries(r.versions).map(([v, c]) => `${v}×${c}`).join(' ')}  heights ${r.heights.min}..${r.heights.max}`,
+          ...r.alerts.map((a: any) => `ALERT ${a.code}: ${a.message}`),
+        ].join('\n'),
+      );
+    });
+
+  withRolloutFlags(program.command('plan').description('dry run: the waves and order a rollout would take; changes nothing')).action(
+    async (o: RolloutFlags, cmd: Command) => {
+      const { t, json } = target(cmd);
+      const r = await api(t, 'POST', '/api/v1/rollouts/plan', rolloutBody(o));
+      show(json, r, () => renderPlan(r.plan));
+    },
+  );
+
+  const rollout = program.command('rollout').description('start, inspect and steer rollouts');
+  withRolloutFlags(rollout.command('start').description('start a rollout (see `plan` for a dry run first)')).action(
+    async (o: RolloutFlags, cmd: Command) => {
+      const { t, json } = target(cmd);
+      const r = await api(t, 'POST', '/api/v1/rollouts', rolloutBody(o));
+      show(json, r, () => `started ${r.rollout.id}\n${renderRollout(r)}`);
+    },
+  );
+  rollout
+    .command('list')
+    .description('every rollout, newest first')
+    .action(async (_o, cmd: Command) => {
+      const { t, json } = target(cmd);
+      const r = await api(t, 'GET', '/api/v1/rollouts');
+      show(json, r, () => r.rollouts.map((x: any) => `${x.id}  ${x.strategy.padEnd(7)} ${x.target.version.padEnd(8)} ${x.state}`).join('\n') || '(none)');
+    });
+  rollout
+    .command('status')
+    .description('one rollout: state, waves and each node\'s step (exit 1 if it failed, was aborted or rolled back)')
+    .argument('<id>', 'the rollout id')
+    .action(async (id: string, _o, cmd: Command) => {
+      const { t, json } = target(cmd);
+      const r = await api(t, 'GET', `/api/v1/rollouts/${encodeURIComponent(id)}`);
+      show(json, r, () => renderRollout(r));
+      if (FINAL_BAD.includes(r.rollout.state)) result.code = EXIT.ROLLOUT_FAILED;
+    });
+  rollout
+    .command('events')
+    .description("a rollout's audit log")
+    .argument('<id>', 'the rollout id')
+    .action(async (id: string, _o, cmd: Command) => {
+      const { t, json } = target(cmd);
+      const r = await api(t, 'GET', `/api/v1/rollouts/${encodeURIComponent(id)}/events`);
+      show(json, r, () => r.events.filter((e: any) => e.type !== 'node.progress').map((e: any) => `${e.at} ${e.actor.padEnd(18)} ${e.type.padEnd(20)} ${e.nodeId ?? ''} ${JSON.stringify(e.data)}`).join('\n'));
+    });
+  rollout
+    .command('watch')
+    .description('follow a rollout until it ends (exit 0 completed, 1 failed/aborted/rolled back, 5 paused)')
+    .argument('<id>', 'the rollout id')
+    .action(async (id: string, _o, cmd: Command) => {
+      const { t, json } = target(cmd);
+      result.code = await watch(t, encodeURIComponent(id), json, io);
+    });
+  for (const action of Object.keys(ACTIONS) as OperatorAction[]) {
+    rollout
+      .command(action)
+      .description(`${action} a rollout (valid while it is ${ACTIONS[action].join(', ')})`)
+      .argument('<id>', 'the rollout id')
+      .option('--reason <text>', 'recorded in the audit log')
+      .action(async (id: string, o: { reason?: string }, cmd: Command) => {
+        const { t, json } = target(cmd);
+        const r = await api(t, 'POST', `/api/v1/rollouts/${encodeURIComponent(id)}/${action}`, o.reason ? { reason: o.reason } : {});
+        show(json, r, () => `${action}: ${r.rollout.id} is ${r.rollout.state}`);
+      });
+  }
+  return program;
+}
+
+async function watch(t: ApiTarget, id: string, json: boolean, io: CliIo): Promise<number> {
+  let last = '';
+  let after = 0;
+  for (;;) {
+    const r = await api(t, 'GET', `/api/v1/rollouts/${id}`);
+    const ev = await api(t, 'GET', `/api/v1/rollouts/${id}/events?after=${after}`);
+    for (const e of ev.events) {
+      after = e.seq;
+      if (json) io.out(JSON.stringify({ event: e }) + '\n');
+      else if (e.type === 'node.progress') io.out(`${e.at.slice(11, 23)}   ${e.nodeId} ${e.data.step} ${e.data.state}${e.data.message ? `: ${e.data.message}` : ''}\n`);
+      else if (e.type !== 'command.sent') io.out(`${e.at.slice(11, 23)} ${e.type} ${e.nodeId ?? ''} ${e.data.code ?? ''}\n`);
+    }
+    const text = renderRollout(r);
+    if (json && text !== last) io.out(JSON.stringify({ rollout: r.rollout, steps: r.steps }) + '\n');
+    last = text;
+    const state: string = r.rollout.state;
+    if (FINAL_OK.includes(state) || FINAL_BAD.includes(state)) {
+      if (!json) io.out(text + '\n');
+      return FINAL_OK.includes(state) ? EXIT.OK : EXIT.ROLLOUT_FAILED;
+    }
+    if (state === 'paused') {
+      // A paused rollout waits for a person: say so and hand the terminal back instead of polling forever.
+      if (!json) io.out(`${text}\n${pausedAdvice(r.rollout.id, r.rollout.reason ?? null)}\n`);
+      return EXIT.PAUSED;
+    }
+    await sleep(Number(io.env.GUTS_UPGRADE_WATCH_MS ?? 500));
+  }
+}
+
+/**
+ * `--version` once named the rollout's target; it now prints the CLI's version wherever it
+ * stands. After a subcommand it is almost surely the old habit, and printing a version
+ * with exit 0 would look like success: refuse it and point at --to.
+ */
+function oldTargetFlag(argv: string[]): boolean {
+  const valued = new Set(['--url', '--socket', '--token']);
+  let i = 0;
+  while (i < argv.length && argv[i]!.startsWith('-')) i += valued.has(argv[i]!) ? 2 : 1;
+  return i < argv.length && argv.slice(i + 1).some((a) => a === '--version' || a.startsWith('--version='));
+}
+
 export async function runCli(argv: string[], env: NodeJS.ProcessEnv, out: (s: string) => void, err: (s: string) => void): Promise<number> {
-  let parsed;
-  try {
-    parsed = parse(argv);
-  } catch (e) {
-    err(`${(e as Error).message}\n`);
+  const io: CliIo = { env, out, err };
+  const result: { code: number } = { code: EXIT.OK };
+  const program = buildProgram(io, result);
+  if (argv.length === 0) {
+    err(program.helpInformation());
     return EXIT.USAGE;
   }
-  const { pos, flags } = parsed;
-  const help = () => out('usage: guts-upgrade [--url URL|--socket PATH] [--token T] nodes|fleet|plan|rollout ... (see docs)\n');
-  if (flags.help || pos.length === 0) {
-    help();
-    return pos.length === 0 && !flags.help ? EXIT.USAGE : EXIT.OK;
+  if (oldTargetFlag(argv)) {
+    err('error: --version after a command: the target version flag is --to VERSION (`guts-upgrade --version` prints this CLI\'s version)\n');
+    return EXIT.USAGE;
   }
-  const target: ApiTarget = {};
-  const url = (flags.url as string | undefined) ?? env.GUTS_UPGRADE_URL;
-  const socket = (flags.socket as string | undefined) ?? env.GUTS_UPGRADE_SOCKET;
-  const token = (flags.token as string | undefined) ?? env.GUTS_UPGRADE_TOKEN;
-  if (socket) target.socket = socket;
-  else target.url = url ?? 'http://127.0.0.1:7600';
-  if (token) target.token = token;
-  const json = !!flags.json;
-  const show = (v: unknown, text: () => string) => out((json ? JSON.stringify(v, null, 2) : text()) + '\n');
-
   try {
-    const [cmd, sub, arg] = pos;
-    switch (cmd) {
-      case 'nodes': {
-        if (!sub || sub === 'list') {
-          const r = await api(target, 'GET', '/api/v1/nodes');
-          show(r, () =>
-            r.nodes.map((n: any) => `${n.id.padEnd(16)} ${(n.version ?? '?').padEnd(10)} ${n.connected ? 'connected' : 'offline  '} ${n.healthy ? 'healthy  ' : 'unhealthy'} ${n.isLeader ? 'leader' : ''}`).join('\n') || '(no nodes)',
-          );
-          return EXIT.OK;
-        }
-        if (sub === 'add') {
-          if (!arg) throw new UsageError('nodes add ID');
-          const r = await api(target, 'POST', '/api/v1/nodes', { id: arg, ...(typeof flags.address === 'string' ? { address: flags.address } : {}) });
-          show(r, () => `registered ${r.id}\ntoken: ${r.token}\n(shown once: put it in the agent's configuration)`);
-          return EXIT.OK;
-        }
-        if (sub === 'remove') {
-          if (!arg) throw new UsageError('nodes remove ID');
-          const r = await api(target, 'DELETE', `/api/v1/nodes/${encodeURIComponent(arg)}`);
-          show(r, () => `removed ${arg}`);
-          return EXIT.OK;
-        }
-        throw new UsageError(`unknown nodes subcommand ${sub}`);
-      }
-      case 'fleet': {
-        const r = await api(target, 'GET', '/api/v1/fleet');
-        show(r, () =>
-          [
-            `n=${r.n} f=${r.f} quorum=${r.quorum} budget=${r.disruptionBudget} leader=${r.leader ?? '?'}`,
-            `versions: ${Object.entries(r.versions).map(([v, c]) => `${v}×${c}`).join(' ')}  heights ${r.heights.min}..${r.heights.max}`,
-            ...r.alerts.map((a: any) => `ALERT ${a.code}: ${a.message}`),
-          ].join('\n'),
-        );
-        return EXIT.OK;
-      }
-      case 'plan': {
-        const body = rolloutBody(flags);
-        const r = await api(target, 'POST', '/api/v1/rollouts/plan', body);
-        const p = r.plan;
-        show(r, () =>
-          [
-            `plan ${p.strategy}: ${p.fromVersion ?? '?'} -> ${p.target.version} (${p.path?.kind ?? 'n/a'}) n=${p.n} f=${p.f} maxUnavailable=${p.maxUnavailable}`,
-            ...p.waves.map((w: string[], i: number) => `  wave ${i + 1}: ${w.join(', ')}`),
-            ...(p.skip.length ? [`  skip (already on target): ${p.skip.join(', ')}`] : []),
-            ...(p.requiresApproval ? ['  requires approval'] : []),
-            ...(p.window ? [`  window ${p.window.name}: ${p.window.open ? 'open' : `closed, next ${p.window.nextOpening}`}`] : []),
-            ...p.warnings.map((w: string) => `  warning: ${w}`),
-          ].join('\n'),
-        );
-        return EXIT.OK;
-      }
-      case 'rollout': {
-        if (sub === 'start') {
-          const r = await api(target, 'POST', '/api/v1/rollouts', rolloutBody(flags));
-          show(r, () => `started ${r.rollout.id}\n${renderRollout(r)}`);
-          return EXIT.OK;
-        }
-        if (sub === 'list') {
-          const r = await api(target, 'GET', '/api/v1/rollouts');
-          show(r, () => r.rollouts.map((x: any) => `${x.id}  ${x.strategy.padEnd(7)} ${x.target.version.padEnd(8)} ${x.state}`).join('\n') || '(none)');
-          return EXIT.OK;
-        }
-        if (!arg) throw new UsageError(`rollout ${sub ?? ''} needs a rollout id`);
-        const id = encodeURIComponent(arg);
-        if (sub === 'status') {
-          const r = await api(target, 'GET', `/api/v1/rollouts/${id}`);
-          show(r, () => renderRollout(r));
-          return FINAL_BAD.includes(r.rollout.state) ? EXIT.ROLLOUT_FAILED : EXIT.OK;
-        }
-        if (sub === 'events') {
-          const r = await api(target, 'GET', `/api/v1/rollouts/${id}/events`);
-          show(r, () => r.events.filter((e: any) => e.type !== 'node.progress').map((e: any) => `${e.at} ${e.actor.padEnd(18)} ${e.type.padEnd(20)} ${e.nodeId ?? ''} ${JSON.stringify(e.data)}`).join('\n'));
-          return EXIT.OK;
-        }
-        if (sub === 'watch') {
-          let last = '';
-          let after = 0;
-          for (;;) {
-            const r = await api(target, 'GET', `/api/v1/rollouts/${id}`);
-            const ev = await api(target, 'GET', `/api/v1/rollouts/${id}/events?after=${after}`);
-            for (const e of ev.events) {
-              after = e.seq;
-              if (!json && e.type !== 'node.progress' && e.type !== 'command.sent') out(`${e.at.slice(11, 23)} ${e.type} ${e.nodeId ?? ''} ${e.data.code ?? ''}\n`);
-              if (!json && e.type === 'node.progress') out(`${e.at.slice(11, 23)}   ${e.nodeId} ${e.data.step} ${e.data.state}\n`);
-            }
-            const text = renderRollout(r);
-            if (json && text !== last) out(JSON.stringify(r) + '\n');
-            last = text;
-            if (FINAL_OK.includes(r.rollout.state) || FINAL_BAD.includes(r.rollout.state)) {
-              if (!json) out(text + '\n');
-              return FINAL_OK.includes(r.rollout.state) ? EXIT.OK : EXIT.ROLLOUT_FAILED;
-            }
-            await sleep(Number(env.GUTS_UPGRADE_WATCH_MS ?? 500));
-          }
-        }
-        if (['pause', 'resume', 'abort', 'rollback', 'approve'].includes(sub ?? '')) {
-          const r = await api(target, 'POST', `/api/v1/rollouts/${id}/${sub}`, typeof flags.reason === 'string' ? { reason: flags.reason } : {});
-          show(r, () => `${sub}: ${r.rollout.id} is ${r.rollout.state}`);
-          return EXIT.OK;
-        }
-        throw new UsageError(`unknown rollout subcommand ${sub ?? ''}`);
-      }
-      default:
-        throw new UsageError(`unknown command ${cmd}`);
-    }
+    await program.parseAsync(argv, { from: 'user' });
+    return result.code;
   } catch (e) {
-    if (e instanceof UsageError) {
-      err(`usage: ${e.message}\n`);
-      return EXIT.USAGE;
+    if (e instanceof CommanderError) {
+      // --help, -h, `help` and --version end here too, with exit code 0.
+      return e.exitCode === 0 ? EXIT.OK : EXIT.USAGE;
     }
     if (e instanceof ApiError) {
       err(`error ${e.status} ${e.message}\n`);

@@ -1,0 +1,79 @@
+/** The operator CLI's parsing and exit codes, run in-process (the documented command lines run end to end in test/integration/docs-commands). */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import t from 'tap';
+import { EXIT, rolloutBody, runCli } from '../src/cli.js';
+import { main as serverMain } from '../src/server-cli.js';
+
+const HEX = 'ab'.repeat(32);
+// Port 9 on loopback (discard) has no listener here: a parsed command ends "unreachable", not "usage".
+const NOWHERE = ['--url', 'http://127.0.0.1:9'];
+
+async function cli(argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  let out = '';
+  let err = '';
+  const code = await runCli(argv, {}, (s) => (out += s), (s) => (err += s));
+  return { code, out, err };
+}
+
+t.test('--sha256 with digits is read (the flag that once never parsed)', async (t) => {
+  const r = await cli(['plan', '--to', '1.1.0', '--artifact-url', 'http://127.0.0.1:9/guts-node', '--sha256', HEX, ...NOWHERE]);
+  t.equal(r.code, EXIT.UNREACHABLE, r.err);
+  t.match(r.err, /cannot reach the coordinator/);
+});
+
+t.test('the rollout body carries the target and only the options given', async (t) => {
+  t.same(rolloutBody({ to: '1.1.0', artifactUrl: 'http://a/b', sha256: HEX, strategy: 'canary', soakMs: 600000, requireApproval: true }), {
+    target: { version: '1.1.0', url: 'http://a/b', sha256: HEX },
+    strategy: 'canary',
+    options: { soakMs: 600000, requireApproval: true },
+  });
+});
+
+t.test('usage errors exit 2 and name the problem', async (t) => {
+  const cases: [string[], RegExp][] = [
+    [['plan', '--to', '1.1.0', '--artifact-url', 'http://x/y'], /--sha256/],
+    [['plan', '--to', '1.1.0', '--artifact-url', 'http://x/y', '--sha256', 'xyz'], /64 hex/],
+    [['plan', '--to', '1.1.0', '--artifact-url', 'ftp://x/y', '--sha256', HEX], /http\(s\) URL/],
+    [['rollout', 'start', '--to', '1.1.0', '--artifact-url', 'http://x/y', '--sha256', HEX, '--strategy', 'yolo'], /rolling, canary, halt|Allowed choices/],
+    [['rollout', 'start', '--to', '1.1.0', '--artifact-url', 'http://x/y', '--sha256', HEX, '--soak-ms', '-5'], /non-negative integer|unknown option/],
+    [['rollout', 'pause'], /missing required argument/],
+    [['frobnicate'], /unknown command/],
+    [['rollout', 'start', '--version', '1.1.0'], /unknown option|--to/],
+  ];
+  for (const [argv, msg] of cases) {
+    const r = await cli(argv);
+    t.equal(r.code, EXIT.USAGE, argv.join(' '));
+    t.match(r.err, msg, argv.join(' '));
+  }
+  t.equal((await cli([])).code, EXIT.USAGE, 'no command: usage on stderr, exit 2');
+});
+
+t.test('help and version exit 0 on stdout, for every spelling', async (t) => {
+  for (const argv of [['--help'], ['-h'], ['help'], ['help', 'rollout'], ['rollout', 'start', '--help'], ['rollout', 'watch', '-h'], ['nodes', 'add', '--help']]) {
+    const r = await cli(argv);
+    t.equal(r.code, EXIT.OK, argv.join(' '));
+    t.match(r.out, /Usage: guts-upgrade/, argv.join(' '));
+  }
+  const v = await cli(['--version']);
+  t.equal(v.code, EXIT.OK);
+  t.match(v.out, /^\d+\.\d+\.\d+\n$/);
+});
+
+t.test('the coordinator refuses a configuration with no operator token, with exit 2', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'guts-cli-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'c.yaml');
+  writeFileSync(file, `listen: { host: 127.0.0.1, port: 7600 }\ndb: ${join(dir, 'c.db')}\n`);
+  let err = '';
+  let out = '';
+  const io = { env: {}, out: (s: string) => (out += s), err: (s: string) => (err += s) };
+  t.equal(await serverMain(['config', 'validate', '--config', file], io), 2);
+  t.match(err, /E_CONFIG: config operators: no operator token/);
+  t.equal(await serverMain(['--config', file], io), 2, 'the daemon refuses the same configuration');
+  t.equal(await serverMain(['config', 'validate', '--config', file], { ...io, env: { GUTS_UPGRADE_OPERATOR_TOKEN: 'an-operator-token-of-length' } }), 0);
+  t.match(out, /configuration valid/);
+  t.equal(await serverMain(['config', 'validate', '--config', join(dir, 'missing.yaml')], io), 2);
+  t.equal(await serverMain(['--bogus'], io), 2);
+});
