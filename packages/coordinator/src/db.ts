@@ -8,7 +8,7 @@ import Database from 'better-sqlite3';
 import { createHash } from 'node:crypto';
 import type { CommandKind, ErrorCode, Outcome } from '@guts-upgrade/protocol';
 import type { CommandRecord, CommandState, Rollout, RolloutData, Step } from './model.js';
-import type { RolloutState, StepState } from './states.js';
+import { COMMAND_OPEN_STATES, type RolloutState, type StepState } from './states.js';
 
 export interface Migration {
   version: number;
@@ -171,6 +171,9 @@ const LIGHT_COMMAND_COLUMNS = "id, node_id, rollout_id, kind, digest, '' AS body
 const json = <T>(v: unknown, d: T): T => (typeof v === 'string' ? (JSON.parse(v) as T) : d);
 const num = (v: unknown): number | null => (v == null ? null : Number(v));
 const str = (v: unknown): string | null => (v == null ? null : String(v));
+
+/** Whether moving a command to `state` records when it went on the wire (SQLite takes 1/0 for booleans). */
+const marksSent = (state: CommandState): number => (state === 'sent' ? 1 : 0);
 
 function nodeFrom(r: Raw): NodeRow {
   return {
@@ -430,6 +433,12 @@ export class Store {
     return (this.stmt(q).all(...states) as Raw[]).map(rolloutFrom);
   }
 
+  /** How many rollouts are in each state (states without one are absent). */
+  rolloutCountsByState(): Map<RolloutState, number> {
+    const rows = this.stmt('SELECT state, COUNT(*) AS n FROM rollouts GROUP BY state').all() as { state: RolloutState; n: number }[];
+    return new Map(rows.map((r) => [r.state, r.n]));
+  }
+
   setRolloutState(id: string, state: RolloutState, code: ErrorCode | null, reason: string | null, now: number): void {
     this.stmt('UPDATE rollouts SET state = ?, code = ?, reason = ?, updated_at = ?, state_since = ? WHERE id = ?')
       .run(state, code, reason, now, now, id);
@@ -521,21 +530,22 @@ export class Store {
 
   /** Commands without a result yet: the node still counts as in flight. Bodies only for one node's (to re-send them). */
   openCommands(nodeId?: string): CommandRecord[] {
+    const open = COMMAND_OPEN_STATES.map(() => '?').join(',');
     const rows = nodeId
-      ? this.stmt("SELECT * FROM commands WHERE node_id = ? AND state IN ('pending','sent','accepted','duplicate') ORDER BY created_at").all(nodeId)
-      : this.stmt(`SELECT ${LIGHT_COMMAND_COLUMNS} FROM commands WHERE state IN ('pending','sent','accepted','duplicate') ORDER BY created_at`).all();
+      ? this.stmt(`SELECT * FROM commands WHERE node_id = ? AND state IN (${open}) ORDER BY created_at`).all(nodeId, ...COMMAND_OPEN_STATES)
+      : this.stmt(`SELECT ${LIGHT_COMMAND_COLUMNS} FROM commands WHERE state IN (${open}) ORDER BY created_at`).all(...COMMAND_OPEN_STATES);
     return (rows as Raw[]).map(commandFrom);
   }
 
   setCommandState(id: string, state: CommandState, now: number, extra: { code?: string | null; message?: string | null } = {}): void {
-    this.stmt('UPDATE commands SET state = ?, code = COALESCE(?, code), message = COALESCE(?, message), updated_at = ?, sent_at = CASE WHEN ? = \'sent\' THEN ? ELSE sent_at END WHERE id = ?')
-      .run(state, extra.code ?? null, extra.message ?? null, now, state, now, id);
+    this.stmt('UPDATE commands SET state = ?, code = COALESCE(?, code), message = COALESCE(?, message), updated_at = ?, sent_at = CASE WHEN ? THEN ? ELSE sent_at END WHERE id = ?')
+      .run(state, extra.code ?? null, extra.message ?? null, now, marksSent(state), now, id);
   }
 
   /** Moves a command to an informational state only from the given states (a late write never undoes a result). */
   advanceCommandState(id: string, state: CommandState, from: readonly CommandState[], now: number): void {
-    this.stmt(`UPDATE commands SET state = ?, updated_at = ?, sent_at = CASE WHEN ? = 'sent' THEN ? ELSE sent_at END WHERE id = ? AND state IN (${from.map(() => '?').join(',')})`)
-      .run(state, now, state, now, id, ...from);
+    this.stmt(`UPDATE commands SET state = ?, updated_at = ?, sent_at = CASE WHEN ? THEN ? ELSE sent_at END WHERE id = ? AND state IN (${from.map(() => '?').join(',')})`)
+      .run(state, now, marksSent(state), now, id, ...from);
   }
 
   completeCommand(
@@ -544,9 +554,9 @@ export class Store {
     now: number,
   ): void {
     this.stmt(
-        "UPDATE commands SET state = 'completed', outcome = ?, code = ?, message = ?, running_version = ?, downtime_ms = ?, result = ?, updated_at = ? WHERE id = ?",
+        'UPDATE commands SET state = ?, outcome = ?, code = ?, message = ?, running_version = ?, downtime_ms = ?, result = ?, updated_at = ? WHERE id = ?',
       )
-      .run(r.outcome, r.code, r.message, r.runningVersion, r.downtimeMs, JSON.stringify(r.result), now, id);
+      .run('completed' satisfies CommandState, r.outcome, r.code, r.message, r.runningVersion, r.downtimeMs, JSON.stringify(r.result), now, id);
   }
 
   // ---------------------------------------------------------------- events

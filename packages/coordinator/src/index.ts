@@ -5,7 +5,7 @@ export * from './planner.js';
 export * from './windows.js';
 export * from './config.js';
 export * from './db.js';
-export * from './engine.js';
+export * from './engine/coordinator.js';
 export * from './server.js';
 export * from './client.js';
 export * from './webhooks.js';

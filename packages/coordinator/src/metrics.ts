@@ -1,7 +1,6 @@
 /** Prometheus metrics, computed from the fleet watch at scrape time. */
 import { Counter, Gauge, Registry } from 'prom-client';
-import type { Coordinator } from './engine.js';
-import { ROLLOUT_STATES } from './states.js';
+import type { Coordinator } from './engine/coordinator.js';
 
 export class Metrics {
   readonly registry = new Registry();
@@ -51,13 +50,12 @@ export class Metrics {
       name: 'guts_upgrade_rollouts', help: 'Rollouts by state', labelNames: ['state'], registers: [r],
       collect() {
         this.reset();
-        const rows = c.store.db.prepare('SELECT state, COUNT(*) AS n FROM rollouts GROUP BY state').all() as { state: string; n: number }[];
-        for (const s of ROLLOUT_STATES) this.set({ state: s }, rows.find((x) => x.state === s)?.n ?? 0);
+        for (const [state, n] of Object.entries(c.rollouts.countByState())) this.set({ state }, n);
       },
     });
     new Gauge({
       name: 'guts_upgrade_command_results', help: 'Command results received since start', labelNames: ['kind', 'outcome'], registers: [r],
-      collect() { this.reset(); for (const [k, v] of c.results) { const [kind, outcome] = k.split(':'); this.set({ kind: kind!, outcome: outcome! }, v); } },
+      collect() { this.reset(); for (const { kind, outcome, count } of c.hub.results.entries()) this.set({ kind, outcome }, count); },
     });
     this.webhookTotal = new Counter({ name: 'guts_upgrade_webhook_attempts_total', help: 'Webhook delivery attempts', labelNames: ['outcome'], registers: [r] });
     c.on('webhook', (o: string) => this.webhookTotal.inc({ outcome: o }));

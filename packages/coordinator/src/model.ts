@@ -1,7 +1,7 @@
 /** The coordinator's records, shared by the pure sequencer, the store and the API. */
 import type { Artifact, CommandKind, ErrorCode, Health, NodeMetrics, Outcome, PathKind } from '@guts-upgrade/protocol';
 import type { Baseline, CanaryLimits, Counters } from './canary.js';
-import type { RolloutState, StepState } from './states.js';
+import type { CommandState, RolloutState, StepState } from './states.js';
 
 export type Strategy = 'rolling' | 'canary' | 'halt';
 export const STRATEGIES: readonly Strategy[] = ['rolling', 'canary', 'halt'];
@@ -87,7 +87,7 @@ export interface Step {
   progress: string | null;
 }
 
-export type CommandState = 'pending' | 'sent' | 'accepted' | 'duplicate' | 'rejected' | 'completed';
+export type { CommandState } from './states.js';
 
 export interface CommandRecord {
   id: string;

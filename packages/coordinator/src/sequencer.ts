@@ -1,15 +1,15 @@
 /**
  * The sequencer: a pure function from (rollout, its steps, the commands sent,
  * the fleet as seen now) to the next actions. All IO (SQLite, websockets,
- * webhooks) lives around it in engine.ts, so every safety rule — never more
+ * webhooks) lives around it in engine/, so every safety rule — never more
  * than f down, leader last, wait for sync, canary soak, halt gating — is
  * testable without a network, and a restarted coordinator recomputes the same
  * decision from the persisted state.
  */
 import { disruptionBudget, faultTolerance, type CommandKind, type ErrorCode, type UpgradeOptions } from '@guts-upgrade/protocol';
-import { baselineOf, DEFAULT_CANARY_LIMITS, judgeCanary, type Counters } from './canary.js';
+import { baselineOf, DEFAULT_CANARY_LIMITS, judgeCanary, type CanaryLimits, type Counters } from './canary.js';
 import type { CommandRecord, FleetView, NodeView, Rollout, RolloutData, Step } from './model.js';
-import { IN_FLIGHT_STEP_STATES, TERMINAL_ROLLOUT_STATES, type RolloutState, type StepState } from './states.js';
+import { IN_FLIGHT_STEP_STATES, TERMINAL_ROLLOUT_STATES, isCommandFinished, type RolloutState, type StepState } from './states.js';
 
 export type Action =
   | { kind: 'rollout'; to: RolloutState; code?: ErrorCode | null; reason?: string | null }
@@ -70,358 +70,508 @@ export function disruption(input: Pick<SequencerInput, 'fleet' | 'steps' | 'busy
   return { inFlight, unhealthy, budget, f };
 }
 
-/** Healthy nodes of the rollout still waiting on the old version: the canary's yardstick. */
-function referenceNodes(input: SequencerInput, states: Map<string, StepState>): NodeView[] {
-  const out: NodeView[] = [];
-  for (const s of input.steps) {
-    if (s.nodeId === input.rollout.options.canary || states.get(s.nodeId) !== 'pending') continue;
-    const n = input.fleet.nodes.get(s.nodeId);
-    if (n?.healthy && n.version !== input.rollout.target.version) out.push(n);
-  }
-  return out;
-}
-
-function stepByNode(steps: Step[]): Map<string, Step> {
-  return new Map(steps.map((s) => [s.nodeId, s]));
-}
-
-/** Turns finished commands and node status into step transitions. Runs in every rollout state. */
-function advanceSteps(input: SequencerInput, out: Action[]): Map<string, StepState> {
-  const { rollout, fleet, now } = input;
-  const states = new Map<string, StepState>();
-  for (const step of input.steps) {
-    states.set(step.nodeId, step.state);
-    const cmd = step.commandId ? input.commands.get(step.commandId) : undefined;
-    const set = (to: StepState, extra: Omit<Extract<Action, { kind: 'step' }>, 'kind' | 'nodeId' | 'to'> = {}) => {
-      out.push({ kind: 'step', nodeId: step.nodeId, to, ...extra });
-      states.set(step.nodeId, to);
-    };
-    const done = cmd && (cmd.state === 'completed' || cmd.state === 'rejected');
-    const ok = cmd && cmd.state === 'completed' && cmd.outcome === 'succeeded';
-    switch (step.state) {
-      case 'preparing':
-        if (!done) break;
-        if (ok) set('prepared');
-        else set('failed', { code: cmd!.code ?? 'E_NODE_FAILED', message: cmd!.message, patch: { finishedAt: now } });
-        break;
-      case 'upgrading':
-        if (!done) break;
-        if (ok || (cmd!.state === 'rejected' && cmd!.code === 'E_SAME_VERSION')) {
-          set('verifying', { patch: { resultAt: now, downtimeMs: cmd!.downtimeMs } });
-        } else {
-          set('failed', { code: cmd!.code ?? 'E_NODE_FAILED', message: cmd!.message, patch: { finishedAt: now, downtimeMs: cmd!.downtimeMs } });
-          out.push({
-            kind: 'event',
-            type: 'node.failed',
-            nodeId: step.nodeId,
-            data: { code: cmd!.code, outcome: cmd!.outcome, runningVersion: cmd!.runningVersion, message: cmd!.message },
-          });
-        }
-        break;
-      case 'verifying':
-        if (isSynced(fleet.nodes.get(step.nodeId), rollout.target.version, fleet, rollout.options.syncDistance)) {
-          set('upgraded', { patch: { syncedAt: now, finishedAt: now } });
-          out.push({ kind: 'event', type: 'node.upgraded', nodeId: step.nodeId, data: { version: rollout.target.version, downtimeMs: step.downtimeMs } });
-        } else if (step.resultAt != null && now - step.resultAt > rollout.options.syncTimeoutMs) {
-          set('failed', { code: 'E_SYNC_TIMEOUT', message: 'the node did not report synced in time', patch: { finishedAt: now } });
-          out.push({ kind: 'event', type: 'node.failed', nodeId: step.nodeId, data: { code: 'E_SYNC_TIMEOUT' } });
-        }
-        break;
-      case 'rolling_back':
-        if (!done) break;
-        if (ok || (cmd!.state === 'rejected' && cmd!.code === 'E_NOTHING_TO_ROLLBACK' && fleet.nodes.get(step.nodeId)?.version === step.fromVersion)) {
-          set('rolled_back', { patch: { finishedAt: now } });
-          out.push({ kind: 'event', type: 'node.rolled_back', nodeId: step.nodeId, data: { runningVersion: cmd!.runningVersion } });
-        } else {
-          set('failed', { code: cmd!.code ?? 'E_ROLLBACK_FAILED', message: cmd!.message, patch: { finishedAt: now } });
-          out.push({ kind: 'event', type: 'node.rollback_failed', nodeId: step.nodeId, data: { code: cmd!.code } });
-        }
-        break;
-      default:
-        break;
-    }
-  }
-  return states;
-}
-
-/** Gate before a rollout may run: approval, then the window. */
-function gate(input: SequencerInput): RolloutState {
-  const { rollout } = input;
-  if (rollout.options.requireApproval && rollout.data.approvedAt == null) return 'awaiting_approval';
-  if (rollout.options.window && !input.windowOpen) return 'scheduled';
-  return 'running';
-}
+// ============================================================== the decision
 
 /**
  * Decides the next actions. Never dispatches more nodes than the disruption
  * budget allows, counting unhealthy nodes and everything in flight anywhere.
+ *
+ * Every decision first turns results and node status into step transitions,
+ * then runs the one phase the rollout's state calls for.
  */
 export function decide(input: SequencerInput): Action[] {
-  const out: Action[] = [];
-  const { rollout, fleet, now } = input;
-  const states = advanceSteps(input, out);
-  const state = rollout.state;
-  if (TERMINAL_ROLLOUT_STATES.includes(state) || state === 'paused') return out;
+  const d = startDecision(input);
+  advanceSteps(d);
+  const { state, strategy } = input.rollout;
+  const failures = newFailures(d);
+  if (TERMINAL_ROLLOUT_STATES.includes(state) || state === 'paused') return d.out; // results are recorded, nothing dispatched
+  if (GATE_STATES.includes(state)) passGate(d);
+  else if (state === 'rolling_back') rollBack(d);
+  // What is left is running or soaking.
+  else if (failures.length > 0) stopOnFailures(d, failures);
+  else if (state === 'soaking') soak(d);
+  else if (strategy === 'halt') haltUpgrade(d);
+  else rollingUpgrade(d);
+  return d.out;
+}
 
-  const to = (next: RolloutState, code?: ErrorCode | null, reason?: string | null) => {
-    out.push({ kind: 'rollout', to: next, code: code ?? null, reason: reason ?? null });
+/** One decision: what it reads, the step states as it moves them, and the actions so far. */
+interface Decision {
+  readonly input: SequencerInput;
+  readonly rollout: Rollout;
+  readonly fleet: FleetView;
+  readonly now: number;
+  /** Step states as of this decision (advanceSteps and dispatches move them). */
+  readonly states: Map<string, StepState>;
+  readonly out: Action[];
+  /** The upgrade dispatch counter: a rollback undoes nodes in the reverse order of their number. */
+  seq: number;
+  readonly limits: CanaryLimits;
+}
+
+function startDecision(input: SequencerInput): Decision {
+  const { rollout } = input;
+  return {
+    input,
+    rollout,
+    fleet: input.fleet,
+    now: input.now,
+    states: new Map(input.steps.map((s) => [s.nodeId, s.state])),
+    out: [],
+    seq: rollout.data.dispatchSeq ?? 0,
+    limits: { ...DEFAULT_CANARY_LIMITS, ...(rollout.options.canaryLimits ?? {}) },
   };
+}
 
-  if (state === 'planned' || state === 'scheduled' || state === 'awaiting_approval') {
-    const next = gate(input);
-    if (next !== state) {
-      to(next);
-      if (next === 'running') out.push({ kind: 'event', type: 'rollout.started' });
-    }
-    return out;
+// -------------------------------------------------------------- small verbs
+
+/** The steps whose state (as of this decision) is one of `states`, in position order. */
+function stepsIn(d: Decision, ...states: StepState[]): Step[] {
+  return d.input.steps.filter((s) => states.includes(d.states.get(s.nodeId)!));
+}
+
+/** The steps with their state as of this decision. */
+function currentSteps(d: Decision): Step[] {
+  return d.input.steps.map((s) => ({ ...s, state: d.states.get(s.nodeId)! }));
+}
+
+function moveRollout(d: Decision, to: RolloutState, code: ErrorCode | null = null, reason: string | null = null): void {
+  d.out.push({ kind: 'rollout', to, code, reason });
+}
+
+function moveStep(d: Decision, nodeId: string, to: StepState, extra: Omit<StepAction, 'kind' | 'nodeId' | 'to'> = {}): void {
+  d.out.push({ kind: 'step', nodeId, to, ...extra });
+  d.states.set(nodeId, to);
+}
+
+function emit(d: Decision, type: string, nodeId?: string, data?: Record<string, unknown>): void {
+  d.out.push({ kind: 'event', type, ...(nodeId !== undefined ? { nodeId } : {}), ...(data !== undefined ? { data } : {}) });
+}
+
+function patchData(d: Decision, data: Partial<RolloutData>): void {
+  d.out.push({ kind: 'data', data });
+}
+
+type StepAction = Extract<Action, { kind: 'step' }>;
+
+const STEP_FOR_COMMAND: Record<CommandKind, StepState> = { prepare: 'preparing', upgrade: 'upgrading', rollback: 'rolling_back' };
+
+/** Sends `command` to the step's node and moves the step accordingly. */
+function dispatch(d: Decision, step: Step, command: CommandKind, options?: UpgradeOptions): void {
+  const { rollout, fleet, now } = d;
+  const attempt = step.attempt + 1;
+  const commandId = commandIdFor(rollout.id, step.nodeId, command, attempt);
+  const node = fleet.nodes.get(step.nodeId);
+  d.seq++;
+  d.out.push({
+    kind: 'step',
+    nodeId: step.nodeId,
+    to: STEP_FOR_COMMAND[command],
+    patch: {
+      startedAt: now,
+      ...(command === 'upgrade' ? { dispatchSeq: d.seq } : {}),
+      ...(command !== 'rollback' ? { fromVersion: node?.version ?? step.fromVersion } : {}),
+    },
+  });
+  d.out.push({ kind: 'send', nodeId: step.nodeId, command, commandId, ...(options ? { options } : {}) });
+  emit(d, 'node.dispatched', step.nodeId, { command, commandId, leader: fleet.leader, maxHeight: fleet.maxHeight });
+  if (command === 'upgrade' && isUnprovenCanary(d, step.nodeId)) {
+    patchData(d, { canaryBaseline: baselineOf(node?.metrics, d.limits.minRequests) });
   }
+  d.states.set(step.nodeId, STEP_FOR_COMMAND[command]);
+}
 
-  const list = (pred: (s: StepState) => boolean) => input.steps.filter((s) => pred(states.get(s.nodeId)!));
-  const handled = new Set(rollout.data.handledFailures ?? []);
-  const newFailures = list((s) => s === 'failed').filter((s) => !handled.has(s.nodeId));
-  let seq = rollout.data.dispatchSeq ?? 0;
-  const limits = { ...DEFAULT_CANARY_LIMITS, ...(rollout.options.canaryLimits ?? {}) };
-  // Step states as of this decision (advanceSteps may have moved some).
-  const current = () => input.steps.map((s) => ({ ...s, state: states.get(s.nodeId)! }));
+/** Saves the dispatch counter when this decision moved it. */
+function saveDispatchSeq(d: Decision): void {
+  if (d.seq !== (d.rollout.data.dispatchSeq ?? 0)) patchData(d, { dispatchSeq: d.seq });
+}
 
-  const dispatch = (step: Step, command: CommandKind, options?: UpgradeOptions) => {
-    const attempt = step.attempt + 1;
-    const commandId = commandIdFor(rollout.id, step.nodeId, command, attempt);
-    const target: StepState = command === 'prepare' ? 'preparing' : command === 'upgrade' ? 'upgrading' : 'rolling_back';
-    const node = fleet.nodes.get(step.nodeId);
-    seq++;
-    out.push({
-      kind: 'step',
-      nodeId: step.nodeId,
-      to: target,
-      patch: {
-        startedAt: now,
-        ...(command === 'upgrade' ? { dispatchSeq: seq } : {}),
-        ...(command !== 'rollback' ? { fromVersion: node?.version ?? step.fromVersion } : {}),
-      },
-    });
-    out.push({ kind: 'send', nodeId: step.nodeId, command, commandId, ...(options ? { options } : {}) });
-    out.push({ kind: 'event', type: 'node.dispatched', nodeId: step.nodeId, data: { command, commandId, leader: fleet.leader, maxHeight: fleet.maxHeight } });
-    if (command === 'upgrade' && rollout.strategy === 'canary' && step.nodeId === rollout.options.canary && !rollout.data.soakPassed) {
-      out.push({ kind: 'data', data: { canaryBaseline: baselineOf(node?.metrics, limits.minRequests) } });
-    }
-    states.set(step.nodeId, target);
-  };
-  const upgradeOptions = (extra: UpgradeOptions = {}): UpgradeOptions => ({
+function upgradeOptions(d: Decision, extra: UpgradeOptions = {}): UpgradeOptions {
+  const { rollout, fleet } = d;
+  return {
     ...(rollout.options.allowDowngrade ? { allowDowngrade: true } : {}),
     ...(fleet.maxHeight != null ? { referenceHeight: fleet.maxHeight } : {}),
     syncDistance: rollout.options.syncDistance,
     ...extra,
-  });
-  const finishSeq = () => {
-    if (seq !== (rollout.data.dispatchSeq ?? 0)) out.push({ kind: 'data', data: { dispatchSeq: seq } });
   };
+}
 
-  // ------------------------------------------------------------ rolling back
-  if (state === 'rolling_back') {
-    const { budget } = disruption({ fleet, steps: current(), busyElsewhere: input.busyElsewhere });
-    const inFlightOwn = list((s) => IN_FLIGHT_STEP_STATES.includes(s) && s !== 'verifying').length;
-    // Undo in the reverse order of the upgrade.
-    const todo = list((s) => s === 'upgraded' || s === 'verifying').sort((a, b) => (b.dispatchSeq ?? 0) - (a.dispatchSeq ?? 0));
-    let slots = Math.min(Math.max(1, rollout.options.maxUnavailable) - inFlightOwn, budget + todo.filter((s) => states.get(s.nodeId) === 'verifying').length);
-    if (rollout.strategy === 'halt') slots = todo.length; // the network was stopped together; undo together
-    for (const step of todo) {
-      if (slots <= 0) break;
-      const node = fleet.nodes.get(step.nodeId);
-      if (!node?.connected || node.busy) continue;
-      dispatch(step, 'rollback');
-      slots--;
-    }
-    finishSeq();
-    if (list((s) => s === 'upgrading' || s === 'rolling_back' || s === 'upgraded' || s === 'verifying').length === 0) {
-      const failedRollback = list((s) => s === 'failed').some((s) => s.code === 'E_ROLLBACK_FAILED' || s.code === 'E_RESTORE');
-      if (failedRollback) to('failed', 'E_ROLLBACK_FAILED', 'a node could not be rolled back');
-      else to('rolled_back', rollout.code, rollout.reason);
-    }
-    return out;
+/** The canary of a canary rollout that has not passed its soak yet. */
+function isUnprovenCanary(d: Decision, nodeId: string): boolean {
+  return d.rollout.strategy === 'canary' && nodeId === d.rollout.options.canary && !d.rollout.data.soakPassed;
+}
+
+/** Healthy nodes of the rollout still waiting on the old version: the canary's yardstick. */
+function referenceNodes(d: Decision): NodeView[] {
+  const out: NodeView[] = [];
+  for (const s of d.input.steps) {
+    if (s.nodeId === d.rollout.options.canary || d.states.get(s.nodeId) !== 'pending') continue;
+    const n = d.fleet.nodes.get(s.nodeId);
+    if (n?.healthy && n.version !== d.rollout.target.version) out.push(n);
   }
-
-  // ------------------------------------------------------------ failures
-  if (newFailures.length > 0 && (state === 'running' || state === 'soaking')) {
-    out.push({ kind: 'data', data: { handledFailures: [...handled, ...newFailures.map((s) => s.nodeId)] } });
-    // The agent's code goes into the reason: it is what the operator searches for.
-    // A step failed in this very decision still carries its old code; its command has the agent's.
-    const codeOf = (s: Step) => s.code ?? (s.commandId ? input.commands.get(s.commandId)?.code : null) ?? null;
-    const names = newFailures.map((s) => (codeOf(s) ? `${s.nodeId} (${codeOf(s)})` : s.nodeId)).join(', ');
-    const isCanary = rollout.strategy === 'canary' && newFailures.some((s) => s.nodeId === rollout.options.canary) && !rollout.data.soakPassed;
-    if (rollout.strategy === 'halt' && list((s) => s === 'preparing' || s === 'prepared' || s === 'pending').length > 0 && rollout.data.haltSentAt == null) {
-      // Nothing was stopped yet: a failed prepare ends the rollout before any downtime.
-      to('failed', 'E_NODE_FAILED', `prepare failed on ${names}`);
-      out.push({ kind: 'event', type: 'rollout.failed', data: { nodes: newFailures.map((s) => s.nodeId) } });
-    } else if (isCanary) {
-      // The agent already rolled the canary back; nothing else was touched.
-      to('failed', 'E_CANARY_FAILED', `canary ${names} failed its upgrade and was rolled back by its agent`);
-      out.push({ kind: 'event', type: 'rollout.failed', data: { nodes: newFailures.map((s) => s.nodeId), code: 'E_CANARY_FAILED' } });
-    } else if (rollout.options.autoRollback) {
-      to('rolling_back', 'E_NODE_FAILED', `${names} failed; rolling back the upgraded nodes`);
-      out.push({ kind: 'event', type: 'rollout.rolling_back', data: { nodes: newFailures.map((s) => s.nodeId) } });
-    } else {
-      to('paused', 'E_NODE_FAILED', `${names} failed (rolled back by its agent); the operator decides`);
-      out.push({ kind: 'event', type: 'rollout.paused', data: { nodes: newFailures.map((s) => s.nodeId), code: 'E_NODE_FAILED' } });
-    }
-    return out;
-  }
-
-  // ------------------------------------------------------------ canary soak
-  if (state === 'soaking') {
-    const canary = rollout.options.canary!;
-    const node = fleet.nodes.get(canary);
-    const startedAt = rollout.data.soakStartedAt ?? now;
-    const fail = (why: string) => {
-      to('rolling_back', 'E_CANARY_FAILED', `canary ${canary} failed its soak: ${why}`);
-      out.push({ kind: 'event', type: 'rollout.rolling_back', nodeId: canary, data: { code: 'E_CANARY_FAILED', why } });
-    };
-    if (!node?.connected) {
-      // a lost connection alone is not proof of failure; the soak waits
-      return out;
-    }
-    if (!node.healthy) return (fail('the node is not healthy'), out);
-    if (node.version !== rollout.target.version) return (fail(`it runs ${node.version ?? 'nothing'}`), out);
-    if (!isSynced(node, rollout.target.version, fleet, rollout.options.syncDistance)) return (fail('it fell behind the fleet'), out);
-    if (now - startedAt >= rollout.options.soakMs) {
-      const startHeight = rollout.data.soakStartHeight;
-      if (startHeight != null && node.finalizedHeight != null && node.finalizedHeight <= startHeight) {
-        return (fail('no block was finalized during the soak'), out);
-      }
-      const soakMetrics = rollout.data.soakMetrics ?? {};
-      const verdict = judgeCanary({
-        canary: { start: soakMetrics[canary] ?? null, now: node.metrics },
-        reference: referenceNodes(input, states).map((r) => ({ nodeId: r.id, start: soakMetrics[r.id] ?? null, now: r.metrics })),
-        baseline: rollout.data.canaryBaseline ?? null,
-        limits,
-      });
-      if (!verdict.ok) return (fail(`metrics: ${verdict.detail}`), out);
-      out.push({ kind: 'data', data: { soakPassed: true, lastStableAt: now } });
-      out.push({ kind: 'event', type: 'canary.passed', nodeId: canary, data: { metrics: verdict } });
-      to('running');
-    }
-    return out;
-  }
-
-  // state === 'running'
-  if (rollout.strategy === 'halt') return decideHalt(input, states, out, dispatch, upgradeOptions, finishSeq, to);
-
-  // ------------------------------------------------------------ rolling / canary
-  const inFlightOwn = list((s) => s === 'upgrading' || s === 'verifying');
-  if (inFlightOwn.length > 0) return out; // wait for the wave to be synced
-  const pending = list((s) => s === 'pending');
-  const justSynced = input.steps.reduce((m, s) => Math.max(m, s.state === 'verifying' && states.get(s.nodeId) === 'upgraded' ? now : s.syncedAt ?? 0), 0);
-  const lastStable = Math.max(rollout.data.lastStableAt ?? 0, justSynced);
-
-  if (rollout.strategy === 'canary' && !rollout.data.soakPassed) {
-    const canary = input.steps.find((s) => s.nodeId === rollout.options.canary);
-    if (canary && states.get(canary.nodeId) === 'upgraded') {
-      const soakMetrics: Record<string, Counters> = {};
-      for (const n of [fleet.nodes.get(canary.nodeId), ...referenceNodes(input, states)]) {
-        if (n?.metrics) soakMetrics[n.id] = { requestsTotal: n.metrics.requestsTotal, errorsTotal: n.metrics.errorsTotal };
-      }
-      out.push({ kind: 'data', data: { soakStartedAt: now, soakStartHeight: fleet.nodes.get(canary.nodeId)?.finalizedHeight ?? null, soakMetrics } });
-      out.push({ kind: 'event', type: 'canary.soaking', nodeId: canary.nodeId, data: { soakMs: rollout.options.soakMs } });
-      to('soaking');
-      return out;
-    }
-  }
-
-  if (pending.length === 0) {
-    const failed = list((s) => s === 'failed');
-    if (failed.length > 0) {
-      to('failed', 'E_NODE_FAILED', `finished with ${failed.length} failed node(s): ${failed.map((s) => s.nodeId).join(', ')}`);
-      out.push({ kind: 'event', type: 'rollout.failed', data: { nodes: failed.map((s) => s.nodeId) } });
-    } else {
-      to('completed');
-      out.push({ kind: 'event', type: 'rollout.completed' });
-    }
-    return out;
-  }
-  if (lastStable > 0 && now - lastStable < rollout.options.stabilizationMs) return out;
-
-  // Nodes already on the target need no command.
-  for (const step of pending) {
-    const node = fleet.nodes.get(step.nodeId);
-    if (node?.version === rollout.target.version && node.healthy && !node.busy) {
-      out.push({ kind: 'step', nodeId: step.nodeId, to: 'skipped', message: 'already at the target version', patch: { finishedAt: now } });
-      states.set(step.nodeId, 'skipped');
-    }
-  }
-  let candidates = pending.filter((s) => states.get(s.nodeId) === 'pending');
-  if (candidates.length === 0) return out;
-  if (rollout.strategy === 'canary' && !rollout.data.soakPassed) {
-    candidates = candidates.filter((s) => s.nodeId === rollout.options.canary);
-  }
-
-  const { budget } = disruption({ fleet, steps: current(), busyElsewhere: input.busyElsewhere });
-  let slots = Math.min(budget, rollout.options.maxUnavailable);
-  if (slots <= 0) return out;
-  // The leader goes last. Leadership rotates, so this is re-evaluated on every tick, right before dispatch.
-  const leader = fleet.leader;
-  const nonLeaders = candidates.filter((s) => s.nodeId !== leader);
-  const ordered = nonLeaders.length > 0 ? nonLeaders : candidates;
-  if (nonLeaders.length === 0 && candidates.length > 1) return out;
-  for (const step of ordered.sort((a, b) => a.position - b.position)) {
-    if (slots <= 0) break;
-    const node = fleet.nodes.get(step.nodeId);
-    if (!node?.connected || !node.healthy || node.busy || input.busyElsewhere.has(step.nodeId)) continue;
-    dispatch(step, 'upgrade', upgradeOptions());
-    slots--;
-  }
-  finishSeq();
   return out;
 }
 
-function decideHalt(
-  input: SequencerInput,
-  states: Map<string, StepState>,
-  out: Action[],
-  dispatch: (step: Step, command: CommandKind, options?: UpgradeOptions) => void,
-  upgradeOptions: (extra?: UpgradeOptions) => UpgradeOptions,
-  finishSeq: () => void,
-  to: (next: RolloutState, code?: ErrorCode | null, reason?: string | null) => void,
-): Action[] {
-  const { rollout, fleet, now } = input;
-  const count = (s: StepState) => input.steps.filter((x) => states.get(x.nodeId) === s).length;
-  const all = input.steps.length;
-  // Phase 1: stage the artifact everywhere while the network keeps running.
-  if (rollout.data.haltSentAt == null) {
-    for (const step of input.steps) {
-      if (states.get(step.nodeId) === 'pending') dispatch(step, 'prepare', upgradeOptions({ approvedMajor: rollout.pathKind === 'major' }));
-    }
-    if (count('prepared') < all) return (finishSeq(), out);
-    // Phase 2: everything is staged; stop the world only inside the window, with approval.
-    if (rollout.options.window && !input.windowOpen) {
-      to('paused', 'E_WINDOW_CLOSED', 'the maintenance window closed before the halt could start');
-      return out;
-    }
-    if (rollout.options.requireApproval && rollout.data.approvedAt == null) {
-      to('awaiting_approval', 'E_NOT_APPROVED', 'the halt upgrade needs approval');
-      return out;
-    }
-    for (const step of input.steps) {
-      dispatch(step, 'upgrade', upgradeOptions({ requireStaged: true, approvedMajor: rollout.pathKind === 'major' }));
-    }
-    out.push({ kind: 'data', data: { haltSentAt: now, haltHeight: fleet.maxHeight } });
-    out.push({ kind: 'event', type: 'halt.started', data: { height: fleet.maxHeight } });
-    finishSeq();
-    return out;
+// -------------------------------------------------------------- every state: steps follow results
+
+/**
+ * Turns finished commands and node status into step transitions. Runs in every rollout state.
+ * Outcomes per step state:
+ *  - preparing: prepared, or failed with the agent's code;
+ *  - upgrading: verifying (also when the node already ran the target), or failed;
+ *  - verifying: upgraded once synced, or failed with E_SYNC_TIMEOUT;
+ *  - rolling_back: rolled_back (also when nothing was left to undo and the node runs its old version), or failed.
+ */
+function advanceSteps(d: Decision): void {
+  for (const step of d.input.steps) {
+    const cmd = step.commandId ? d.input.commands.get(step.commandId) : undefined;
+    const answered = cmd && isCommandFinished(cmd.state) ? cmd : undefined;
+    const handler = STEP_ADVANCES[step.state];
+    handler?.(d, step, answered);
   }
-  // Phase 3: wait until every node is back and the chain finalizes past the halt height.
-  if (count('upgrading') + count('verifying') > 0) return out;
-  if (count('failed') > 0) {
-    to('failed', 'E_NODE_FAILED', 'some nodes failed the halt upgrade');
-    return out;
+}
+
+type StepAdvance = (d: Decision, step: Step, answered: CommandRecord | undefined) => void;
+
+const succeeded = (c: CommandRecord) => c.state === 'completed' && c.outcome === 'succeeded';
+
+const STEP_ADVANCES: Partial<Record<StepState, StepAdvance>> = {
+  preparing(d, step, cmd) {
+    if (!cmd) return;
+    if (succeeded(cmd)) moveStep(d, step.nodeId, 'prepared');
+    else moveStep(d, step.nodeId, 'failed', { code: cmd.code ?? 'E_NODE_FAILED', message: cmd.message, patch: { finishedAt: d.now } });
+  },
+  upgrading(d, step, cmd) {
+    if (!cmd) return;
+    if (succeeded(cmd) || (cmd.state === 'rejected' && cmd.code === 'E_SAME_VERSION')) {
+      moveStep(d, step.nodeId, 'verifying', { patch: { resultAt: d.now, downtimeMs: cmd.downtimeMs } });
+      return;
+    }
+    moveStep(d, step.nodeId, 'failed', { code: cmd.code ?? 'E_NODE_FAILED', message: cmd.message, patch: { finishedAt: d.now, downtimeMs: cmd.downtimeMs } });
+    emit(d, 'node.failed', step.nodeId, { code: cmd.code, outcome: cmd.outcome, runningVersion: cmd.runningVersion, message: cmd.message });
+  },
+  verifying(d, step) {
+    const { rollout, fleet, now } = d;
+    if (isSynced(fleet.nodes.get(step.nodeId), rollout.target.version, fleet, rollout.options.syncDistance)) {
+      moveStep(d, step.nodeId, 'upgraded', { patch: { syncedAt: now, finishedAt: now } });
+      emit(d, 'node.upgraded', step.nodeId, { version: rollout.target.version, downtimeMs: step.downtimeMs });
+    } else if (step.resultAt != null && now - step.resultAt > rollout.options.syncTimeoutMs) {
+      moveStep(d, step.nodeId, 'failed', { code: 'E_SYNC_TIMEOUT', message: 'the node did not report synced in time', patch: { finishedAt: now } });
+      emit(d, 'node.failed', step.nodeId, { code: 'E_SYNC_TIMEOUT' });
+    }
+  },
+  rolling_back(d, step, cmd) {
+    if (!cmd) return;
+    const nothingLeftToUndo = cmd.state === 'rejected' && cmd.code === 'E_NOTHING_TO_ROLLBACK' && d.fleet.nodes.get(step.nodeId)?.version === step.fromVersion;
+    if (succeeded(cmd) || nothingLeftToUndo) {
+      moveStep(d, step.nodeId, 'rolled_back', { patch: { finishedAt: d.now } });
+      emit(d, 'node.rolled_back', step.nodeId, { runningVersion: cmd.runningVersion });
+    } else {
+      moveStep(d, step.nodeId, 'failed', { code: cmd.code ?? 'E_ROLLBACK_FAILED', message: cmd.message, patch: { finishedAt: d.now } });
+      emit(d, 'node.rollback_failed', step.nodeId, { code: cmd.code });
+    }
+  },
+};
+
+// -------------------------------------------------------------- planned, scheduled, awaiting approval: the gate
+
+const GATE_STATES: readonly RolloutState[] = ['planned', 'scheduled', 'awaiting_approval'];
+
+/** Where the gate lets a rollout go: approval first, then the window, then it runs. */
+function gateOf(d: Decision): RolloutState {
+  const { rollout } = d;
+  if (rollout.options.requireApproval && rollout.data.approvedAt == null) return 'awaiting_approval';
+  if (rollout.options.window && !d.input.windowOpen) return 'scheduled';
+  return 'running';
+}
+
+/** Outcomes: stays; moves to awaiting_approval or scheduled; or starts running. */
+function passGate(d: Decision): void {
+  const next = gateOf(d);
+  if (next === d.rollout.state) return;
+  moveRollout(d, next);
+  if (next === 'running') emit(d, 'rollout.started');
+}
+
+// -------------------------------------------------------------- rolling back
+
+/**
+ * Undoes the upgraded nodes in the reverse order of their upgrade, within the budget.
+ * Outcomes: rollbacks dispatched; rolled_back once nothing is left to undo; failed when a node
+ * could not be rolled back.
+ *
+ * The arithmetic, worked for n = 4 (f = 1), maxUnavailable 1, v1 still verifying (it counts as
+ * in flight, so budget = f - in flight = 1 - 1 = 0) and v2 upgraded:
+ *   ownDown           = 0  (our upgrading / rolling_back nodes; verifying ones are up)
+ *   verifyingToUndo   = 1  (v1: already counted in flight, undoing it takes nothing more down)
+ *   slots = min(max(1, maxUnavailable) - ownDown, budget + verifyingToUndo) = min(1, 1) = 1
+ * so v1 (the last dispatched) is rolled back first, v2 once v1 is back.
+ * A halt rollout stopped the whole network together, and undoes it together.
+ */
+function rollBack(d: Decision): void {
+  const { rollout, fleet } = d;
+  const { budget } = disruption({ fleet, steps: currentSteps(d), busyElsewhere: d.input.busyElsewhere });
+  const ownDown = stepsIn(d, 'upgrading', 'rolling_back').length;
+  const toUndo = stepsIn(d, 'upgraded', 'verifying').sort((a, b) => (b.dispatchSeq ?? 0) - (a.dispatchSeq ?? 0));
+  const verifyingToUndo = toUndo.filter((s) => d.states.get(s.nodeId) === 'verifying').length;
+  let slots = rollout.strategy === 'halt' ? toUndo.length : Math.min(Math.max(1, rollout.options.maxUnavailable) - ownDown, budget + verifyingToUndo);
+  for (const step of toUndo) {
+    if (slots <= 0) break;
+    const node = fleet.nodes.get(step.nodeId);
+    if (!node?.connected || node.busy) continue;
+    dispatch(d, step, 'rollback');
+    slots--;
   }
+  saveDispatchSeq(d);
+  if (stepsIn(d, 'upgrading', 'rolling_back', 'upgraded', 'verifying').length > 0) return;
+  const rollbackFailed = stepsIn(d, 'failed').some((s) => s.code === 'E_ROLLBACK_FAILED' || s.code === 'E_RESTORE');
+  if (rollbackFailed) moveRollout(d, 'failed', 'E_ROLLBACK_FAILED', 'a node could not be rolled back');
+  else moveRollout(d, 'rolled_back', rollout.code, rollout.reason);
+}
+
+// -------------------------------------------------------------- running or soaking: new failures
+
+/** Failed steps the operator has not seen yet (a resume marks the ones seen as handled). */
+function newFailures(d: Decision): Step[] {
+  const handled = new Set(d.rollout.data.handledFailures ?? []);
+  return stepsIn(d, 'failed').filter((s) => !handled.has(s.nodeId));
+}
+
+/**
+ * Stops the rollout on a failure. Outcomes, in order of precedence:
+ *  - failed, when a halt rollout's prepare failed before anything was stopped (no downtime yet);
+ *  - failed E_CANARY_FAILED, when the canary failed its upgrade (its agent rolled it back);
+ *  - rolling_back, with autoRollback;
+ *  - paused, for the operator to decide.
+ */
+function stopOnFailures(d: Decision, failures: Step[]): void {
+  const { rollout } = d;
+  const handled = rollout.data.handledFailures ?? [];
+  const nodes = failures.map((s) => s.nodeId);
+  patchData(d, { handledFailures: [...new Set(handled), ...nodes] });
+  // The agent's code goes into the reason: it is what the operator searches for.
+  // A step failed in this very decision still carries its old code; its command has the agent's.
+  const codeOf = (s: Step) => s.code ?? (s.commandId ? d.input.commands.get(s.commandId)?.code : null) ?? null;
+  const names = failures.map((s) => (codeOf(s) ? `${s.nodeId} (${codeOf(s)})` : s.nodeId)).join(', ');
+  const haltNotStarted = rollout.strategy === 'halt' && stepsIn(d, 'preparing', 'prepared', 'pending').length > 0 && rollout.data.haltSentAt == null;
+  if (haltNotStarted) {
+    moveRollout(d, 'failed', 'E_NODE_FAILED', `prepare failed on ${names}`);
+    emit(d, 'rollout.failed', undefined, { nodes });
+  } else if (failures.some((s) => isUnprovenCanary(d, s.nodeId))) {
+    moveRollout(d, 'failed', 'E_CANARY_FAILED', `canary ${names} failed its upgrade and was rolled back by its agent`);
+    emit(d, 'rollout.failed', undefined, { nodes, code: 'E_CANARY_FAILED' });
+  } else if (rollout.options.autoRollback) {
+    moveRollout(d, 'rolling_back', 'E_NODE_FAILED', `${names} failed; rolling back the upgraded nodes`);
+    emit(d, 'rollout.rolling_back', undefined, { nodes });
+  } else {
+    moveRollout(d, 'paused', 'E_NODE_FAILED', `${names} failed (rolled back by its agent); the operator decides`);
+    emit(d, 'rollout.paused', undefined, { nodes, code: 'E_NODE_FAILED' });
+  }
+}
+
+// -------------------------------------------------------------- soaking: the canary proves itself
+
+/**
+ * Watches the upgraded canary for soakMs. Outcomes: waits (also while its agent is unreachable:
+ * a lost link alone is no proof of failure); passes and resumes running; or fails the soak and
+ * rolls back (unhealthy, wrong version, fell behind, no block finalized, metrics regressed).
+ */
+function soak(d: Decision): void {
+  const { rollout, fleet, now } = d;
+  const canary = rollout.options.canary!;
+  const node = fleet.nodes.get(canary);
+  if (!node?.connected) return;
+  const why = soakFault(d, node);
+  if (why) return failSoak(d, canary, why);
+  if (now - (rollout.data.soakStartedAt ?? now) < rollout.options.soakMs) return;
+  const startHeight = rollout.data.soakStartHeight;
+  if (startHeight != null && node.finalizedHeight != null && node.finalizedHeight <= startHeight) {
+    return failSoak(d, canary, 'no block was finalized during the soak');
+  }
+  const soakMetrics = rollout.data.soakMetrics ?? {};
+  const verdict = judgeCanary({
+    canary: { start: soakMetrics[canary] ?? null, now: node.metrics },
+    reference: referenceNodes(d).map((r) => ({ nodeId: r.id, start: soakMetrics[r.id] ?? null, now: r.metrics })),
+    baseline: rollout.data.canaryBaseline ?? null,
+    limits: d.limits,
+  });
+  if (!verdict.ok) return failSoak(d, canary, `metrics: ${verdict.detail}`);
+  patchData(d, { soakPassed: true, lastStableAt: now });
+  emit(d, 'canary.passed', canary, { metrics: verdict });
+  moveRollout(d, 'running');
+}
+
+/** What is wrong with the canary at any moment of the soak, if anything. */
+function soakFault(d: Decision, node: NodeView): string | null {
+  const { rollout, fleet } = d;
+  if (!node.healthy) return 'the node is not healthy';
+  if (node.version !== rollout.target.version) return `it runs ${node.version ?? 'nothing'}`;
+  if (!isSynced(node, rollout.target.version, fleet, rollout.options.syncDistance)) return 'it fell behind the fleet';
+  return null;
+}
+
+function failSoak(d: Decision, canary: string, why: string): void {
+  moveRollout(d, 'rolling_back', 'E_CANARY_FAILED', `canary ${canary} failed its soak: ${why}`);
+  emit(d, 'rollout.rolling_back', canary, { code: 'E_CANARY_FAILED', why });
+}
+
+// -------------------------------------------------------------- running: rolling and canary
+
+/**
+ * One wave at a time, non-leaders first and the leader last. Outcomes: waits for the wave in
+ * flight to sync; starts the canary's soak; completes or fails when no node is left; waits
+ * stabilizationMs after the last wave; skips nodes already on the target; dispatches the next wave.
+ */
+function rollingUpgrade(d: Decision): void {
+  if (stepsIn(d, 'upgrading', 'verifying').length > 0) return; // wait for the wave to be synced
+  const pending = stepsIn(d, 'pending');
+  const lastStable = lastStableAt(d);
+  if (startCanarySoak(d)) return;
+  if (pending.length === 0) return finishRolling(d);
+  if (lastStable > 0 && d.now - lastStable < d.rollout.options.stabilizationMs) return;
+  skipUpToDate(d, pending);
+  dispatchWave(d, pending.filter((s) => d.states.get(s.nodeId) === 'pending'));
+}
+
+/** When the last wave finished syncing (now, when one just did). */
+function lastStableAt(d: Decision): number {
+  const justSynced = d.input.steps.reduce((m, s) => Math.max(m, s.state === 'verifying' && d.states.get(s.nodeId) === 'upgraded' ? d.now : s.syncedAt ?? 0), 0);
+  return Math.max(d.rollout.data.lastStableAt ?? 0, justSynced);
+}
+
+/** The canary is upgraded and synced: record where the soak starts from and start it. Returns whether it did. */
+function startCanarySoak(d: Decision): boolean {
+  const { rollout, fleet, now } = d;
+  if (rollout.strategy !== 'canary' || rollout.data.soakPassed) return false;
+  const canary = d.input.steps.find((s) => s.nodeId === rollout.options.canary);
+  if (!canary || d.states.get(canary.nodeId) !== 'upgraded') return false;
+  const soakMetrics: Record<string, Counters> = {};
+  for (const n of [fleet.nodes.get(canary.nodeId), ...referenceNodes(d)]) {
+    if (n?.metrics) soakMetrics[n.id] = { requestsTotal: n.metrics.requestsTotal, errorsTotal: n.metrics.errorsTotal };
+  }
+  patchData(d, { soakStartedAt: now, soakStartHeight: fleet.nodes.get(canary.nodeId)?.finalizedHeight ?? null, soakMetrics });
+  emit(d, 'canary.soaking', canary.nodeId, { soakMs: rollout.options.soakMs });
+  moveRollout(d, 'soaking');
+  return true;
+}
+
+/** No node left to dispatch: completed, or failed naming the nodes that failed. */
+function finishRolling(d: Decision): void {
+  const failed = stepsIn(d, 'failed');
+  if (failed.length > 0) {
+    moveRollout(d, 'failed', 'E_NODE_FAILED', `finished with ${failed.length} failed node(s): ${failed.map((s) => s.nodeId).join(', ')}`);
+    emit(d, 'rollout.failed', undefined, { nodes: failed.map((s) => s.nodeId) });
+  } else {
+    moveRollout(d, 'completed');
+    emit(d, 'rollout.completed');
+  }
+}
+
+/** Nodes already on the target need no command. */
+function skipUpToDate(d: Decision, pending: Step[]): void {
+  for (const step of pending) {
+    const node = d.fleet.nodes.get(step.nodeId);
+    if (node?.version === d.rollout.target.version && node.healthy && !node.busy) {
+      moveStep(d, step.nodeId, 'skipped', { message: 'already at the target version', patch: { finishedAt: d.now } });
+    }
+  }
+}
+
+/**
+ * Dispatches the next wave among `candidates` (the pending steps).
+ *
+ * The arithmetic, worked for n = 7 validators (f = 2) with one node unhealthy for unrelated
+ * reasons, none in flight and maxUnavailable 2:
+ *   budget = f - unhealthy - inFlight = 2 - 1 - 0 = 1   (disruption(): never more than f down)
+ *   slots  = min(budget, maxUnavailable) = min(1, 2) = 1
+ * so one node goes now and the next once it is synced. The leader goes last: it is left out
+ * while any other candidate remains, and leadership rotates, so this is re-evaluated on every
+ * tick, right before dispatch. Before the canary passed its soak, only the canary may go.
+ */
+function dispatchWave(d: Decision, candidates: Step[]): void {
+  const { rollout, fleet } = d;
+  if (candidates.length === 0) return;
+  const eligible = candidates.filter((s) => !(rollout.strategy === 'canary' && !rollout.data.soakPassed) || s.nodeId === rollout.options.canary);
+  const { budget } = disruption({ fleet, steps: currentSteps(d), busyElsewhere: d.input.busyElsewhere });
+  let slots = Math.min(budget, rollout.options.maxUnavailable);
+  if (slots <= 0) return;
+  const nonLeaders = eligible.filter((s) => s.nodeId !== fleet.leader);
+  if (nonLeaders.length === 0 && eligible.length > 1) return;
+  const wave = nonLeaders.length > 0 ? nonLeaders : eligible;
+  for (const step of wave.sort((a, b) => a.position - b.position)) {
+    if (slots <= 0) break;
+    const node = fleet.nodes.get(step.nodeId);
+    if (!node?.connected || !node.healthy || node.busy || d.input.busyElsewhere.has(step.nodeId)) continue;
+    dispatch(d, step, 'upgrade', upgradeOptions(d));
+    slots--;
+  }
+  saveDispatchSeq(d);
+}
+
+// -------------------------------------------------------------- running: halt (the whole network at once)
+
+/**
+ * A halt upgrade: stage the artifact everywhere while the network runs, then stop the world
+ * inside the window with approval, then wait for the chain to finalize past the halt height.
+ */
+function haltUpgrade(d: Decision): void {
+  if (d.rollout.data.haltSentAt == null) {
+    stageEverywhere(d);
+    if (stepsIn(d, 'prepared').length < d.input.steps.length) return saveDispatchSeq(d);
+    if (!haltGateOpen(d)) return;
+    startHalt(d);
+    return;
+  }
+  awaitFinalization(d);
+}
+
+/** Phase 1: every pending node stages the artifact (a prepare command); the network keeps running. */
+function stageEverywhere(d: Decision): void {
+  for (const step of d.input.steps) {
+    if (d.states.get(step.nodeId) === 'pending') dispatch(d, step, 'prepare', upgradeOptions(d, { approvedMajor: d.rollout.pathKind === 'major' }));
+  }
+}
+
+/** Phase 2 gate: everything is staged; stop the world only inside the window, with approval. Outcomes: open, paused, awaiting_approval. */
+function haltGateOpen(d: Decision): boolean {
+  const { rollout } = d;
+  if (rollout.options.window && !d.input.windowOpen) {
+    moveRollout(d, 'paused', 'E_WINDOW_CLOSED', 'the maintenance window closed before the halt could start');
+    return false;
+  }
+  if (rollout.options.requireApproval && rollout.data.approvedAt == null) {
+    moveRollout(d, 'awaiting_approval', 'E_NOT_APPROVED', 'the halt upgrade needs approval');
+    return false;
+  }
+  return true;
+}
+
+/** Phase 2: every node switches to its staged artifact at once; the halt height is recorded. */
+function startHalt(d: Decision): void {
+  const { rollout, fleet, now } = d;
+  for (const step of d.input.steps) {
+    dispatch(d, step, 'upgrade', upgradeOptions(d, { requireStaged: true, approvedMajor: rollout.pathKind === 'major' }));
+  }
+  patchData(d, { haltSentAt: now, haltHeight: fleet.maxHeight });
+  emit(d, 'halt.started', undefined, { height: fleet.maxHeight });
+  saveDispatchSeq(d);
+}
+
+/**
+ * Phase 3: wait until every node is back and the chain finalizes past the halt height.
+ * Outcomes: waits; failed when a node failed; completed; paused E_CHAIN_STALL after haltTimeoutMs.
+ */
+function awaitFinalization(d: Decision): void {
+  const { rollout, fleet, now } = d;
+  if (stepsIn(d, 'upgrading', 'verifying').length > 0) return;
+  if (stepsIn(d, 'failed').length > 0) return moveRollout(d, 'failed', 'E_NODE_FAILED', 'some nodes failed the halt upgrade');
   const haltHeight = rollout.data.haltHeight ?? -1;
   if (fleet.maxHeight != null && fleet.maxHeight > haltHeight) {
-    out.push({ kind: 'event', type: 'halt.finalizing', data: { height: fleet.maxHeight } });
-    out.push({ kind: 'event', type: 'rollout.completed' });
-    to('completed');
-  } else if (now - rollout.data.haltSentAt > rollout.options.haltTimeoutMs) {
-    to('paused', 'E_CHAIN_STALL', 'the chain did not finalize after the halt upgrade');
-    out.push({ kind: 'event', type: 'rollout.paused', data: { code: 'E_CHAIN_STALL' } });
+    emit(d, 'halt.finalizing', undefined, { height: fleet.maxHeight });
+    emit(d, 'rollout.completed');
+    moveRollout(d, 'completed');
+  } else if (now - rollout.data.haltSentAt! > rollout.options.haltTimeoutMs) {
+    moveRollout(d, 'paused', 'E_CHAIN_STALL', 'the chain did not finalize after the halt upgrade');
+    emit(d, 'rollout.paused', undefined, { code: 'E_CHAIN_STALL' });
   }
-  return out;
 }

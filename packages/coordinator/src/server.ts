@@ -11,10 +11,10 @@ import type { FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import { WebSocketServer } from 'ws';
 import { MAX_FRAME_BYTES } from '@guts-upgrade/protocol';
-import { buildApi } from './api.js';
+import { buildApi } from './api/app.js';
 import type { Config } from './config.js';
 import { Store } from './db.js';
-import { Coordinator } from './engine.js';
+import { Coordinator } from './engine/coordinator.js';
 import { Metrics } from './metrics.js';
 
 export interface RunningCoordinator {
@@ -34,7 +34,7 @@ export async function startCoordinator(config: Config, opts: { log?: Logger; now
   const coordinator = new Coordinator(config, store, log, opts.now);
   const metrics = new Metrics(coordinator);
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES });
-  wss.on('connection', (ws, req: IncomingMessage) => coordinator.handleAgent(ws, req));
+  wss.on('connection', (ws, req: IncomingMessage) => coordinator.hub.handleAgent(ws, req));
   const servers: Server[] = [];
   let handler: ((req: IncomingMessage, res: any) => void) | null = null;
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -47,7 +47,7 @@ export async function startCoordinator(config: Config, opts: { log?: Logger; now
   };
   let closing = false;
   const app = await buildApi({
-    coordinator,
+    services: coordinator,
     metrics,
     log,
     ready: () => !closing,

@@ -75,6 +75,47 @@ export const STEP_TRANSITIONS: Record<StepState, readonly StepState[]> = {
 /** A node in these step states is (or may be) down because of us and counts against f. */
 export const IN_FLIGHT_STEP_STATES: readonly StepState[] = ['upgrading', 'verifying', 'rolling_back'];
 
+/**
+ * The lifecycle of a command sent to an agent. A command row is written
+ * 'pending' before it goes on the wire; the agent's answers move it on. Until
+ * it has a result (an open state) it is re-sent with the same id on reconnect
+ * and its node counts as in flight.
+ *
+ *   pending --sent--> sent --ack--> accepted | duplicate --result--> completed
+ *      \________________\____________\__ack rejected__> rejected --late result--> completed
+ */
+export const COMMAND_STATES = ['pending', 'sent', 'accepted', 'duplicate', 'rejected', 'completed'] as const;
+export type CommandState = (typeof COMMAND_STATES)[number];
+
+export const COMMAND_TRANSITIONS: Record<CommandState, readonly CommandState[]> = {
+  pending: ['sent', 'accepted', 'duplicate', 'rejected', 'completed'],
+  // 'sent' is marked once; a re-send on reconnect keeps the state it has.
+  sent: ['accepted', 'duplicate', 'rejected', 'completed'],
+  // An agent acks a re-sent id again: accepted and duplicate are the same open state for every decision.
+  accepted: ['accepted', 'duplicate', 'rejected', 'completed'],
+  duplicate: ['accepted', 'duplicate', 'rejected', 'completed'],
+  // The agent may still report a result for a command it rejected (hello.recentResults).
+  rejected: ['completed'],
+  completed: [],
+};
+
+/** Commands without a result yet: re-sent on reconnect, their node counts as in flight. */
+export const COMMAND_OPEN_STATES: readonly CommandState[] = ['pending', 'sent', 'accepted', 'duplicate'];
+
+export function canCommandMove(from: CommandState, to: CommandState): boolean {
+  return COMMAND_TRANSITIONS[from].includes(to);
+}
+
+/** A command in these states has its answer: a result, or a rejection. */
+export function isCommandFinished(state: CommandState): boolean {
+  return !COMMAND_OPEN_STATES.includes(state);
+}
+
+/** The states a command may move to `to` from (a late informational write never undoes an answer). */
+export function commandStatesInto(to: CommandState): CommandState[] {
+  return COMMAND_STATES.filter((s) => COMMAND_TRANSITIONS[s].includes(to));
+}
+
 export function canTransitionRollout(from: RolloutState, to: RolloutState): boolean {
   return ROLLOUT_TRANSITIONS[from].includes(to);
 }

@@ -125,3 +125,10 @@ export function parseDuration(input: unknown): number | null {
   const v = Number(m[1]) * mult;
   return v > 0 ? v : null;
 }
+
+/** Whether a rollout may run now as far as its window goes: no window, or its named window is open. */
+export function windowAllows(windowName: string | null, windows: readonly WindowSpec[], now: number): boolean {
+  if (!windowName) return true;
+  const w = windows.find((x) => x.name === windowName);
+  return !!w && isOpen(w, now);
+}

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { CodedError, ERROR_CODES, errorCodeOf, isErrorCode } from '../src/errors.js';
+import { CodedError, ERROR_CODES, errorCodeOf, httpStatusOf, isErrorCode } from '../src/errors.js';
 
 t.test('every code is documented in docs/errors.md', async (t) => {
   const doc = readFileSync(fileURLToPath(new URL('../../../../docs/errors.md', import.meta.url)), 'utf8');
@@ -16,4 +16,14 @@ t.test('codes are well formed and CodedError carries them', async (t) => {
   t.equal(errorCodeOf(new Error('plain')), 'E_INTERNAL');
   t.equal(errorCodeOf(Object.assign(new Error('x'), { code: 'E_BUSY' })), 'E_BUSY');
   t.equal(isErrorCode('E_NOPE'), false);
+});
+
+t.test('each code carries its HTTP status beside its message', async (t) => {
+  t.equal(httpStatusOf('E_BAD_MESSAGE'), 400);
+  t.equal(httpStatusOf('E_AUTH'), 401);
+  t.equal(httpStatusOf('E_FORBIDDEN'), 403);
+  t.equal(httpStatusOf('E_NOT_FOUND'), 404);
+  t.equal(httpStatusOf('E_INVALID_STATE'), 409);
+  t.equal(httpStatusOf('E_INTERNAL'), 500, 'a code that is not the caller\'s doing is a 500');
+  for (const [code, info] of Object.entries(ERROR_CODES)) t.ok(info.message.length > 0, `${code} has a message`);
 });

@@ -1,0 +1,325 @@
+/**
+ * The agent hub: the websocket endpoint of the agents. It authenticates each
+ * connection, keeps the live status of every agent, turns agent messages into
+ * queued writes (see write-queue.ts for when they are committed) and delivers
+ * commands. It decides nothing: the rollout loop reads what it keeps and sends
+ * through it (it is the loop's AgentTransport).
+ */
+import { timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { Logger } from 'pino';
+import type { WebSocket } from 'ws';
+import {
+  coordinatorMessage,
+  decodeAgentMessage,
+  encode,
+  type AgentMessage,
+  type CommandKind,
+  type ErrorCode,
+  type NodeStatus,
+  type Outcome,
+  type Result,
+} from '@guts-upgrade/protocol';
+import { hashToken, type Store } from '../db.js';
+import { canCommandMove, commandStatesInto, isCommandFinished } from '../states.js';
+import type { Audit } from './audit.js';
+import type { AgentTransport, LiveNode, Timers } from './effects.js';
+import type { WriteQueue } from './write-queue.js';
+
+/** How long a new connection may take to say hello. */
+const HELLO_TIMEOUT_MS = 15_000;
+
+/** Command results received since start, by command kind and outcome (the metrics read them). */
+export class ResultCounts {
+  private readonly counts = new Map<CommandKind, Map<Outcome, number>>();
+
+  add(kind: CommandKind, outcome: Outcome): void {
+    const byOutcome = this.counts.get(kind) ?? new Map<Outcome, number>();
+    byOutcome.set(outcome, (byOutcome.get(outcome) ?? 0) + 1);
+    this.counts.set(kind, byOutcome);
+  }
+
+  entries(): { kind: CommandKind; outcome: Outcome; count: number }[] {
+    const out: { kind: CommandKind; outcome: Outcome; count: number }[] = [];
+    for (const [kind, byOutcome] of this.counts) for (const [outcome, count] of byOutcome) out.push({ kind, outcome, count });
+    return out;
+  }
+}
+
+export interface AgentHubDeps {
+  store: Store;
+  writes: WriteQueue;
+  audit: Audit;
+  log: Logger;
+  now: () => number;
+  timers: Timers;
+  heartbeatIntervalMs: number;
+  /** Asks the rollout loop for a tick soon (something that may change a decision arrived). */
+  wake: () => void;
+  /** Tells listeners the fleet picture or a node's progress changed. */
+  notify: (event: 'fleet' | 'progress', detail?: unknown) => void;
+}
+
+export class AgentHub implements AgentTransport {
+  private readonly links = new Map<string, LiveNode>();
+  private readonly sockets = new Map<string, WebSocket>();
+  private readonly toRedeliver = new Set<string>();
+  private stopped = false;
+  readonly results = new ResultCounts();
+  commandsSent = 0;
+
+  constructor(private readonly d: AgentHubDeps) {
+    // Last known status survives a restart for display; "connected" does not.
+    for (const n of d.store.activeNodes()) this.track(n.id, n.agentVersion, n.lastSeenAt);
+  }
+
+  // ------------------------------------------------------------ the loop's transport
+
+  send(nodeId: string, body: string): boolean {
+    const ws = this.sockets.get(nodeId);
+    if (!ws || ws.readyState !== 1) return false;
+    ws.send(body);
+    this.commandsSent++;
+    return true;
+  }
+
+  live(): ReadonlyMap<string, LiveNode> {
+    return this.links;
+  }
+
+  reconnected(): string[] {
+    const ids = [...this.toRedeliver];
+    this.toRedeliver.clear();
+    return ids;
+  }
+
+  // ------------------------------------------------------------ the node registry's hooks
+
+  /** Starts tracking a newly registered node (not connected yet). */
+  track(nodeId: string, agentVersion: string | null = null, lastSeenAt: number | null = null): void {
+    this.links.set(nodeId, { connected: false, status: null, agentVersion, lastSeenAt, connectedAt: null });
+  }
+
+  /** Forgets a removed node and refuses its open connection. */
+  forget(nodeId: string): void {
+    const ws = this.sockets.get(nodeId);
+    if (ws) this.refuse(ws, 'E_AUTH', 'node registration revoked');
+    this.sockets.delete(nodeId);
+    this.links.delete(nodeId);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    for (const ws of this.sockets.values()) ws.terminate();
+  }
+
+  // ------------------------------------------------------------ connections
+
+  private refuse(ws: WebSocket, code: ErrorCode, message: string): void {
+    try {
+      ws.send(encode(coordinatorMessage('refused', { code, message })));
+    } catch {
+      /* socket already gone */
+    }
+    ws.close(4000, code);
+  }
+
+  /** Whether the request carries the bearer token registered for the node it names. */
+  private authenticated(req: IncomingMessage): { nodeId: string; ok: boolean; known: boolean } {
+    const auth = String(req.headers.authorization ?? '');
+    const nodeId = String(req.headers['x-guts-node-id'] ?? '');
+    const token = /^Bearer (.+)$/.exec(auth)?.[1];
+    const row = nodeId ? this.d.store.node(nodeId) : undefined;
+    const ok =
+      !!token && !!row && row.revokedAt == null && timingSafeEqual(Buffer.from(hashToken(token), 'hex'), Buffer.from(row.tokenHash, 'hex'));
+    return { nodeId, ok, known: !!row };
+  }
+
+  /** Authenticates a new agent connection and runs its message loop. */
+  handleAgent(ws: WebSocket, req: IncomingMessage): void {
+    const { nodeId, ok, known } = this.authenticated(req);
+    if (!ok) {
+      this.d.log.warn({ nodeId }, 'agent refused: bad credentials');
+      this.d.store.appendEvent({ at: this.d.now(), actor: `agent:${nodeId || '?'}`, type: 'agent.refused', nodeId: known ? nodeId : null, data: { code: 'E_AUTH' } });
+      this.refuse(ws, 'E_AUTH', 'unknown node, revoked node or bad token');
+      return;
+    }
+    let helloDone = false;
+    const cancelHelloTimer = this.d.timers.after(HELLO_TIMEOUT_MS, () => {
+      if (!helloDone) this.refuse(ws, 'E_BAD_MESSAGE', 'no hello received');
+    });
+    ws.on('message', (raw: Buffer) => {
+      const decoded = decodeAgentMessage(raw);
+      if (!decoded.ok) {
+        this.d.log.warn({ nodeId, error: decoded.error }, 'bad agent message');
+        if (!helloDone || decoded.code === 'E_PROTOCOL_VERSION') this.refuse(ws, decoded.code, decoded.error);
+        return;
+      }
+      const msg = decoded.message;
+      if (!helloDone) {
+        if (msg.type !== 'hello') return this.refuse(ws, 'E_BAD_MESSAGE', `expected hello, got ${msg.type}`);
+        if (msg.nodeId !== nodeId) return this.refuse(ws, 'E_AUTH', `hello names ${msg.nodeId} but the credentials are for ${nodeId}`);
+        helloDone = true;
+        cancelHelloTimer();
+        this.onHello(ws, msg);
+        return;
+      }
+      try {
+        this.onMessage(nodeId, msg);
+      } catch (err) {
+        this.d.log.error({ err, nodeId }, 'agent message handling failed');
+      }
+    });
+    ws.on('close', () => {
+      cancelHelloTimer();
+      if (this.stopped) return;
+      if (this.sockets.get(nodeId) !== ws) return;
+      this.sockets.delete(nodeId);
+      const l = this.links.get(nodeId);
+      if (l) l.connected = false;
+      this.d.log.info({ nodeId }, 'agent disconnected');
+      const at = this.d.now();
+      this.d.writes.queue(() => this.d.store.appendEvent({ at, actor: `agent:${nodeId}`, type: 'agent.disconnected', nodeId }), false);
+      this.d.notify('fleet');
+      this.d.wake();
+    });
+    ws.on('error', (err) => this.d.log.warn({ err, nodeId }, 'agent socket error'));
+  }
+
+  private onHello(ws: WebSocket, hello: Extract<AgentMessage, { type: 'hello' }>): void {
+    const id = hello.nodeId;
+    const now = this.d.now();
+    const prev = this.sockets.get(id);
+    if (prev && prev !== ws) prev.close(4001, 'replaced by a newer connection');
+    this.sockets.set(id, ws);
+    this.links.set(id, { connected: true, status: hello.status, agentVersion: hello.agentVersion, lastSeenAt: now, connectedAt: now });
+    // Urgent: the recent results must be committed before anything is decided or re-sent; the
+    // scheduled tick commits them (with every other hello of this turn: one fsync for a reconnect storm).
+    this.d.writes.queue(() => {
+      this.persistStatus(id, hello.status, hello.agentVersion, now);
+      this.d.store.appendEvent({ at: now, actor: `agent:${id}`, type: 'agent.connected', nodeId: id, data: { agentVersion: hello.agentVersion, version: hello.status.nodeVersion, proto: hello.proto } });
+      for (const r of hello.recentResults) this.onResult(id, r);
+    }, true);
+    ws.send(encode(coordinatorMessage('welcome', { heartbeatIntervalMs: this.d.heartbeatIntervalMs })));
+    // Re-deliver every command still without a result, with the SAME id (the agent dedupes), once
+    // the results above are committed: the loop asks for reconnected() after its flush.
+    this.toRedeliver.add(id);
+    this.d.notify('fleet');
+  }
+
+  private persistStatus(id: string, s: NodeStatus, agentVersion: string | null, now: number): void {
+    this.d.store.updateNodeStatus(id, {
+      agentVersion,
+      version: s.nodeVersion,
+      health: s.health,
+      ready: s.ready,
+      isLeader: s.isLeader,
+      currentLeader: s.currentLeader,
+      finalizedHeight: s.finalizedHeight,
+      view: s.view,
+      peerCount: s.peerCount,
+      busy: s.busy ? { commandId: s.busy.commandId, kind: s.busy.kind, step: s.busy.step } : null,
+      lastSeenAt: now,
+    });
+  }
+
+  // ------------------------------------------------------------ messages
+
+  private onMessage(nodeId: string, msg: AgentMessage): void {
+    if (this.stopped) return;
+    const l = this.links.get(nodeId);
+    if (!l) return;
+    switch (msg.type) {
+      case 'hello':
+        return;
+      case 'heartbeat':
+        return this.onHeartbeat(nodeId, l, msg);
+      case 'ack':
+        return this.onAck(nodeId, msg);
+      case 'progress':
+        return this.onProgress(nodeId, msg);
+      case 'result':
+        // Urgent: committed (together with every other result of this event-loop turn) by the
+        // scheduled tick before it decides anything. If we die before that commit, the agent
+        // still has the result and sends it again in hello.recentResults.
+        this.d.writes.queue(() => this.onResult(nodeId, msg), true);
+        return;
+    }
+  }
+
+  private onHeartbeat(nodeId: string, l: LiveNode, msg: Extract<AgentMessage, { type: 'heartbeat' }>): void {
+    const now = this.d.now();
+    const before = l.status;
+    l.status = msg.status;
+    l.lastSeenAt = now;
+    // Persist only what changes the picture, not every heartbeat. The row is a display copy
+    // (decisions use the live status; a restarted coordinator waits for the hello), so it
+    // rides with the next transaction instead of costing an fsync of its own.
+    if (!before || before.nodeVersion !== msg.status.nodeVersion || before.isLeader !== msg.status.isLeader || before.health !== msg.status.health || before.ready !== msg.status.ready || (before.busy?.commandId ?? null) !== (msg.status.busy?.commandId ?? null)) {
+      const status = msg.status;
+      this.d.writes.queue(() => this.persistStatus(nodeId, status, null, now), false);
+      // A node back up on the new version may finish its step: decide now, not at the next timer tick.
+      this.d.wake();
+    }
+    this.d.notify('fleet');
+  }
+
+  private onAck(nodeId: string, msg: Extract<AgentMessage, { type: 'ack' }>): void {
+    const now = this.d.now();
+    const c = this.d.store.command(msg.commandId);
+    if (!c || c.nodeId !== nodeId || isCommandFinished(c.state)) return; // answered already: a late ack changes nothing
+    if (msg.status === 'rejected') {
+      // A rejection decides the step: urgent, committed before the next decision.
+      this.d.writes.queue(() => {
+        const cur = this.d.store.command(c.id);
+        if (!cur || !canCommandMove(cur.state, 'rejected')) return;
+        this.d.store.setCommandState(c.id, 'rejected', now, { code: msg.code ?? 'E_INTERNAL', message: msg.message ?? null });
+        this.d.audit.record('command.rejected', `agent:${nodeId}`, c.rolloutId, nodeId, { commandId: c.id, code: msg.code, message: msg.message });
+      }, true);
+    } else {
+      // 'accepted'/'duplicate' are informational: the command stays open (re-sent on reconnect,
+      // counted in flight) exactly as when it was 'sent', so losing this write changes nothing.
+      const state = msg.status === 'duplicate' ? 'duplicate' : 'accepted';
+      this.d.writes.queue(() => this.d.store.advanceCommandState(c.id, state, commandStatesInto(state), now), false);
+    }
+  }
+
+  private onProgress(nodeId: string, msg: Extract<AgentMessage, { type: 'progress' }>): void {
+    const now = this.d.now();
+    const c = this.d.store.command(msg.commandId);
+    if (!c || c.nodeId !== nodeId) return;
+    // Progress is informational (display and the event log); no decision reads it and a restarted
+    // coordinator does not need it, so it is not worth an fsync per message: it is batched with the
+    // next transaction (at most FLUSH_MS later). A kill -9 may lose the last FLUSH_MS of progress.
+    this.d.writes.queue(() => {
+      this.d.store.setProgressForCommand(msg.commandId, `${msg.step}:${msg.state}`, now);
+      this.d.store.appendEvent({ at: now, actor: `agent:${nodeId}`, type: 'node.progress', rolloutId: c.rolloutId, nodeId, data: { commandId: c.id, step: msg.step, state: msg.state, message: msg.message } });
+    }, false);
+    this.d.notify('progress', { nodeId, commandId: msg.commandId, step: msg.step, state: msg.state });
+  }
+
+  /** Records a command's result once (a re-sent result is ignored). Runs inside a transaction. */
+  private onResult(nodeId: string, r: Result): void {
+    const c = this.d.store.command(r.commandId);
+    if (!c || c.nodeId !== nodeId) {
+      this.d.store.appendEvent({ at: this.d.now(), actor: `agent:${nodeId}`, type: 'result.unknown', nodeId, data: { commandId: r.commandId, outcome: r.outcome } });
+      return;
+    }
+    if (!canCommandMove(c.state, 'completed')) return;
+    this.d.store.completeCommand(
+      c.id,
+      { outcome: r.outcome, code: r.code ?? null, message: r.message ?? null, runningVersion: r.runningVersion, downtimeMs: r.downtimeMs ?? null, result: r },
+      this.d.now(),
+    );
+    this.results.add(c.kind, r.outcome);
+    this.d.audit.record('command.result', `agent:${nodeId}`, c.rolloutId, nodeId, {
+      commandId: c.id,
+      kind: c.kind,
+      outcome: r.outcome,
+      code: r.code,
+      runningVersion: r.runningVersion,
+      downtimeMs: r.downtimeMs,
+      ...(r.migration ? { migration: r.migration } : {}),
+    });
+  }
+}

@@ -1,0 +1,67 @@
+/**
+ * The node registry: which validators the coordinator manages, each with the
+ * token its agent authenticates with. Registering and removing are operator
+ * actions, recorded in the audit log.
+ */
+import { randomBytes } from 'node:crypto';
+import { CodedError } from '@guts-upgrade/protocol';
+import { hashToken, type Store } from '../db.js';
+import type { NodeView } from '../model.js';
+import { ACTIVE_ROLLOUT_STATES } from '../states.js';
+import type { AgentHub } from './agent-hub.js';
+import type { Audit } from './audit.js';
+import type { WriteQueue } from './write-queue.js';
+
+export interface NodeListing extends Omit<NodeView, 'lastSeenAt'> {
+  address: string | null;
+  registeredAt: string;
+  lastSeenAt: string | null;
+}
+
+export interface NodeRegistryDeps {
+  store: Store;
+  writes: WriteQueue;
+  audit: Audit;
+  hub: Pick<AgentHub, 'track' | 'forget'>;
+  fleet: () => { nodes: Map<string, NodeView> };
+  now: () => number;
+}
+
+export class NodeRegistry {
+  constructor(private readonly d: NodeRegistryDeps) {}
+
+  /** Registers a node (or re-registers a removed one) and returns its agent token, shown only this once. */
+  register(id: string, address: string | null, actor: string): { id: string; token: string } {
+    const existing = this.d.store.node(id);
+    if (existing && existing.revokedAt == null) throw new CodedError('E_CONFLICT', `node ${id} is already registered`, { field: 'id' });
+    const token = 'gua_' + randomBytes(32).toString('base64url');
+    this.d.writes.tx(() => {
+      this.d.store.insertNode(id, hashToken(token), address, this.d.now());
+      this.d.audit.record('node.registered', actor, null, id, { address });
+    });
+    this.d.hub.track(id);
+    return { id, token };
+  }
+
+  /** Revokes a node's token and drops its agent; refused while a rollout holds the node. */
+  remove(id: string, actor: string): void {
+    const n = this.d.store.node(id);
+    if (!n || n.revokedAt != null) throw new CodedError('E_NOT_FOUND', `node ${id} is not registered`);
+    const holder = this.d.store.nodesInActiveRollouts(ACTIVE_ROLLOUT_STATES).get(id);
+    if (holder) throw new CodedError('E_CONFLICT', `node ${id} is part of active rollout ${holder}`, { rolloutId: holder });
+    this.d.writes.tx(() => {
+      this.d.store.revokeNode(id, this.d.now());
+      this.d.audit.record('node.removed', actor, null, id);
+    });
+    this.d.hub.forget(id);
+  }
+
+  /** The registered nodes as the fleet view sees them, with their registration details. */
+  list(): NodeListing[] {
+    const fleet = this.d.fleet();
+    return this.d.store.activeNodes().map((n) => {
+      const v = fleet.nodes.get(n.id)!;
+      return { ...v, address: n.address, registeredAt: new Date(n.createdAt).toISOString(), lastSeenAt: v.lastSeenAt ? new Date(v.lastSeenAt).toISOString() : null };
+    });
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * The API's route plugins against a real coordinator (SQLite file, loopback
+ * port): the OpenAPI document lists what the model defines (strategies,
+ * operator actions), and every error answer takes its HTTP status from the
+ * error catalogue.
+ */
+import t from 'tap';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { httpStatusOf, type ErrorCode } from '@guts-upgrade/protocol';
+import { api, ApiError } from '../src/client.js';
+import { buildConfig } from '../src/config.js';
+import { STRATEGIES } from '../src/model.js';
+import { startCoordinator } from '../src/server.js';
+import { ACTIONS } from '../src/states.js';
+
+const OP = 'operator-token-0123456789';
+const VIEW = 'viewer-token-0123456789';
+
+t.test('route plugins follow the model and the error catalogue', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'guc-api-'));
+  const c = await startCoordinator(
+    buildConfig({
+      listen: { host: '127.0.0.1', port: 0 },
+      db: join(dir, 'c.db'),
+      operators: [
+        { name: 'alice', token: OP, role: 'operator' },
+        { name: 'bob', token: VIEW, role: 'viewer' },
+      ],
+    }),
+    { log: pino({ level: 'silent' }) },
+  );
+  t.teardown(async () => {
+    await c.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const op = { url: c.url!, token: OP };
+
+  const doc = await api({ url: c.url! }, 'GET', '/docs/json');
+  const body = doc.paths['/api/v1/rollouts'].post.requestBody.content['application/json'].schema;
+  t.same(body.properties.strategy.enum, [...STRATEGIES], 'the strategy enum is the model\'s STRATEGIES');
+  for (const action of Object.keys(ACTIONS)) t.ok(doc.paths[`/api/v1/rollouts/{id}/${action}`]?.post, `a route for the ${action} action`);
+  const actionRoutes = Object.keys(doc.paths).filter((p) => /^\/api\/v1\/rollouts\/\{id\}\/(?!events$)[a-z]+$/.test(p));
+  t.equal(actionRoutes.length, Object.keys(ACTIONS).length, 'no action route the model does not define');
+  t.same(doc.paths['/api/v1/nodes'].get.security, [{ bearer: [] }], 'operator routes declare bearer auth');
+  t.same(doc.paths['/health/live'].get.security, [], 'health routes are open');
+
+  const failure = async (p: Promise<unknown>): Promise<ApiError> => {
+    try {
+      await p;
+    } catch (e) {
+      return e as ApiError;
+    }
+    throw new Error('expected an error');
+  };
+  const cases: [ErrorCode, Promise<unknown>][] = [
+    ['E_BAD_MESSAGE', api(op, 'POST', '/api/v1/nodes', { id: 'v0', extra: true })],
+    ['E_AUTH', api({ url: c.url! }, 'GET', '/api/v1/fleet')],
+    ['E_FORBIDDEN', api({ url: c.url!, token: VIEW }, 'POST', '/api/v1/nodes', { id: 'v0' })],
+    ['E_NOT_FOUND', api(op, 'GET', '/api/v1/rollouts/nope')],
+    ['E_NOT_FOUND', api(op, 'GET', '/api/v1/nowhere')],
+  ];
+  for (const [code, p] of cases) {
+    const e = await failure(p);
+    t.equal(e.code, code);
+    t.equal(e.status, httpStatusOf(code), `${code} answers ${httpStatusOf(code)} as the catalogue says`);
+  }
+  await api(op, 'POST', '/api/v1/nodes', { id: 'v0' });
+  const conflict = await failure(api(op, 'POST', '/api/v1/nodes', { id: 'v0' }));
+  t.equal(conflict.code, 'E_CONFLICT');
+  t.equal(conflict.status, httpStatusOf('E_CONFLICT'));
+  const events = await api(op, 'GET', '/api/v1/events?after=0');
+  t.same(events.events.map((e: { type: string }) => e.type), ['node.registered'], 'the refused requests recorded nothing');
+});
