@@ -48,7 +48,7 @@ const CONFIG = (port: number, db: string, windows: unknown[]) => ({
   logLevel: 'warn',
 });
 
-export async function makeRig(t: Tap, opts: { n: number; child?: boolean; windows?: unknown[]; timings?: Record<string, number> }): Promise<Rig> {
+export async function makeRig(t: Tap, opts: { n: number; child?: boolean; windows?: unknown[]; timings?: Record<string, number | string> }): Promise<Rig> {
   const dir = mkdtempSync(join(tmpdir(), 'guts-it-'));
   const port = (await freePorts(1))[0]!;
   const cfg = CONFIG(port, join(dir, 'coordinator.db'), opts.windows ?? []);

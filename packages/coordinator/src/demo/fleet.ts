@@ -29,7 +29,7 @@ interface Simulator {
   findArtifact(m: unknown, version: string, fault?: string): { file: string; path: string; sha256: string };
   installBinary(artifactPath: string, dest: string): void;
   startArtifactServer(o: { dir: string }): Promise<{ url: string; close(): Promise<void> }>;
-  createCluster(o: { n: number; dir: string; timings?: Record<string, number>; dataSizeMb?: number; dataVersion?: string; logLevel?: string }): Promise<NodeDescriptor[]>;
+  createCluster(o: { n: number; dir: string; timings?: Record<string, number | string>; dataSizeMb?: number; dataVersion?: string; logLevel?: string }): Promise<NodeDescriptor[]>;
   readHistory(file: string | string[]): HistoryEntry[];
   maxStallMs(h: HistoryEntry[], range?: { from?: number; to?: number }): number;
 }
@@ -44,6 +44,13 @@ export const FAST_TIMINGS = {
   leader_term_ms: 1500,
   fault_delay_ms: 200,
   sync_blocks_per_sec: 500,
+  // A restarted node warms up as a real one does, only shorter: storage opens,
+  // the engine says Starting, then its peers connect one by one (reported in
+  // /health as a future guts-node would) over two seconds.
+  storage_open_ms: 200,
+  consensus_start_ms: 500,
+  p2p_warmup_ms: 2000,
+  p2p_report: 'reported',
 };
 
 export function agentCliPath(): string {
@@ -90,7 +97,7 @@ export async function startSimFleet(opts: {
   dir: string;
   coordinatorWsUrl: string;
   tokens: Record<string, string>;
-  timings?: Record<string, number>;
+  timings?: Record<string, number | string>;
   agentChecks?: Record<string, number>;
   logLevel?: string;
 }): Promise<SimFleet> {
@@ -147,7 +154,10 @@ export async function startSimFleet(opts: {
           backup: { retention: 2 },
           fetch: { retries: 3, backoffMs: 50, timeoutMs: 5000 },
           // Generous timeouts: the demo and the integration tests share a 2-core machine with other work.
-          checks: { readyTimeoutMs: 20_000, syncTimeoutMs: 30_000, advanceWindowMs: 1500, stabilizeMs: 500, httpTimeoutMs: 3000, commandTimeoutMs: 30_000, ...(opts.agentChecks ?? {}) },
+          checks: {
+            readyTimeoutMs: 20_000, versionTimeoutMs: 20_000, consensusTimeoutMs: 20_000, peersTimeoutMs: 20_000, advanceTimeoutMs: 30_000, minPeers: 2,
+            syncTimeoutMs: 30_000, advanceWindowMs: 1500, stabilizeMs: 500, httpTimeoutMs: 3000, commandTimeoutMs: 30_000, ...(opts.agentChecks ?? {}),
+          },
           commands: { migrate: ['{binary}', 'migrate', '--from', '{from}', '--to', '{to}', '--data-dir', '{dataDir}'] },
           diskMarginBytes: 0,
           logLevel: opts.logLevel ?? 'warn',
