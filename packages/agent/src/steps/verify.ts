@@ -234,8 +234,8 @@ export async function verify(ctx: StepContext): Promise<void> {
       // A handful of requests cannot show a rate; judge only with enough traffic.
       const enough = now.requests >= 50;
       const ok = !enough || (errUp <= c.maxErrorRateIncrease && !latBad);
-      addCheck(ctx, 'metrics', ok, enough ? detail : `${detail} (only ${now.requests} requests: not judged)`);
+      addCheck(ctx, 'metrics', ok, enough ? detail : `${detail} (only ${now.requests} requests: not judged)`, enough ? {} : { measured: false });
       if (!ok) throw new CodedError('E_METRICS_REGRESSION', detail);
-    } else addCheck(ctx, 'metrics', true, 'metrics not available after start; skipped');
+    } else addCheck(ctx, 'metrics', true, 'metrics not available after start; skipped', { measured: false });
   }
 }
