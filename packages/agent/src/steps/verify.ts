@@ -12,15 +12,44 @@ function polling(ctx: StepContext): Pick<PollOptions<unknown>, 'maxMs'> {
   return { maxMs: ctx.config.checks.pollMaxMs };
 }
 
+/**
+ * While a check waits, the node must stay up and ready: a node warming up
+ * does, a node that exits or loses readiness is not warming up, and the
+ * waiting check fails at once (E_START, E_HEALTH_TIMEOUT) instead of at its
+ * deadline. Returns a function to call before every read.
+ */
+function staysUp(ctx: StepContext, check: string): () => Promise<void> {
+  let inactive = 0;
+  let notReadySince: number | null = null;
+  return async () => {
+    // Two readings in a row: a systemd unit can be briefly 'activating'.
+    if (!(await ctx.driver.isActive())) {
+      if (++inactive >= 2) {
+        const tail = await ctx.driver.logTail(20);
+        addCheck(ctx, check, false, `the node exited while the check waited: ${tail.slice(-3).join('\n')}`);
+        throw new CodedError('E_START', `guts-node exited after becoming ready (during the ${check} check)`, { logTail: tail });
+      }
+    } else inactive = 0;
+    if (!(await ctx.node.ready())) {
+      notReadySince ??= Date.now();
+      if (Date.now() - notReadySince > 500) {
+        addCheck(ctx, check, false, 'lost readiness while the check waited', { last: 'not ready' });
+        throw new CodedError('E_HEALTH_TIMEOUT', `guts-node lost readiness after start (during the ${check} check)`);
+      }
+    } else notReadySince = null;
+  };
+}
+
 /** The installed binary and the running process both claim `expected`; the process may take a while to say so. */
 export async function checkVersions(ctx: StepContext, expected: string, label: string): Promise<void> {
   const bin = await binaryVersion(ctx.config.node.binary);
   addCheck(ctx, `${label}binary-version`, bin.version === expected, `--version: ${bin.output.slice(0, 200)}`, { last: bin.version ?? bin.output.slice(0, 100) });
   if (bin.version !== expected) throw new CodedError('E_VERSION_MISMATCH', `${ctx.config.node.binary} --version says ${JSON.stringify(bin.output.slice(0, 200))}, expected ${expected}`);
   const timeoutMs = ctx.config.checks.versionTimeoutMs;
+  const up = staysUp(ctx, `${label}running-version`);
   const r = await pollUntil({
     ...polling(ctx),
-    read: () => ctx.node.runningVersion(),
+    read: async () => { await up(); return ctx.node.runningVersion(); },
     done: (v) => v === expected,
     timeoutMs,
   });
@@ -36,9 +65,10 @@ const describeConsensus = (cs: ConsensusStatus | null) =>
 async function checkConsensus(ctx: StepContext): Promise<void> {
   const c = ctx.config.checks;
   const starting = new Set(c.consensusStartingStates);
+  const up = staysUp(ctx, 'consensus');
   const r = await pollUntil({
     ...polling(ctx),
-    read: () => ctx.node.consensus(),
+    read: async () => { await up(); return ctx.node.consensus(); },
     done: (cs) => !!cs && cs.enabled === true && typeof cs.finalized_height === 'number' && !starting.has(String(cs.state)),
     timeoutMs: c.consensusTimeoutMs,
     onPoll: (cs) => ctx.progress('verify', 'running', `waiting for consensus to leave ${[...starting].join('/')}: ${describeConsensus(cs)}`),
@@ -101,9 +131,10 @@ class Stopped extends Error {}
 async function checkCaughtUp(ctx: StepContext, referenceHeight: number, distance: number, stopped: () => boolean): Promise<void> {
   const c = ctx.config.checks;
   const want = Math.max(0, referenceHeight - distance);
+  const up = staysUp(ctx, 'caught-up');
   const r = await pollUntil({
     ...polling(ctx),
-    read: async () => (await ctx.node.consensus())?.finalized_height ?? -1,
+    read: async () => { await up(); return (await ctx.node.consensus())?.finalized_height ?? -1; },
     done: (h) => h >= want,
     giveUp: stopped,
     timeoutMs: c.syncTimeoutMs,
@@ -152,9 +183,10 @@ async function checkStable(ctx: StepContext, stopped: () => boolean): Promise<vo
   let last = hN;
   let waitedMs = Date.now() - t0;
   if (!passed(hN)) {
+    const up = staysUp(ctx, 'height-advancing');
     const r = await pollUntil({
       ...polling(ctx),
-      read: height,
+      read: async () => { await up(); return height(); },
       done: passed,
       giveUp: stopped,
       timeoutMs: Math.max(0, c.advanceTimeoutMs - (Date.now() - t0)),
