@@ -180,10 +180,7 @@ export class Consensus {
       if (p.reachable) p.lastSeen = Date.now();
       if (was !== p.reachable && !this.stopped) this.log.info(p.reachable ? 'peer connected' : 'peer disconnected', { peer: v.name, peers: this.peerCount });
     }));
-    // Until a first peer answers, a validator cannot know how far behind it
-    // is: it stays Syncing (a restarted node during its p2p warm-up, or one
-    // that connects to nobody).
-    if (this.peerCount > 0) this.polledOnce = true;
+    this.polledOnce = true;
   }
 
   private record(b: Block): void {
