@@ -15,8 +15,9 @@ import { makespanBench } from './makespan.js';
 import { scaleBench } from './scale.js';
 import { dataBench } from './data.js';
 import { footprintBench } from './footprint.js';
+import { warmupBench } from './warmup.js';
 
-const ALL = ['makespan', 'downtime', 'scale', 'footprint', 'throughput'];
+const ALL = ['makespan', 'downtime', 'scale', 'footprint', 'throughput', 'warmup'];
 
 function parseArgs(argv) {
   const o = { only: ALL, quick: false, opts: {} };
@@ -63,6 +64,7 @@ async function main() {
     if (want('makespan')) await step('makespan', () => makespanBench(ctx));
     if (want('scale')) await step('scale', () => scaleBench(ctx));
     if (want('footprint')) await step('footprint', () => footprintBench(ctx));
+    if (want('warmup')) await step('warmup', () => warmupBench(ctx));
     // downtime, the backup's peak RSS and throughput share the big data dirs (generated once per size).
     if (want('downtime') || want('throughput') || want('footprint')) {
       await step('data', () => dataBench({ ...ctx, downtime: want('downtime'), throughput: want('throughput'), peakRss: want('footprint') }));

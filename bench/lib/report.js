@@ -68,6 +68,15 @@ export function renderMarkdown(out) {
       r.throughput.rows.map((x) => [x.data, `${x.agentMBps} MB/s (${s(x.agentMs)})`, `${x.tarMBps} MB/s (${s(x.tarMs)}; ${s(x.tarMsWithoutFsync)} without fsync)`, `**${x.ratio}**`]),
     ));
   }
+  if (r.warmup) {
+    const w = r.warmup;
+    parts.push(`## 6. ${w.title}`);
+    parts.push(`${w.settings.network}; median of ${w.rows[0]?.rounds ?? 0} round(s) per profile, interleaved. Downtime: the agent's stop → ready. Verify: the agent's verify step, whose checks wait for the node (consensus out of Starting, peers when reported, height advancing past its value at the start of a ${w.settings.checks.advanceWindowMs} ms window). Chain gap: the longest time without a finalized block on the other validators during the upgrade (block interval ${w.settings.timings.block_interval_ms} ms).`);
+    parts.push(table(
+      ['profile', 'downtime', 'verify', 'verify / instant', 'whole command', 'consensus waited', 'peers waited (seen)', 'height-advancing waited', 'chain gap'],
+      w.rows.map((x) => [`${x.profile}: ${x.what}`, s(x.downtimeMs), s(x.verifyMs), x.verifyOverInstant == null ? '–' : `**${x.verifyOverInstant}×**`, s(x.totalMs), v(x.consensusWaitMs, ' ms'), `${v(x.peersWaitMs, ' ms')} (${v(x.peers)})`, v(x.advanceWaitMs, ' ms'), v(x.chainMaxGapMs, ' ms')]),
+    ));
+  }
   if (Object.keys(out.errors).length) {
     parts.push('## Errors');
     for (const [k, e] of Object.entries(out.errors)) parts.push(`- ${k}: \`${String(e).split('\n')[0]}\``);

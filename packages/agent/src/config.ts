@@ -41,6 +41,17 @@ export interface AgentConfig {
   fetch: { retries: number; backoffMs: number; timeoutMs: number };
   checks: {
     readyTimeoutMs: number;
+    /** Until the running process reports the target version. */
+    versionTimeoutMs: number;
+    /** Until the consensus state leaves consensusStartingStates. */
+    consensusTimeoutMs: number;
+    consensusStartingStates: string[];
+    /** Until the node reports at least minPeers peers (a figure it does not report is recorded as such). */
+    peersTimeoutMs: number;
+    /** Until the finalized height passes its value at the start of the stabilisation window. */
+    advanceTimeoutMs: number;
+    /** Longest pause between two polls of a waiting check (they start at 100 ms and back off). */
+    pollMaxMs: number;
     syncTimeoutMs: number;
     syncDistance: number;
     advanceWindowMs: number;
@@ -60,7 +71,7 @@ export interface AgentConfig {
   diskMarginBytes: number;
 }
 
-type Kind = 'string' | 'nstring' | 'int' | 'number' | 'argv' | 'nargv' | 'env' | 'enum';
+type Kind = 'string' | 'nstring' | 'int' | 'number' | 'argv' | 'nargv' | 'list' | 'env' | 'enum';
 interface Field { kind: Kind; dflt?: unknown; values?: string[]; min?: number; required?: boolean }
 
 const S = (dflt?: string, required = false): Field => ({ kind: 'string', dflt, required });
@@ -93,6 +104,12 @@ const SCHEMA: Record<string, Field | Record<string, Field>> = {
   fetch: { retries: I(5), backoffMs: I(500), timeoutMs: I(60_000, 100) },
   checks: {
     readyTimeoutMs: I(120_000, 100),
+    versionTimeoutMs: I(60_000, 100),
+    consensusTimeoutMs: I(120_000, 100),
+    consensusStartingStates: { kind: 'list', dflt: ['Starting'] },
+    peersTimeoutMs: I(120_000, 100),
+    advanceTimeoutMs: I(120_000, 100),
+    pollMaxMs: I(2_000, 50),
     syncTimeoutMs: I(300_000, 100),
     syncDistance: I(5),
     advanceWindowMs: I(10_000),
@@ -147,6 +164,14 @@ function coerce(key: string, f: Field, raw: unknown, fromEnv: boolean): unknown 
       if (f.kind === 'int' && !Number.isInteger(n)) bad(key, `must be an integer, got ${n}`);
       if (n < (f.min ?? 0)) bad(key, `must be >= ${f.min ?? 0}, got ${n}`);
       return n;
+    }
+    case 'list': {
+      let v = raw;
+      if (fromEnv && typeof raw === 'string') {
+        try { v = JSON.parse(raw); } catch { bad(key, 'must be a JSON array of strings in the environment'); }
+      }
+      if (!Array.isArray(v) || !v.every((x) => typeof x === 'string' && x.length > 0 && x.length <= 64)) bad(key, 'must be a list of names (1 to 64 characters each)');
+      return v;
     }
     case 'argv':
     case 'nargv': {

@@ -80,34 +80,22 @@ export class NodeClient {
     return null;
   }
 
-  /** Peers connected, from the health p2p component (several shapes tolerated), else active validators - 1. */
-  async peerCount(): Promise<number | null> {
+  /**
+   * What the node says about its p2p connections, from the p2p component of
+   * /health (several shapes tolerated). Only a figure the node gives is a
+   * figure: `unknown` (today's guts-node, all its life), no p2p component or no
+   * count is "not reported", never a number made up from something else.
+   */
+  async peers(): Promise<PeerReading> {
     const h = await this.health();
-    const body = h?.body;
-    const fromObj = (o: unknown): number | null => {
-      if (!o || typeof o !== 'object') return null;
-      const r = o as Record<string, unknown>;
-      for (const k of ['peer_count', 'peers', 'connected_peers']) if (typeof r[k] === 'number') return r[k] as number;
-      if (r.details) return fromObj(r.details);
-      return null;
-    };
-    if (body) {
-      const comps = (body.components ?? body.checks) as unknown;
-      if (comps && typeof comps === 'object') {
-        if (Array.isArray(comps)) {
-          for (const c of comps) if ((c as { name?: string }).name === 'p2p') { const n = fromObj(c); if (n !== null) return n; }
-        } else {
-          const n = fromObj((comps as Record<string, unknown>).p2p);
-          if (n !== null) return n;
-        }
-      }
-      const direct = fromObj(body);
-      if (direct !== null) return direct;
-    }
-    const v = await this.json('/api/consensus/validators');
-    const vals = (v?.body as { validators?: { active?: boolean }[] } | null)?.validators;
-    if (Array.isArray(vals)) return Math.max(0, vals.filter((x) => x.active !== false).length - 1);
-    return null;
+    if (!h) return { reported: false, status: null, reason: 'the node does not answer /health' };
+    return peerReadingOf(h.body);
+  }
+
+  /** Connected peers when the node reports them, else null. */
+  async peerCount(): Promise<number | null> {
+    const r = await this.peers();
+    return r.reported ? r.count : null;
   }
 
   /**
@@ -134,7 +122,9 @@ export class NodeClient {
   }
 
   async status(busy: NodeStatus['busy']): Promise<NodeStatus> {
-    const [h, ready, cs, peers, metrics] = await Promise.all([this.health(), this.ready(), this.consensus(), this.peerCount(), this.metricsStatus()]);
+    const [h, ready, cs, metrics] = await Promise.all([this.health(), this.ready(), this.consensus(), this.metricsStatus()]);
+    const p = h ? peerReadingOf(h.body) : null;
+    const peers = p?.reported ? p.count : null;
     let health: Health = 'unknown';
     if (h) {
       const s = h.body?.status;
@@ -156,6 +146,34 @@ export class NodeClient {
       busy,
     };
   }
+}
+
+/** A peers figure as the node reports it, or why there is none. */
+export type PeerReading =
+  | { reported: true; status: 'up' | 'down'; count: number }
+  | { reported: false; status: string | null; reason: string };
+
+/** Reads the p2p component out of a /health body: { checks|components: { p2p } } or [{ name: 'p2p' }]. */
+export function peerReadingOf(body: Record<string, unknown> | null): PeerReading {
+  const obj = (o: unknown): Record<string, unknown> | null => (o && typeof o === 'object' && !Array.isArray(o) ? (o as Record<string, unknown>) : null);
+  const comps = body ? (body.checks ?? body.components) : undefined;
+  const p2p = Array.isArray(comps) ? obj(comps.find((c) => obj(c)?.name === 'p2p')) : obj(obj(comps)?.p2p);
+  if (!p2p) return { reported: false, status: null, reason: 'no p2p component in /health' };
+  const details = obj(p2p.details);
+  const status = typeof p2p.status === 'string' ? p2p.status : null;
+  let count: number | null = null;
+  for (const src of [p2p, details]) {
+    for (const k of ['peer_count', 'peers', 'connected_peers']) {
+      const v = src?.[k];
+      if (count === null && typeof v === 'number' && Number.isInteger(v) && v >= 0) count = v;
+    }
+  }
+  const reason = typeof details?.reason === 'string' ? details.reason.slice(0, 200) : null;
+  // A component that says it is down has measured its peers: none, unless it gives a count.
+  if (status === 'down') return { reported: true, status: 'down', count: count ?? 0 };
+  if (status === 'up' && count !== null) return { reported: true, status: 'up', count };
+  if (status === 'up') return { reported: false, status, reason: 'p2p up without a peer count' };
+  return { reported: false, status, reason: `p2p ${status ?? 'without a status'}${reason ? ` (${reason})` : ''}` };
 }
 
 export interface MetricsSample { requests: number; errors: number; latencySum: number; latencyCount: number }

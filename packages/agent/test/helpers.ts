@@ -7,8 +7,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import {
-  buildArtifacts, createCluster, findArtifact, installBinary, startArtifactServer, waitFor,
-  type ArtifactManifest, type ArtifactServer, type Fault, type NodeDescriptor,
+  buildArtifacts, CLI_JS, createCluster, findArtifact, installBinary, spawnNode, startArtifactServer, stopNode, waitFor,
+  type ArtifactManifest, type ArtifactServer, type Fault, type NodeDescriptor, type SimChild, type SimTimings,
 } from '@guts-upgrade/simulator';
 import { loadConfig, type AgentConfig } from '../src/config.js';
 import { ProcessDriver } from '../src/service/process.js';
@@ -31,6 +31,8 @@ export interface Rig {
   manifest: ArtifactManifest;
   server: ArtifactServer;
   node: NodeDescriptor;
+  /** The other validators of the network (opts.peers of them), running 1.0.0 beside the node. */
+  others: NodeDescriptor[];
   binary: string;
   configPath: string;
   config: AgentConfig;
@@ -68,11 +70,20 @@ export function treeHash(dir: string): Record<string, string> {
   return out;
 }
 
-export async function makeRig(t: Tap, opts: { version?: string; dataSizeMb?: number; agent?: Record<string, unknown>; timings?: Record<string, number> } = {}): Promise<Rig> {
+export async function makeRig(t: Tap, opts: {
+  version?: string; dataSizeMb?: number; agent?: Record<string, unknown>; timings?: Partial<SimTimings>;
+  /** Other validators started beside the agent's node (v1..vN, not managed by the agent). */
+  peers?: number;
+  nodeTimings?: Record<string, Partial<SimTimings>>;
+} = {}): Promise<Rig> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'guts-agent-test-'));
   const manifest = buildArtifacts({ outDir: path.join(dir, 'artifacts') });
   const server = await startArtifactServer({ dir: path.join(dir, 'artifacts') });
-  const [node] = await createCluster({ n: 1, dir: path.join(dir, 'cluster'), timings: { ...FAST_TIMINGS, ...(opts.timings ?? {}) }, dataSizeMb: opts.dataSizeMb ?? 1, dataVersion: opts.version ?? '1.0.0' });
+  const [node, ...others] = await createCluster({
+    n: 1 + (opts.peers ?? 0), dir: path.join(dir, 'cluster'), timings: { ...FAST_TIMINGS, ...(opts.timings ?? {}) }, nodeTimings: opts.nodeTimings,
+    dataSizeMb: opts.dataSizeMb ?? 1, dataVersion: opts.version ?? '1.0.0',
+  });
+  const peerNodes: SimChild[] = others.map((d) => spawnNode(CLI_JS, d.configPath));
   const binary = path.join(dir, 'bin', 'guts-node');
   installBinary(findArtifact(manifest, opts.version ?? '1.0.0').path, binary);
   const configPath = path.join(dir, 'agent.yaml');
@@ -83,7 +94,10 @@ export async function makeRig(t: Tap, opts: { version?: string; dataSizeMb?: num
     stateDir: path.join(dir, 'state'),
     backup: { retention: 2 },
     fetch: { retries: 3, backoffMs: 50, timeoutMs: 5000 },
-    checks: { readyTimeoutMs: 15_000, syncTimeoutMs: 15_000, advanceWindowMs: 600, stabilizeMs: 1500, httpTimeoutMs: 3000, commandTimeoutMs: 30_000 },
+    checks: {
+      readyTimeoutMs: 15_000, versionTimeoutMs: 10_000, consensusTimeoutMs: 15_000, peersTimeoutMs: 15_000, advanceTimeoutMs: 15_000,
+      syncTimeoutMs: 15_000, advanceWindowMs: 600, stabilizeMs: 1500, httpTimeoutMs: 3000, commandTimeoutMs: 30_000,
+    },
     diskMarginBytes: 0,
   };
   let doc: Record<string, unknown> = { ...base, ...(opts.agent ?? {}) };
@@ -93,6 +107,7 @@ export async function makeRig(t: Tap, opts: { version?: string; dataSizeMb?: num
   const driver = new ProcessDriver(config);
   const children = new Set<ChildProcess>();
   t.teardown(async () => {
+    await Promise.all(peerNodes.map((c) => stopNode(c)));
     for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
     await driver.stop().catch(() => undefined);
     // A pid file left by a killed agent run still names the node.
@@ -102,7 +117,7 @@ export async function makeRig(t: Tap, opts: { version?: string; dataSizeMb?: num
     fs.rmSync(dir, { recursive: true, force: true });
   });
   const rig: Rig = {
-    dir, manifest, server, node: node!, binary, configPath, config, driver,
+    dir, manifest, server, node: node!, others, binary, configPath, config, driver,
     artifact(version, fault = 'none') {
       const a = findArtifact(manifest, version, fault);
       return { url: `${server.url}/${a.file}`, sha256: a.sha256, version };

@@ -94,6 +94,16 @@ export const CheckResultSchema = Type.Object({
   name: Type.String({ maxLength: 64 }),
   ok: Type.Boolean(),
   detail: Type.Optional(Type.String({ maxLength: 4096 })),
+  /** A check that waits for its condition: how long it waited (to success or to its deadline). */
+  waitedMs: Type.Optional(Type.Integer({ minimum: 0 })),
+  /** The last value the check saw (a version, a consensus state, a peer count, a height). */
+  last: Type.Optional(Type.String({ maxLength: 256 })),
+  /**
+   * false: the node does not report what the check looks at (e.g. its peers),
+   * so nothing was measured; ok is then true only because a missing figure
+   * does not fail an upgrade. Absent: measured.
+   */
+  measured: Type.Optional(Type.Boolean()),
 });
 export type CheckResult = Static<typeof CheckResultSchema>;
 

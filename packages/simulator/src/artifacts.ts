@@ -29,6 +29,8 @@ export const BAD_BUILDS: readonly { version: string; fault: Fault }[] = [
   { version: '1.1.0', fault: 'corrupts' },
   { version: '1.1.0', fault: 'lies' },
   { version: '1.1.0', fault: 'degrades' },
+  // Reports p2p `up` with 0 peers and connects to nobody.
+  { version: '1.1.0', fault: 'isolated' },
 ];
 
 /** Absolute path of the compiled main module the launchers load. */

@@ -31,6 +31,8 @@ export interface ClusterOptions {
   /** Consecutive ports from here (3 per node: api, p2p, metrics); free ports when omitted. */
   basePort?: number;
   timings?: Partial<SimTimings>;
+  /** Per-node settings over `timings`, by validator name (e.g. one node's p2p warm-up). */
+  nodeTimings?: Record<string, Partial<SimTimings>>;
   /** Pre-fill every data dir with this many MB of pack files. */
   dataSizeMb?: number;
   /** Schema version of pre-created data dirs (only with dataSizeMb; default 1.0.0). */
@@ -90,7 +92,7 @@ export async function createCluster(opts: ClusterOptions): Promise<NodeDescripto
       log_format: 'json',
       genesis_time: genesis,
       validators: descs.map((v) => ({ name: v.name, pubkey: v.pubkey, weight: 1, addr: v.apiAddr })),
-      sim: { ...(opts.timings ?? {}) },
+      sim: { ...(opts.timings ?? {}), ...(opts.nodeTimings?.[d.name] ?? {}) },
     };
     fs.writeFileSync(d.configPath, YAML.stringify(cfg));
     if (opts.dataSizeMb) initDataDir(d.dataDir, { version: opts.dataVersion ?? '1.0.0', sizeMb: opts.dataSizeMb, fileMb: Math.min(4, opts.dataSizeMb) });

@@ -32,7 +32,30 @@ export interface SimTimings {
    */
   degrade_after_ms: number;
   degrade_latency_ms: number;
+  /** After start-up (and any migration), storage takes this long to open; readiness follows it. */
+  storage_open_ms: number;
+  /** After readiness, the consensus engine stays in its `Starting` state this long, taking no part. */
+  consensus_start_ms: number;
+  /**
+   * Connections to the other validators form one by one over this long after
+   * the engine starts (evenly spread); until its connection forms, a peer is
+   * neither polled, synced from nor voted with.
+   */
+  p2p_warmup_ms: number;
+  /** What /health says about p2p: see P2pReport. */
+  p2p_report: P2pReport;
 }
+
+/**
+ * The p2p component of /health:
+ * - `unknown`: today's real node, which never reports: `unknown` with reason
+ *   "P2P not connected or not enabled" all its life, guts_p2p_peers_connected never set;
+ * - `reported`: a future node: `unknown` until a first connection forms, then
+ *   `up` with details.peer_count, rising over p2p_warmup_ms;
+ * - `isolated`: a build that connects to nobody: `up` with 0 peers throughout.
+ */
+export type P2pReport = 'unknown' | 'reported' | 'isolated';
+export const P2P_REPORTS: readonly P2pReport[] = ['unknown', 'reported', 'isolated'];
 
 export const DEFAULT_TIMINGS: SimTimings = {
   startup_delay_ms: 200,
@@ -46,6 +69,10 @@ export const DEFAULT_TIMINGS: SimTimings = {
   fault_delay_ms: 500,
   degrade_after_ms: 15_000,
   degrade_latency_ms: 300,
+  storage_open_ms: 0,
+  consensus_start_ms: 0,
+  p2p_warmup_ms: 0,
+  p2p_report: 'unknown',
 };
 
 export interface ValidatorSpec {
@@ -195,7 +222,11 @@ export function resolveConfig(args: ParsedArgs, env: NodeJS.ProcessEnv = process
   for (const key of Object.keys(DEFAULT_TIMINGS) as (keyof SimTimings)[]) {
     const ev = env[`GUTS_SIM_${key.toUpperCase()}`];
     const v = ev !== undefined && ev !== '' ? ev : simFile[key];
-    if (v !== undefined && v !== null) sim[key] = num(v, `sim.${key}`);
+    if (v === undefined || v === null) continue;
+    if (key === 'p2p_report') {
+      if (!P2P_REPORTS.includes(v as P2pReport)) throw new ConfigError(`sim.p2p_report must be one of ${P2P_REPORTS.join(', ')}, got ${JSON.stringify(v)}`);
+      sim.p2p_report = v as P2pReport;
+    } else (sim as unknown as Record<string, number>)[key] = num(v, `sim.${key}`);
   }
   if (sim.slow_start_chance > 1) throw new ConfigError('sim.slow_start_chance must be within 0..1');
   if (sim.block_interval_ms < 10 || sim.leader_term_ms < 10) throw new ConfigError('sim.block_interval_ms and sim.leader_term_ms must be >= 10');

@@ -10,7 +10,11 @@
  *   leader re-sends the same proposal for as long as its view lasts, so a
  *   vote already given still counts, and a later view's leader may win a vote
  *   that an earlier view's block had;
- * - peers that are behind pull missing blocks at sync_blocks_per_sec.
+ * - peers that are behind pull missing blocks at sync_blocks_per_sec;
+ * - after start() the engine connects to its peers one by one over
+ *   p2p_warmup_ms; before start() it is `Starting` and takes no part, and a
+ *   peer whose connection has not formed yet is neither polled nor answered
+ *   (node-to-node calls name their sender in x-guts-peer).
  * Node-to-node traffic is plain HTTP on the API address under /p2p/.
  */
 import crypto from 'node:crypto';
@@ -49,6 +53,10 @@ export class Consensus {
   private pending: Block | null = null;
   pendingTransactions = 0;
   private stopped = false;
+  /** Set by start(): before it the engine is `Starting`. */
+  private running = false;
+  /** When the connection to each peer forms (Infinity: never). */
+  private readonly connectAt = new Map<string, number>();
 
   constructor(
     private readonly cfg: NodeConfig,
@@ -88,13 +96,20 @@ export class Consensus {
     return c;
   }
 
+  /** Whether the connection with this peer has formed (false before start()). */
+  isConnected(name: string): boolean {
+    return this.running && (this.connectAt.get(name) ?? Infinity) <= Date.now();
+  }
+
+  get started(): boolean { return this.running; }
+
   get state(): string {
-    if (!this.isReady()) return 'Starting';
+    if (!this.isReady() || !this.running) return 'Starting';
     return this.syncing ? 'Syncing' : 'Active';
   }
 
   private eligible(v: ValidatorSpec): boolean {
-    if (v.name === this.self.name) return this.isReady() && !this.syncing;
+    if (v.name === this.self.name) return this.isReady() && this.running && !this.syncing;
     const p = this.peers.get(v.name);
     return !!p && p.reachable && !!p.status && p.status.ready && !p.status.syncing;
   }
@@ -110,10 +125,18 @@ export class Consensus {
   get leader(): ValidatorSpec | null { return this.leaderOf(this.view); }
 
   myStatus(): PeerStatus {
-    return { name: this.self.name, ready: this.isReady(), syncing: this.syncing, finalized_height: this.height, view: this.view, version: this.version };
+    return { name: this.self.name, ready: this.isReady() && this.running, syncing: this.syncing, finalized_height: this.height, view: this.view, version: this.version };
   }
 
   start(): void {
+    if (this.stopped || this.running) return;
+    this.running = true;
+    const others = this.others();
+    const t0 = Date.now();
+    others.forEach((v, i) => {
+      const at = this.cfg.sim.p2p_report === 'isolated' ? Infinity : t0 + Math.round((this.cfg.sim.p2p_warmup_ms * (i + 1)) / others.length);
+      this.connectAt.set(v.name, at);
+    });
     // Polling is the main CPU cost of a big local cluster; 100 ms is plenty to notice a peer go.
     const poll = Math.max(100, Math.min(250, this.cfg.sim.block_interval_ms));
     this.timers.push(setInterval(() => void this.pollPeers(), poll));
@@ -132,7 +155,7 @@ export class Consensus {
     try {
       const res = await fetch(`http://${v.addr}${path}`, {
         method: body === undefined ? 'GET' : 'POST',
-        headers: body === undefined ? {} : { 'content-type': 'application/json' },
+        headers: { 'x-guts-peer': this.self.name, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
         body: body === undefined ? undefined : JSON.stringify(body),
         signal: AbortSignal.timeout(this.cfg.sim.p2p_timeout_ms),
       });
@@ -149,7 +172,7 @@ export class Consensus {
 
   private async pollPeers(): Promise<void> {
     await Promise.all(this.others().map(async (v) => {
-      const st = await this.call<PeerStatus>(v, '/p2p/status');
+      const st = this.isConnected(v.name) ? await this.call<PeerStatus>(v, '/p2p/status') : null;
       const p = this.peers.get(v.name)!;
       const was = p.reachable;
       p.reachable = st !== null && st.name === v.name;
@@ -214,7 +237,7 @@ export class Consensus {
 
   /** A peer asks for our vote on its proposal. */
   onPropose(b: Block): boolean {
-    if (!this.isReady() || this.syncing) return false;
+    if (!this.isReady() || !this.running || this.syncing) return false;
     if (b.height !== this.height + 1 || b.parent_id !== this.chain.tipId) return false;
     const l = this.lock;
     if (l && l.height === b.height) {

@@ -3,7 +3,7 @@ import crypto from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
 import { quorumSize } from '@guts-upgrade/protocol/quorum';
-import { parseAddr, type NodeConfig } from './config.js';
+import { parseAddr, type NodeConfig, type P2pReport } from './config.js';
 import { Consensus } from './consensus.js';
 import { HealthState } from './health.js';
 import { HistoryWriter } from './history.js';
@@ -81,16 +81,16 @@ export async function runNode(cfg: NodeConfig, id: BuildIdentity, log: Logger): 
   const migration = checkSchema(cfg, version, log);
 
   let consensus: Consensus | null = null;
-  const health = new HealthState(() => {
-    const count = consensus?.peerCount ?? 0;
-    return { connected: count > 0 || cfg.validators.length === 1, count };
-  });
+  const p2pReport = fault === 'isolated' ? 'isolated' : cfg.sim.p2p_report;
+  const sim = { ...cfg.sim, p2p_report: p2pReport };
+  const health = new HealthState(() => p2pHealth(p2pReport, consensus, cfg.validators.length));
   const metrics = new Metrics(() => ({
     guts_build_info: { help: 'Build information of the running binary.', value: 1, labels: { version, schema: schemaForVersion(version) } },
     guts_consensus_finalized_height: { help: 'Latest finalized block height.', value: consensus?.height ?? 0 },
     guts_consensus_view: { help: 'Current consensus view.', value: consensus?.view ?? 0 },
     guts_consensus_is_leader: { help: 'Whether this node leads the current view.', value: consensus && health.ready && consensus.leader?.name === cfg.name ? 1 : 0 },
-    guts_p2p_peers_connected: { help: 'Number of connected P2P peers.', value: consensus?.peerCount ?? 0 },
+    // The real node never sets this gauge (it reads 0) unless it reports p2p.
+    guts_p2p_peers_connected: { help: 'Number of connected P2P peers.', value: p2pReport === 'unknown' ? 0 : consensus?.peerCount ?? 0 },
     guts_storage_up: { help: 'Whether storage is healthy.', value: health.storageHealthy ? 1 : 0 },
     guts_node_ready: { help: 'Whether the node is ready.', value: health.ready ? 1 : 0 },
   }));
@@ -105,6 +105,9 @@ export async function runNode(cfg: NodeConfig, id: BuildIdentity, log: Logger): 
     const p = url.pathname;
     if (degraded && p.startsWith('/api/')) await sleep(cfg.sim.degrade_latency_ms);
     const reply = (code: number, body: unknown) => { send(res, code, body); return code; };
+    // A peer whose connection has not formed (or any peer, for a node that connects to nobody) gets no answer.
+    const peer = req.headers['x-guts-peer'];
+    if (p.startsWith('/p2p/') && typeof peer === 'string' && !consensus?.isConnected(peer)) return reply(503, 'not connected');
     const r = (x: { code: number; body: unknown }) => reply(x.code, x.body);
     if (req.method === 'GET') {
       switch (p) {
@@ -219,6 +222,7 @@ export async function runNode(cfg: NodeConfig, id: BuildIdentity, log: Logger): 
     delay += cfg.sim.slow_start_ms;
     log.warn('slow start', { extra_ms: cfg.sim.slow_start_ms });
   }
+  health.storageReason = 'opening storage';
   await sleep(delay);
 
   if (migration) {
@@ -228,12 +232,21 @@ export async function runNode(cfg: NodeConfig, id: BuildIdentity, log: Logger): 
     log.info('storage schema migrated', { from: migration.from, to: migration.to });
   }
 
+  if (cfg.sim.storage_open_ms > 0) {
+    log.info('opening storage', { data_dir: cfg.dataDir });
+    await sleep(cfg.sim.storage_open_ms);
+  }
   const history = new HistoryWriter(cfg.historyFile, (e) => log.warn('cannot write height history', { file: cfg.historyFile, error: e.message }));
   const chain = new ChainStore(cfg.dataDir);
   health.storageHealthy = true;
+  health.storageReason = null;
   health.realtimeHealthy = true;
-  consensus = new Consensus(cfg, chain, log, history, () => health.ready && health.storageHealthy, version);
-  consensus.start();
+  const engine = new Consensus({ ...cfg, sim }, chain, log, history, () => health.ready && health.storageHealthy, version);
+  consensus = engine;
+  // The engine reports `Starting` (and takes no part) for consensus_start_ms after readiness.
+  if (cfg.sim.consensus_start_ms > 0) {
+    setTimeout(() => { engine.start(); log.info('consensus engine started', { p2p_warmup_ms: sim.p2p_warmup_ms, p2p_report: p2pReport }); }, cfg.sim.consensus_start_ms);
+  } else engine.start();
   health.startupComplete = true;
   health.startupDurationMs = Date.now() - health.startTime;
   if (fault === 'never-ready') {
@@ -271,4 +284,12 @@ export async function runNode(cfg: NodeConfig, id: BuildIdentity, log: Logger): 
       log.error('storage corruption detected', { data_dir: cfg.dataDir });
     }, cfg.sim.fault_delay_ms);
   }
+}
+
+/** The p2p component of /health for the configured reporting shape (see P2pReport). */
+function p2pHealth(report: P2pReport, consensus: Consensus | null, validators: number): { connected: boolean; count: number } {
+  if (report === 'unknown') return { connected: false, count: 0 };
+  if (report === 'isolated') return { connected: true, count: 0 };
+  const count = consensus?.peerCount ?? 0;
+  return { connected: count > 0 || (validators === 1 && !!consensus?.started), count };
 }

@@ -1,7 +1,7 @@
 /** Build identity and the version → storage-schema mapping. */
 
-export type Fault = 'none' | 'exits' | 'never-ready' | 'corrupts' | 'lies' | 'degrades';
-export const FAULTS: readonly Fault[] = ['none', 'exits', 'never-ready', 'corrupts', 'lies', 'degrades'];
+export type Fault = 'none' | 'exits' | 'never-ready' | 'corrupts' | 'lies' | 'degrades' | 'isolated';
+export const FAULTS: readonly Fault[] = ['none', 'exits', 'never-ready', 'corrupts', 'lies', 'degrades', 'isolated'];
 
 /** What a launcher bakes into a build: the version `--version` prints and an optional fault. */
 export interface BuildIdentity {

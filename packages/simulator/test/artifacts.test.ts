@@ -20,7 +20,7 @@ const m = buildArtifacts({ outDir });
 const timings = { startup_delay_ms: 50, fault_delay_ms: 400, block_interval_ms: 100 };
 
 t.test('manifest matches the files', async (t) => {
-  t.equal(m.artifacts.length, 10);
+  t.equal(m.artifacts.length, 11);
   const onDisk = JSON.parse(fs.readFileSync(path.join(outDir, 'manifest.json'), 'utf8'));
   t.same(onDisk.artifacts, m.artifacts);
   for (const a of m.artifacts) {
@@ -109,7 +109,7 @@ t.test('artifact server: ranges and faults', async (t) => {
   t.equal((await fetch(`${s.url}/nope`)).status, 404);
   t.equal((await fetch(`${s.url}/../etc/passwd`)).status, 404);
   const man = await (await fetch(`${s.url}/manifest.json`)).json() as { artifacts: unknown[] };
-  t.equal(man.artifacts.length, 10);
+  t.equal(man.artifacts.length, 11);
 
   const f = await startArtifactServer({ dir: outDir, faults: { cutAfterBytes: 50, cutFirst: 1, fail500First: 0 } });
   t.teardown(() => f.close());

@@ -29,6 +29,13 @@ export const FAST_TIMINGS: Partial<SimTimings> = {
   leader_term_ms: 1500,
   fault_delay_ms: 200,
   sync_blocks_per_sec: 500,
+  // A restarted node warms up as a real one does, only shorter: storage opens,
+  // the engine says Starting, then its peers connect one by one (reported in
+  // /health as a future guts-node would) over two seconds.
+  storage_open_ms: 200,
+  consensus_start_ms: 500,
+  p2p_warmup_ms: 2000,
+  p2p_report: 'reported',
 };
 
 /** The agent CLI, found through the bin its package declares (what a package install puts on PATH). */
@@ -130,7 +137,10 @@ export async function startSimFleet(opts: {
           backup: { retention: 2 },
           fetch: { retries: 3, backoffMs: 50, timeoutMs: 5000 },
           // Generous timeouts: the demo and the integration tests share a 2-core machine with other work.
-          checks: { readyTimeoutMs: 20_000, syncTimeoutMs: 30_000, advanceWindowMs: 1500, stabilizeMs: 500, httpTimeoutMs: 3000, commandTimeoutMs: 30_000, ...(opts.agentChecks ?? {}) },
+          checks: {
+            readyTimeoutMs: 20_000, versionTimeoutMs: 20_000, consensusTimeoutMs: 20_000, peersTimeoutMs: 20_000, advanceTimeoutMs: 30_000, minPeers: 2,
+            syncTimeoutMs: 30_000, advanceWindowMs: 1500, stabilizeMs: 500, httpTimeoutMs: 3000, commandTimeoutMs: 30_000, ...(opts.agentChecks ?? {}),
+          },
           commands: { migrate: ['{binary}', 'migrate', '--from', '{from}', '--to', '{to}', '--data-dir', '{dataDir}'] },
           diskMarginBytes: 0,
           logLevel: opts.logLevel ?? 'warn',

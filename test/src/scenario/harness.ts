@@ -41,7 +41,12 @@ export const AGENT_CLI = path.join(REPO_ROOT, 'packages/agent/dist/src/cli.js');
 export const COORDINATOR_CLI = path.join(REPO_ROOT, 'packages/coordinator/dist/src/server-cli.js');
 export const ARTIFACT_SERVER_CLI = path.join(REPO_ROOT, 'packages/simulator/dist/src/artifact-server-cli.js');
 
-/** Fast simulator timings: blocks every 250 ms, a view per second, quick start and sync. */
+/**
+ * Fast simulator timings: blocks every 250 ms, a view per second, quick start
+ * and sync; and a restart warms up like today's real guts-node, only shorter:
+ * storage opens, the engine says Starting, its peers connect one by one over
+ * two seconds, and /health never reports p2p (`unknown` throughout).
+ */
 export const FAST_TIMINGS: Partial<SimTimings> = {
   startup_delay_ms: 100,
   migrate_ms: 300,
@@ -50,6 +55,10 @@ export const FAST_TIMINGS: Partial<SimTimings> = {
   leader_term_ms: 1000,
   p2p_timeout_ms: 1000,
   fault_delay_ms: 300,
+  storage_open_ms: 200,
+  consensus_start_ms: 500,
+  p2p_warmup_ms: 2000,
+  p2p_report: 'unknown',
 };
 
 type Doc = Record<string, unknown>;
@@ -349,6 +358,11 @@ export class Scenario {
         fetch: { retries: 3, backoffMs: 200, timeoutMs: 15_000 },
         checks: {
           readyTimeoutMs: 15_000,
+          versionTimeoutMs: 15_000,
+          consensusTimeoutMs: 20_000,
+          peersTimeoutMs: 20_000,
+          advanceTimeoutMs: 30_000,
+          minPeers: 2,
           syncTimeoutMs: 30_000,
           syncDistance: 8,
           advanceWindowMs: 1500,

@@ -45,6 +45,14 @@ export interface StepContext {
   afterJournal: AfterJournal;
 }
 
-export function addCheck(ctx: StepContext, name: string, ok: boolean, detail?: string): void {
-  ctx.checks.push({ name, ok, ...(detail ? { detail: detail.slice(0, 4000) } : {}) });
+export interface CheckExtra { waitedMs?: number; last?: string; measured?: boolean }
+
+export function addCheck(ctx: StepContext, name: string, ok: boolean, detail?: string, extra: CheckExtra = {}): void {
+  ctx.checks.push({
+    name, ok,
+    ...(detail ? { detail: detail.slice(0, 4000) } : {}),
+    ...(extra.waitedMs !== undefined ? { waitedMs: Math.max(0, Math.round(extra.waitedMs)) } : {}),
+    ...(extra.last !== undefined ? { last: extra.last.slice(0, 256) } : {}),
+    ...(extra.measured === false ? { measured: false } : {}),
+  });
 }
