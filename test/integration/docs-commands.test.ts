@@ -192,7 +192,8 @@ async function runDaemon(line: string, env: NodeJS.ProcessEnv, port: number): Pr
 }
 
 t.test('every command line in README.md and docs/ runs as written', async (t) => {
-  const commands = docCommands(ROOT);
+  const all = docCommands(ROOT);
+  const commands = all.filter((c) => c.kind === 'block');
   t.ok(commands.length >= 20, `the docs show ${commands.length} command lines`);
   const unruled = commands.filter((c) => !(c.path in RULES));
   t.same(unruled.map((c) => `${c.where} ${c.path}`), [], 'every documented command has a rule in this test');
@@ -239,4 +240,11 @@ t.test('every command line in README.md and docs/ runs as written', async (t) =>
   await hostMode(ctx, false);
   const final = await rollout(ctx);
   t.equal(final.rollout.state, 'completed', 'the last documented rollout completed');
+
+  // Commands named in prose: each exists, and takes every flag the prose gives it.
+  for (const c of all.filter((x) => x.kind === 'inline')) {
+    const help = await sh(`${c.path} --help`, env);
+    t.equal(help.code, 0, `${c.where}: \`${c.text}\` is a command`, { stderr: help.stderr.slice(-500) });
+    for (const flag of c.text.match(/--[a-z][a-z0-9-]*/g) ?? []) t.match(help.stdout, flag, `${c.where}: ${c.path} takes ${flag}`);
+  }
 });

@@ -14,6 +14,7 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { ERROR_CODES, isErrorCode } from '@guts-upgrade/protocol';
 import { api, ApiError, type ApiTarget } from './client.js';
 import { STRATEGIES } from './model.js';
 import { ACTIONS, type OperatorAction } from './states.js';
@@ -377,6 +378,8 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv, out: (s: st
     }
     if (e instanceof ApiError) {
       err(`error ${e.status} ${e.message}\n`);
+      // The catalogue says what an operator does next about each code.
+      if (isErrorCode(e.code)) err(`what to do: ${ERROR_CODES[e.code].action}\n`);
       return EXIT.API;
     }
     err(`cannot reach the coordinator: ${(e as Error).message}\n`);

@@ -3,9 +3,12 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { CodedError, ERROR_CODES, errorCodeOf, httpStatusOf, isErrorCode } from '../src/errors.js';
 
-t.test('every code is documented in docs/errors.md', async (t) => {
+t.test('every code is documented in docs/errors.md with its meaning and what to do', async (t) => {
   const doc = readFileSync(fileURLToPath(new URL('../../../../docs/errors.md', import.meta.url)), 'utf8');
-  for (const code of Object.keys(ERROR_CODES)) t.match(doc, `\`${code}\``, code);
+  for (const [code, info] of Object.entries(ERROR_CODES)) {
+    t.ok(info.action.length > 0, `${code} says what to do`);
+    t.ok(doc.includes(`| \`${code}\` | ${info.message} | ${info.action} |`), `${code}: the row in docs/errors.md matches the catalogue`);
+  }
 });
 
 t.test('codes are well formed and CodedError carries them', async (t) => {

@@ -19,6 +19,12 @@ export interface DocCommand {
   program: Program;
   /** The program and its subcommand words, e.g. `guts-upgrade rollout start`. */
   path: string;
+  /**
+   * A line of a code block is a command to type and is run as written; an inline span
+   * in prose names a command (often with a placeholder) and is checked against the
+   * program's own help: the command exists and takes every flag the span shows.
+   */
+  kind: 'block' | 'inline';
 }
 
 function programOf(line: string): Program | null {
@@ -50,11 +56,11 @@ export function commandPath(text: string): string {
   return out.join(' ');
 }
 
-function fromLine(where: string, raw: string): DocCommand | null {
+function fromLine(where: string, raw: string, kind: DocCommand['kind']): DocCommand | null {
   const text = stripComment(raw.trim().replace(/^\$\s+/, ''));
   const program = programOf(text);
   if (!program || text === program) return null;
-  return { where, text, program, path: commandPath(text) };
+  return { where, text, program, path: commandPath(text), kind };
 }
 
 export function docCommandsIn(file: string, rel: string): DocCommand[] {
@@ -68,12 +74,12 @@ export function docCommandsIn(file: string, rel: string): DocCommand[] {
       return;
     }
     if (fenced || /^( {4}|\t)/.test(line)) {
-      const c = fromLine(where, line);
+      const c = fromLine(where, line, 'block');
       if (c) out.push(c);
       return;
     }
     for (const m of line.matchAll(/`([^`]+)`/g)) {
-      const c = fromLine(where, m[1]!);
+      const c = fromLine(where, m[1]!, 'inline');
       if (c) out.push(c);
     }
   });
