@@ -14,6 +14,7 @@
  * Usage: node packaging/build.mjs   (after `npx tsc -b`; `npm run package` does both)
  */
 import { execFileSync } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -147,6 +148,23 @@ async function stage(pkg, nodeDir, sqliteDir, stageRoot) {
   return lib;
 }
 
+/** sha256 over every path, mode, link target and content of a tree. */
+function treeDigest(dir) {
+  const h = crypto.createHash('sha256');
+  const walk = (d) => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+      const p = path.join(d, e.name);
+      const st = fs.lstatSync(p);
+      h.update(`${path.relative(dir, p)}\0${st.mode}\0`);
+      if (e.isSymbolicLink()) h.update(fs.readlinkSync(p));
+      else if (e.isDirectory()) walk(p);
+      else h.update(fs.readFileSync(p));
+    }
+  };
+  walk(dir);
+  return h.digest('hex');
+}
+
 function installedSizeKiB(dir) {
   return Number(run('du', ['-sk', '--apparent-size', dir]).split(/\s+/)[0]);
 }
@@ -189,14 +207,24 @@ async function main() {
         if (!v.includes(VERSION)) throw new Error(`${p.name} --version printed ${JSON.stringify(v)}`);
       }
       smokeSqlite(path.join(lib, 'node'), lib);
-      // The tarball: the same tree under <name>-<version>/, without the Debian metadata.
+      // Unchanged inputs: keep the packages already built (the tests call this script too).
+      const deb = path.join(OUT, `${pkg.name}_${VERSION}_amd64.deb`);
       const tarball = path.join(OUT, `${pkg.name}-${VERSION}-linux-x64.tar.gz`);
+      const stamp = path.join(OUT, `${pkg.name}.stamp`);
+      const digest = treeDigest(stageRoot) + JSON.stringify(pkg.maintainerScripts);
+      if (fs.existsSync(deb) && fs.existsSync(tarball) && fs.existsSync(stamp) && fs.readFileSync(stamp, 'utf8') === digest) {
+        log(`${pkg.name}: unchanged, kept`);
+        built.push(deb, tarball);
+        continue;
+      }
+      fs.rmSync(stamp, { force: true });
+      // The tarball: the same tree under <name>-<version>/, without the Debian metadata.
       const tarRoot = path.join(work, `${pkg.name}-${VERSION}`);
       fs.cpSync(stageRoot, tarRoot, { recursive: true });
       run('tar', ['czf', tarball, '--owner=0', '--group=0', '--numeric-owner', '-C', work, `${pkg.name}-${VERSION}`]);
       debian(pkg, stageRoot);
-      const deb = path.join(OUT, `${pkg.name}_${VERSION}_amd64.deb`);
       run('dpkg-deb', ['--root-owner-group', '-Zxz', '-z6', '--build', stageRoot, deb], { stdio: ['ignore', 'ignore', 'inherit'] });
+      fs.writeFileSync(stamp, digest);
       built.push(deb, tarball);
     } finally {
       fs.rmSync(work, { recursive: true, force: true });

@@ -38,14 +38,13 @@ function docs(pkg) {
 }
 
 /** The maintainer scripts: create what the units need, reload systemd, never start anything. */
-function scripts(pkg, unit, configHint) {
+function scripts(pkg, unit, configHint, tmpfiles) {
   const reload = 'if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi';
   return {
     postinst: `#!/bin/sh
 set -e
 if [ "$1" = configure ]; then
-  systemd-tmpfiles --create ${pkg}.conf || true
-  ${reload}
+${tmpfiles ? `  systemd-tmpfiles --create ${pkg}.conf\n` : ''}  ${reload}
   # Not enabled, not started: the example config is not a configured service.
   if [ -z "$2" ]; then
     echo "${pkg}: edit ${configHint}, then: systemctl enable --now ${unit}"
@@ -126,7 +125,7 @@ export const PACKAGES = [
       'by the guts-upgrade coordinator. Ships its own Node.js runtime.',
     ],
     programs: [{ name: 'guts-upgrade-agent', entry: 'packages/agent/dist/src/cli.js', bundle: 'lib/guts-upgrade-agent.mjs' }],
-    maintainerScripts: scripts('guts-upgrade-agent', 'guts-upgrade-agent.service', '/etc/guts-upgrade/agent.yaml'),
+    maintainerScripts: scripts('guts-upgrade-agent', 'guts-upgrade-agent.service', '/etc/guts-upgrade/agent.yaml', true),
     files: () => [
       {
         path: '/lib/systemd/system/guts-upgrade-agent.service',
@@ -162,7 +161,9 @@ export const PACKAGES = [
     // <its dir>/../static (the rest); in the bundle <its dir> is lib/, so both are provided.
     assets: [['node_modules/@fastify/swagger-ui/static', 'lib/static']],
     links: [['static', 'lib/static']],
-    maintainerScripts: scripts('guts-upgrade-coordinator', 'guts-upgrade-coordinator.service', '/etc/guts-upgrade/coordinator.yaml'),
+    // The state directory comes from the unit's StateDirectory= and the user from
+    // DynamicUser=: nothing for tmpfiles or sysusers to create.
+    maintainerScripts: scripts('guts-upgrade-coordinator', 'guts-upgrade-coordinator.service', '/etc/guts-upgrade/coordinator.yaml', false),
     files: () => [
       {
         path: '/lib/systemd/system/guts-upgrade-coordinator.service',
