@@ -29,6 +29,7 @@ const VERSION = readJson(path.join(ROOT, 'package.json')).version;
 const SQLITE_VERSION = readJson(path.join(ROOT, 'node_modules/better-sqlite3/package.json')).version;
 // The files of better-sqlite3 (and the two tiny modules it loads its addon with) that run.
 const SQLITE_MODULES = ['better-sqlite3', 'bindings', 'file-uri-to-path'];
+const NODE_GYP = path.join(ROOT, 'node_modules/node-gyp/bin/node-gyp.js');
 
 function readJson(file) {
   return JSON.parse(fs.readFileSync(file, 'utf8'));
@@ -74,16 +75,16 @@ function sqlite(nodeDir) {
   try {
     log(`compiling better-sqlite3@${SQLITE_VERSION} for node ${NODE_VERSION} (abi ${abi}); this takes a few minutes`);
     fs.writeFileSync(path.join(tmp, 'package.json'), JSON.stringify({ name: 'sqlite-build', private: true }));
-    run('npm', ['install', `better-sqlite3@${SQLITE_VERSION}`, '--build-from-source', '--no-audit', '--no-fund', '--no-save', '--foreground-scripts'], {
+    // Fetched without its install script (npm 11 skips dependency scripts anyway),
+    // then compiled by node-gyp itself, so nothing depends on npm's script policy.
+    run('npm', ['install', `better-sqlite3@${SQLITE_VERSION}`, '--ignore-scripts', '--no-audit', '--no-fund', '--no-save'], {
       cwd: tmp,
       stdio: ['ignore', 'inherit', 'inherit'],
-      env: {
-        ...process.env,
-        // Headers from the runtime itself: nothing is downloaded and the ABI matches.
-        npm_config_nodedir: nodeDir,
-        npm_config_build_from_source: 'true',
-        JOBS: String(os.cpus().length),
-      },
+    });
+    // Headers from the runtime itself (--nodedir): nothing is downloaded and the ABI matches.
+    run(process.execPath, [NODE_GYP, 'rebuild', '--release', `--nodedir=${nodeDir}`, `--jobs=${os.cpus().length}`], {
+      cwd: path.join(tmp, 'node_modules/better-sqlite3'),
+      stdio: ['ignore', 'inherit', 'inherit'],
     });
     const staged = fs.mkdtempSync(path.join(CACHE, 'sqlite-'));
     for (const m of SQLITE_MODULES) copyModule(path.join(tmp, 'node_modules', m), path.join(staged, 'node_modules', m));

@@ -182,4 +182,12 @@ else await t.test('install the packages and run a rollout with them', { timeout:
     const v = await sh(h, '/usr/local/bin/guts-node --version');
     t.match(v.stdout, '1.1.0', `${h.name}: the installed guts-node is 1.1.0`);
   }
+
+  // --- removing the agent package stops its service and keeps its state.
+  const v3 = lab.host('v3');
+  const rm = await sh(v3, 'dpkg -r guts-upgrade-agent');
+  t.equal(rm.code, 0, `v3: dpkg -r guts-upgrade-agent: ${rm.stderr}`);
+  t.not((await v3.systemctl('is-active', 'guts-upgrade-agent')).stdout.trim(), 'active', 'v3: the agent is stopped on removal');
+  t.equal((await sh(v3, 'test -f /var/lib/guts-upgrade/journal.sqlite && echo kept')).stdout.trim(), 'kept', 'v3: the agent journal is kept');
+  t.not((await sh(v3, 'command -v guts-upgrade-agent')).code, 0, 'v3: guts-upgrade-agent is gone from PATH');
 });
