@@ -38,13 +38,13 @@ function docs(pkg) {
 }
 
 /** The maintainer scripts: create what the units need, reload systemd, never start anything. */
-function scripts(pkg, unit, configHint, tmpfiles) {
+function scripts(pkg, unit, configHint, tmpfiles, user) {
   const reload = 'if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi';
   return {
     postinst: `#!/bin/sh
 set -e
 if [ "$1" = configure ]; then
-${tmpfiles ? `  systemd-tmpfiles --create ${pkg}.conf\n` : ''}  ${reload}
+${user ? `  systemd-sysusers ${pkg}.conf\n` : ''}${tmpfiles ? `  systemd-tmpfiles --create ${pkg}.conf\n` : ''}${user ? `  # First install only: the config's group becomes the service's, so it can read its secrets.\n  if [ -z "$2" ]; then chown root:${user} ${configHint}; chmod 0640 ${configHint}; fi\n` : ''}  ${reload}
   # Not enabled, not started: the example config is not a configured service.
   if [ -z "$2" ]; then
     echo "${pkg}: edit ${configHint}, then: systemctl enable --now ${unit}"
@@ -98,8 +98,8 @@ backup: { retention: 3 }
 `;
 
 const COORDINATOR_YAML = `# guts-upgrade coordinator configuration (docs: /usr/share/doc/guts-upgrade-coordinator/operating.md).
-# The unit hands this file to the service as a systemd credential
-# (LoadCredential=), so it stays root-only (0600) although it holds secrets.
+# It holds secrets: root:guts-upgrade-coordinator, mode 0640 (readable by the
+# service's user only).
 # Check it with
 #   guts-upgrade-coordinator config validate --config /etc/guts-upgrade/coordinator.yaml
 # then \`systemctl enable --now guts-upgrade-coordinator\`.
@@ -109,9 +109,8 @@ listen: { host: 127.0.0.1, port: 7600 }
 operators: []
 #  - { name: alice, tokenSha256: <sha256 hex of the token>, role: operator }
 #  - { name: grafana, tokenSha256: <hex>, role: viewer }
-# TLS keys are credentials too: add LoadCredential=tls.key:/etc/guts-upgrade/tls.key
-# in a drop-in and point at /run/credentials/guts-upgrade-coordinator.service/tls.key.
-# tls: { cert: /etc/guts-upgrade/tls.crt, key: /run/credentials/guts-upgrade-coordinator.service/tls.key }
+# The TLS key likewise: root:guts-upgrade-coordinator, mode 0640.
+# tls: { cert: /etc/guts-upgrade/tls.crt, key: /etc/guts-upgrade/tls.key }
 `;
 
 export const PACKAGES = [
@@ -161,9 +160,8 @@ export const PACKAGES = [
     // <its dir>/../static (the rest); in the bundle <its dir> is lib/, so both are provided.
     assets: [['node_modules/@fastify/swagger-ui/static', 'lib/static']],
     links: [['static', 'lib/static']],
-    // The state directory comes from the unit's StateDirectory= and the user from
-    // DynamicUser=: nothing for tmpfiles or sysusers to create.
-    maintainerScripts: scripts('guts-upgrade-coordinator', 'guts-upgrade-coordinator.service', '/etc/guts-upgrade/coordinator.yaml', false),
+    // The state directory comes from the unit's StateDirectory=; the user from sysusers.d.
+    maintainerScripts: scripts('guts-upgrade-coordinator', 'guts-upgrade-coordinator.service', '/etc/guts-upgrade/coordinator.yaml', false, 'guts-upgrade-coordinator'),
     files: () => [
       {
         path: '/lib/systemd/system/guts-upgrade-coordinator.service',
@@ -172,15 +170,20 @@ export const PACKAGES = [
           [
             '# Operator tokens, TLS key paths and webhook secrets live in the config file.\nExecStart=/usr/bin/env node /opt/guts-upgrade/packages/coordinator/dist/src/server-cli.js --config /etc/guts-upgrade/coordinator.yaml',
             [
-              '# Operator tokens and webhook secrets live in the config file, which stays',
-              '# root-only in /etc: systemd hands a copy to the dynamic user as a credential',
-              '# (%d is its credentials directory, /run/credentials/<unit>).',
-              'LoadCredential=coordinator.yaml:/etc/guts-upgrade/coordinator.yaml',
-              `ExecStart=${COORD_LIB}/node/bin/node ${COORD_LIB}/lib/guts-upgrade-coordinator.mjs --config %d/coordinator.yaml`,
+              '# Operator tokens and webhook secrets live in the config file: root:guts-upgrade-coordinator 0640.',
+              `ExecStart=${COORD_LIB}/node/bin/node ${COORD_LIB}/lib/guts-upgrade-coordinator.mjs --config /etc/guts-upgrade/coordinator.yaml`,
             ].join('\n'),
           ],
+          // A fixed system user (sysusers.d) instead of DynamicUser=: it owns the database
+          // across restarts and upgrades, and the config's group lets it, and only it, read the secrets.
+          ['DynamicUser=yes', 'User=guts-upgrade-coordinator\nGroup=guts-upgrade-coordinator'],
         ]),
       },
+      {
+        path: '/usr/lib/sysusers.d/guts-upgrade-coordinator.conf',
+        content: '# The coordinator\'s own system user; its state is /var/lib/guts-upgrade-coordinator.\nu guts-upgrade-coordinator - "guts-upgrade coordinator" /var/lib/guts-upgrade-coordinator\n',
+      },
+      // 0600 root as shipped; the postinst gives it to the coordinator's group (0640) once that exists.
       { path: '/etc/guts-upgrade/coordinator.yaml', content: COORDINATOR_YAML, mode: 0o600, conffile: true },
       ...docs('guts-upgrade-coordinator'),
     ],

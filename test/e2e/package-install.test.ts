@@ -37,8 +37,9 @@ else await t.test('install the packages and run a rollout with them', { timeout:
     logFile: path.join(scratch, 'artifact-server.log'),
   });
   const [v0] = lab.hosts as [Host, ...Host[]];
+  // tap's process tracking puts NODE_OPTIONS (an --import from the checkout) into every child's env.
   const sh = (h: Host, cmd: string, env: Record<string, string> = {}) =>
-    h.exec('sh', ['-c', cmd], { timeoutMs: 10 * 60_000, env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', ...env } });
+    h.exec('sh', ['-c', `unset NODE_OPTIONS; ${cmd}`], { timeoutMs: 10 * 60_000, env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', ...env } });
 
   // --- each host: the packages in, every trace of a Node of the machine out.
   await Promise.all(lab.hosts.map(async (h) => {
@@ -74,8 +75,9 @@ else await t.test('install the packages and run a rollout with them', { timeout:
   t.equal(unconfigured.code, 2, `the example agent.yaml is refused until configured: ${unconfigured.stderr.trim()}`);
   const noOperator = await sh(v0, 'guts-upgrade-coordinator config validate --config /etc/guts-upgrade/coordinator.yaml');
   t.equal(noOperator.code, 2, `the example coordinator.yaml is refused until an operator is set: ${noOperator.stderr.trim()}`);
-  const mode = await sh(v0, 'stat -c %a:%U /etc/guts-upgrade/coordinator.yaml /etc/guts-upgrade/agent.yaml /var/lib/guts-upgrade');
-  t.same(mode.stdout.trim().split('\n'), ['600:root', '600:root', '700:root'], 'secret-holding configs and the agent state are root-only');
+  const mode = await sh(v0, 'stat -c %a:%U:%G /etc/guts-upgrade/coordinator.yaml /etc/guts-upgrade/agent.yaml /var/lib/guts-upgrade');
+  t.same(mode.stdout.trim().split('\n'), ['640:root:guts-upgrade-coordinator', '600:root:root', '700:root:root'],
+    'the configs holding secrets are readable only by root and the coordinator\'s own user; the agent state is root-only');
 
   // --- guts-node 1.0.0 on every host (the simulator, with its own runtime).
   const genesis = Date.now();
@@ -101,7 +103,7 @@ else await t.test('install the packages and run a rollout with them', { timeout:
     'defaults: { maxUnavailable: 1, stabilizationMs: 1000, soakMs: 3000, syncDistance: 8, syncTimeoutMs: 60000 }',
     'tickMs: 200',
     '',
-  ].join('\n'), 0o600);
+  ].join('\n'), 0o640, 'root:guts-upgrade-coordinator');
   const valid = await sh(v0, 'guts-upgrade-coordinator config validate --config /etc/guts-upgrade/coordinator.yaml');
   t.equal(valid.code, 0, `coordinator config validates: ${valid.stderr}`);
   const started = await v0.systemctl('enable', '--now', 'guts-upgrade-coordinator');
