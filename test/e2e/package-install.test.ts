@@ -10,7 +10,8 @@ import path from 'node:path';
 import t from 'tap';
 import { pubkeyFor } from '@guts-upgrade/simulator';
 import { FAST_TIMINGS, NODE_API_PORT } from '../src/scenario/harness.js';
-import { pollUntil, preflight, provisionGutsNode, REPO_ROOT, startLab, type Host } from '../src/testbed/index.js';
+import { preflight, provisionGutsNode, REPO_ROOT, startLab, type Host } from '../src/testbed/index.js';
+import { waitFor } from '@guts-upgrade/simulator';
 import {
   AGENT_DEB, buildPackages, buildSimulator, COORDINATOR_DEB, hideMachineNode, installSimRuntime, PRODUCT_VERSION,
 } from '../src/package/install.js';
@@ -109,13 +110,13 @@ else await t.test('install the packages and run a rollout with them', { timeout:
   const started = await v0.systemctl('enable', '--now', 'guts-upgrade-coordinator');
   t.equal(started.code, 0, `systemctl enable --now guts-upgrade-coordinator: ${started.stderr}`);
   const cli = (cmd: string) => sh(v0, cmd, { GUTS_UPGRADE_TOKEN: token });
-  await pollUntil('the packaged coordinator answers', async () => {
+  await waitFor(async () => {
     const r = await cli('guts-upgrade nodes list');
     if (r.code === 0) return true;
     const state = (await v0.systemctl('is-active', 'guts-upgrade-coordinator')).stdout.trim();
     if (state === 'failed') throw new Error(`coordinator unit failed:\n${await v0.journal('guts-upgrade-coordinator', 30)}`);
     return undefined;
-  }, 60_000, 500);
+  }, { what: 'the packaged coordinator answers', timeoutMs: 60_000, intervalMs: 500 });
 
   // --- every node registered with the CLI; each agent gets its token in a 0600 file.
   for (const h of lab.hosts) {
@@ -150,10 +151,10 @@ else await t.test('install the packages and run a rollout with them', { timeout:
     const r = await cli('guts-upgrade nodes list --json');
     return r.code === 0 ? (JSON.parse(r.stdout) as { nodes: NodeRow[] }).nodes : [];
   };
-  await pollUntil('four packaged agents connected, nodes healthy on 1.0.0', async () => {
+  await waitFor(async () => {
     const ns = await nodes();
     return ns.length === HOSTS.length && ns.every((n) => n.connected && n.healthy && n.version === '1.0.0') ? true : undefined;
-  }, 120_000, 1000).catch(async (err: Error) => {
+  }, { what: 'four packaged agents connected, nodes healthy on 1.0.0', timeoutMs: 120_000, intervalMs: 1000 }).catch(async (err: Error) => {
     const diag = await Promise.all(lab.hosts.map(async (h) => `--- ${h.name}\n${await h.journal('guts-upgrade-agent', 15)}`));
     throw new Error(`${err.message}\n${JSON.stringify(await nodes())}\n${diag.join('\n')}`);
   });
@@ -176,10 +177,10 @@ else await t.test('install the packages and run a rollout with them', { timeout:
   t.equal(status.code, 0, `guts-upgrade rollout status ${id}`);
   t.match(status.stdout, /completed/, 'the rollout completed');
 
-  await pollUntil('every node reports 1.1.0', async () => {
+  await waitFor(async () => {
     const ns = await nodes();
     return ns.length === HOSTS.length && ns.every((n) => n.version === '1.1.0') ? true : undefined;
-  }, 60_000, 1000);
+  }, { what: 'every node reports 1.1.0', timeoutMs: 60_000, intervalMs: 1000 });
   for (const h of lab.hosts) {
     const v = await sh(h, '/usr/local/bin/guts-node --version');
     t.match(v.stdout, '1.1.0', `${h.name}: the installed guts-node is 1.1.0`);
