@@ -48,7 +48,10 @@ t.test('p2p unknown throughout, a build with 0 peers, peers rising over 5 s', as
 
   await t.test('a future node: Starting first, p2p unknown, then peers rising over 5 s -> completes, no rollback', async (t) => {
     const cfg = YAML.parse(fs.readFileSync(rig.node.configPath, 'utf8'));
-    cfg.sim = { ...cfg.sim, p2p_report: 'reported', p2p_warmup_ms: 5000, consensus_start_ms: 1500, storage_open_ms: 300 };
+    // Starting lasts 8 s from the process's start: long enough that the agent's first
+    // consensus read falls inside it even on a loaded machine (the start step alone
+    // took 1.2 s under CI load), short of consensusTimeoutMs (30 s).
+    cfg.sim = { ...cfg.sim, p2p_report: 'reported', p2p_warmup_ms: 5000, consensus_start_ms: 8000, storage_open_ms: 300 };
     fs.writeFileSync(rig.node.configPath, YAML.stringify(cfg));
     rig.writeConfig({ checks: { ...checks, minPeers: 3, peersTimeoutMs: 30_000 } });
     const r = await rig.cli(upgradeArgs(rig.artifact('1.1.0')));
