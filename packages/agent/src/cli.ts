@@ -11,7 +11,7 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command as CliCommand, CommanderError, InvalidArgumentError } from 'commander';
 import cron from 'node-cron';
-import { CodedError, errorCodeOf, PROTOCOL_VERSION, type Command, type Result } from '@guts-upgrade/protocol';
+import { asArgParser, CodedError, errorCodeOf, httpUrlArg, nonNegativeIntArg, PROTOCOL_VERSION, sha256Arg, type Command, type Result } from '@guts-upgrade/protocol';
 import { Agent, newCommandId } from './agent.js';
 import { pauseHookFromEnv } from './pause-hook.js';
 import { newBackupId } from './backup-store.js';
@@ -31,6 +31,11 @@ interface CommonOpts {
   json?: boolean;
 }
 
+// Commander reports an InvalidArgumentError as a usage error naming the flag.
+const nonNegativeInt = asArgParser(nonNegativeIntArg, InvalidArgumentError);
+const sha256Hex = asArgParser(sha256Arg, InvalidArgumentError);
+const httpUrl = asArgParser(httpUrlArg, InvalidArgumentError);
+
 interface TargetOpts extends CommonOpts {
   to: string;
   url: string;
@@ -44,21 +49,6 @@ interface TargetOpts extends CommonOpts {
   id?: string;
 }
 
-function nonNegativeInt(v: string): number {
-  const n = Number(v);
-  if (!/^\d+$/.test(v) || !Number.isSafeInteger(n)) throw new InvalidArgumentError('must be a non-negative integer');
-  return n;
-}
-
-function sha256Hex(v: string): string {
-  if (!/^[0-9a-fA-F]{64}$/.test(v)) throw new InvalidArgumentError('must be 64 hex characters');
-  return v.toLowerCase();
-}
-
-function httpUrl(v: string): string {
-  if (!/^https?:\/\/\S+$/.test(v)) throw new InvalidArgumentError('must be an http(s) URL');
-  return v;
-}
 
 function exitFor(r: Result): number {
   if (r.outcome === 'succeeded') return EXIT.OK;

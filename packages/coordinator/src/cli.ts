@@ -14,7 +14,7 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { ERROR_CODES, isErrorCode } from '@guts-upgrade/protocol';
+import { asArgParser, ERROR_CODES, httpUrlArg, isErrorCode, nonNegativeIntArg, sha256Arg } from '@guts-upgrade/protocol';
 import { api, ApiError, type ApiTarget } from './client.js';
 import { STRATEGIES } from './model.js';
 import { ACTIONS, type OperatorAction } from './states.js';
@@ -39,20 +39,10 @@ interface GlobalOpts {
 
 // ---- argument parsers: each throws InvalidArgumentError, which commander reports as a usage error.
 
-function nonNegativeInt(v: string): number {
-  if (!/^\d+$/.test(v)) throw new InvalidArgumentError('must be a non-negative integer');
-  return Number(v);
-}
+const nonNegativeInt = asArgParser(nonNegativeIntArg, InvalidArgumentError);
+const sha256Hex = asArgParser(sha256Arg, InvalidArgumentError);
+const httpUrl = asArgParser(httpUrlArg, InvalidArgumentError);
 
-function sha256Hex(v: string): string {
-  if (!/^[0-9a-fA-F]{64}$/.test(v)) throw new InvalidArgumentError('must be 64 hex characters (the artifact\'s sha256)');
-  return v.toLowerCase();
-}
-
-function httpUrl(v: string): string {
-  if (!/^https?:\/\/\S+$/.test(v)) throw new InvalidArgumentError('must be an http(s) URL');
-  return v;
-}
 
 function nodeList(v: string): string[] {
   const ids = v.split(',').map((s) => s.trim()).filter(Boolean);

@@ -4,3 +4,4 @@ export * from './version-path.js';
 export * from './signature.js';
 export * from './messages.js';
 export * from './codec.js';
+export * from './cli-args.js';
