@@ -82,9 +82,13 @@ function sqlite(nodeDir) {
       stdio: ['ignore', 'inherit', 'inherit'],
     });
     // Headers from the runtime itself (--nodedir): nothing is downloaded and the ABI matches.
+    // node-gyp lets every npm_config_* variable overwrite its flags, and `npm run package`
+    // exports the machine's npm config (here nodedir=/usr, the system Node's headers), so
+    // the same directory goes into the environment too.
     run(process.execPath, [NODE_GYP, 'rebuild', '--release', `--nodedir=${nodeDir}`, `--jobs=${os.cpus().length}`], {
       cwd: path.join(tmp, 'node_modules/better-sqlite3'),
       stdio: ['ignore', 'inherit', 'inherit'],
+      env: { ...process.env, npm_config_nodedir: nodeDir },
     });
     const staged = fs.mkdtempSync(path.join(CACHE, 'sqlite-'));
     for (const m of SQLITE_MODULES) copyModule(path.join(tmp, 'node_modules', m), path.join(staged, 'node_modules', m));
