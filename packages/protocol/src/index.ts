@@ -1,5 +1,6 @@
 export * from './errors.js';
 export * from './quorum.js';
+export * from './chain.js';
 export * from './version-path.js';
 export * from './signature.js';
 export * from './messages.js';

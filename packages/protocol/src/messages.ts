@@ -58,6 +58,41 @@ export const NodeMetricsSchema = Type.Object({
 });
 export type NodeMetrics = Static<typeof NodeMetricsSchema>;
 
+export const PubkeySchema = Type.String({ pattern: '^[0-9a-fA-F]{2,256}$', description: "a validator's public key in hex" });
+
+/** The chain's validator set as the node reports it (/api/consensus/validators). */
+export const ValidatorSetSchema = Type.Object({
+  epoch: Count,
+  totalWeight: Count,
+  quorumWeight: Count,
+  validators: Type.Array(
+    Type.Object({ name: Type.String({ maxLength: 128 }), pubkey: PubkeySchema, weight: Count, active: Type.Boolean() }),
+    { maxItems: 1024 },
+  ),
+});
+export type ValidatorSetReport = Static<typeof ValidatorSetSchema>;
+
+/** A finalized block as the node reports it (/api/consensus/blocks), reduced to what the liveness rule reads. */
+export const FinalizedBlockSchema = Type.Object({
+  height: Count,
+  blockId: Type.String({ maxLength: 128 }),
+  view: Count,
+  producer: PubkeySchema,
+  signatureCount: Nullable(Count),
+});
+
+/**
+ * What the node says about the chain: claims, to be weighed against the
+ * other agents' (see chain-view.ts in the coordinator). Optional: agents
+ * before protocol 1.1 do not send it.
+ */
+export const ChainReportSchema = Type.Object({
+  validators: Nullable(ValidatorSetSchema),
+  /** The node's most recent finalized blocks, oldest first. */
+  blocks: Type.Array(FinalizedBlockSchema, { maxItems: 64 }),
+});
+export type ChainReport = Static<typeof ChainReportSchema>;
+
 /** What an agent knows about its node, sent in hello and every heartbeat. */
 export const NodeStatusSchema = Type.Object({
   nodeVersion: Nullable(VersionSchema),
@@ -74,6 +109,8 @@ export const NodeStatusSchema = Type.Object({
    * Optional: added in protocol 1.0 by agents that can scrape metrics.
    */
   metrics: Type.Optional(NodeMetricsSchema),
+  /** The chain as this node sees it (protocol 1.1). */
+  chain: Type.Optional(ChainReportSchema),
   /** The command the agent is executing, if any. */
   busy: Nullable(
     Type.Object({ commandId: CommandIdSchema, kind: CommandKindSchema, step: Nullable(StepNameSchema) }),
@@ -151,6 +188,12 @@ export const HelloSchema = Type.Object({
   ...envelope('hello'),
   nodeId: NodeIdSchema,
   agentVersion: Type.String({ maxLength: 64 }),
+  /**
+   * The chain validator this node runs as, from the agent's config (protocol
+   * 1.1). The coordinator binds the node to it; the node's own
+   * is_leader + current_leader confirm it.
+   */
+  validatorPubkey: Type.Optional(PubkeySchema),
   status: NodeStatusSchema,
   /** Results finished while disconnected, so the coordinator learns outcomes after a partition. */
   recentResults: Type.Array(ResultSchema, { maxItems: 50 }),
