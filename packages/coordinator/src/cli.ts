@@ -14,7 +14,7 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { asArgParser, ERROR_CODES, httpUrlArg, isErrorCode, nonNegativeIntArg, sha256Arg } from '@guts-upgrade/protocol';
+import { asArgParser, ERROR_CODES, httpUrlArg, isErrorCode, nonNegativeIntArg, pubkeyArg, sha256Arg } from '@guts-upgrade/protocol';
 import { api, ApiError, type ApiTarget } from './client.js';
 import { STRATEGIES } from './model.js';
 import { ACTIONS, type OperatorAction } from './states.js';
@@ -141,7 +141,8 @@ export function renderRollout(d: any): string {
 function renderPlan(p: any): string {
   return [
     `plan ${p.strategy}: ${p.fromVersion ?? '?'} -> ${p.target.version} (${p.path?.kind ?? 'n/a'}) n=${p.n} f=${p.f} maxUnavailable=${p.maxUnavailable}`,
-    ...p.waves.map((w: string[], i: number) => `  wave ${i + 1}: ${w.join(', ')}`),
+    ...p.waves.map((w: string[], i: number) => `  wave ${i + 1}: ${w.join(', ')}${p.chain ? `  (weight ${p.chain.waveWeights[i]} down, slack left ${p.chain.slackLeft[i]})` : ''}`),
+    ...(p.chain ? [`  chain: epoch ${p.chain.epoch}, total weight ${p.chain.totalWeight}, quorum ${p.chain.quorumWeight}, largest slack ${p.chain.largestSlack}, slack proven now ${p.chain.slackNow}`] : []),
     ...(p.skip.length ? [`  skip (already on target): ${p.skip.join(', ')}`] : []),
     ...(p.requiresApproval ? ['  requires approval'] : []),
     ...(p.window ? [`  window ${p.window.name}: ${p.window.open ? 'open' : `closed, next ${p.window.nextOpening}`}`] : []),
@@ -209,9 +210,10 @@ export function buildProgram(io: CliIo, result: { code: number }): Command {
     .description("register a node; prints its agent token once (put it in that agent's configuration)")
     .argument('<id>', 'the node id the agent will use')
     .option('--address <addr>', 'a note of where the node runs')
-    .action(async (id: string, o: { address?: string }, cmd: Command) => {
+    .option('--pubkey <hex>', 'the chain validator the node runs as (else the agent\'s validatorPubkey binds it)', asArgParser(pubkeyArg, InvalidArgumentError))
+    .action(async (id: string, o: { address?: string; pubkey?: string }, cmd: Command) => {
       const { t, json } = target(cmd);
-      const r = await api(t, 'POST', '/api/v1/nodes', { id, ...(o.address ? { address: o.address } : {}) });
+      const r = await api(t, 'POST', '/api/v1/nodes', { id, ...(o.address ? { address: o.address } : {}), ...(o.pubkey ? { pubkey: o.pubkey } : {}) });
       show(json, r, () => `registered ${r.id}\ntoken: ${r.token}\n(shown once: put it in the agent's configuration)`);
     });
   nodes
@@ -234,9 +236,21 @@ export function buildProgram(io: CliIo, result: { code: number }): Command {
         [
           `n=${r.n} f=${r.f} quorum=${r.quorum} budget=${r.disruptionBudget} leader=${r.leader ?? '?'}`,
           `versions: ${Object.entries(r.versions).map(([v, c]) => `${v}×${c}`).join(' ')}  heights ${r.heights.min}..${r.heights.max}`,
+          ...chainLines(r.chain, r.reportedSets ?? []),
           ...r.alerts.map((a: any) => `ALERT ${a.code}: ${a.message}`),
         ].join('\n'),
       );
+    });
+
+  const chain = program.command('chain').description("the chain's validator set as the coordinator believes it");
+  chain
+    .command('confirm')
+    .description('believe a validator set that fewer than f + 1 managed validators report (digest from `guts-upgrade fleet`)')
+    .argument('<digest>', 'the reported set\'s digest, 16 hex characters')
+    .action(async (digest: string, _o, cmd: Command) => {
+      const { t, json } = target(cmd);
+      const r = await api(t, 'POST', '/api/v1/chain/confirm', { digest });
+      show(json, r, () => `confirmed the validator set of epoch ${r.epoch} (${digest})`);
     });
 
   withRolloutFlags(program.command('plan').description('dry run: the waves and order a rollout would take; changes nothing')).action(
@@ -382,4 +396,15 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv, out: (s: st
 const isMain = process.argv[1] !== undefined && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url);
 if (isMain) {
   runCli(process.argv.slice(2), process.env, (s) => process.stdout.write(s), (s) => process.stderr.write(s)).then((code) => process.exit(code));
+}
+
+/** The chain's view in the fleet summary: the set, the slack, and each validator's evidence. */
+function chainLines(chain: any, reported: { digest: string; epoch: number; nodes: string[] }[]): string[] {
+  if (!chain) return [];
+  const head = `chain: ${chain.status} epoch ${chain.epoch} weight ${chain.totalWeight} quorum ${chain.quorumWeight} slack ${chain.slack} (largest ${chain.largestSlack}) reference height ${chain.referenceHeight ?? '?'}`;
+  const rows = chain.validators.map(
+    (v: any) => `  ${String(v.name).padEnd(14)} w=${String(v.weight).padEnd(3)} ${v.managed ? `node ${v.node}`.padEnd(18) : 'unmanaged'.padEnd(18)} ${v.live ? 'live ' : 'DOWN '} ${v.evidence}`,
+  );
+  const sets = chain.status === 'adopted' ? [] : reported.map((s) => `  reported set ${s.digest} epoch ${s.epoch} by ${s.nodes.join(', ')}`);
+  return [head, ...rows, ...sets];
 }

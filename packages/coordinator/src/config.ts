@@ -42,6 +42,12 @@ export interface Config {
   };
   tickMs: number;
   logLevel: string;
+  /**
+   * How the chain's own evidence gates dispatch: weight kept in reserve beyond
+   * the quorum, and whether an upgraded node must produce a block in a leader
+   * view of its own before the next wave (docs/chain-safety.md).
+   */
+  chain: { slackMargin: number; requireProducedBlock: boolean };
 }
 
 export const DEFAULT_CONFIG: Config = {
@@ -65,6 +71,7 @@ export const DEFAULT_CONFIG: Config = {
   },
   tickMs: 500,
   logLevel: 'info',
+  chain: { slackMargin: 0, requireProducedBlock: true },
 };
 
 function fail(key: string, reason: string): never {
@@ -120,7 +127,7 @@ export function canaryLimits(v: unknown, key: string, base: CanaryLimits): Canar
 /** Builds a Config from a parsed YAML document merged with env and flag overrides. */
 export function buildConfig(doc: unknown, env: NodeJS.ProcessEnv = {}, flags: Record<string, string | undefined> = {}): Config {
   const root = obj(doc, '(root)');
-  only(root, '', ['listen', 'tls', 'db', 'operators', 'heartbeat', 'validators', 'webhooks', 'webhookRetry', 'windows', 'defaults', 'tickMs', 'logLevel']);
+  only(root, '', ['listen', 'tls', 'db', 'operators', 'heartbeat', 'validators', 'webhooks', 'webhookRetry', 'windows', 'defaults', 'tickMs', 'logLevel', 'chain']);
   const c: Config = structuredClone(DEFAULT_CONFIG);
 
   const listen = obj(root.listen, 'listen');
@@ -185,6 +192,15 @@ export function buildConfig(doc: unknown, env: NodeJS.ProcessEnv = {}, flags: Re
   if (c.heartbeat.timeoutMs <= c.heartbeat.intervalMs) fail('heartbeat.timeoutMs', 'must exceed heartbeat.intervalMs');
 
   if (root.validators !== undefined && root.validators !== null) c.validators = int(root.validators, 'validators', 1, 1000);
+
+  const chain = obj(root.chain, 'chain');
+  only(chain, 'chain', ['slackMargin', 'requireProducedBlock']);
+  c.chain = { ...DEFAULT_CONFIG.chain };
+  if (chain.slackMargin !== undefined) c.chain.slackMargin = int(chain.slackMargin, 'chain.slackMargin', 0);
+  if (chain.requireProducedBlock !== undefined) {
+    if (typeof chain.requireProducedBlock !== 'boolean') fail('chain.requireProducedBlock', 'must be true or false');
+    c.chain.requireProducedBlock = chain.requireProducedBlock;
+  }
 
   if (root.webhooks !== undefined) {
     if (!Array.isArray(root.webhooks)) fail('webhooks', 'must be a list');

@@ -131,6 +131,20 @@ export const MIGRATIONS: Migration[] = [
       CREATE INDEX webhook_due ON webhook_deliveries(state, next_at);
     `,
   },
+  {
+    version: 3,
+    name: 'chain validator bindings and the adopted validator set',
+    sql: `
+      ALTER TABLE nodes ADD COLUMN pubkey TEXT;
+      CREATE UNIQUE INDEX nodes_pubkey ON nodes(pubkey) WHERE pubkey IS NOT NULL AND revoked_at IS NULL;
+      CREATE TABLE chain_state (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        adopted TEXT,
+        confirmed_digest TEXT,
+        updated_at INTEGER NOT NULL
+      );
+    `,
+  },
 ];
 
 export function hashToken(token: string): string {
@@ -153,6 +167,8 @@ export interface NodeRow {
   peerCount: number | null;
   busy: { commandId: string; kind: CommandKind; step: string | null } | null;
   lastSeenAt: number | null;
+  /** The chain validator (public key, hex) this node runs as; null until bound. */
+  pubkey: string | null;
 }
 
 export interface EventRow {
@@ -192,6 +208,7 @@ function nodeFrom(r: Raw): NodeRow {
     peerCount: num(r.peer_count),
     busy: json(r.busy, null),
     lastSeenAt: num(r.last_seen_at),
+    pubkey: str(r.pubkey),
   };
 }
 
@@ -343,15 +360,15 @@ export class Store {
 
   // ---------------------------------------------------------------- nodes
 
-  insertNode(id: string, tokenHash: string, address: string | null, now: number): void {
+  insertNode(id: string, tokenHash: string, address: string | null, now: number, pubkey: string | null = null): void {
     this.nodesCache = null;
     const existing = this.stmt('SELECT revoked_at FROM nodes WHERE id = ?').get(id) as Raw | undefined;
     if (existing) {
       this.db
-        .prepare('UPDATE nodes SET token_hash = ?, address = ?, revoked_at = NULL, created_at = ? WHERE id = ?')
-        .run(tokenHash, address, now, id);
+        .prepare('UPDATE nodes SET token_hash = ?, address = ?, revoked_at = NULL, created_at = ?, pubkey = ? WHERE id = ?')
+        .run(tokenHash, address, now, pubkey, id);
     } else {
-      this.stmt('INSERT INTO nodes (id, token_hash, address, created_at) VALUES (?, ?, ?, ?)').run(id, tokenHash, address, now);
+      this.stmt('INSERT INTO nodes (id, token_hash, address, created_at, pubkey) VALUES (?, ?, ?, ?, ?)').run(id, tokenHash, address, now, pubkey);
     }
   }
 
@@ -370,7 +387,32 @@ export class Store {
     return [...this.nodesCache];
   }
 
-  updateNodeStatus(id: string, s: Omit<NodeRow, 'id' | 'address' | 'createdAt' | 'revokedAt'>): void {
+  /** Binds a node to its chain validator; the unique index refuses a key another active node holds. */
+  bindNode(id: string, pubkey: string | null): void {
+    this.nodesCache = null;
+    this.stmt('UPDATE nodes SET pubkey = ? WHERE id = ?').run(pubkey, id);
+  }
+
+  /** The active node bound to `pubkey`, if any. */
+  nodeByPubkey(pubkey: string): string | null {
+    const r = this.stmt('SELECT id FROM nodes WHERE pubkey = ? AND revoked_at IS NULL').get(pubkey.toLowerCase()) as Raw | undefined;
+    return r ? String(r.id) : null;
+  }
+
+  /** The validator set last adopted (JSON) and the digest an operator confirmed, if any. */
+  chainState(): { adopted: string | null; confirmedDigest: string | null } {
+    const r = this.stmt('SELECT adopted, confirmed_digest FROM chain_state WHERE id = 1').get() as Raw | undefined;
+    return { adopted: str(r?.adopted), confirmedDigest: str(r?.confirmed_digest) };
+  }
+
+  saveChainState(adopted: string | null, confirmedDigest: string | null, now: number): void {
+    this.stmt(
+      `INSERT INTO chain_state (id, adopted, confirmed_digest, updated_at) VALUES (1, ?, ?, ?)
+       ON CONFLICT(id) DO UPDATE SET adopted = excluded.adopted, confirmed_digest = excluded.confirmed_digest, updated_at = excluded.updated_at`,
+    ).run(adopted, confirmedDigest, now);
+  }
+
+  updateNodeStatus(id: string, s: Omit<NodeRow, 'id' | 'address' | 'createdAt' | 'revokedAt' | 'pubkey'>): void {
     this.nodesCache = null;
     this.stmt(
         `UPDATE nodes SET agent_version = COALESCE(?, agent_version), version = ?, health = ?, ready = ?, is_leader = ?, current_leader = ?,

@@ -22,6 +22,19 @@ export class Metrics {
       name: 'guts_upgrade_disruption_budget', help: 'Nodes that may still be taken down now', registers: [r],
       collect() { this.set(fleet().disruptionBudget); },
     });
+    // The chain's own budget, in voting weight (absent until the agents report the chain's set).
+    new Gauge({
+      name: 'guts_upgrade_chain_slack', help: 'Voting weight proven live beyond the quorum weight, after the commands in flight', registers: [r],
+      collect() { this.reset(); const ch = fleet().chain; if (ch) this.set(ch.slackAfterInFlight ?? ch.slack); },
+    });
+    new Gauge({
+      name: 'guts_upgrade_chain_quorum_weight', help: "The chain's quorum weight in the adopted validator set", registers: [r],
+      collect() { this.reset(); const ch = fleet().chain; if (ch) this.set(ch.quorumWeight); },
+    });
+    new Gauge({
+      name: 'guts_upgrade_chain_validator_live', help: 'Validator proven live by finalized blocks (1) or not (0)', labelNames: ['validator', 'managed'], registers: [r],
+      collect() { this.reset(); for (const v of fleet().chain?.validators ?? []) this.set({ validator: v.name, managed: v.managed ? 'yes' : 'no' }, v.live ? 1 : 0); },
+    });
     new Gauge({
       name: 'guts_upgrade_nodes_down', help: 'Registered nodes not healthy', registers: [r],
       collect() { this.set(fleet().down.length); },

@@ -1,5 +1,6 @@
 /** The coordinator's records, shared by the pure sequencer, the store and the API. */
 import type { Artifact, CommandKind, ErrorCode, Health, NodeMetrics, Outcome, PathKind } from '@guts-upgrade/protocol';
+import type { ChainView } from './engine/chain-view.js';
 import type { Baseline, CanaryLimits, Counters } from './canary.js';
 import type { CommandState, RolloutState, StepState } from './states.js';
 
@@ -45,6 +46,8 @@ export interface RolloutData {
   /** Failed nodes the operator already saw (a resume must not pause again on them). */
   handledFailures?: string[];
   dispatchSeq?: number;
+  /** Why dispatch waits right now (the network slack gate), or null when it does not. */
+  waiting?: string | null;
 }
 
 export interface Rollout {
@@ -136,5 +139,11 @@ export interface FleetView {
   n: number;
   nodes: Map<string, NodeView>;
   leader: string | null;
+  /** The reference height: the finalized height at least f + 1 healthy nodes reach (never one report's claim). */
   maxHeight: number | null;
+  /**
+   * The chain's own validator set, weights and liveness evidence, when the
+   * agents report it; absent or null: the fleet is counted by nodes, each 1.
+   */
+  chain?: ChainView | null;
 }

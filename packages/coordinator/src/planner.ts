@@ -4,6 +4,7 @@
  */
 import { CodedError, faultTolerance, idealWaves, quorumSize, upgradePath, type Artifact, type UpgradePath } from '@guts-upgrade/protocol';
 import type { FleetView, RolloutOptions, Strategy } from './model.js';
+import { neverSafe, neverSafeMessage, nodeWeight } from './weight-budget.js';
 import { nextOpening, isOpen, type WindowSpec } from './windows.js';
 
 export interface RolloutRequest {
@@ -33,6 +34,12 @@ export interface Plan {
   requiresApproval: boolean;
   window: { name: string; open: boolean; nextOpening: string | null } | null;
   warnings: string[];
+  /**
+   * By voting weight, when the chain's set is known: the weight each wave
+   * takes down and the slack it leaves (largest slack − wave weight, i.e. with
+   * every other validator live; the gate re-checks the real slack before each).
+   */
+  chain: { epoch: number; totalWeight: number; quorumWeight: number; largestSlack: number; slackNow: number; waveWeights: number[]; slackLeft: number[] } | null;
 }
 
 function majority(values: (string | null)[]): string | null {
@@ -94,8 +101,14 @@ export function planRollout(req: RolloutRequest, fleet: FleetView, windows: Wind
   const requiresApproval = opts.requireApproval || requiresWindow;
 
   let maxUnavailable = opts.maxUnavailable;
+  const chain = fleet.chain && fleet.chain.status === 'adopted' ? fleet.chain : null;
+  if (chain && req.strategy !== 'halt') {
+    // Waiting helps a slack that is low for now; a validator heavier than the largest slack never fits.
+    const offenders = neverSafe(chain, nodes.filter((id) => !skip.includes(id)));
+    if (offenders.length > 0) throw new CodedError('E_DISRUPTION_BUDGET', neverSafeMessage(chain, offenders), { field: 'strategy' });
+  }
   if (req.strategy !== 'halt') {
-    if (f === 0) {
+    if (f === 0 && !chain) {
       throw new CodedError('E_DISRUPTION_BUDGET', `${n} validators tolerate no node down (f = 0); use strategy "halt" in a window`, { field: 'strategy' });
     }
     if (maxUnavailable > f) {
@@ -123,7 +136,8 @@ export function planRollout(req: RolloutRequest, fleet: FleetView, windows: Wind
       if (canary) waves.push([canary]);
       rest = rest.filter((id) => id !== canary);
     }
-    for (let i = 0; i < rest.length; i += maxUnavailable) waves.push(rest.slice(i, i + maxUnavailable));
+    if (chain) waves.push(...packByWeight(rest, maxUnavailable, Math.max(0, chain.largestSlack - chain.margin), (id) => nodeWeight(chain, id) ?? 0));
+    else for (let i = 0; i < rest.length; i += maxUnavailable) waves.push(rest.slice(i, i + maxUnavailable));
     if (leader && todo.includes(leader) && leader !== canary) waves.push([leader]);
     if (leader) warnings.push(`${leader} leads now; leadership rotates, so the leader is re-checked before each node`);
   }
@@ -149,5 +163,33 @@ export function planRollout(req: RolloutRequest, fleet: FleetView, windows: Wind
     requiresApproval,
     window: win,
     warnings,
+    chain: chain
+      ? (() => {
+          const waveWeights = waves.map((w) => w.reduce((sum, id) => sum + (nodeWeight(chain, id) ?? 0), 0));
+          return { epoch: chain.epoch, totalWeight: chain.totalWeight, quorumWeight: chain.quorumWeight, largestSlack: chain.largestSlack, slackNow: chain.slack, waveWeights, slackLeft: waveWeights.map((w) => chain.largestSlack - w) };
+        })()
+      : null,
   };
+}
+
+/**
+ * Waves of at most `count` nodes whose weights add up to at most `slack`, in order: a heavy
+ * validator that fills the slack alone gets a wave of its own.
+ */
+function packByWeight(ids: string[], count: number, slack: number, weight: (id: string) => number): string[][] {
+  const waves: string[][] = [];
+  let wave: string[] = [];
+  let used = 0;
+  for (const id of ids) {
+    const w = weight(id);
+    if (wave.length > 0 && (wave.length >= count || used + w > slack)) {
+      waves.push(wave);
+      wave = [];
+      used = 0;
+    }
+    wave.push(id);
+    used += w;
+  }
+  if (wave.length > 0) waves.push(wave);
+  return waves;
 }

@@ -9,6 +9,7 @@
 import { disruptionBudget, faultTolerance, type CommandKind, type ErrorCode, type UpgradeOptions } from '@guts-upgrade/protocol';
 import { baselineOf, DEFAULT_CANARY_LIMITS, judgeCanary, type CanaryLimits, type Counters } from './canary.js';
 import type { CommandRecord, FleetView, NodeView, Rollout, RolloutData, Step } from './model.js';
+import { neverSafe, neverSafeMessage, nodeWeight, slackShortfall, weightBudget, type WeightBudget } from './weight-budget.js';
 import { IN_FLIGHT_STEP_STATES, TERMINAL_ROLLOUT_STATES, isCommandFinished, type RolloutState, type StepState } from './states.js';
 
 export type Action =
@@ -54,6 +55,8 @@ export function disruption(input: Pick<SequencerInput, 'fleet' | 'steps' | 'busy
   unhealthy: Set<string>;
   budget: number;
   f: number;
+  /** The budget in voting weight, when the chain's set is known (then it is the one that decides). */
+  weighted: WeightBudget | null;
 } {
   const inFlight = new Set<string>(input.busyElsewhere);
   for (const s of input.steps) if (IN_FLIGHT_STEP_STATES.includes(s.state)) inFlight.add(s.nodeId);
@@ -67,7 +70,9 @@ export function disruption(input: Pick<SequencerInput, 'fleet' | 'steps' | 'busy
   const unknown = Math.max(0, input.fleet.n - seen);
   const f = faultTolerance(input.fleet.n);
   const budget = disruptionBudget(input.fleet.n, unhealthy.size + unknown, Math.min(inFlight.size, input.fleet.n));
-  return { inFlight, unhealthy, budget, f };
+  const chain = input.fleet.chain;
+  const weighted = chain ? weightBudget(chain, inFlight, chain.margin) : null;
+  return { inFlight, unhealthy, budget, f, weighted };
 }
 
 // ============================================================== the decision
@@ -215,6 +220,20 @@ function referenceNodes(d: Decision): NodeView[] {
 // -------------------------------------------------------------- every state: steps follow results
 
 /**
+ * An upgraded node is back only when the chain says so: a finalized block it
+ * produced in a leader view of its own, believed after its agent reported the
+ * result. Its own health report alone is not enough. Without a chain view (or
+ * with the rule switched off) the agent's report decides, as before.
+ */
+function backOnChain(d: Decision, step: Step): boolean {
+  const chain = d.fleet.chain;
+  if (!chain || !chain.requireProducedBlock) return true;
+  const v = chain.byNode.get(step.nodeId);
+  if (!v) return false;
+  return v.verdict === 'produced' && v.provenAt != null && v.provenAt > (step.resultAt ?? 0);
+}
+
+/**
  * Turns finished commands and node status into step transitions. Runs in every rollout state.
  * Outcomes per step state:
  *  - preparing: prepared, or failed with the agent's code;
@@ -252,11 +271,13 @@ const STEP_ADVANCES: Partial<Record<StepState, StepAdvance>> = {
   },
   verifying(d, step) {
     const { rollout, fleet, now } = d;
-    if (isSynced(fleet.nodes.get(step.nodeId), rollout.target.version, fleet, rollout.options.syncDistance)) {
+    if (isSynced(fleet.nodes.get(step.nodeId), rollout.target.version, fleet, rollout.options.syncDistance) && backOnChain(d, step)) {
       moveStep(d, step.nodeId, 'upgraded', { patch: { syncedAt: now, finishedAt: now } });
       emit(d, 'node.upgraded', step.nodeId, { version: rollout.target.version, downtimeMs: step.downtimeMs });
     } else if (step.resultAt != null && now - step.resultAt > rollout.options.syncTimeoutMs) {
-      moveStep(d, step.nodeId, 'failed', { code: 'E_SYNC_TIMEOUT', message: 'the node did not report synced in time', patch: { finishedAt: now } });
+      const chainSaid = isSynced(fleet.nodes.get(step.nodeId), rollout.target.version, fleet, rollout.options.syncDistance);
+      const message = chainSaid ? `the chain has not shown the node producing a block in a leader view of its own since it came back (${fleet.chain?.byNode.get(step.nodeId)?.evidence ?? 'no evidence'})` : 'the node did not report synced in time';
+      moveStep(d, step.nodeId, 'failed', { code: 'E_SYNC_TIMEOUT', message, patch: { finishedAt: now } });
       emit(d, 'node.failed', step.nodeId, { code: 'E_SYNC_TIMEOUT' });
     }
   },
@@ -314,11 +335,19 @@ function rollBack(d: Decision): void {
   const ownDown = stepsIn(d, 'upgrading', 'rolling_back').length;
   const toUndo = stepsIn(d, 'upgraded', 'verifying').sort((a, b) => (b.dispatchSeq ?? 0) - (a.dispatchSeq ?? 0));
   const verifyingToUndo = toUndo.filter((s) => d.states.get(s.nodeId) === 'verifying').length;
-  let slots = rollout.strategy === 'halt' ? toUndo.length : Math.min(Math.max(1, rollout.options.maxUnavailable) - ownDown, budget + verifyingToUndo);
+  const weighted = fleet.chain && rollout.strategy !== 'halt' ? disruption({ fleet, steps: currentSteps(d), busyElsewhere: d.input.busyElsewhere }).weighted : null;
+  let slots = rollout.strategy === 'halt' ? toUndo.length : weighted ? Math.max(1, rollout.options.maxUnavailable) - ownDown : Math.min(Math.max(1, rollout.options.maxUnavailable) - ownDown, budget + verifyingToUndo);
+  let slack = weighted?.slack ?? 0;
   for (const step of toUndo) {
     if (slots <= 0) break;
     const node = fleet.nodes.get(step.nodeId);
     if (!node?.connected || node.busy) continue;
+    if (weighted && fleet.chain) {
+      // A verifying node already counts as in flight; undoing an upgraded one takes its weight down.
+      const cost = d.states.get(step.nodeId) === 'verifying' ? 0 : (nodeWeight(fleet.chain, step.nodeId) ?? Infinity);
+      if (cost > slack) continue;
+      slack -= cost;
+    }
     dispatch(d, step, 'rollback');
     slots--;
   }
@@ -430,7 +459,32 @@ function rollingUpgrade(d: Decision): void {
   if (pending.length === 0) return finishRolling(d);
   if (lastStable > 0 && d.now - lastStable < d.rollout.options.stabilizationMs) return;
   skipUpToDate(d, pending);
-  dispatchWave(d, pending.filter((s) => d.states.get(s.nodeId) === 'pending'));
+  const left = pending.filter((s) => d.states.get(s.nodeId) === 'pending');
+  if (left.length > 0 && pauseIfNeverSafe(d, left)) return;
+  dispatchWave(d, left);
+}
+
+/**
+ * The validator set changed under a running rollout (a new epoch, new weights) and a node left
+ * to upgrade is now heavier than the largest slack the set can ever have: waiting would never
+ * end, so the rollout pauses and says why. Returns whether it paused.
+ */
+function pauseIfNeverSafe(d: Decision, left: Step[]): boolean {
+  const chain = d.fleet.chain;
+  if (!chain || chain.status !== 'adopted') return false;
+  const offenders = neverSafe(chain, left.map((s) => s.nodeId));
+  if (offenders.length === 0) return false;
+  const reason = neverSafeMessage(chain, offenders);
+  moveRollout(d, 'paused', 'E_DISRUPTION_BUDGET', reason);
+  emit(d, 'rollout.paused', undefined, { code: 'E_DISRUPTION_BUDGET', nodes: offenders.map((o) => o.nodeId), epoch: chain.epoch });
+  return true;
+}
+
+/** Records why dispatch waits (once per new reason), or clears it when dispatch goes on. */
+function noteWaiting(d: Decision, reason: string | null): void {
+  if ((d.rollout.data.waiting ?? null) === reason) return;
+  patchData(d, { waiting: reason });
+  if (reason) emit(d, 'rollout.waiting', undefined, { reason });
 }
 
 /** When the last wave finished syncing (now, when one just did). */
@@ -492,7 +546,8 @@ function dispatchWave(d: Decision, candidates: Step[]): void {
   const { rollout, fleet } = d;
   if (candidates.length === 0) return;
   const eligible = candidates.filter((s) => !(rollout.strategy === 'canary' && !rollout.data.soakPassed) || s.nodeId === rollout.options.canary);
-  const { budget } = disruption({ fleet, steps: currentSteps(d), busyElsewhere: d.input.busyElsewhere });
+  const { budget, weighted } = disruption({ fleet, steps: currentSteps(d), busyElsewhere: d.input.busyElsewhere });
+  if (weighted && fleet.chain) return dispatchWeightedWave(d, eligible, weighted);
   let slots = Math.min(budget, rollout.options.maxUnavailable);
   if (slots <= 0) return;
   const nonLeaders = eligible.filter((s) => s.nodeId !== fleet.leader);
@@ -506,6 +561,48 @@ function dispatchWave(d: Decision, candidates: Step[]): void {
     slots--;
   }
   saveDispatchSeq(d);
+}
+
+/**
+ * The same wave by voting weight: the chain's set is adopted and believed. Each node goes only
+ * if its validator's weight fits in the slack proven now (live weight − quorum − margin), at most
+ * maxUnavailable nodes, non-leaders first. Worked for weights 4,1,1,1,1,1,1,1,1,1 (quorum 9),
+ * all live, maxUnavailable 3: slack 4; three weight-1 validators go (slack left 1); the
+ * weight-4 one waits until they are back, then goes alone (4 ≤ 4). When nothing fits, the
+ * rollout waits and says why, and goes on by itself when the slack returns.
+ */
+function dispatchWeightedWave(d: Decision, eligible: Step[], budget: WeightBudget): void {
+  const { rollout, fleet } = d;
+  const chain = fleet.chain!;
+  if (chain.status !== 'adopted') return noteWaiting(d, `the validator set is not believed (${chain.alerts.map((a) => a.code).join(', ') || chain.status}): dispatch waits`);
+  const nonLeaders = eligible.filter((s) => s.nodeId !== fleet.leader);
+  if (nonLeaders.length === 0 && eligible.length > 1) return;
+  const wave = (nonLeaders.length > 0 ? nonLeaders : eligible).sort((a, b) => a.position - b.position);
+  let slots = rollout.options.maxUnavailable;
+  let slack = budget.slack;
+  let blocked: { nodeId: string; weight: number } | null = null;
+  let unbound: string | null = null;
+  for (const step of wave) {
+    if (slots <= 0) break;
+    const node = fleet.nodes.get(step.nodeId);
+    if (!node?.connected || !node.healthy || node.busy || d.input.busyElsewhere.has(step.nodeId)) continue;
+    const weight = nodeWeight(chain, step.nodeId);
+    if (weight == null) {
+      unbound ??= step.nodeId;
+      continue;
+    }
+    if (weight > slack) {
+      blocked ??= { nodeId: step.nodeId, weight };
+      continue;
+    }
+    dispatch(d, step, 'upgrade', upgradeOptions(d));
+    slack -= weight;
+    slots--;
+  }
+  saveDispatchSeq(d);
+  if (slots < rollout.options.maxUnavailable) return noteWaiting(d, null);
+  if (blocked) return noteWaiting(d, `${slackShortfall(budget, blocked.weight, chain.margin)} (next: ${blocked.nodeId}, weight ${blocked.weight})`);
+  if (unbound) return noteWaiting(d, `node ${unbound} is not bound to a validator of epoch ${chain.epoch}: bind it (agent validatorPubkey or --pubkey at registration)`);
 }
 
 // -------------------------------------------------------------- running: halt (the whole network at once)

@@ -14,7 +14,7 @@ const settings = { validators: null, heartbeatTimeoutMs: 15_000, syncDistance: 2
 function row(id: string, extra: Partial<NodeRow> = {}): NodeRow {
   return {
     id, address: null, createdAt: 0, revokedAt: null, agentVersion: null, version: '1.0.0', health: 'unknown', ready: false, isLeader: false,
-    currentLeader: null, finalizedHeight: 90, view: null, peerCount: null, busy: null, lastSeenAt: null, ...extra,
+    currentLeader: null, finalizedHeight: 90, view: null, peerCount: null, busy: null, lastSeenAt: null, pubkey: null, ...extra,
   };
 }
 

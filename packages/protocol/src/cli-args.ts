@@ -14,6 +14,11 @@ export function sha256Arg(v: string): string {
   return v.toLowerCase();
 }
 
+export function pubkeyArg(v: string): string {
+  if (!/^[0-9a-fA-F]{2,256}$/.test(v) || v.length % 2 !== 0) throw new Error("must be the validator's public key in hex");
+  return v.toLowerCase();
+}
+
 export function httpUrlArg(v: string): string {
   if (!/^https?:\/\/\S+$/.test(v)) throw new Error('must be an http(s) URL');
   return v;

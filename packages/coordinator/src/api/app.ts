@@ -27,7 +27,7 @@ import { rolloutRoutes } from './rollouts.js';
 export type { Principal } from '../engine/operators.js';
 
 /** What the API may use of the coordinator. */
-export type ApiServices = Pick<Coordinator, 'nodes' | 'rollouts' | 'audit' | 'operators' | 'fleetWatch'>;
+export type ApiServices = Pick<Coordinator, 'nodes' | 'rollouts' | 'audit' | 'operators' | 'fleetWatch' | 'reportedSets' | 'confirmSet'>;
 
 export async function buildApi(opts: {
   services: ApiServices;
@@ -63,7 +63,7 @@ export async function buildApi(opts: {
     operatorApi.addHook('onRequest', operatorAuth(services.operators));
     await operatorApi.register(nodeRoutes, { nodes: services.nodes });
     await operatorApi.register(rolloutRoutes, { rollouts: services.rollouts });
-    await operatorApi.register(fleetRoutes, { fleet: { watch: () => services.fleetWatch() } });
+    await operatorApi.register(fleetRoutes, { fleet: { watch: () => services.fleetWatch(), reportedSets: () => services.reportedSets(), confirmSet: (d, a) => services.confirmSet(d, a) } });
     await operatorApi.register(auditRoutes, { audit: services.audit });
   });
   return app;

@@ -1,5 +1,6 @@
 /** /api/v1/nodes: the validators the coordinator manages. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { PubkeySchema } from '@guts-upgrade/protocol';
 import { Type } from '@sinclair/typebox';
 import type { NodeRegistry } from '../engine/node-registry.js';
 import { actorOf } from './auth.js';
@@ -9,14 +10,22 @@ export interface NodeRoutesOptions {
   nodes: Pick<NodeRegistry, 'register' | 'remove' | 'list'>;
 }
 
-const RegisterBody = Type.Object({ id: NodeId, address: Type.Optional(Type.String({ maxLength: 256 })) }, { additionalProperties: false });
+const RegisterBody = Type.Object(
+  {
+    id: NodeId,
+    address: Type.Optional(Type.String({ maxLength: 256 })),
+    /** The chain validator the node runs as (public key, hex). */
+    pubkey: Type.Optional(PubkeySchema),
+  },
+  { additionalProperties: false },
+);
 const NodeParams = Type.Object({ id: NodeId }, { additionalProperties: false });
 
 export const nodeRoutes: FastifyPluginAsyncTypebox<NodeRoutesOptions> = async (app, { nodes }) => {
   app.get('/api/v1/nodes', { schema: operatorRoute({ tags: ['nodes'] }) }, async () => ({ nodes: nodes.list() }));
 
   app.post('/api/v1/nodes', { schema: operatorRoute({ tags: ['nodes'], body: RegisterBody }) }, async (req, reply) => {
-    const r = nodes.register(req.body.id, req.body.address ?? null, actorOf(req));
+    const r = nodes.register(req.body.id, req.body.address ?? null, actorOf(req), req.body.pubkey ?? null);
     return reply.status(201).send({ id: r.id, token: r.token, note: 'the token is shown only once; configure it in the agent' });
   });
 

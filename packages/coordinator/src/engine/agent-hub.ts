@@ -23,6 +23,7 @@ import {
 import { hashToken, type Store } from '../db.js';
 import { canCommandMove, commandStatesInto, isCommandFinished } from '../states.js';
 import type { Audit } from './audit.js';
+import type { ChainTracker } from './chain-view.js';
 import type { AgentTransport, LiveNode, Timers } from './effects.js';
 import type { WriteQueue } from './write-queue.js';
 
@@ -58,6 +59,8 @@ export interface AgentHubDeps {
   wake: () => void;
   /** Tells listeners the fleet picture or a node's progress changed. */
   notify: (event: 'fleet' | 'progress', detail?: unknown) => void;
+  /** What the agents say about the chain, weighed against each other. */
+  chain: ChainTracker;
 }
 
 export class AgentHub implements AgentTransport {
@@ -159,6 +162,8 @@ export class AgentHub implements AgentTransport {
       if (!helloDone) {
         if (msg.type !== 'hello') return this.refuse(ws, 'E_BAD_MESSAGE', `expected hello, got ${msg.type}`);
         if (msg.nodeId !== nodeId) return this.refuse(ws, 'E_AUTH', `hello names ${msg.nodeId} but the credentials are for ${nodeId}`);
+        const binding = this.bindingRefusal(nodeId, msg.validatorPubkey);
+        if (binding) return this.refuse(ws, binding.code, binding.message);
         helloDone = true;
         cancelHelloTimer();
         this.onHello(ws, msg);
@@ -186,9 +191,32 @@ export class AgentHub implements AgentTransport {
     ws.on('error', (err) => this.d.log.warn({ err, nodeId }, 'agent socket error'));
   }
 
+  /**
+   * The validator an agent says its node runs as must match what the coordinator bound the
+   * node to, belong to no other node, and be a validator of the adopted set. A first claim
+   * binds the node (the node's own is_leader + current_leader confirm it later, see chain-view.ts).
+   */
+  private bindingRefusal(nodeId: string, claimed: string | undefined): { code: ErrorCode; message: string } | null {
+    if (!claimed) return null;
+    const pubkey = claimed.toLowerCase();
+    const row = this.d.store.node(nodeId);
+    if (row?.pubkey && row.pubkey !== pubkey) {
+      return { code: 'E_BINDING_CHANGED', message: `node ${nodeId} is bound to validator ${row.pubkey.slice(0, 16)}…, but its agent now says ${pubkey.slice(0, 16)}…` };
+    }
+    const holder = this.d.store.nodeByPubkey(pubkey);
+    if (holder && holder !== nodeId) return { code: 'E_BINDING_DUPLICATE', message: `validator ${pubkey.slice(0, 16)}… is already bound to node ${holder}` };
+    const set = this.d.chain.set;
+    if (set && !set.validators.some((v) => v.pubkey === pubkey)) {
+      return { code: 'E_BINDING_UNKNOWN', message: `validator ${pubkey.slice(0, 16)}… is not in the chain's validator set of epoch ${set.epoch}` };
+    }
+    if (!row?.pubkey) this.d.writes.tx(() => this.d.store.bindNode(nodeId, pubkey));
+    return null;
+  }
+
   private onHello(ws: WebSocket, hello: Extract<AgentMessage, { type: 'hello' }>): void {
     const id = hello.nodeId;
     const now = this.d.now();
+    this.d.chain.observe(id, hello.status.chain, now);
     const prev = this.sockets.get(id);
     if (prev && prev !== ws) prev.close(4001, 'replaced by a newer connection');
     this.sockets.set(id, ws);
@@ -252,6 +280,7 @@ export class AgentHub implements AgentTransport {
     const before = l.status;
     l.status = msg.status;
     l.lastSeenAt = now;
+    this.d.chain.observe(nodeId, msg.status.chain, now);
     // Persist only what changes the picture, not every heartbeat. The row is a display copy
     // (decisions use the live status; a restarted coordinator waits for the hello), so it
     // rides with the next transaction instead of costing an fsync of its own.

@@ -4,6 +4,7 @@
  *   audit.ts           the event log (and the webhook outbox)
  *   agent-hub.ts       agent websockets: auth, live status, messages in, commands out
  *   fleet-view.ts      pure functions of live status, node rows and time
+ *   chain-view.ts      what the agents say of the chain, believed when f + 1 agree
  *   node-registry.ts   register, remove and list nodes
  *   operators.ts       operator tokens and roles
  *   rollout-service.ts create and plan rollouts, operator actions
@@ -17,6 +18,7 @@ import type { Store } from '../db.js';
 import type { FleetView } from '../model.js';
 import { WebhookSender } from '../webhooks.js';
 import { AgentHub } from './agent-hub.js';
+import { ChainTracker } from './chain-view.js';
 import { Audit } from './audit.js';
 import { realTimers, type Timers } from './effects.js';
 import { fleetWatch, type FleetSettings, type FleetWatch } from './fleet-view.js';
@@ -43,6 +45,7 @@ export class Coordinator extends EventEmitter {
   readonly nodes: NodeRegistry;
   readonly rollouts: RolloutService;
   readonly operators: Operators;
+  readonly chain: ChainTracker;
   private readonly fleetSettings: FleetSettings;
 
   constructor(
@@ -53,7 +56,8 @@ export class Coordinator extends EventEmitter {
     timers: Timers = realTimers,
   ) {
     super();
-    this.fleetSettings = { validators: config.validators, heartbeatTimeoutMs: config.heartbeat.timeoutMs, syncDistance: config.defaults.syncDistance };
+    this.fleetSettings = { validators: config.validators, heartbeatTimeoutMs: config.heartbeat.timeoutMs, syncDistance: config.defaults.syncDistance, chain: config.chain };
+    this.chain = new ChainTracker({ load: () => store.chainState(), save: (adopted, confirmed) => store.saveChainState(adopted, confirmed, now()) });
     this.webhooks = new WebhookSender(store, config.webhooks, config.webhookRetry, log, (o) => this.emit('webhook', o));
     // The loop is created below; the queue and the hub only ever call it later, from a message or a timer.
     const wake = () => this.loop.scheduleTick();
@@ -62,15 +66,17 @@ export class Coordinator extends EventEmitter {
     this.hub = new AgentHub({
       store, writes: this.writes, audit: this.audit, log, now, timers, heartbeatIntervalMs: config.heartbeat.intervalMs, wake,
       notify: (event, detail) => this.emit(event, detail),
+      chain: this.chain,
     });
     this.loop = new RolloutLoop({
       store, writes: this.writes, audit: this.audit, log,
       effects: { now, timers, agents: this.hub },
+      chain: this.chain,
       settings: { tickMs: config.tickMs, fleet: this.fleetSettings, windows: config.windows },
       notify: (id) => this.emit('rollout', id),
     });
     const fleet = () => this.fleetView();
-    this.nodes = new NodeRegistry({ store, writes: this.writes, audit: this.audit, hub: this.hub, fleet, now });
+    this.nodes = new NodeRegistry({ store, writes: this.writes, audit: this.audit, hub: { track: (id) => this.hub.track(id), forget: (id) => { this.hub.forget(id); this.chain.forget(id); } }, fleet, now, chainSet: () => this.chain.set });
     this.operators = new Operators(config.operators);
     this.rollouts = new RolloutService({ store, writes: this.writes, audit: this.audit, config, fleet, now, tick: () => this.loop.tick() });
   }
@@ -90,6 +96,22 @@ export class Coordinator extends EventEmitter {
 
   fleetView(now = this.now()): FleetView {
     return this.loop.fleetView(now);
+  }
+
+  /** The validator sets the agents report now, by digest (what `guts-upgrade chain confirm` takes). */
+  reportedSets(): { digest: string; epoch: number; nodes: string[] }[] {
+    return [...this.chain.reportedDigests()].map(([digest, g]) => ({ digest, epoch: g.set.epoch, nodes: g.nodes.sort() }));
+  }
+
+  /** An operator believes a reported set that too few managed validators report; recorded in the audit log. */
+  confirmSet(digest: string, actor: string): { epoch: number } | null {
+    const set = this.writes.tx(() => {
+      const s = this.chain.confirm(digest);
+      if (s) this.audit.record('chain.confirmed', actor, null, null, { digest, epoch: s.epoch });
+      return s;
+    });
+    this.loop.scheduleTick();
+    return set ? { epoch: set.epoch } : null;
   }
 
   /** The fleet watch: skew, diverging heights, nodes down. */

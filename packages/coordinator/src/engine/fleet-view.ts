@@ -4,10 +4,11 @@
  * the sequencer, the API and the metrics all see the same picture and a test
  * can build any picture it likes.
  */
-import { faultTolerance, quorumSize } from '@guts-upgrade/protocol';
+import { faultTolerance, quorumSize, reachedByAtLeast } from '@guts-upgrade/protocol';
 import type { NodeRow } from '../db.js';
 import type { CommandRecord, FleetView, NodeView } from '../model.js';
 import { disruption } from '../sequencer.js';
+import type { ChainRules, ChainTracker, ChainView } from './chain-view.js';
 import type { LiveNode } from './effects.js';
 
 export interface FleetSettings {
@@ -17,6 +18,8 @@ export interface FleetSettings {
   heartbeatTimeoutMs: number;
   /** Heights further apart than 4× this raise HEIGHT_DIVERGENCE. */
   syncDistance: number;
+  /** The chain rules from the config (slack margin, proof of a produced block); defaults when absent. */
+  chain?: ChainRules;
 }
 
 /** One node as the coordinator sees it now: the live status while its agent reports, else the last persisted row. */
@@ -64,14 +67,31 @@ function leaderOf(nodes: Map<string, NodeView>): string | null {
   return leader;
 }
 
-export function fleetView(rows: readonly NodeRow[], live: ReadonlyMap<string, LiveNode>, settings: FleetSettings, now: number): FleetView {
+/**
+ * The fleet as one picture. With a chain tracker that has heard of the chain,
+ * n, the leader and the reference height come from what f + 1 reports agree
+ * on and the chain's rules; without one, n is the configured or registered
+ * count and the leader the one the nodes name.
+ */
+export function fleetView(rows: readonly NodeRow[], live: ReadonlyMap<string, LiveNode>, settings: FleetSettings, now: number, chain?: ChainTracker | null): FleetView {
   const nodes = new Map<string, NodeView>();
   for (const r of rows) nodes.set(r.id, nodeView(r, live.get(r.id), settings.heartbeatTimeoutMs, now));
-  let maxHeight: number | null = null;
-  for (const v of nodes.values()) {
-    if (v.healthy && v.finalizedHeight != null) maxHeight = Math.max(maxHeight ?? 0, v.finalizedHeight);
-  }
-  return { n: settings.validators ?? rows.length, nodes, leader: leaderOf(nodes), maxHeight };
+  const bindings = new Map<string, string>();
+  for (const r of rows) if (r.pubkey) bindings.set(r.id, r.pubkey);
+  const cv = chain?.view({ nodes, bindings, now, ...(settings.chain ? { rules: settings.chain } : {}) }) ?? null;
+  // Until a set is believed, n stays the configured or registered count (and nothing is dispatched).
+  if (cv) return { n: cv.validators.filter((v) => v.active).length || (settings.validators ?? rows.length), nodes, leader: chainLeader(cv), maxHeight: cv.referenceHeight, chain: cv };
+  const n = settings.validators ?? rows.length;
+  const heights: number[] = [];
+  for (const v of nodes.values()) if (v.healthy && v.finalizedHeight != null) heights.push(v.finalizedHeight);
+  // The height f + 1 healthy nodes reach: one node's report of 10^12 moves nothing.
+  return { n, nodes, leader: leaderOf(nodes), maxHeight: reachedByAtLeast(heights, faultTolerance(n) + 1), chain: null };
+}
+
+/** The managed node the chain's leader rule names for the agreed view (null when the leader is not ours). */
+function chainLeader(cv: ChainView): string | null {
+  if (!cv.leaderPubkey) return null;
+  return cv.validators.find((v) => v.pubkey === cv.leaderPubkey)?.managedBy ?? null;
 }
 
 export type FleetWatch = ReturnType<typeof fleetWatch>;
@@ -87,7 +107,8 @@ export function fleetWatch(fleet: FleetView, openCommands: readonly Pick<Command
   const spread = minH != null && maxH != null ? maxH - minH : 0;
   const down = nodes.filter((v) => !v.healthy).map((v) => v.id);
   const inFlight = new Set(openCommands.filter((c) => c.kind !== 'prepare').map((c) => c.nodeId));
-  const { budget } = disruption({ fleet, steps: [], busyElsewhere: inFlight });
+  const { budget, weighted } = disruption({ fleet, steps: [], busyElsewhere: inFlight });
+  const chain = fleet.chain ?? null;
   const alerts: { code: string; message: string }[] = [];
   if (Object.keys(versions).length > 1) alerts.push({ code: 'VERSION_SKEW', message: `versions: ${Object.entries(versions).map(([v, c]) => `${v}×${c}`).join(', ')}` });
   if (spread > settings.syncDistance * 4) alerts.push({ code: 'HEIGHT_DIVERGENCE', message: `finalized heights differ by ${spread}` });
@@ -98,7 +119,10 @@ export function fleetWatch(fleet: FleetView, openCommands: readonly Pick<Command
   if (lost.length > 0) {
     alerts.push({ code: 'IN_FLIGHT_UNREACHABLE', message: `agent ${lost.map((v) => `${v.id} (${v.agent}, last seen ${v.lastSeenAt ? new Date(v.lastSeenAt).toISOString() : 'never'})`).join(', ')} stopped reporting mid-command; its node state is unknown and counts as down until its result arrives` });
   }
-  if (down.length > faultTolerance(fleet.n)) alerts.push({ code: 'QUORUM_AT_RISK', message: `${down.length} nodes down exceeds f = ${faultTolerance(fleet.n)}` });
+  if (chain) {
+    alerts.push(...chain.alerts);
+    if (chain.status === 'adopted' && chain.slack < 0) alerts.push({ code: 'QUORUM_AT_RISK', message: `weight proven live is ${chain.slack} below the quorum weight ${chain.quorumWeight}` });
+  } else if (down.length > faultTolerance(fleet.n)) alerts.push({ code: 'QUORUM_AT_RISK', message: `${down.length} nodes down exceeds f = ${faultTolerance(fleet.n)}` });
   return {
     n: fleet.n,
     f: faultTolerance(fleet.n),
@@ -113,6 +137,39 @@ export function fleetWatch(fleet: FleetView, openCommands: readonly Pick<Command
     inFlight: [...inFlight],
     unreachable: nodes.filter((v) => v.agent !== 'connected').map((v) => v.id),
     alerts,
+    chain: chain ? chainSummary(chain, weighted?.slack ?? null) : null,
     nodes: nodes.map((v) => ({ ...v, lastSeenAt: v.lastSeenAt ? new Date(v.lastSeenAt).toISOString() : null })),
+  };
+}
+
+/**
+ * The chain's view for the API: the adopted set, the slack proven now (and
+ * what is left after the commands in flight), and per validator who manages
+ * it and the evidence that it is live.
+ */
+function chainSummary(chain: ChainView, slackAfterInFlight: number | null) {
+  return {
+    status: chain.status,
+    epoch: chain.epoch,
+    totalWeight: chain.totalWeight,
+    quorumWeight: chain.quorumWeight,
+    largestSlack: chain.largestSlack,
+    slack: chain.slack,
+    slackAfterInFlight,
+    margin: chain.margin,
+    reportersNeeded: chain.reportersNeeded,
+    agreedView: chain.agreedView,
+    leader: chain.leaderPubkey,
+    referenceHeight: chain.referenceHeight,
+    validators: chain.validators.map((v) => ({
+      name: v.name,
+      pubkey: v.pubkey,
+      weight: v.weight,
+      active: v.active,
+      managed: v.managedBy != null,
+      node: v.managedBy,
+      live: v.live,
+      evidence: v.evidence,
+    })),
   };
 }

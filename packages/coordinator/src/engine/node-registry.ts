@@ -4,7 +4,7 @@
  * actions, recorded in the audit log.
  */
 import { randomBytes } from 'node:crypto';
-import { CodedError } from '@guts-upgrade/protocol';
+import { CodedError, type ValidatorSet } from '@guts-upgrade/protocol';
 import { hashToken, type Store } from '../db.js';
 import type { NodeView } from '../model.js';
 import { ACTIVE_ROLLOUT_STATES } from '../states.js';
@@ -13,6 +13,7 @@ import type { Audit } from './audit.js';
 import type { WriteQueue } from './write-queue.js';
 
 export interface NodeListing extends Omit<NodeView, 'lastSeenAt'> {
+  pubkey: string | null;
   address: string | null;
   registeredAt: string;
   lastSeenAt: string | null;
@@ -25,22 +26,36 @@ export interface NodeRegistryDeps {
   hub: Pick<AgentHub, 'track' | 'forget'>;
   fleet: () => { nodes: Map<string, NodeView> };
   now: () => number;
+  /** The validator set adopted from the chain, if any (registration checks keys against it). */
+  chainSet: () => ValidatorSet | null;
 }
 
 export class NodeRegistry {
   constructor(private readonly d: NodeRegistryDeps) {}
 
   /** Registers a node (or re-registers a removed one) and returns its agent token, shown only this once. */
-  register(id: string, address: string | null, actor: string): { id: string; token: string } {
+  register(id: string, address: string | null, actor: string, pubkey: string | null = null): { id: string; token: string } {
     const existing = this.d.store.node(id);
     if (existing && existing.revokedAt == null) throw new CodedError('E_CONFLICT', `node ${id} is already registered`, { field: 'id' });
+    const key = pubkey?.toLowerCase() ?? null;
+    if (key) this.checkBinding(id, key);
     const token = 'gua_' + randomBytes(32).toString('base64url');
     this.d.writes.tx(() => {
-      this.d.store.insertNode(id, hashToken(token), address, this.d.now());
-      this.d.audit.record('node.registered', actor, null, id, { address });
+      this.d.store.insertNode(id, hashToken(token), address, this.d.now(), key);
+      this.d.audit.record('node.registered', actor, null, id, { address, ...(key ? { pubkey: key } : {}) });
     });
     this.d.hub.track(id);
     return { id, token };
+  }
+
+  /** A key another active node holds, or one the adopted set does not have, is refused. */
+  private checkBinding(id: string, pubkey: string): void {
+    const holder = this.d.store.nodeByPubkey(pubkey);
+    if (holder && holder !== id) throw new CodedError('E_BINDING_DUPLICATE', `validator ${pubkey.slice(0, 16)}… is already bound to node ${holder}`, { field: 'pubkey' });
+    const set = this.d.chainSet();
+    if (set && !set.validators.some((v) => v.pubkey === pubkey)) {
+      throw new CodedError('E_BINDING_UNKNOWN', `validator ${pubkey.slice(0, 16)}… is not in the chain's validator set of epoch ${set.epoch}`, { field: 'pubkey' });
+    }
   }
 
   /** Revokes a node's token and drops its agent; refused while a rollout holds the node. */
@@ -61,7 +76,7 @@ export class NodeRegistry {
     const fleet = this.d.fleet();
     return this.d.store.activeNodes().map((n) => {
       const v = fleet.nodes.get(n.id)!;
-      return { ...v, address: n.address, registeredAt: new Date(n.createdAt).toISOString(), lastSeenAt: v.lastSeenAt ? new Date(v.lastSeenAt).toISOString() : null };
+      return { ...v, pubkey: n.pubkey, address: n.address, registeredAt: new Date(n.createdAt).toISOString(), lastSeenAt: v.lastSeenAt ? new Date(v.lastSeenAt).toISOString() : null };
     });
   }
 }

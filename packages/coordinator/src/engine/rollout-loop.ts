@@ -20,6 +20,7 @@ import {
 } from '../states.js';
 import { windowAllows, type WindowSpec } from '../windows.js';
 import type { Audit } from './audit.js';
+import type { ChainTracker } from './chain-view.js';
 import type { Cancel, LoopEffects } from './effects.js';
 import { fleetView, type FleetSettings } from './fleet-view.js';
 import type { WriteQueue } from './write-queue.js';
@@ -37,6 +38,8 @@ export interface RolloutLoopDeps {
   log: Logger;
   effects: LoopEffects;
   settings: LoopSettings;
+  /** The chain as the agents report it; absent: the fleet is counted by nodes. */
+  chain?: ChainTracker;
   /** Tells listeners a rollout changed. */
   notify?: (rolloutId: string) => void;
 }
@@ -70,7 +73,7 @@ export class RolloutLoop {
 
   /** The fleet as the agents report it now. */
   fleetView(now = this.d.effects.now()): FleetView {
-    return fleetView(this.d.store.activeNodes(), this.d.effects.agents.live(), this.d.settings.fleet, now);
+    return fleetView(this.d.store.activeNodes(), this.d.effects.agents.live(), this.d.settings.fleet, now, this.d.chain);
   }
 
   /**
