@@ -329,6 +329,7 @@ async function watch(t: ApiTarget, id: string, json: boolean, io: CliIo): Promis
       after = e.seq;
       if (json) io.out(JSON.stringify({ event: e }) + '\n');
       else if (e.type === 'node.progress') io.out(`${e.at.slice(11, 23)}   ${e.nodeId} ${e.data.step} ${e.data.state}${e.data.message ? `: ${e.data.message}` : ''}\n`);
+      else if (e.type === 'rollout.waiting') io.out(`${e.at.slice(11, 23)} waiting: ${e.data.reason}\n`);
       else if (e.type !== 'command.sent') io.out(`${e.at.slice(11, 23)} ${e.type} ${e.nodeId ?? ''} ${e.data.code ?? ''}\n`);
     }
     const text = renderRollout(r);
