@@ -23,7 +23,7 @@ import * as sim from '@guts-upgrade/simulator';
 import { BackupStore, Journal, resolveConfig } from '@guts-upgrade/agent';
 import { processStartTime } from '@guts-upgrade/agent/process-identity';
 import {
-  AGENT_CLI, SIM_CLI, childEnv, fmtBytes, mb, procSample, removeDir, round, run, sampler, sleep, stopPid, tmpDir, trackPid, untrackPid, waitFor,
+  AGENT_CLI, SIM_CLI, childEnv, fmtBytes, mb, removeDir, round, run, sampler, stopPid, tmpDir, trackPid, waitFor,
 } from './lib/common.js';
 
 /** Starts the node the way the agent's process driver does (detached, pid file), so the agent adopts it. */

@@ -90,7 +90,7 @@ async function main() {
   };
   const dir = path.join(ROOT, 'bench/results');
   fs.mkdirSync(dir, { recursive: true });
-  fs.writeFileSync(path.join(dir, 'latest.json'), JSON.stringify(out, null, 2) + '\n');
+  fs.writeFileSync(path.join(dir, 'latest.json'), `${JSON.stringify(out, null, 2)}\n`);
   const md = renderMarkdown(out);
   fs.writeFileSync(path.join(dir, 'latest.md'), md);
   process.stdout.write(md);

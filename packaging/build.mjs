@@ -109,9 +109,7 @@ function copyModule(src, dest) {
       const addon = path.join(src, 'build/Release/better_sqlite3.node');
       fs.mkdirSync(path.join(dest, 'build/Release'), { recursive: true });
       fs.copyFileSync(addon, path.join(dest, 'build/Release/better_sqlite3.node'));
-    } else if (['deps', 'src', 'binding.gyp', 'node_modules'].includes(entry)) {
-      continue;
-    } else {
+    } else if (!['deps', 'src', 'binding.gyp', 'node_modules'].includes(entry)) {
       fs.cpSync(path.join(src, entry), path.join(dest, entry), { recursive: true });
     }
   }
@@ -190,7 +188,7 @@ function debian(pkg, stageRoot) {
     ...pkg.description.map((l) => ` ${l}`),
     '',
   ].join('\n'));
-  if (conffiles.length > 0) write(path.join(stageRoot, 'DEBIAN/conffiles'), conffiles.join('\n') + '\n');
+  if (conffiles.length > 0) write(path.join(stageRoot, 'DEBIAN/conffiles'), `${conffiles.join('\n')}\n`);
   for (const [script, body] of Object.entries(pkg.maintainerScripts)) write(path.join(stageRoot, 'DEBIAN', script), body, 0o755);
 }
 

@@ -81,7 +81,7 @@ export function renderMarkdown(out) {
     parts.push('## Errors');
     for (const [k, e] of Object.entries(out.errors)) parts.push(`- ${k}: \`${String(e).split('\n')[0]}\``);
   }
-  return parts.join('\n\n') + '\n';
+  return `${parts.join('\n\n')}\n`;
 }
 
 export { fmtBytes };

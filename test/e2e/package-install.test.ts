@@ -86,11 +86,11 @@ else await t.test('install the packages and run a rollout with them', { timeout:
   const [from, to] = sim.artifacts as [typeof sim.artifacts[0], typeof sim.artifacts[0]];
   await Promise.all(lab.hosts.map((h) => provisionGutsNode(h, {
     binary: from.path,
-    config: JSON.stringify({
+    config: `${JSON.stringify({
       name: h.name, api_addr: `0.0.0.0:${NODE_API_PORT}`, p2p_addr: '0.0.0.0:9000', metrics_addr: '0.0.0.0:9090',
       data_dir: '/var/lib/guts/data', history_file: '/var/lib/guts/history.jsonl', log_level: 'info', log_format: 'json',
       genesis_time: genesis, validators, sim: FAST_TIMINGS,
-    }, null, 2) + '\n',
+    }, null, 2)}\n`,
   })));
 
   // --- the coordinator, configured with an operator token and started by systemctl.
@@ -124,8 +124,8 @@ else await t.test('install the packages and run a rollout with them', { timeout:
     t.equal(r.code, 0, `guts-upgrade nodes add ${h.name}: ${r.stderr}`);
     const agentToken = /^token: (\S+)$/m.exec(r.stdout)?.[1];
     if (!agentToken) throw new Error(`no token in: ${r.stdout}`);
-    await h.writeFile('/etc/guts-upgrade/agent.token', agentToken + '\n', 0o600);
-    await h.writeFile('/etc/guts-upgrade/agent.yaml', JSON.stringify({
+    await h.writeFile('/etc/guts-upgrade/agent.token', `${agentToken}\n`, 0o600);
+    await h.writeFile('/etc/guts-upgrade/agent.yaml', `${JSON.stringify({
       nodeId: h.name,
       coordinator: { url: `ws://v0:${COORD_PORT}`, tokenFile: '/etc/guts-upgrade/agent.token', reconnectMaxMs: 2000 },
       service: { driver: 'systemd', name: 'guts-node', stopTimeoutMs: 20_000 },
@@ -138,7 +138,7 @@ else await t.test('install the packages and run a rollout with them', { timeout:
       fetch: { retries: 3, backoffMs: 200, timeoutMs: 15_000 },
       checks: { readyTimeoutMs: 15_000, syncTimeoutMs: 30_000, syncDistance: 8, advanceWindowMs: 1500, stabilizeMs: 1500, httpTimeoutMs: 2000, commandTimeoutMs: 60_000 },
       diskMarginBytes: 0,
-    }, null, 2) + '\n', 0o600);
+    }, null, 2)}\n`, 0o600);
     const v = await sh(h, 'guts-upgrade-agent config validate');
     t.equal(v.code, 0, `${h.name}: guts-upgrade-agent config validate: ${v.stderr}`);
     const s = await h.systemctl('enable', '--now', 'guts-upgrade-agent');

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { api } from '@guts-upgrade/coordinator';
+import type { FleetBody, RolloutDetailBody } from '@guts-upgrade/coordinator';
 import { freePorts, waitFor } from '@guts-upgrade/simulator';
 import { docCommands, type DocCommand } from '../src/docs/commands.js';
 import { makeRig, TOKEN, type Rig } from './harness.js';
@@ -86,8 +87,8 @@ function fill(c: DocCommand, ctx: Ctx): string {
   return s;
 }
 
-async function rollout(ctx: Ctx): Promise<any> {
-  return api(ctx.rig.op, 'GET', `/api/v1/rollouts/${ctx.rolloutId}`);
+async function rollout(ctx: Ctx): Promise<RolloutDetailBody> {
+  return api<RolloutDetailBody>(ctx.rig.op, 'GET', `/api/v1/rollouts/${ctx.rolloutId}`);
 }
 
 async function waitState(ctx: Ctx, states: string[]): Promise<void> {
@@ -96,8 +97,8 @@ async function waitState(ctx: Ctx, states: string[]): Promise<void> {
 
 async function fleetSettled(ctx: Ctx): Promise<void> {
   await waitFor(async () => {
-    const f = await api(ctx.rig.op, 'GET', '/api/v1/fleet');
-    return f.down.length === 0 && f.nodes.every((n: any) => n.connected && n.version) && f.leader;
+    const f = await api<FleetBody>(ctx.rig.op, 'GET', '/api/v1/fleet');
+    return f.down.length === 0 && f.nodes.every((n) => n.connected && n.version) && f.leader;
   }, { what: 'every agent connected and its node healthy', timeoutMs: 120_000, intervalMs: 200 });
 }
 

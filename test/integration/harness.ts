@@ -6,6 +6,7 @@ import { dirname, join } from 'node:path';
 import { createRequire } from 'node:module';
 import { pino } from 'pino';
 import { api, buildConfig, startCoordinator, type RunningCoordinator } from '@guts-upgrade/coordinator';
+import type { EventsBody, FleetBody, NodeRegisteredBody, RolloutDetailBody } from '@guts-upgrade/coordinator';
 import { freePorts, waitFor, type SimTimings } from '@guts-upgrade/simulator';
 import { removeDir, startSimFleet, type SimFleet } from '@guts-upgrade/testkit';
 
@@ -30,7 +31,7 @@ export interface Rig {
   /** kill -9 the coordinator child process and start it again on the same DB (child mode only). */
   crashAndRestart(): Promise<void>;
   waitFleetReady(version?: string): Promise<void>;
-  waitRollout(id: string, states?: string[]): Promise<any>;
+  waitRollout(id: string, states?: string[]): Promise<RolloutDetailBody>;
 }
 
 const CONFIG = (port: number, db: string, windows: unknown[]) => ({
@@ -75,7 +76,7 @@ export async function makeRig(t: Tap, opts: { n: number; child?: boolean; window
     else removeDir(dir);
   });
   const tokens: Record<string, string> = {};
-  for (let i = 0; i < opts.n; i++) tokens[`v${i}`] = (await api(op, 'POST', '/api/v1/nodes', { id: `v${i}` })).token;
+  for (let i = 0; i < opts.n; i++) tokens[`v${i}`] = (await api<NodeRegisteredBody>(op, 'POST', '/api/v1/nodes', { id: `v${i}` })).token;
   fleet = await startSimFleet({ n: opts.n, dir: join(dir, 'fleet'), coordinatorWsUrl: url.replace('http', 'ws'), tokens, timings: opts.timings });
   // Killed by a timeout, this process would otherwise leave the coordinator child behind with the fleet.
   if (proc) fleet.track((proc as ChildProcess).pid!);
@@ -94,13 +95,13 @@ export async function makeRig(t: Tap, opts: { n: number; child?: boolean; window
     },
     async waitFleetReady(version = '1.0.0') {
       await waitFor(async () => {
-        const f = await api(op, 'GET', '/api/v1/fleet');
-        return f.down.length === 0 && f.nodes.length === opts.n && f.nodes.every((n: any) => n.version === version) && f.leader;
+        const f = await api<FleetBody>(op, 'GET', '/api/v1/fleet');
+        return f.down.length === 0 && f.nodes.length === opts.n && f.nodes.every((n) => n.version === version) && f.leader;
       }, { what: 'fleet ready', timeoutMs: 120_000, intervalMs: 200 });
     },
     async waitRollout(id, states = ['completed', 'failed', 'aborted', 'rolled_back', 'paused']) {
       return waitFor(async () => {
-        const d = await api(op, 'GET', `/api/v1/rollouts/${id}`);
+        const d = await api<RolloutDetailBody>(op, 'GET', `/api/v1/rollouts/${id}`);
         return states.includes(d.rollout.state) ? d : null;
       }, { what: `rollout ${id} in ${states.join('/')}`, timeoutMs: 180_000, intervalMs: 200 });
     },
@@ -115,7 +116,7 @@ export async function makeRig(t: Tap, opts: { n: number; child?: boolean; window
  * chain stalled while that node was down.
  */
 export async function livenessDuringUpgrades(rig: Rig, id: string): Promise<{ windows: number; stalled: string[]; leaders: number }> {
-  const events = (await api(rig.op, 'GET', `/api/v1/rollouts/${id}/events`)).events as any[];
+  const events = (await api<EventsBody>(rig.op, 'GET', `/api/v1/rollouts/${id}/events`)).events;
   const history = rig.fleet.history();
   const stalled: string[] = [];
   let windows = 0;
@@ -136,13 +137,14 @@ export async function livenessDuringUpgrades(rig: Rig, id: string): Promise<{ wi
 
 /** Checks from the audit log: never more than f nodes in flight, and the leader at dispatch was never the node (unless last). */
 export async function auditRollout(rig: Rig, id: string, n: number): Promise<{ maxInFlight: number; leaderViolations: string[]; order: string[] }> {
-  const events = (await api(rig.op, 'GET', `/api/v1/rollouts/${id}/events`)).events as any[];
+  const events = (await api<EventsBody>(rig.op, 'GET', `/api/v1/rollouts/${id}/events`)).events;
   const inFlight = new Set<string>();
   let maxInFlight = 0;
   const leaderViolations: string[] = [];
   const order: string[] = [];
   const upgrades = events.filter((e) => e.type === 'node.dispatched' && e.data.command === 'upgrade');
   for (const e of events) {
+    if (e.nodeId === null) continue; // a rollout-wide event
     if (e.type === 'node.dispatched' && e.data.command !== 'prepare') {
       inFlight.add(e.nodeId);
       maxInFlight = Math.max(maxInFlight, inFlight.size);

@@ -1,5 +1,6 @@
 import t from 'tap';
 import { api } from '@guts-upgrade/coordinator';
+import type { FleetBody, RolloutDetailBody } from '@guts-upgrade/coordinator';
 import { auditRollout, livenessDuringUpgrades, makeRig } from './harness.js';
 
 for (const n of [4, 7]) {
@@ -7,19 +8,19 @@ for (const n of [4, 7]) {
     const rig = await makeRig(t, { n });
     await rig.waitFleetReady();
     const f = Math.floor((n - 1) / 3);
-    const before = await api(rig.op, 'GET', '/api/v1/fleet');
-    t.ok(before.nodes.every((x: any) => x.metrics && Number.isInteger(x.metrics.requestsTotal)), 'heartbeats carry the node metrics');
+    const before = await api<FleetBody>(rig.op, 'GET', '/api/v1/fleet');
+    t.ok(before.nodes.every((x) => x.metrics && Number.isInteger(x.metrics.requestsTotal)), 'heartbeats carry the node metrics');
     const t0 = Date.now();
-    const r = await api(rig.op, 'POST', '/api/v1/rollouts', { target: rig.fleet.artifact('1.1.0'), strategy: 'rolling', options: { maxUnavailable: f } });
+    const r = await api<RolloutDetailBody>(rig.op, 'POST', '/api/v1/rollouts', { target: rig.fleet.artifact('1.1.0'), strategy: 'rolling', options: { maxUnavailable: f } });
     const d = await rig.waitRollout(r.rollout.id);
     t.equal(d.rollout.state, 'completed', d.rollout.reason ?? '');
-    t.ok(d.steps.every((s: any) => s.state === 'upgraded'));
+    t.ok(d.steps.every((s) => s.state === 'upgraded'));
     const a = await auditRollout(rig, r.rollout.id, n);
     t.ok(a.maxInFlight <= f, `at most f=${f} in flight (saw ${a.maxInFlight})`);
     t.same(a.leaderViolations, [], 'no node was dispatched while it led (except the last)');
     t.equal(a.order.length, n, 'one upgrade command per node');
     t.equal(new Set(a.order).size, n, 'each node exactly once');
-    const fleet = await api(rig.op, 'GET', '/api/v1/fleet');
+    const fleet = await api<FleetBody>(rig.op, 'GET', '/api/v1/fleet');
     t.same(fleet.versions, { '1.1.0': n });
     // The chain kept finalizing while each node was down (observed in the nodes' histories).
     const live = await livenessDuringUpgrades(rig, r.rollout.id);

@@ -59,13 +59,13 @@ function exitFor(r: Result): number {
 
 function printResult(r: Result, json: boolean): void {
   if (json) {
-    process.stdout.write(JSON.stringify(r, null, 2) + '\n');
+    process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
     return;
   }
   const head = r.outcome === 'succeeded'
     ? `${r.kind} ${r.commandId} succeeded: running ${r.runningVersion ?? '?'}`
     : `${r.kind} ${r.commandId} ${r.outcome}: ${r.code ?? ''} ${r.message ?? ''} (running ${r.runningVersion ?? '?'})`;
-  process.stdout.write(head + '\n');
+  process.stdout.write(`${head}\n`);
   for (const c of r.evidence?.checks ?? []) process.stdout.write(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name}${c.detail ? `: ${c.detail.split('\n')[0]}` : ''}\n`);
   if (r.downtimeMs !== undefined) process.stdout.write(`  downtime ${r.downtimeMs} ms\n`);
 }
@@ -179,7 +179,7 @@ function statusCmd(agent: Agent, config: AgentConfig, json: boolean): Promise<nu
   return agent.status().then((s) => {
     const holder = agent.journal.lockHolder();
     const out = { nodeId: config.nodeId, status: s, lock: holder, recentResults: agent.journal.recentResults(5) };
-    if (json) process.stdout.write(JSON.stringify(out, null, 2) + '\n');
+    if (json) process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
     else {
       process.stdout.write(`node ${config.nodeId}: version ${s.nodeVersion ?? '?'} health ${s.health} ready ${s.ready} height ${s.finalizedHeight ?? '?'} peers ${s.peerCount ?? '?'} leader ${s.isLeader}\n`);
       process.stdout.write(holder ? `busy: ${holder.commandId} (pid ${holder.pid}${holder.alive ? '' : ', dead: run `recover`'})\n` : 'idle\n');
@@ -199,7 +199,10 @@ export function buildProgram(result: { code: number }): CliCommand {
     .addHelpText('after', '\nExit codes: 0 ok, 1 failed (node unchanged), 2 usage/config, 3 rolled back, 4 busy, 5 rollback failed')
     .exitOverride();
   const opts = <T>(cmd: CliCommand) => cmd.optsWithGlobals<T & CommonOpts>();
-  const set = (p: Promise<number>) => p.then((c) => void (result.code = c));
+  const set = (p: Promise<number>) =>
+    p.then((c) => {
+      result.code = c;
+    });
 
   program.command('run').description('the daemon: connects to the coordinator and runs its commands')
     .action((_o, cmd: CliCommand) => set(withAgent(opts(cmd), true, daemon)));
@@ -239,7 +242,7 @@ export function buildProgram(result: { code: number }): CliCommand {
       const o = opts<object>(cmd);
       return set(withAgent(o, false, async (agent, config) => {
         const findings = await runDoctor({ config, driver: agent.driver, node: agent.node, journal: agent.journal, backups: agent.backups });
-        process.stdout.write((o.json ? JSON.stringify({ nodeId: config.nodeId, findings }, null, 2) : renderFindings(findings)) + '\n');
+        process.stdout.write(`${o.json ? JSON.stringify({ nodeId: config.nodeId, findings }, null, 2) : renderFindings(findings)}\n`);
         return findings.some((f) => f.verdict === 'fail') ? EXIT.FAILED : EXIT.OK;
       }));
     });
@@ -306,7 +309,7 @@ export async function main(argv: string[]): Promise<number> {
 
 async function backupList(agent: Agent, json: boolean): Promise<number> {
   const rows = agent.backups.list();
-  if (json) process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
+  if (json) process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
   else for (const b of rows) {
     const size = [b.meta.binary, b.meta.config, b.meta.dataBase, b.meta.dataDelta].reduce((a, e) => a + (e?.size ?? 0), 0);
     process.stdout.write(`${b.id}  ${b.createdAt}  ${b.status.padEnd(8)}  version ${b.version ?? '?'}  ${size} bytes${b.commandId ? `  (upgrade ${b.commandId})` : ''}\n`);
@@ -321,7 +324,7 @@ async function backupCreate(agent: Agent, config: AgentConfig, json: boolean): P
     process.stderr.write(`creating online backup ${id} of ${config.node.dataDir}\n`);
     const v = (await binaryVersion(config.node.binary)).version;
     const row = await agent.backups.createOnline(id, v);
-    process.stdout.write(json ? JSON.stringify(row, null, 2) + '\n' : `backup ${row.id} complete in ${agent.backups.dirOf(row.id)}\n`);
+    process.stdout.write(json ? `${JSON.stringify(row, null, 2)}\n` : `backup ${row.id} complete in ${agent.backups.dirOf(row.id)}\n`);
     return EXIT.OK;
   } catch (err) {
     agent.backups.discard(id);

@@ -31,8 +31,6 @@ export class Connection {
   private attempt = 0;
   private welcomed = false;
   private unlisten: (() => void) | null = null;
-  /** Resolves when the current socket closes. */
-  private closed: Promise<void> = Promise.resolve();
 
   constructor(private readonly agent: Agent, private readonly opts: ConnectionOptions, private readonly log: Logger) {}
 

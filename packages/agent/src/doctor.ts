@@ -127,7 +127,7 @@ const sync: Check = async ({ config, node }) => {
 const peers: Check = async ({ config, node }) => {
   const p2p = (await node.health())?.body?.checks as Record<string, { status?: string; details?: { peer_count?: unknown } }> | undefined;
   const comp = p2p?.p2p;
-  if (!comp || comp.status !== 'up') return finding('peers', 'skip', `not reported by the node (p2p ${comp?.status ?? 'absent'})`);
+  if (comp?.status !== 'up') return finding('peers', 'skip', `not reported by the node (p2p ${comp?.status ?? 'absent'})`);
   const n = typeof comp.details?.peer_count === 'number' ? comp.details.peer_count : null;
   if (n === null) return finding('peers', 'skip', 'p2p is up but the node gives no peer count');
   if (n < config.checks.minPeers) return finding('peers', 'warn', `${n} peers connected, fewer than checks.minPeers ${config.checks.minPeers}`, [`grep -n -i -A3 p2p ${config.node.config}`, ...logCommands(config)]);

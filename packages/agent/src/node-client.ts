@@ -45,7 +45,7 @@ export class NodeClient {
   }
 
   async ready(): Promise<boolean> {
-    const r = await this.get(this.apiUrl + '/health/ready');
+    const r = await this.get(`${this.apiUrl}/health/ready`);
     return r !== null && r.status === 200;
   }
 
@@ -57,7 +57,7 @@ export class NodeClient {
 
   async consensus(): Promise<ConsensusStatus | null> {
     const r = await this.json('/api/consensus/status');
-    if (!r || r.status !== 200 || !r.body || typeof r.body !== 'object') return null;
+    if (r?.status !== 200 || !r.body || typeof r.body !== 'object') return null;
     return r.body as ConsensusStatus;
   }
 

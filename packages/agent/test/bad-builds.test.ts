@@ -24,7 +24,7 @@ t.test('every bad 1.1.0 build is rolled back automatically, ending healthy on 1.
     t.equal(res.code, expect[fault]!.code, `${fault}: code ${res.code} ${res.message}`);
     t.same(res.rollback, { mode: expect[fault]!.mode, ok: true }, `${fault}: rollback mode`);
     t.equal(res.runningVersion, '1.0.0', `${fault}: running 1.0.0 again`);
-    t.ok(res.evidence.journalTail.length > 0, `${fault}: evidence has log lines`);
+    t.ok((res.evidence.journalTail?.length ?? 0) > 0, `${fault}: evidence has log lines`);
     t.equal(sha(rig.binary), oldSha, `${fault}: old binary back`);
     t.equal(await rig.healthVersion(), '1.0.0', `${fault}: healthy on 1.0.0`);
     const ready = await fetch(`${rig.node.apiUrl}/health/ready`);

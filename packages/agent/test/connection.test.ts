@@ -82,7 +82,10 @@ t.test('hello/welcome, command ack/progress/result, duplicate, conflict, result 
   await waitFor(() => got.some((m) => m.type === 'progress' && m.commandId === 'c-2' && m.step === 'backup'), { what: 'c-2 running', timeoutMs: 30_000 });
   partitioned = true;
   sock!.terminate();
-  await waitFor(async () => (await agent.idle(), true), { what: 'c-2 done', timeoutMs: 60_000 });
+  await waitFor(async () => {
+    await agent.idle();
+    return true;
+  }, { what: 'c-2 done', timeoutMs: 60_000 });
   partitioned = false;
   const later = await waitFor(() => got.filter((m) => m.type === 'hello').slice(hellos).find((m) => m.type === 'hello' && m.recentResults.some((r) => r.commandId === 'c-2')), { what: 'hello with recentResults', timeoutMs: 20_000 });
   const r2 = later.type === 'hello' ? later.recentResults.find((r) => r.commandId === 'c-2') : undefined;

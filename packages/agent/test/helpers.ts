@@ -10,6 +10,7 @@ import {
   buildArtifacts, CLI_JS, createCluster, findArtifact, installBinary, spawnNode, startArtifactServer, stopNode, waitFor,
   type ArtifactManifest, type ArtifactServer, type Fault, type NodeDescriptor, type SimChild, type SimTimings,
 } from '@guts-upgrade/simulator';
+import type { Result } from '@guts-upgrade/protocol';
 import { loadConfig, type AgentConfig } from '../src/config.js';
 import { ProcessDriver } from '../src/service/process.js';
 
@@ -164,7 +165,10 @@ export function upgradeArgs(a: { url: string; sha256: string; version: string },
   return ['upgrade', '--to', a.version, '--url', a.url, '--sha256', a.sha256, '--json', ...extra];
 }
 
-export function parseResult(stdout: string): Record<string, any> {
+/** A result as the CLI prints it: the pipeline attaches evidence to every one. */
+export type CliResult = Result & { evidence: NonNullable<Result['evidence']> };
+
+export function parseResult(stdout: string): CliResult {
   const i = stdout.indexOf('{');
-  return JSON.parse(stdout.slice(i)) as Record<string, any>;
+  return JSON.parse(stdout.slice(i)) as CliResult;
 }

@@ -5,7 +5,7 @@ import { NodeClient } from '../src/node-client.js';
 
 /** Prometheus text the way guts-node writes it; health probes included (they must not count). */
 function text(api: { req: number; err: number; sum: number }, health = 1000): string {
-  return [
+  return `${[
     '# TYPE guts_http_requests counter',
     `guts_http_requests_total{method="GET",path="/api/repos",status="200"} ${api.req - api.err}`,
     `guts_http_requests_total{method="GET",path="/api/repos",status="500"} ${api.err}`,
@@ -14,7 +14,7 @@ function text(api: { req: number; err: number; sum: number }, health = 1000): st
     `guts_http_request_duration_seconds_count{method="GET",path="/api/repos",status="200"} ${api.req}`,
     `guts_http_request_duration_seconds_sum{method="GET",path="/health/ready",status="503"} 500`,
     `guts_http_request_duration_seconds_count{method="GET",path="/health/ready",status="503"} ${health}`,
-  ].join('\n') + '\n';
+  ].join('\n')}\n`;
 }
 
 t.test('heartbeat metrics: counters without /health*, latency over the last interval, restarts', async (t) => {

@@ -109,7 +109,7 @@ t.test('disk full and backup I/O errors abort before the node is stopped', { ski
   const io = await rig.cli(upgradeArgs(a));
   t.equal(io.code, 1);
   const res = parseResult(io.stdout);
-  t.equal(res.code, 'E_BACKUP', res.message);
+  t.equal(res.code, 'E_BACKUP', res.message ?? '');
   t.notOk(res.evidence.checks.some((c: { name: string }) => c.name === 'start-ready'), 'never reached start');
   t.equal(rig.driver.pid(), pidBefore, 'the node was never stopped');
   t.equal(await rig.healthVersion(), '1.0.0');

@@ -69,8 +69,8 @@ function median(xs: number[]): number | null {
   return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
 }
 
-const pct = (x: number | null) => (x == null ? '?' : (x * 100).toFixed(2) + '%');
-const msf = (x: number | null) => (x == null ? '?' : x.toFixed(2) + ' ms');
+const pct = (x: number | null) => (x == null ? '?' : `${(x * 100).toFixed(2)}%`);
+const msf = (x: number | null) => (x == null ? '?' : `${x.toFixed(2)} ms`);
 
 export function judgeCanary(input: CanaryInput): CanaryVerdict {
   const { limits } = input;

@@ -15,7 +15,8 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { asArgParser, ERROR_CODES, httpUrlArg, isErrorCode, nonNegativeIntArg, pubkeyArg, sha256Arg } from '@guts-upgrade/protocol';
-import { api, ApiError, type ApiTarget } from './client.js';
+import { api, ApiError, type ApiTarget, type EventsBody, type FleetBody, type NodeListBody, type NodeRegisteredBody, type PlanBody, type RolloutDetailBody, type RolloutListBody } from './client.js';
+import type { Plan } from './planner.js';
 import { STRATEGIES } from './model.js';
 import { ACTIONS, type OperatorAction } from './states.js';
 import { PRODUCT_VERSION } from './version.js';
@@ -122,7 +123,7 @@ function fmtTime(ms: number | null): string {
   return ms == null ? '-' : new Date(ms).toISOString().slice(11, 19);
 }
 
-export function renderRollout(d: any): string {
+export function renderRollout(d: RolloutDetailBody): string {
   const r = d.rollout;
   const lines = [
     `rollout ${r.id}  ${r.strategy}  ${r.fromVersion ?? '?'} -> ${r.target.version}  state=${r.state}${r.code ? `  code=${r.code}` : ''}`,
@@ -138,7 +139,7 @@ export function renderRollout(d: any): string {
   return lines.join('\n');
 }
 
-function renderPlan(p: any): string {
+function renderPlan(p: Plan): string {
   return [
     `plan ${p.strategy}: ${p.fromVersion ?? '?'} -> ${p.target.version} (${p.path?.kind ?? 'n/a'}) n=${p.n} f=${p.f} maxUnavailable=${p.maxUnavailable}`,
     ...p.waves.map((w: string[], i: number) => `  wave ${i + 1}: ${w.join(', ')}${p.chain ? `  (weight ${p.chain.waveWeights[i]} down, slack left ${p.chain.slackLeft[i]})` : ''}`),
@@ -191,7 +192,7 @@ export function buildProgram(io: CliIo, result: { code: number }): Command {
     if (token) t.token = token;
     return { t, json: !!g.json };
   };
-  const show = (json: boolean, v: unknown, text: () => string) => io.out((json ? JSON.stringify(v, null, 2) : text()) + '\n');
+  const show = (json: boolean, v: unknown, text: () => string) => io.out(`${json ? JSON.stringify(v, null, 2) : text()}\n`);
 
   // nodes
   const nodes = program.command('nodes').description('list, register and revoke validator nodes');
@@ -200,9 +201,9 @@ export function buildProgram(io: CliIo, result: { code: number }): Command {
     .description('list the registered nodes with version, connection and health')
     .action(async (_o, cmd: Command) => {
       const { t, json } = target(cmd);
-      const r = await api(t, 'GET', '/api/v1/nodes');
+      const r = await api<NodeListBody>(t, 'GET', '/api/v1/nodes');
       show(json, r, () =>
-        r.nodes.map((n: any) => `${n.id.padEnd(16)} ${(n.version ?? '?').padEnd(10)} ${n.connected ? 'connected' : 'offline  '} ${n.healthy ? 'healthy  ' : 'unhealthy'} ${n.isLeader ? 'leader' : ''}`).join('\n') || '(no nodes)',
+        r.nodes.map((n) => `${n.id.padEnd(16)} ${(n.version ?? '?').padEnd(10)} ${n.connected ? 'connected' : 'offline  '} ${n.healthy ? 'healthy  ' : 'unhealthy'} ${n.isLeader ? 'leader' : ''}`).join('\n') || '(no nodes)',
       );
     });
   nodes
@@ -213,7 +214,7 @@ export function buildProgram(io: CliIo, result: { code: number }): Command {
     .option('--pubkey <hex>', 'the chain validator the node runs as (else the agent\'s validatorPubkey binds it)', asArgParser(pubkeyArg, InvalidArgumentError))
     .action(async (id: string, o: { address?: string; pubkey?: string }, cmd: Command) => {
       const { t, json } = target(cmd);
-      const r = await api(t, 'POST', '/api/v1/nodes', { id, ...(o.address ? { address: o.address } : {}), ...(o.pubkey ? { pubkey: o.pubkey } : {}) });
+      const r = await api<NodeRegisteredBody>(t, 'POST', '/api/v1/nodes', { id, ...(o.address ? { address: o.address } : {}), ...(o.pubkey ? { pubkey: o.pubkey } : {}) });
       show(json, r, () => `registered ${r.id}\ntoken: ${r.token}\n(shown once: put it in the agent's configuration)`);
     });
   nodes
@@ -231,13 +232,13 @@ export function buildProgram(io: CliIo, result: { code: number }): Command {
     .description('the fleet at a glance: n, f, quorum, leader, versions, heights, alerts')
     .action(async (_o, cmd: Command) => {
       const { t, json } = target(cmd);
-      const r = await api(t, 'GET', '/api/v1/fleet');
+      const r = await api<FleetBody>(t, 'GET', '/api/v1/fleet');
       show(json, r, () =>
         [
           `n=${r.n} f=${r.f} quorum=${r.quorum} budget=${r.disruptionBudget} leader=${r.leader ?? '?'}`,
           `versions: ${Object.entries(r.versions).map(([v, c]) => `${v}×${c}`).join(' ')}  heights ${r.heights.min}..${r.heights.max}`,
-          ...chainLines(r.chain, r.reportedSets ?? []),
-          ...r.alerts.map((a: any) => `ALERT ${a.code}: ${a.message}`),
+          ...chainLines(r.chain, r.reportedSets),
+          ...r.alerts.map((a) => `ALERT ${a.code}: ${a.message}`),
         ].join('\n'),
       );
     });
@@ -256,7 +257,7 @@ export function buildProgram(io: CliIo, result: { code: number }): Command {
   withRolloutFlags(program.command('plan').description('dry run: the waves and order a rollout would take; changes nothing')).action(
     async (o: RolloutFlags, cmd: Command) => {
       const { t, json } = target(cmd);
-      const r = await api(t, 'POST', '/api/v1/rollouts/plan', rolloutBody(o));
+      const r = await api<PlanBody>(t, 'POST', '/api/v1/rollouts/plan', rolloutBody(o));
       show(json, r, () => renderPlan(r.plan));
     },
   );
@@ -265,7 +266,7 @@ export function buildProgram(io: CliIo, result: { code: number }): Command {
   withRolloutFlags(rollout.command('start').description('start a rollout (see `plan` for a dry run first)')).action(
     async (o: RolloutFlags, cmd: Command) => {
       const { t, json } = target(cmd);
-      const r = await api(t, 'POST', '/api/v1/rollouts', rolloutBody(o));
+      const r = await api<RolloutDetailBody>(t, 'POST', '/api/v1/rollouts', rolloutBody(o));
       show(json, r, () => `started ${r.rollout.id}\n${renderRollout(r)}`);
     },
   );
@@ -274,8 +275,8 @@ export function buildProgram(io: CliIo, result: { code: number }): Command {
     .description('every rollout, newest first')
     .action(async (_o, cmd: Command) => {
       const { t, json } = target(cmd);
-      const r = await api(t, 'GET', '/api/v1/rollouts');
-      show(json, r, () => r.rollouts.map((x: any) => `${x.id}  ${x.strategy.padEnd(7)} ${x.target.version.padEnd(8)} ${x.state}`).join('\n') || '(none)');
+      const r = await api<RolloutListBody>(t, 'GET', '/api/v1/rollouts');
+      show(json, r, () => r.rollouts.map((x) => `${x.id}  ${x.strategy.padEnd(7)} ${x.target.version.padEnd(8)} ${x.state}`).join('\n') || '(none)');
     });
   rollout
     .command('status')
@@ -283,7 +284,7 @@ export function buildProgram(io: CliIo, result: { code: number }): Command {
     .argument('<id>', 'the rollout id')
     .action(async (id: string, _o, cmd: Command) => {
       const { t, json } = target(cmd);
-      const r = await api(t, 'GET', `/api/v1/rollouts/${encodeURIComponent(id)}`);
+      const r = await api<RolloutDetailBody>(t, 'GET', `/api/v1/rollouts/${encodeURIComponent(id)}`);
       show(json, r, () => renderRollout(r));
       if (FINAL_BAD.includes(r.rollout.state)) result.code = EXIT.ROLLOUT_FAILED;
     });
@@ -293,8 +294,8 @@ export function buildProgram(io: CliIo, result: { code: number }): Command {
     .argument('<id>', 'the rollout id')
     .action(async (id: string, _o, cmd: Command) => {
       const { t, json } = target(cmd);
-      const r = await api(t, 'GET', `/api/v1/rollouts/${encodeURIComponent(id)}/events`);
-      show(json, r, () => r.events.filter((e: any) => e.type !== 'node.progress').map((e: any) => `${e.at} ${e.actor.padEnd(18)} ${e.type.padEnd(20)} ${e.nodeId ?? ''} ${JSON.stringify(e.data)}`).join('\n'));
+      const r = await api<EventsBody>(t, 'GET', `/api/v1/rollouts/${encodeURIComponent(id)}/events`);
+      show(json, r, () => r.events.filter((e) => e.type !== 'node.progress').map((e) => `${e.at} ${e.actor.padEnd(18)} ${e.type.padEnd(20)} ${e.nodeId ?? ''} ${JSON.stringify(e.data)}`).join('\n'));
     });
   rollout
     .command('watch')
@@ -312,7 +313,7 @@ export function buildProgram(io: CliIo, result: { code: number }): Command {
       .option('--reason <text>', 'recorded in the audit log')
       .action(async (id: string, o: { reason?: string }, cmd: Command) => {
         const { t, json } = target(cmd);
-        const r = await api(t, 'POST', `/api/v1/rollouts/${encodeURIComponent(id)}/${action}`, o.reason ? { reason: o.reason } : {});
+        const r = await api<RolloutDetailBody>(t, 'POST', `/api/v1/rollouts/${encodeURIComponent(id)}/${action}`, o.reason ? { reason: o.reason } : {});
         show(json, r, () => `${action}: ${r.rollout.id} is ${r.rollout.state}`);
       });
   }
@@ -323,21 +324,21 @@ async function watch(t: ApiTarget, id: string, json: boolean, io: CliIo): Promis
   let last = '';
   let after = 0;
   for (;;) {
-    const r = await api(t, 'GET', `/api/v1/rollouts/${id}`);
-    const ev = await api(t, 'GET', `/api/v1/rollouts/${id}/events?after=${after}`);
+    const r = await api<RolloutDetailBody>(t, 'GET', `/api/v1/rollouts/${id}`);
+    const ev = await api<EventsBody>(t, 'GET', `/api/v1/rollouts/${id}/events?after=${after}`);
     for (const e of ev.events) {
       after = e.seq;
-      if (json) io.out(JSON.stringify({ event: e }) + '\n');
+      if (json) io.out(`${JSON.stringify({ event: e })}\n`);
       else if (e.type === 'node.progress') io.out(`${e.at.slice(11, 23)}   ${e.nodeId} ${e.data.step} ${e.data.state}${e.data.message ? `: ${e.data.message}` : ''}\n`);
       else if (e.type === 'rollout.waiting') io.out(`${e.at.slice(11, 23)} waiting: ${e.data.reason}\n`);
       else if (e.type !== 'command.sent') io.out(`${e.at.slice(11, 23)} ${e.type} ${e.nodeId ?? ''} ${e.data.code ?? ''}\n`);
     }
     const text = renderRollout(r);
-    if (json && text !== last) io.out(JSON.stringify({ rollout: r.rollout, steps: r.steps }) + '\n');
+    if (json && text !== last) io.out(`${JSON.stringify({ rollout: r.rollout, steps: r.steps })}\n`);
     last = text;
     const state: string = r.rollout.state;
     if (FINAL_OK.includes(state) || FINAL_BAD.includes(state)) {
-      if (!json) io.out(text + '\n');
+      if (!json) io.out(`${text}\n`);
       return FINAL_OK.includes(state) ? EXIT.OK : EXIT.ROLLOUT_FAILED;
     }
     if (state === 'paused') {
@@ -400,11 +401,11 @@ if (isMain) {
 }
 
 /** The chain's view in the fleet summary: the set, the slack, and each validator's evidence. */
-function chainLines(chain: any, reported: { digest: string; epoch: number; nodes: string[] }[]): string[] {
+function chainLines(chain: FleetBody['chain'], reported: FleetBody['reportedSets']): string[] {
   if (!chain) return [];
   const head = `chain: ${chain.status} epoch ${chain.epoch} weight ${chain.totalWeight} quorum ${chain.quorumWeight} slack ${chain.slack} (largest ${chain.largestSlack}) reference height ${chain.referenceHeight ?? '?'}`;
   const rows = chain.validators.map(
-    (v: any) => `  ${String(v.name).padEnd(14)} w=${String(v.weight).padEnd(3)} ${v.managed ? `node ${v.node}`.padEnd(18) : 'unmanaged'.padEnd(18)} ${v.live ? 'live ' : 'DOWN '} ${v.evidence}`,
+    (v) => `  ${v.name.padEnd(14)} w=${String(v.weight).padEnd(3)} ${(v.managed ? `node ${v.node}` : 'unmanaged').padEnd(18)} ${v.live ? 'live ' : 'DOWN '} ${v.evidence}`,
   );
   const sets = chain.status === 'adopted' ? [] : reported.map((s) => `  reported set ${s.digest} epoch ${s.epoch} by ${s.nodes.join(', ')}`);
   return [head, ...rows, ...sets];

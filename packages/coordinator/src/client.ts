@@ -1,6 +1,38 @@
 /** A small HTTP client for the API over TCP or a unix socket (used by the CLI, the demo and tests). */
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
+import type { EventRow } from './db.js';
+import type { FleetWatch } from './engine/fleet-view.js';
+import type { NodeListing } from './engine/node-registry.js';
+import type { NodeView, Rollout, Step } from './model.js';
+import type { Plan } from './planner.js';
+
+/** The JSON bodies of the API's reads, for typed calls such as `api<RolloutDetailBody>(t, 'GET', ...)`. */
+export interface RolloutDetailBody {
+  rollout: Rollout;
+  /** In-flight steps carry the agent link. */
+  steps: (Step & { agent?: NodeView['agent'] })[];
+}
+/** GET /api/v1/fleet: the fleet watch and the validator sets the agents report (for `chain confirm`). */
+export type FleetBody = FleetWatch & { reportedSets: { digest: string; epoch: number; nodes: string[] }[] };
+export interface PlanBody {
+  plan: Plan;
+}
+/** POST /api/v1/nodes: the agent token, shown once. */
+export interface NodeRegisteredBody {
+  id: string;
+  token: string;
+  note: string;
+}
+export interface NodeListBody {
+  nodes: NodeListing[];
+}
+export interface RolloutListBody {
+  rollouts: Rollout[];
+}
+export interface EventsBody {
+  events: EventRow[];
+}
 
 export interface ApiTarget {
   url?: string;
@@ -19,7 +51,7 @@ export class ApiError extends Error {
   }
 }
 
-export async function api<T = any>(target: ApiTarget, method: string, path: string, body?: unknown): Promise<T> {
+export async function api<T = unknown>(target: ApiTarget, method: string, path: string, body?: unknown): Promise<T> {
   const payload = body === undefined ? undefined : JSON.stringify(body);
   const base = target.url ? new URL(target.url) : null;
   const req = (base?.protocol === 'https:' ? httpsRequest : httpRequest)({
@@ -39,14 +71,15 @@ export async function api<T = any>(target: ApiTarget, method: string, path: stri
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {
         const text = Buffer.concat(chunks).toString('utf8');
-        let parsed: any = text;
+        let parsed: unknown = text;
         try {
           parsed = text ? JSON.parse(text) : null;
         } catch {
           /* not JSON (metrics) */
         }
         if ((res.statusCode ?? 500) >= 400) {
-          reject(new ApiError(res.statusCode ?? 500, parsed?.error?.code ?? 'E_INTERNAL', parsed?.error?.message ?? text, parsed));
+          const error = (parsed as { error?: { code?: string; message?: string } } | null)?.error;
+          reject(new ApiError(res.statusCode ?? 500, error?.code ?? 'E_INTERNAL', error?.message ?? text, parsed));
         } else resolve(parsed as T);
       });
     });

@@ -6,7 +6,7 @@ export class Metrics {
   readonly registry = new Registry();
   private readonly webhookTotal: Counter<'outcome'>;
 
-  constructor(private readonly coordinator: Coordinator) {
+  constructor(coordinator: Coordinator) {
     const r = this.registry;
     const c = coordinator;
     const fleet = () => c.fleetWatch();

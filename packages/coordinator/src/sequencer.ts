@@ -44,7 +44,7 @@ export function commandIdFor(rolloutId: string, nodeId: string, kind: CommandKin
 
 /** A node counts as synced when it runs the target, is healthy and is near the fleet's top height. */
 export function isSynced(node: NodeView | undefined, version: string, fleet: FleetView, syncDistance: number): boolean {
-  if (!node || !node.healthy || node.version !== version) return false;
+  if (!node?.healthy || node.version !== version) return false;
   if (fleet.maxHeight == null) return true;
   return node.finalizedHeight != null && node.finalizedHeight >= fleet.maxHeight - syncDistance;
 }

@@ -3,7 +3,7 @@
  * websocket endpoint on one server (TCP, TLS when configured), plus an
  * optional unix socket listener serving the same handler.
  */
-import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { existsSync, rmSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
@@ -36,7 +36,7 @@ export async function startCoordinator(config: Config, opts: { log?: Logger; now
   const wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES });
   wss.on('connection', (ws, req: IncomingMessage) => coordinator.hub.handleAgent(ws, req));
   const servers: Server[] = [];
-  let handler: ((req: IncomingMessage, res: any) => void) | null = null;
+  let handler: ((req: IncomingMessage, res: ServerResponse) => void) | null = null;
   const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
     const path = (req.url ?? '').split('?')[0];
     if (path !== '/agent') {

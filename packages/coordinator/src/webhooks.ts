@@ -31,7 +31,7 @@ export const WEBHOOK_EVENTS = [
 ] as const;
 
 export function signBody(secret: string, body: string): string {
-  return 'sha256=' + createHmac('sha256', secret).update(body, 'utf8').digest('hex');
+  return `sha256=${createHmac('sha256', secret).update(body, 'utf8').digest('hex')}`;
 }
 
 export class WebhookSender {

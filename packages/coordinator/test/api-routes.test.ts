@@ -10,7 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { httpStatusOf, type ErrorCode } from '@guts-upgrade/protocol';
-import { api, ApiError } from '../src/client.js';
+import { api, type ApiError } from '../src/client.js';
+import type { EventsBody, FleetBody, NodeRegisteredBody } from '../src/client.js';
 import { buildConfig } from '../src/config.js';
 import { STRATEGIES } from '../src/model.js';
 import { startCoordinator } from '../src/server.js';
@@ -18,6 +19,15 @@ import { ACTIONS } from '../src/states.js';
 
 const OP = 'operator-token-0123456789';
 const VIEW = 'viewer-token-0123456789';
+
+/** The parts of the OpenAPI document the test reads. */
+interface OpenApiOperation {
+  security?: unknown;
+  requestBody?: { content: Record<string, { schema: { properties: Record<string, { enum?: unknown[] }> } }> };
+}
+interface OpenApiDoc {
+  paths: Record<string, Record<string, OpenApiOperation>>;
+}
 
 t.test('route plugins follow the model and the error catalogue', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'guc-api-'));
@@ -38,14 +48,14 @@ t.test('route plugins follow the model and the error catalogue', async (t) => {
   });
   const op = { url: c.url!, token: OP };
 
-  const doc = await api({ url: c.url! }, 'GET', '/docs/json');
-  const body = doc.paths['/api/v1/rollouts'].post.requestBody.content['application/json'].schema;
-  t.same(body.properties.strategy.enum, [...STRATEGIES], 'the strategy enum is the model\'s STRATEGIES');
+  const doc = await api<OpenApiDoc>({ url: c.url! }, 'GET', '/docs/json');
+  const body = doc.paths['/api/v1/rollouts']?.post?.requestBody?.content['application/json']?.schema;
+  t.same(body?.properties.strategy?.enum, [...STRATEGIES], 'the strategy enum is the model\'s STRATEGIES');
   for (const action of Object.keys(ACTIONS)) t.ok(doc.paths[`/api/v1/rollouts/{id}/${action}`]?.post, `a route for the ${action} action`);
   const actionRoutes = Object.keys(doc.paths).filter((p) => /^\/api\/v1\/rollouts\/\{id\}\/(?!events$)[a-z]+$/.test(p));
   t.equal(actionRoutes.length, Object.keys(ACTIONS).length, 'no action route the model does not define');
-  t.same(doc.paths['/api/v1/nodes'].get.security, [{ bearer: [] }], 'operator routes declare bearer auth');
-  t.same(doc.paths['/health/live'].get.security, [], 'health routes are open');
+  t.same(doc.paths['/api/v1/nodes']?.get?.security, [{ bearer: [] }], 'operator routes declare bearer auth');
+  t.same(doc.paths['/health/live']?.get?.security, [], 'health routes are open');
 
   const failure = async (p: Promise<unknown>): Promise<ApiError> => {
     try {
@@ -56,9 +66,9 @@ t.test('route plugins follow the model and the error catalogue', async (t) => {
     throw new Error('expected an error');
   };
   const cases: [ErrorCode, Promise<unknown>][] = [
-    ['E_BAD_MESSAGE', api(op, 'POST', '/api/v1/nodes', { id: 'v0', extra: true })],
-    ['E_AUTH', api({ url: c.url! }, 'GET', '/api/v1/fleet')],
-    ['E_FORBIDDEN', api({ url: c.url!, token: VIEW }, 'POST', '/api/v1/nodes', { id: 'v0' })],
+    ['E_BAD_MESSAGE', api<NodeRegisteredBody>(op, 'POST', '/api/v1/nodes', { id: 'v0', extra: true })],
+    ['E_AUTH', api<FleetBody>({ url: c.url! }, 'GET', '/api/v1/fleet')],
+    ['E_FORBIDDEN', api<NodeRegisteredBody>({ url: c.url!, token: VIEW }, 'POST', '/api/v1/nodes', { id: 'v0' })],
     ['E_NOT_FOUND', api(op, 'GET', '/api/v1/rollouts/nope')],
     ['E_NOT_FOUND', api(op, 'GET', '/api/v1/nowhere')],
   ];
@@ -67,10 +77,10 @@ t.test('route plugins follow the model and the error catalogue', async (t) => {
     t.equal(e.code, code);
     t.equal(e.status, httpStatusOf(code), `${code} answers ${httpStatusOf(code)} as the catalogue says`);
   }
-  await api(op, 'POST', '/api/v1/nodes', { id: 'v0' });
-  const conflict = await failure(api(op, 'POST', '/api/v1/nodes', { id: 'v0' }));
+  await api<NodeRegisteredBody>(op, 'POST', '/api/v1/nodes', { id: 'v0' });
+  const conflict = await failure(api<NodeRegisteredBody>(op, 'POST', '/api/v1/nodes', { id: 'v0' }));
   t.equal(conflict.code, 'E_CONFLICT');
   t.equal(conflict.status, httpStatusOf('E_CONFLICT'));
-  const events = await api(op, 'GET', '/api/v1/events?after=0');
+  const events = await api<EventsBody>(op, 'GET', '/api/v1/events?after=0');
   t.same(events.events.map((e: { type: string }) => e.type), ['node.registered'], 'the refused requests recorded nothing');
 });

@@ -7,6 +7,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { api } from '../src/client.js';
+import type { FleetBody, NodeRegisteredBody, RolloutDetailBody } from '../src/client.js';
 import { MIGRATIONS, Store } from '../src/db.js';
 import { waitFor } from '@guts-upgrade/simulator';
 import { FakeAgent, type Shared } from './fake-agent.js';
@@ -84,7 +85,7 @@ t.test('kill -9 mid-rollout then restart on the same file resumes exactly', asyn
   await startProc();
   const op = { url: `http://127.0.0.1:${port}`, token: OP };
   for (let i = 0; i < 7; i++) {
-    const r = await api(op, 'POST', '/api/v1/nodes', { id: `v${i}` });
+    const r = await api<NodeRegisteredBody>(op, 'POST', '/api/v1/nodes', { id: `v${i}` });
     const a = new FakeAgent(`ws://127.0.0.1:${port}`, `v${i}`, r.token, shared, '1.0.0', 40);
     agents.push(a);
     await a.connect();
@@ -95,11 +96,11 @@ t.test('kill -9 mid-rollout then restart on the same file resumes exactly', asyn
     for (const a of agents) if (!a.welcomed && (!a.ws || a.ws.readyState >= 2)) void a.connect();
   }, 150);
   t.teardown(() => clearInterval(keepConnected));
-  await waitFor(async () => (await api(op, 'GET', '/api/v1/fleet')).down.length === 0, { what: 'fleet healthy', timeoutMs: 20_000, intervalMs: 25 });
+  await waitFor(async () => (await api<FleetBody>(op, 'GET', '/api/v1/fleet')).down.length === 0, { what: 'fleet healthy', timeoutMs: 20_000, intervalMs: 25 });
 
   // hold the commands of the first wave so the crash lands mid-step
   for (const a of agents) a.hold = true;
-  const r = await api(op, 'POST', '/api/v1/rollouts', { target: { version: '1.1.0', url: 'http://127.0.0.1:1/x.tgz', sha256: 'c'.repeat(64) }, options: { maxUnavailable: 2 } });
+  const r = await api<RolloutDetailBody>(op, 'POST', '/api/v1/rollouts', { target: { version: '1.1.0', url: 'http://127.0.0.1:1/x.tgz', sha256: 'c'.repeat(64) }, options: { maxUnavailable: 2 } });
   const id = r.rollout.id;
   await waitFor(() => agents.filter((a) => a.busy).length === 2, { what: 'two nodes in flight', timeoutMs: 20_000, intervalMs: 25 });
   proc!.kill('SIGKILL');
@@ -109,7 +110,7 @@ t.test('kill -9 mid-rollout then restart on the same file resumes exactly', asyn
   await waitFor(() => agents.every((a) => !a.busy), { what: 'agents done', timeoutMs: 20_000, intervalMs: 25 });
   await startProc();
   const final = await waitFor(async () => {
-    const d = await api(op, 'GET', `/api/v1/rollouts/${id}`);
+    const d = await api<RolloutDetailBody>(op, 'GET', `/api/v1/rollouts/${id}`);
     return ['completed', 'failed', 'paused'].includes(d.rollout.state) ? d : null;
   }, { what: 'rollout completes after restart', timeoutMs: 60_000, intervalMs: 25 });
   t.equal(final.rollout.state, 'completed');
@@ -120,7 +121,7 @@ t.test('kill -9 mid-rollout then restart on the same file resumes exactly', asyn
 
   // second crash: right after a command is persisted and sent, before any ack
   for (const a of agents) a.hold = true;
-  const r2 = await api(op, 'POST', '/api/v1/rollouts', { target: { version: '1.2.0', url: 'http://127.0.0.1:1/y.tgz', sha256: 'd'.repeat(64) }, options: { maxUnavailable: 2 } });
+  const r2 = await api<RolloutDetailBody>(op, 'POST', '/api/v1/rollouts', { target: { version: '1.2.0', url: 'http://127.0.0.1:1/y.tgz', sha256: 'd'.repeat(64) }, options: { maxUnavailable: 2 } });
   await waitFor(() => agents.filter((a) => a.busy).length >= 1, { what: 'in flight', timeoutMs: 20_000, intervalMs: 25 });
   proc!.kill('SIGKILL');
   await new Promise((res) => proc!.once('exit', res));
@@ -130,7 +131,7 @@ t.test('kill -9 mid-rollout then restart on the same file resumes exactly', asyn
   for (const a of agents) a.hold = false;
   for (const a of agents) a.release();
   const final2 = await waitFor(async () => {
-    const d = await api(op, 'GET', `/api/v1/rollouts/${r2.rollout.id}`);
+    const d = await api<RolloutDetailBody>(op, 'GET', `/api/v1/rollouts/${r2.rollout.id}`);
     return ['completed', 'failed', 'paused'].includes(d.rollout.state) ? d : null;
   }, { what: 'second rollout completes', timeoutMs: 60_000, intervalMs: 25 });
   t.equal(final2.rollout.state, 'completed');

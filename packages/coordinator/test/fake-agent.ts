@@ -62,7 +62,7 @@ export class FakeAgent {
 
   connect(proto = '1.0'): Promise<void> {
     return new Promise((resolve) => {
-      const ws = new WebSocket(this.url + '/agent', { headers: { authorization: `Bearer ${this.token}`, 'x-guts-node-id': this.id } });
+      const ws = new WebSocket(`${this.url}/agent`, { headers: { authorization: `Bearer ${this.token}`, 'x-guts-node-id': this.id } });
       this.ws = ws;
       ws.on('open', () => {
         const hello = agentMessage('hello', { nodeId: this.id, agentVersion: 'fake', status: this.status(), recentResults: this.pendingResults.splice(0) });

@@ -46,7 +46,7 @@ t.test('the leader: the healthy self-declared leader of the highest view, else t
     ['v3', live()],
   ]);
   t.equal(fleetView(rows, links, settings, NOW).leader, 'v1', 'the highest view wins');
-  const noClaim = new Map([...links].map(([id, l]) => [id, live({ currentLeader: id === 'v3' ? 'v3' : 'v2' })] as const));
+  const noClaim = new Map([...links].map(([id]) => [id, live({ currentLeader: id === 'v3' ? 'v3' : 'v2' })] as const));
   t.equal(fleetView(rows, noClaim, settings, NOW).leader, 'v2', 'most peers name v2');
   const f = fleetView(rows, links, settings, NOW);
   t.equal(f.n, 4, 'n defaults to the registered nodes');

@@ -32,12 +32,16 @@ class ManualTimers implements Timers {
   every(ms: number, fn: () => void): Cancel {
     const e = { ms, fn, live: true };
     this.intervals.push(e);
-    return () => void (e.live = false);
+    return () => {
+      e.live = false;
+    };
   }
   after(ms: number, fn: () => void): Cancel {
     const e = { ms, fn, live: true };
     this.delayed.push(e);
-    return () => void (e.live = false);
+    return () => {
+      e.live = false;
+    };
   }
   soon(fn: () => void): void {
     this.soonQueue.push(fn);

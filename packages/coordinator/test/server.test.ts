@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import WebSocket from 'ws';
 import { buildConfig } from '../src/config.js';
-import { api, ApiError } from '../src/client.js';
+import { api, type ApiError } from '../src/client.js';
+import type { EventsBody, FleetBody, NodeListBody, NodeRegisteredBody, PlanBody, RolloutDetailBody, RolloutListBody } from '../src/client.js';
 import { startCoordinator } from '../src/server.js';
 import { signBody, SIGNATURE_HEADER } from '../src/webhooks.js';
 import { waitFor } from '@guts-upgrade/simulator';
@@ -69,24 +70,24 @@ t.test('coordinator API, roles, agent auth, rollouts and webhooks', async (t) =>
   };
 
   // ------------------------------------------------------------ roles
-  t.equal((await err(api({ url: c.url! }, 'GET', '/api/v1/nodes'))).code, 'E_AUTH');
-  t.equal((await err(api({ url: c.url!, token: 'nope-nope-nope-nope' }, 'GET', '/api/v1/nodes'))).status, 401);
-  t.same((await api(viewer, 'GET', '/api/v1/nodes')).nodes, []);
-  const forbidden = await err(api(viewer, 'POST', '/api/v1/nodes', { id: 'v0' }));
+  t.equal((await err(api<NodeListBody>({ url: c.url! }, 'GET', '/api/v1/nodes'))).code, 'E_AUTH');
+  t.equal((await err(api<NodeListBody>({ url: c.url!, token: 'nope-nope-nope-nope' }, 'GET', '/api/v1/nodes'))).status, 401);
+  t.same((await api<NodeListBody>(viewer, 'GET', '/api/v1/nodes')).nodes, []);
+  const forbidden = await err(api<NodeRegisteredBody>(viewer, 'POST', '/api/v1/nodes', { id: 'v0' }));
   t.equal(forbidden.status, 403);
   t.equal(forbidden.code, 'E_FORBIDDEN');
-  t.equal((await api({ socket: join(dir, 'api.sock') }, 'GET', '/health/ready')).status, 'up', 'API over the unix socket');
-  t.match(await api({ url: c.url! }, 'GET', '/metrics'), /guts_upgrade_validators/);
+  t.equal((await api<{ status: string }>({ socket: join(dir, 'api.sock') }, 'GET', '/health/ready')).status, 'up', 'API over the unix socket');
+  t.match(await api<string>({ url: c.url! }, 'GET', '/metrics'), /guts_upgrade_validators/);
   t.match(JSON.stringify(await api({ url: c.url! }, 'GET', '/docs/json')), /\/api\/v1\/rollouts\/plan/);
 
   // ------------------------------------------------------------ nodes
   const tokens: Record<string, string> = {};
   for (let i = 0; i < 4; i++) {
-    const r = await api(op, 'POST', '/api/v1/nodes', { id: `v${i}` });
+    const r = await api<NodeRegisteredBody>(op, 'POST', '/api/v1/nodes', { id: `v${i}` });
     t.match(r.token, /^gua_/);
     tokens[`v${i}`] = r.token;
   }
-  t.equal((await err(api(op, 'POST', '/api/v1/nodes', { id: 'v0' }))).code, 'E_CONFLICT');
+  t.equal((await err(api<NodeRegisteredBody>(op, 'POST', '/api/v1/nodes', { id: 'v0' }))).code, 'E_CONFLICT');
 
   // ------------------------------------------------------------ malformed bodies change nothing
   const eventsBefore = c.store.events().length;
@@ -117,20 +118,20 @@ t.test('coordinator API, roles, agent auth, rollouts and webhooks', async (t) =>
     const e = await err(api(op, m, p, body));
     t.equal(e.status, 400, `${p} ${JSON.stringify(body)} -> 400`);
     t.equal(e.code, 'E_BAD_MESSAGE');
-    t.ok((e.body as any).error.field, 'names the field');
+    t.ok((e.body as { error: { field?: string } }).error.field, 'names the field');
   }
-  const notJson = await new Promise<number>((resolve) => {
-    const r = require_http().request({ host: '127.0.0.1', port: c.port!, method: 'POST', path: '/api/v1/rollouts', headers: { authorization: `Bearer ${OP}`, 'content-type': 'application/json' } }, (res: any) => {
+  const notJson = await new Promise<number | undefined>((resolve) => {
+    const r = require_http().request({ host: '127.0.0.1', port: c.port!, method: 'POST', path: '/api/v1/rollouts', headers: { authorization: `Bearer ${OP}`, 'content-type': 'application/json' } }, (res) => {
       res.resume();
       resolve(res.statusCode);
     });
     r.end('{not json');
   });
   t.equal(notJson, 400, 'invalid JSON -> 400');
-  t.equal((await api(op, 'GET', '/api/v1/nodes')).nodes.length, 4);
-  t.equal((await api(op, 'GET', '/api/v1/rollouts')).rollouts.length, 0);
+  t.equal((await api<NodeListBody>(op, 'GET', '/api/v1/nodes')).nodes.length, 4);
+  t.equal((await api<RolloutListBody>(op, 'GET', '/api/v1/rollouts')).rollouts.length, 0);
   t.equal(c.store.events().length, eventsBefore, 'no event recorded by refused requests');
-  t.equal((await err(api(op, 'POST', '/api/v1/rollouts', { target, options: { maxUnavailable: 2 } }))).code, 'E_DISRUPTION_BUDGET');
+  t.equal((await err(api<RolloutDetailBody>(op, 'POST', '/api/v1/rollouts', { target, options: { maxUnavailable: 2 } }))).code, 'E_DISRUPTION_BUDGET');
 
   // ------------------------------------------------------------ agent auth over a real socket
   const wsUrl = c.url!.replace('http', 'ws');
@@ -145,7 +146,7 @@ t.test('coordinator API, roles, agent auth, rollouts and webhooks', async (t) =>
   await oldProto.connect('2.0');
   t.equal(oldProto.refused?.code, 'E_PROTOCOL_VERSION');
   const mismatch = await new Promise<string>((resolve) => {
-    const ws = new WebSocket(wsUrl + '/agent', { headers: { authorization: `Bearer ${tokens.v0}`, 'x-guts-node-id': 'v0' } });
+    const ws = new WebSocket(`${wsUrl}/agent`, { headers: { authorization: `Bearer ${tokens.v0}`, 'x-guts-node-id': 'v0' } });
     ws.on('open', () => ws.send(JSON.stringify({ proto: '1.0', type: 'heartbeat', nodeId: 'v0', seq: 0, status: {} })));
     ws.on('message', (raw: Buffer) => resolve(JSON.parse(raw.toString()).code));
   });
@@ -157,42 +158,42 @@ t.test('coordinator API, roles, agent auth, rollouts and webhooks', async (t) =>
     await a.connect();
     t.ok(a.welcomed, `v${i} welcomed`);
   }
-  await waitFor(async () => (await api(op, 'GET', '/api/v1/fleet')).down.length === 0, { what: 'fleet healthy', timeoutMs: 20_000, intervalMs: 25 });
-  t.equal((await err(api(op, 'POST', '/api/v1/rollouts', { target: { ...target, version: '3.0.0' }, strategy: 'halt' }))).status, 400, 'skipping a major is refused');
+  await waitFor(async () => (await api<FleetBody>(op, 'GET', '/api/v1/fleet')).down.length === 0, { what: 'fleet healthy', timeoutMs: 20_000, intervalMs: 25 });
+  t.equal((await err(api<RolloutDetailBody>(op, 'POST', '/api/v1/rollouts', { target: { ...target, version: '3.0.0' }, strategy: 'halt' }))).status, 400, 'skipping a major is refused');
   const heights = setInterval(() => shared.height++, 50);
   t.teardown(() => clearInterval(heights));
 
   // ------------------------------------------------------------ plan, rollout, conflicts
-  const plan = (await api(op, 'POST', '/api/v1/rollouts/plan', { target })).plan;
-  t.equal(plan.waves.at(-1)[0], 'v0', 'leader last in the plan');
-  t.equal((await api(op, 'GET', '/api/v1/rollouts')).rollouts.length, 0, 'plan is a dry run');
-  const created = await api(op, 'POST', '/api/v1/rollouts', { target, options: { stabilizationMs: 0 } });
+  const plan = (await api<PlanBody>(op, 'POST', '/api/v1/rollouts/plan', { target })).plan;
+  t.equal(plan.waves.at(-1)?.[0], 'v0', 'leader last in the plan');
+  t.equal((await api<RolloutListBody>(op, 'GET', '/api/v1/rollouts')).rollouts.length, 0, 'plan is a dry run');
+  const created = await api<RolloutDetailBody>(op, 'POST', '/api/v1/rollouts', { target, options: { stabilizationMs: 0 } });
   const id = created.rollout.id;
-  const conflict = await err(api(op, 'POST', '/api/v1/rollouts', { target, nodes: ['v1'] }));
+  const conflict = await err(api<RolloutDetailBody>(op, 'POST', '/api/v1/rollouts', { target, nodes: ['v1'] }));
   t.equal(conflict.status, 409);
   t.equal(conflict.code, 'E_CONFLICT');
-  t.equal((await err(api(op, 'POST', `/api/v1/rollouts/${id}/resume`, {}))).code, 'E_INVALID_STATE');
+  t.equal((await err(api<RolloutDetailBody>(op, 'POST', `/api/v1/rollouts/${id}/resume`, {}))).code, 'E_INVALID_STATE');
   t.equal((await err(api(op, 'DELETE', '/api/v1/nodes/v1'))).code, 'E_CONFLICT', 'cannot remove a node in an active rollout');
   const done = await waitFor(async () => {
-    const d = await api(viewer, 'GET', `/api/v1/rollouts/${id}`);
+    const d = await api<RolloutDetailBody>(viewer, 'GET', `/api/v1/rollouts/${id}`);
     return ['completed', 'failed', 'paused'].includes(d.rollout.state) ? d : null;
   }, { what: 'rollout completes', timeoutMs: 20_000, intervalMs: 25 });
   t.equal(done.rollout.state, 'completed');
   t.ok(shared.maxDown <= 1, `never more than f=1 down (saw ${shared.maxDown})`);
   t.ok(agents.every((a) => a.version === '1.1.0'));
   t.ok(agents.every((a) => a.executed.length === 1), 'every node upgraded exactly once');
-  const pauseDone = await err(api(op, 'POST', `/api/v1/rollouts/${id}/pause`));
+  const pauseDone = await err(api<RolloutDetailBody>(op, 'POST', `/api/v1/rollouts/${id}/pause`));
   t.equal(pauseDone.status, 409);
   t.equal(pauseDone.code, 'E_INVALID_STATE');
-  const events = (await api(viewer, 'GET', `/api/v1/rollouts/${id}/events`)).events;
-  t.ok(events.some((e: any) => e.type === 'rollout.created' && e.actor === 'operator:alice'), 'audit names the operator');
-  t.ok(events.some((e: any) => e.type === 'node.upgraded'));
+  const events = (await api<EventsBody>(viewer, 'GET', `/api/v1/rollouts/${id}/events`)).events;
+  t.ok(events.some((e) => e.type === 'rollout.created' && e.actor === 'operator:alice'), 'audit names the operator');
+  t.ok(events.some((e) => e.type === 'node.upgraded'));
 
   // ------------------------------------------------------------ canary failure with a bad build
   agents[1]!.failVersion = '1.2.0';
-  const canary = await api(op, 'POST', '/api/v1/rollouts', { target: { ...target, version: '1.2.0' }, strategy: 'canary', options: { canary: 'v1' } });
+  const canary = await api<RolloutDetailBody>(op, 'POST', '/api/v1/rollouts', { target: { ...target, version: '1.2.0' }, strategy: 'canary', options: { canary: 'v1' } });
   const cd = await waitFor(async () => {
-    const d = await api(op, 'GET', `/api/v1/rollouts/${canary.rollout.id}`);
+    const d = await api<RolloutDetailBody>(op, 'GET', `/api/v1/rollouts/${canary.rollout.id}`);
     return ['completed', 'failed', 'paused', 'rolled_back'].includes(d.rollout.state) ? d : null;
   }, { what: 'canary ends', timeoutMs: 20_000, intervalMs: 25 });
   t.equal(cd.rollout.state, 'failed');
@@ -200,20 +201,20 @@ t.test('coordinator API, roles, agent auth, rollouts and webhooks', async (t) =>
   t.ok(agents.filter((a) => a.id !== 'v1').every((a) => a.version === '1.1.0'), 'no other node touched');
 
   // ------------------------------------------------------------ pause / resume / abort
-  const r3 = await api(op, 'POST', '/api/v1/rollouts', { target: { ...target, version: '1.3.0' }, options: { stabilizationMs: 300 } });
+  const r3 = await api<RolloutDetailBody>(op, 'POST', '/api/v1/rollouts', { target: { ...target, version: '1.3.0' }, options: { stabilizationMs: 300 } });
   await waitFor(async () => agents.some((a) => a.version === '1.3.0'), { what: 'first node upgraded', timeoutMs: 20_000, intervalMs: 25 });
-  const paused = await api(op, 'POST', `/api/v1/rollouts/${r3.rollout.id}/pause`, { reason: 'looking' });
+  const paused = await api<RolloutDetailBody>(op, 'POST', `/api/v1/rollouts/${r3.rollout.id}/pause`, { reason: 'looking' });
   t.equal(paused.rollout.state, 'paused');
   await new Promise((r) => setTimeout(r, 500));
   const count = agents.filter((a) => a.version === '1.3.0').length;
   await new Promise((r) => setTimeout(r, 400));
   t.equal(agents.filter((a) => a.version === '1.3.0').length, count, 'nothing dispatched while paused');
-  t.equal((await api(op, 'POST', `/api/v1/rollouts/${r3.rollout.id}/resume`)).rollout.state, 'running');
+  t.equal((await api<RolloutDetailBody>(op, 'POST', `/api/v1/rollouts/${r3.rollout.id}/resume`)).rollout.state, 'running');
   await waitFor(async () => agents.filter((a) => a.version === '1.3.0').length > count, { what: 'progress after resume', timeoutMs: 20_000, intervalMs: 25 });
-  t.equal((await api(op, 'POST', `/api/v1/rollouts/${r3.rollout.id}/abort`)).rollout.state, 'aborted');
-  t.equal((await api(op, 'POST', `/api/v1/rollouts/${r3.rollout.id}/rollback`)).rollout.state, 'rolling_back');
+  t.equal((await api<RolloutDetailBody>(op, 'POST', `/api/v1/rollouts/${r3.rollout.id}/abort`)).rollout.state, 'aborted');
+  t.equal((await api<RolloutDetailBody>(op, 'POST', `/api/v1/rollouts/${r3.rollout.id}/rollback`)).rollout.state, 'rolling_back');
   const rb = await waitFor(async () => {
-    const d = await api(op, 'GET', `/api/v1/rollouts/${r3.rollout.id}`);
+    const d = await api<RolloutDetailBody>(op, 'GET', `/api/v1/rollouts/${r3.rollout.id}`);
     return ['rolled_back', 'failed'].includes(d.rollout.state) ? d : null;
   }, { what: 'rolled back', timeoutMs: 20_000, intervalMs: 25 });
   t.equal(rb.rollout.state, 'rolled_back');
@@ -226,10 +227,10 @@ t.test('coordinator API, roles, agent auth, rollouts and webhooks', async (t) =>
   t.ok([...attempts.values()].every((n) => n >= 2), 'every delivery was retried after a 500');
   const types = new Set(hooks.map((h) => h.event));
   for (const e of ['rollout.started', 'node.upgraded', 'node.failed', 'rollout.paused', 'rollout.completed']) t.ok(types.has(e), `webhook ${e}`);
-  t.match(await api({ url: c.url! }, 'GET', '/metrics'), /guts_upgrade_version_skew \d/);
+  t.match(await api<string>({ url: c.url! }, 'GET', '/metrics'), /guts_upgrade_version_skew \d/);
 });
 
 import { createRequire } from 'node:module';
-function require_http() {
+function require_http(): typeof import('node:http') {
   return createRequire(import.meta.url)('node:http');
 }

@@ -53,7 +53,7 @@ function firstError(checker: TypeCheck<TSchema>, value: unknown, prefix: string)
   if (!err) return `${prefix}: invalid`;
   const path = err.path ? err.path.replace(/^\//, '').replace(/\//g, '.') : '';
   const shown = err.value === undefined ? 'missing' : JSON.stringify(err.value)?.slice(0, 80);
-  return `${prefix}${path ? '.' + path : ''}: ${err.message} (got ${shown})`;
+  return `${prefix}${path ? `.${path}` : ''}: ${err.message} (got ${shown})`;
 }
 
 function parseFrame(raw: unknown): { ok: true; value: Record<string, unknown> } | { ok: false; error: string } {
@@ -90,7 +90,7 @@ function decodeWith<M>(
 }
 
 function lookup<K extends string>(table: Record<K, TypeCheck<TSchema>>, key: unknown, field: string, label: string) {
-  if (typeof key !== 'string' || !Object.prototype.hasOwnProperty.call(table, key)) {
+  if (typeof key !== 'string' || !Object.hasOwn(table, key)) {
     return `${field}: unknown ${label} ${JSON.stringify(key)}; expected one of ${Object.keys(table).join(', ')}`;
   }
   return { checker: table[key as K], label: key };

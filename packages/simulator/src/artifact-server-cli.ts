@@ -14,7 +14,7 @@ const s = await startArtifactServer({
   host: typeof flags.host === 'string' ? flags.host : '127.0.0.1',
   port: typeof flags.port === 'string' ? Number(flags.port) : 0,
 });
-process.stdout.write(JSON.stringify({ msg: 'artifact server listening', url: s.url }) + '\n');
+process.stdout.write(`${JSON.stringify({ msg: 'artifact server listening', url: s.url })}\n`);
 const stop = () => void s.close().then(() => process.exit(0));
 process.on('SIGTERM', stop);
 process.on('SIGINT', stop);

@@ -48,7 +48,7 @@ export function artifactName(version: string, fault: Fault = 'none'): string {
 export function launcherSource(opts: { version: string; fault?: Fault; nodePath?: string; mainJs?: string; build?: string }): string {
   const fault = opts.fault ?? 'none';
   const identity = { version: opts.version, fault, build: opts.build ?? artifactName(opts.version, fault) };
-  const mainUrl = 'file://' + (opts.mainJs ?? MAIN_JS).split(path.sep).map(encodeURIComponent).join('/');
+  const mainUrl = `file://${(opts.mainJs ?? MAIN_JS).split(path.sep).map(encodeURIComponent).join('/')}`;
   return [
     `#!${opts.nodePath ?? process.execPath}`,
     `// guts-node simulator build ${identity.build}: version=${identity.version} fault=${fault}`,
@@ -85,7 +85,7 @@ export function buildArtifacts(opts: { outDir: string }): ArtifactManifest {
   for (const v of GOOD_VERSIONS) artifacts.push(writeArtifact(opts.outDir, v));
   for (const b of BAD_BUILDS) artifacts.push(writeArtifact(opts.outDir, b.version, b.fault));
   const manifest: ArtifactManifest = { created_at: new Date().toISOString(), node: process.execPath, main: MAIN_JS, artifacts };
-  fs.writeFileSync(path.join(opts.outDir, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
+  fs.writeFileSync(path.join(opts.outDir, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
   return manifest;
 }
 

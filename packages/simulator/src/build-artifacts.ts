@@ -8,4 +8,4 @@ if (!outDir) {
   process.exit(1);
 }
 const m = buildArtifacts({ outDir });
-process.stdout.write(JSON.stringify(m, null, 2) + '\n');
+process.stdout.write(`${JSON.stringify(m, null, 2)}\n`);

@@ -124,8 +124,7 @@ export function spawnNode(binaryPath: string, configPath: string | null, opts: {
     stream?.setEncoding('utf8');
     stream?.on('data', (d: string) => {
       buf += d;
-      let i: number;
-      while ((i = buf.indexOf('\n')) >= 0) {
+      for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
         child.lines.push(buf.slice(0, i));
         buf = buf.slice(i + 1);
         if (child.lines.length > 5000) child.lines.splice(0, 1000);

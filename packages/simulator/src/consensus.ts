@@ -22,7 +22,7 @@ import { quorumSize } from '@guts-upgrade/protocol/quorum';
 import type { NodeConfig, ValidatorSpec } from './config.js';
 import type { HistoryWriter } from './history.js';
 import type { Logger } from './log.js';
-import { type Block, ChainStore } from './storage.js';
+import type { Block, ChainStore } from './storage.js';
 
 export interface PeerStatus {
   name: string;

@@ -3,6 +3,8 @@
 export type HealthStatus = 'up' | 'down' | 'unknown';
 export interface ComponentHealth { status: HealthStatus; latency_ms?: number; details?: Record<string, unknown> }
 export interface ReadinessChecks { storage: ComponentHealth; p2p: ComponentHealth; realtime: ComponentHealth }
+/** The body of GET /health. */
+export interface HealthBody { status: 'up' | 'down'; version: string; uptime_seconds: number; checks: ReadinessChecks }
 
 export class HealthState {
   readonly startTime = Date.now();
@@ -28,7 +30,7 @@ export class HealthState {
     };
   }
 
-  health(version: string): { code: number; body: unknown } {
+  health(version: string): { code: number; body: HealthBody } {
     const checks = this.checks();
     const up = this.ready && checks.storage.status === 'up' && checks.realtime.status === 'up';
     return { code: up ? 200 : 503, body: { status: up ? 'up' : 'down', version, uptime_seconds: this.uptime(), checks } };

@@ -14,7 +14,7 @@ export class HistoryWriter {
   }
   append(e: HistoryEntry): void {
     if (this.failed) return;
-    try { fs.appendFileSync(this.file, JSON.stringify(e) + '\n'); } catch (err) {
+    try { fs.appendFileSync(this.file, `${JSON.stringify(e)}\n`); } catch (err) {
       // History is test instrumentation; never take the node down for it.
       this.failed = true;
       this.onError(err as Error);

@@ -27,9 +27,9 @@ export class Logger {
       const kv = Object.entries({ ...this.base, ...fields })
         .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
         .join(' ');
-      process.stdout.write(`${time} ${level.toUpperCase().padEnd(5)} ${msg}${kv ? ' ' + kv : ''}\n`);
+      process.stdout.write(`${time} ${level.toUpperCase().padEnd(5)} ${msg}${kv ? ` ${kv}` : ''}\n`);
     } else {
-      process.stdout.write(JSON.stringify({ time, level, msg, ...this.base, ...fields }) + '\n');
+      process.stdout.write(`${JSON.stringify({ time, level, msg, ...this.base, ...fields })}\n`);
     }
   }
 

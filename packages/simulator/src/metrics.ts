@@ -37,13 +37,15 @@ export class Metrics {
     for (const c of this.requests.values()) out.push(`guts_http_requests_total${labels(c.labels)} ${c.value}`);
     out.push('# HELP guts_http_request_duration_seconds HTTP request duration in seconds.', '# TYPE guts_http_request_duration_seconds histogram');
     for (const h of this.durations.values()) {
-      BUCKETS.forEach((b, i) => out.push(`guts_http_request_duration_seconds_bucket${labels({ ...h.labels, le: b })} ${h.counts[i]}`));
+      BUCKETS.forEach((b, i) => {
+        out.push(`guts_http_request_duration_seconds_bucket${labels({ ...h.labels, le: b })} ${h.counts[i]}`);
+      });
       out.push(`guts_http_request_duration_seconds_bucket${labels({ ...h.labels, le: '+Inf' })} ${h.count}`);
       out.push(`guts_http_request_duration_seconds_sum${labels(h.labels)} ${h.sum}`);
       out.push(`guts_http_request_duration_seconds_count${labels(h.labels)} ${h.count}`);
     }
     out.push('# EOF');
-    return out.join('\n') + '\n';
+    return `${out.join('\n')}\n`;
   }
 }
 

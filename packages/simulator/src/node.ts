@@ -9,7 +9,7 @@ import { HealthState } from './health.js';
 import { HistoryWriter } from './history.js';
 import type { Logger } from './log.js';
 import { Metrics } from './metrics.js';
-import { type Block, ChainStore, corruptDataDir, initDataDir, readSchema, StorageError, writeSchema } from './storage.js';
+import { type Block, ChainStore, corruptDataDir, initDataDir, readSchema, type SchemaInfo, StorageError, writeSchema } from './storage.js';
 import { type BuildIdentity, parseVersion, runtimeVersion, schemaForVersion, schemaMajor } from './version.js';
 
 /** Exit code when the data dir's schema forbids starting (major gap, newer data, corrupt schema). */
@@ -48,7 +48,7 @@ function listen(server: net.Server, addr: string): Promise<void> {
  */
 function checkSchema(cfg: NodeConfig, version: string, log: Logger): { from: number; to: number } | null {
   const want = schemaForVersion(version);
-  let info;
+  let info: SchemaInfo | null;
   try { info = readSchema(cfg.dataDir); } catch (e) {
     log.error('storage is corrupt, refusing to start', { error: (e as Error).message, data_dir: cfg.dataDir });
     process.exit(EXIT_SCHEMA);

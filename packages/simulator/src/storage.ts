@@ -47,7 +47,7 @@ export function readSchema(dataDir: string): SchemaInfo | null {
 export function writeSchema(dataDir: string, schema: number, version: string, migratedFrom?: number): void {
   const info: SchemaInfo = { schema, version, updated_at: new Date().toISOString() };
   if (migratedFrom !== undefined) info.migrated_from = migratedFrom;
-  writeFileAtomic(path.join(dataDir, SCHEMA_FILE), JSON.stringify(info, null, 2) + '\n');
+  writeFileAtomic(path.join(dataDir, SCHEMA_FILE), `${JSON.stringify(info, null, 2)}\n`);
 }
 
 export function readManifest(dataDir: string): Manifest {
@@ -122,7 +122,7 @@ export function initDataDir(dataDir: string, opts: InitOptions): { schema: numbe
     files++;
     bytes += size;
   }
-  writeFileAtomic(path.join(dataDir, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
+  writeFileAtomic(path.join(dataDir, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`);
   return { schema: info.schema, files, bytes };
 }
 
@@ -222,7 +222,7 @@ export class ChainStore {
 
   append(b: Block): void {
     if (b.height !== this.height + 1) throw new StorageError(`block ${b.height} does not follow ${this.height}`);
-    fs.appendFileSync(this.file, JSON.stringify(b) + '\n');
+    fs.appendFileSync(this.file, `${JSON.stringify(b)}\n`);
     this.blocks.push(b);
   }
 }

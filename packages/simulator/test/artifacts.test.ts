@@ -5,7 +5,7 @@ import path from 'node:path';
 import t from 'tap';
 import {
   buildArtifacts, createCluster, findArtifact, getJson, installBinary, jsonLines, parsePrometheus, runCommand,
-  spawnNode, startArtifactServer, stopNode, waitFor, waitReady, type Fault, type SimChild, type SimTimings,
+  spawnNode, startArtifactServer, stopNode, waitFor, waitReady, type Fault, type HealthBody, type SimChild, type SimTimings,
 } from '../src/index.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sim-art-'));
@@ -71,7 +71,7 @@ t.test('bad build: corrupts', async (t) => {
   const { d, c } = await node('corrupts', '1.1.0', 'corrupts');
   await waitReady(d);
   await waitFor(async () => (await getJson(`${d.apiUrl}/health`))?.status === 503, { what: 'storage down' });
-  const h = (await getJson<any>(`${d.apiUrl}/health`))!.body;
+  const h = (await getJson<HealthBody>(`${d.apiUrl}/health`))!.body;
   t.equal(h.checks.storage.status, 'down');
   t.equal((await getJson(`${d.apiUrl}/health/ready`))?.status, 503);
   await stopNode(c);
@@ -84,7 +84,7 @@ t.test('bad build: lies', async (t) => {
   t.equal((await runCommand(a.path, ['--version'])).stdout, 'guts-node 1.1.0\n');
   const { d, c } = await node('lies', '1.1.0', 'lies');
   await waitReady(d);
-  t.equal(((await getJson<any>(`${d.apiUrl}/health`))!.body).version, '1.0.1', '/health reports 1.0.1');
+  t.equal((await getJson<HealthBody>(`${d.apiUrl}/health`))!.body.version, '1.0.1', '/health reports 1.0.1');
   const metrics = parsePrometheus(await (await fetch(d.metricsUrl)).text());
   t.ok([...metrics.keys()].some((k) => k.startsWith('guts_build_info{version="1.0.1"')), 'build_info reports 1.0.1');
   t.ok(jsonLines(c).some((l) => l.msg === 'starting guts-node' && l.version === '1.0.1'), 'start line reports 1.0.1');

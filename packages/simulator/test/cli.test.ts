@@ -5,7 +5,7 @@ import t from 'tap';
 import YAML from 'yaml';
 import {
   CLI_JS, createCluster, freePorts, getJson, jsonLines, parseArgs, parsePrometheus, resolveConfig, runCommand,
-  spawnNode, stopNode, waitFor, waitReady, type SimChild,
+  spawnNode, stopNode, waitFor, waitReady, type ConsensusStatus, type HealthBody, type SimChild,
 } from '../src/index.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sim-cli-'));
@@ -62,22 +62,22 @@ t.test('a single node: start line, health, consensus and metrics shapes', async 
   t.equal(start?.version, '1.0.0');
   t.equal(start?.api_addr, envAddr, 'env overrides the config file address');
 
-  const h = await getJson<any>(`${api}/health`);
+  const h = await getJson<HealthBody>(`${api}/health`);
   t.equal(h?.status, 200);
   t.match(h?.body, { status: 'up', version: '1.0.0', uptime_seconds: Number, checks: { storage: { status: 'up' }, p2p: { status: 'unknown', details: { reason: 'P2P not connected or not enabled' } }, realtime: { status: 'up' } } });
-  t.match((await getJson<any>(`${api}/health/live`))?.body, { status: 'up', uptime_seconds: Number });
-  t.match((await getJson<any>(`${api}/health/ready`))?.body, { status: 'up', checks: { storage: { status: 'up' } } });
-  t.match((await getJson<any>(`${api}/health/startup`))?.body, { status: 'up', startup_duration_ms: Number });
+  t.match((await getJson(`${api}/health/live`))?.body, { status: 'up', uptime_seconds: Number });
+  t.match((await getJson(`${api}/health/ready`))?.body, { status: 'up', checks: { storage: { status: 'up' } } });
+  t.match((await getJson(`${api}/health/startup`))?.body, { status: 'up', startup_duration_ms: Number });
 
-  await waitFor(async () => ((await getJson<any>(`${api}/api/consensus/status`))?.body.finalized_height ?? 0) >= 2, { what: 'blocks' });
-  const st = (await getJson<any>(`${api}/api/consensus/status`))!.body;
+  await waitFor(async () => ((await getJson<ConsensusStatus>(`${api}/api/consensus/status`))?.body.finalized_height ?? 0) >= 2, { what: 'blocks' });
+  const st = (await getJson<ConsensusStatus>(`${api}/api/consensus/status`))!.body;
   t.same(Object.keys(st).sort(), ['current_leader', 'enabled', 'finalized_height', 'is_leader', 'pending_transactions', 'state', 'view'].sort());
   t.match(st, { enabled: true, state: 'Active', is_leader: true, current_leader: d!.pubkey });
-  const vals = (await getJson<any>(`${api}/api/consensus/validators`))!.body;
+  const vals = (await getJson(`${api}/api/consensus/validators`))!.body;
   t.match(vals, { epoch: 0, total_weight: 1, quorum_weight: 1, validator_count: 1, validators: [{ name: 'v0', pubkey: d!.pubkey, weight: 1, addr: d!.apiAddr, active: true }] });
-  const blocks = (await getJson<any[]>(`${api}/api/consensus/blocks`))!.body;
+  const blocks = (await getJson<unknown[]>(`${api}/api/consensus/blocks`))!.body;
   t.ok(blocks.length >= 2);
-  const b1 = (await getJson<any>(`${api}/api/consensus/blocks/1`))!.body;
+  const b1 = (await getJson<Record<string, unknown>>(`${api}/api/consensus/blocks/1`))!.body;
   t.same(Object.keys(b1).sort(), ['block_id', 'height', 'parent_id', 'producer', 'signature_count', 'state_root', 'timestamp', 'tx_count', 'tx_root', 'view'].sort());
   t.equal(b1.height, 1);
   t.equal((await getJson(`${api}/api/consensus/blocks/999999`))?.status, 404);

@@ -4,7 +4,7 @@ import path from 'node:path';
 import t from 'tap';
 import {
   buildArtifacts, createCluster, findArtifact, getJson, jsonLines, readSchema, runCommand, spawnNode, stopNode,
-  waitFor, waitReady, type SimChild,
+  waitFor, waitReady, type HealthBody, type SimChild,
 } from '../src/index.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sim-schema-'));
@@ -54,7 +54,7 @@ t.test('schema: minor auto-migration, major refusal until migrate, newer refusal
 
   c = await run('2.0.0');
   await waitReady(d!, 10_000);
-  t.equal(((await getJson<any>(`${d!.apiUrl}/health`))?.body).version, '2.0.0');
+  t.equal((await getJson<HealthBody>(`${d!.apiUrl}/health`))?.body.version, '2.0.0');
   t.equal(await stopNode(c), 0);
 
   c = await run('1.2.0');

@@ -11,7 +11,7 @@ import path from 'node:path';
 import t from 'tap';
 import {
   CLI_JS, clusterHeights, createCluster, getJson, parsePrometheus, resolveConfig, parseArgs, spawnNode, stopNode, waitFor,
-  type NodeDescriptor, type SimChild,
+  type ConsensusStatus, type HealthBody, type NodeDescriptor, type SimChild,
 } from '../src/index.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sim-warmup-'));
@@ -27,20 +27,20 @@ interface Seen { ready: number | null; storage: string | null; storageReason: st
 
 async function look(d: NodeDescriptor): Promise<Seen> {
   const [h, r, c] = await Promise.all([
-    getJson<any>(`${d.apiUrl}/health`, 2000),
-    getJson<any>(`${d.apiUrl}/health/ready`, 2000),
-    getJson<any>(`${d.apiUrl}/api/consensus/status`, 2000),
+    getJson<HealthBody>(`${d.apiUrl}/health`, 2000),
+    getJson(`${d.apiUrl}/health/ready`, 2000),
+    getJson<ConsensusStatus>(`${d.apiUrl}/api/consensus/status`, 2000),
   ]);
   const p2p = h?.body?.checks?.p2p;
   const storage = h?.body?.checks?.storage;
   return {
     ready: r?.status ?? null,
     storage: storage?.status ?? null,
-    storageReason: storage?.details?.reason ?? null,
+    storageReason: (storage?.details?.reason as string | undefined) ?? null,
     state: c?.status === 200 ? c.body.state : null,
     p2p: p2p?.status ?? null,
     peers: typeof p2p?.details?.peer_count === 'number' ? p2p.details.peer_count : null,
-    reason: p2p?.details?.reason ?? null,
+    reason: (p2p?.details?.reason as string | undefined) ?? null,
   };
 }
 

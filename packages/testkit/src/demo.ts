@@ -8,10 +8,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { api, buildConfig, startCoordinator, type RunningCoordinator } from '@guts-upgrade/coordinator';
+import type { EventsBody, FleetBody, NodeRegisteredBody, PlanBody, RolloutDetailBody } from '@guts-upgrade/coordinator';
 import { FAST_TIMINGS, removeDir, startSimFleet, type SimFleet } from './fleet.js';
 
 const TOKEN = 'demo-operator-token-0000';
-const say = (s: string) => process.stdout.write(s + '\n');
+const say = (s: string) => process.stdout.write(`${s}\n`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 async function main(): Promise<number> {
@@ -39,13 +40,13 @@ async function main(): Promise<number> {
     const op = { url: coord.url!, token: TOKEN };
     say(`coordinator on ${coord.url} (db ${join(dir, 'coordinator.db')})`);
     const tokens: Record<string, string> = {};
-    for (let i = 0; i < 4; i++) tokens[`v${i}`] = (await api(op, 'POST', '/api/v1/nodes', { id: `v${i}` })).token;
+    for (let i = 0; i < 4; i++) tokens[`v${i}`] = (await api<NodeRegisteredBody>(op, 'POST', '/api/v1/nodes', { id: `v${i}` })).token;
     say('registered v0..v3; starting 4 simulated validators and their agents');
     fleet = await startSimFleet({ n: 4, dir: join(dir, 'fleet'), coordinatorWsUrl: coord.url!.replace('http', 'ws'), tokens });
     const end = Date.now() + 30_000;
     for (;;) {
-      const f = await api(op, 'GET', '/api/v1/fleet');
-      if (f.down.length === 0 && f.nodes.length === 4 && f.nodes.every((n: any) => n.version === '1.0.0')) {
+      const f = await api<FleetBody>(op, 'GET', '/api/v1/fleet');
+      if (f.down.length === 0 && f.nodes.length === 4 && f.nodes.every((n) => n.version === '1.0.0')) {
         say(`fleet: n=${f.n} f=${f.f} quorum=${f.quorum} leader=${f.leader} versions=${JSON.stringify(f.versions)}`);
         break;
       }
@@ -54,16 +55,16 @@ async function main(): Promise<number> {
     }
     const target = fleet.artifact('1.1.0');
     const body = { target, strategy: 'canary', options: { soakMs: 3000, stabilizationMs: 1000 } };
-    const plan = (await api(op, 'POST', '/api/v1/rollouts/plan', body)).plan;
+    const plan = (await api<PlanBody>(op, 'POST', '/api/v1/rollouts/plan', body)).plan;
     say(`plan (dry run): ${plan.waves.map((w: string[], i: number) => `wave ${i + 1} [${w.join(' ')}]`).join(', ')}`);
     const t0 = Date.now();
-    const created = await api(op, 'POST', '/api/v1/rollouts', body);
+    const created = await api<RolloutDetailBody>(op, 'POST', '/api/v1/rollouts', body);
     const id = created.rollout.id;
     say(`rollout ${id} started: canary ${created.rollout.options.canary}, then rolling, leader last`);
     let after = 0;
-    let detail: any;
+    let detail: RolloutDetailBody;
     for (;;) {
-      const ev = await api(op, 'GET', `/api/v1/rollouts/${id}/events?after=${after}`);
+      const ev = await api<EventsBody>(op, 'GET', `/api/v1/rollouts/${id}/events?after=${after}`);
       for (const e of ev.events) {
         after = e.seq;
         const t = ((Date.parse(e.at) - t0) / 1000).toFixed(1).padStart(5);
@@ -73,7 +74,7 @@ async function main(): Promise<number> {
           say(`  ${t}s ${e.type} ${e.nodeId ?? ''} ${e.data.code ?? ''}`);
         } else if (e.type === 'rollout.state') say(`  ${t}s rollout ${e.data.from} -> ${e.data.to}`);
       }
-      detail = await api(op, 'GET', `/api/v1/rollouts/${id}`);
+      detail = await api<RolloutDetailBody>(op, 'GET', `/api/v1/rollouts/${id}`);
       if (['completed', 'failed', 'aborted', 'rolled_back', 'paused'].includes(detail.rollout.state)) break;
       await sleep(300);
     }
@@ -84,10 +85,10 @@ async function main(): Promise<number> {
     const heights = h.filter((x) => x.t >= t0 && x.t <= t1).map((x) => x.height);
     say('');
     say(`summary: rollout ${id} ${detail.rollout.state} in ${((t1 - t0) / 1000).toFixed(1)}s`);
-    const order = [...detail.steps].sort((a: any, b: any) => (a.dispatchSeq ?? 99) - (b.dispatchSeq ?? 99));
-    say(`  order: ${order.map((s: any) => s.nodeId).join(' -> ')}`);
-    for (const s of order) say(`  ${s.nodeId}: ${s.state}, downtime ${s.downtimeMs != null ? Math.round(s.downtimeMs) + ' ms' : '-'}${s.code ? ` ${s.code}: ${s.message ?? ''}` : ''}`);
-    const f = await api(op, 'GET', '/api/v1/fleet');
+    const order = [...detail.steps].sort((a, b) => (a.dispatchSeq ?? 99) - (b.dispatchSeq ?? 99));
+    say(`  order: ${order.map((s) => s.nodeId).join(' -> ')}`);
+    for (const s of order) say(`  ${s.nodeId}: ${s.state}, downtime ${s.downtimeMs != null ? `${Math.round(s.downtimeMs)} ms` : '-'}${s.code ? ` ${s.code}: ${s.message ?? ''}` : ''}`);
+    const f = await api<FleetBody>(op, 'GET', '/api/v1/fleet');
     say(`  versions now: ${JSON.stringify(f.versions)}`);
     say(`  chain: finalized ${heights.length ? Math.min(...heights) : '?'} -> ${heights.length ? Math.max(...heights) : '?'} during the rollout; longest gap between finalized blocks ${stall} ms (block interval ${FAST_TIMINGS.block_interval_ms} ms) -> ${stall < 2000 ? 'never stalled' : 'STALLED'}`);
     return detail.rollout.state === 'completed' ? 0 : 1;

@@ -140,7 +140,7 @@ function installedLaunchers(m: ArtifactManifest, outDir: string): ArtifactManife
     return { ...a, sha256: sha256OfFile(a.path), size: statSync(a.path).size };
   });
   const out: ArtifactManifest = { ...m, main: mainJs, artifacts };
-  writeFileSync(path.join(outDir, 'manifest.json'), JSON.stringify(out, null, 2) + '\n');
+  writeFileSync(path.join(outDir, 'manifest.json'), `${JSON.stringify(out, null, 2)}\n`);
   return out;
 }
 
@@ -316,7 +316,7 @@ export class Scenario {
         // resolved) with argv[1].
         await h.exec('mkdir', ['-p', AGENT_INSTALL_DIR], { check: true });
         await h.exec('mount', ['--bind', REPO_ROOT, AGENT_INSTALL_DIR], { check: true });
-        await provisionGutsNode(h, { binary: start.path, config: JSON.stringify(nodeCfg, null, 2) + '\n' });
+        await provisionGutsNode(h, { binary: start.path, config: `${JSON.stringify(nodeCfg, null, 2)}\n` });
       }),
     );
     lab.spawnInLab(process.execPath, ['-e', SAMPLER, this.samplesFile, '250', ...lab.hosts.map((h) => `${h.name}=${h.addr}:${NODE_API_PORT}`)], {
@@ -327,7 +327,7 @@ export class Scenario {
     // The agent, from the project's unit file, running this checkout.
     await Promise.all(
       lab.hosts.map(async (h) => {
-        await h.writeFile(AGENT_CONFIG, JSON.stringify(this.agentConfig(h, tokens.get(h.name)!), null, 2) + '\n', 0o600);
+        await h.writeFile(AGENT_CONFIG, `${JSON.stringify(this.agentConfig(h, tokens.get(h.name)!), null, 2)}\n`, 0o600);
         await h.installUnit(AGENT_UNIT, { enable: true, start: true });
       }),
     );

@@ -43,7 +43,10 @@ export function downFromSamples(samples: Sample[], nodes: string[], range: { fro
     if (range.from !== undefined && s.t < range.from) continue;
     if (range.to !== undefined && s.t > range.to) continue;
     let a = byRound.get(s.r);
-    if (!a) byRound.set(s.r, (a = []));
+    if (!a) {
+      a = [];
+      byRound.set(s.r, a);
+    }
     a.push(s);
   }
   let maxDown = 0;

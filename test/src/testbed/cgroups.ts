@@ -1,4 +1,4 @@
-import { promises as fs, readFileSync } from 'node:fs';
+import { type Dirent, promises as fs, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { sleep } from './proc.js';
 
@@ -83,7 +83,7 @@ export async function makeCgroup(layout: CgroupLayout, rel: string): Promise<str
 export async function cgroupPids(dir: string): Promise<number[]> {
   const out: number[] = [];
   const walk = async (d: string): Promise<void> => {
-    let entries;
+    let entries: Dirent[];
     try {
       entries = await fs.readdir(d, { withFileTypes: true });
     } catch {
@@ -105,7 +105,7 @@ export async function cgroupPids(dir: string): Promise<number[]> {
 export async function removeCgroupTree(dir: string, timeoutMs = 10_000): Promise<string[]> {
   const deadline = Date.now() + timeoutMs;
   const collect = async (d: string, acc: string[]): Promise<void> => {
-    let entries;
+    let entries: Dirent[];
     try {
       entries = await fs.readdir(d, { withFileTypes: true });
     } catch {
@@ -141,7 +141,7 @@ export async function removeCgroupTree(dir: string, timeoutMs = 10_000): Promise
 export async function findCgroups(layout: CgroupLayout, prefix: string, maxDepth = 5): Promise<string[]> {
   const found: string[] = [];
   const walk = async (d: string, depth: number): Promise<void> => {
-    let entries;
+    let entries: Dirent[];
     try {
       entries = await fs.readdir(d, { withFileTypes: true });
     } catch {

@@ -543,9 +543,8 @@ class LabImpl implements Lab {
     await ipn('link', 'set', 'dev', 'br0', 'up');
     this.labCgroupDirs = await makeCgroup(this.layout, `${this.id}/lab`);
 
-    const hostsFile =
-      `127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n${this.labAddr} lab\n` +
-      this.hosts.map((h) => `${h.addr} ${h.name}\n`).join('');
+    const hostLines = this.hosts.map((h) => `${h.addr} ${h.name}\n`).join('');
+    const hostsFile = `127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n${this.labAddr} lab\n${hostLines}`;
     await Promise.all(this.hosts.map((h) => this.bootHost(h, script, hostsFile)));
     const timeout = this.opts.bootTimeoutMs ?? 120_000;
     await Promise.all(this.hosts.map((h) => this.waitBooted(h, timeout)));

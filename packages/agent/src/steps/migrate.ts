@@ -32,14 +32,14 @@ export async function migrate(ctx: StepContext): Promise<'none' | 'automatic' | 
   const argv = fillArgv(c.commands.migrate!, placeholders(ctx));
   ctx.progress('migrate', 'running', `running ${JSON.stringify(argv)}`);
   const r = await runArgv(argv, { timeoutMs: c.checks.commandTimeoutMs });
-  const out = tailLines(r.stdout + '\n' + r.stderr, 20).join('\n');
+  const out = tailLines(`${r.stdout}\n${r.stderr}`, 20).join('\n');
   addCheck(ctx, 'migration-command', r.code === 0, `exit ${r.code ?? r.signal}${r.timedOut ? ' (timed out)' : ''}: ${out}`);
   if (r.code !== 0) throw new CodedError('E_MIGRATION', `migration command exited ${r.code ?? r.signal}${r.timedOut ? ' (timeout)' : ''}: ${out.slice(-1000)}`);
   if (c.commands.verify) {
     const vargv = fillArgv(c.commands.verify, placeholders(ctx));
     ctx.progress('migrate', 'running', `verifying with ${JSON.stringify(vargv)}`);
     const v = await runArgv(vargv, { timeoutMs: c.checks.commandTimeoutMs });
-    const vout = tailLines(v.stdout + '\n' + v.stderr, 20).join('\n');
+    const vout = tailLines(`${v.stdout}\n${v.stderr}`, 20).join('\n');
     addCheck(ctx, 'migration-verify', v.code === 0, `exit ${v.code ?? v.signal}: ${vout}`);
     if (v.code !== 0) throw new CodedError('E_MIGRATION', `migration verify command exited ${v.code ?? v.signal}: ${vout.slice(-1000)}`);
   }

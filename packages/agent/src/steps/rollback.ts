@@ -36,7 +36,7 @@ export async function rollbackToOld(ctx: StepContext): Promise<{ mode: RollbackM
     await restoreOldBinary(ctx);
     if (m === 'binary+data') {
       const row = ctx.data.backupId ? ctx.journal.getBackup(ctx.data.backupId) : null;
-      if (!row || row.status !== 'complete') throw new CodedError('E_ROLLBACK_FAILED', 'the data must be restored but the backup is not complete');
+      if (row?.status !== 'complete') throw new CodedError('E_ROLLBACK_FAILED', 'the data must be restored but the backup is not complete');
       ctx.progress('rollback', 'running', `restoring the data dir from backup ${row.id}`);
       await ctx.backups.restoreData(row.id);
     }

@@ -244,7 +244,7 @@ export async function verify(ctx: StepContext): Promise<void> {
   if (ctx.config.commands.smoke) {
     const argv = fillArgv(ctx.config.commands.smoke, placeholders(ctx));
     const r = await runArgv(argv, { timeoutMs: c.commandTimeoutMs });
-    const out = tailLines(r.stdout + '\n' + r.stderr, 10).join('\n');
+    const out = tailLines(`${r.stdout}\n${r.stderr}`, 10).join('\n');
     addCheck(ctx, 'smoke', r.code === 0, `exit ${r.code ?? r.signal}: ${out}`);
     if (r.code !== 0) throw new CodedError('E_SMOKE', `smoke command exited ${r.code ?? r.signal}: ${out.slice(-1000)}`);
   }

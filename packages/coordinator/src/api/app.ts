@@ -11,7 +11,7 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { CodedError } from '@guts-upgrade/protocol';
 import type { Coordinator } from '../engine/coordinator.js';
@@ -33,7 +33,7 @@ export async function buildApi(opts: {
   services: ApiServices;
   metrics: Metrics;
   log: Logger;
-  serverFactory?: (handler: (req: any, res: any) => void) => Server;
+  serverFactory?: (handler: (req: IncomingMessage, res: ServerResponse) => void) => Server;
   ready: () => boolean;
 }): Promise<FastifyInstance> {
   const { services, metrics } = opts;

@@ -80,7 +80,7 @@ export class AgentHub implements AgentTransport {
 
   send(nodeId: string, body: string): boolean {
     const ws = this.sockets.get(nodeId);
-    if (!ws || ws.readyState !== 1) return false;
+    if (ws?.readyState !== 1) return false;
     ws.send(body);
     this.commandsSent++;
     return true;

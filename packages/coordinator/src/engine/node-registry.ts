@@ -39,7 +39,7 @@ export class NodeRegistry {
     if (existing && existing.revokedAt == null) throw new CodedError('E_CONFLICT', `node ${id} is already registered`, { field: 'id' });
     const key = pubkey?.toLowerCase() ?? null;
     if (key) this.checkBinding(id, key);
-    const token = 'gua_' + randomBytes(32).toString('base64url');
+    const token = `gua_${randomBytes(32).toString('base64url')}`;
     this.d.writes.tx(() => {
       this.d.store.insertNode(id, hashToken(token), address, this.d.now(), key);
       this.d.audit.record('node.registered', actor, null, id, { address, ...(key ? { pubkey: key } : {}) });
