@@ -250,7 +250,7 @@ export function buildProgram(io: CliIo, result: { code: number }): Command {
     .argument('<digest>', 'the reported set\'s digest, 16 hex characters')
     .action(async (digest: string, _o, cmd: Command) => {
       const { t, json } = target(cmd);
-      const r = await api(t, 'POST', '/api/v1/chain/confirm', { digest });
+      const r = await api<{ digest: string; epoch: number; confirmed: boolean }>(t, 'POST', '/api/v1/chain/confirm', { digest });
       show(json, r, () => `confirmed the validator set of epoch ${r.epoch} (${digest})`);
     });
 

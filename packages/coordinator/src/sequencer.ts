@@ -227,7 +227,7 @@ function referenceNodes(d: Decision): NodeView[] {
  */
 function backOnChain(d: Decision, step: Step): boolean {
   const chain = d.fleet.chain;
-  if (!chain || !chain.requireProducedBlock) return true;
+  if (!chain?.requireProducedBlock) return true;
   const v = chain.byNode.get(step.nodeId);
   if (!v) return false;
   return v.verdict === 'produced' && v.provenAt != null && v.provenAt > (step.resultAt ?? 0);
@@ -471,7 +471,7 @@ function rollingUpgrade(d: Decision): void {
  */
 function pauseIfNeverSafe(d: Decision, left: Step[]): boolean {
   const chain = d.fleet.chain;
-  if (!chain || chain.status !== 'adopted') return false;
+  if (chain?.status !== 'adopted') return false;
   const offenders = neverSafe(chain, left.map((s) => s.nodeId));
   if (offenders.length === 0) return false;
   const reason = neverSafeMessage(chain, offenders);

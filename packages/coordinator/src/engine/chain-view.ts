@@ -186,8 +186,8 @@ export class ChainTracker {
       if (b.height <= this.top - BLOCK_HISTORY) continue;
       const block: FinalizedBlock = { ...b, producer: b.producer.toLowerCase() };
       const key = `${block.blockId}|${block.view}|${block.producer}`;
-      let at = this.blocks.get(block.height);
-      if (!at) this.blocks.set(block.height, (at = new Map()));
+      const at = this.blocks.get(block.height) ?? new Map<string, Candidate>();
+      this.blocks.set(block.height, at);
       const c = at.get(key) ?? { block, reporters: new Set<string>(), believedAt: null };
       c.reporters.add(nodeId);
       at.set(key, c);
