@@ -22,15 +22,21 @@ import { stringify } from 'yaml';
 import * as sim from '@guts-upgrade/simulator';
 import { BackupStore, Journal, resolveConfig } from '@guts-upgrade/agent';
 import { processStartTime } from '@guts-upgrade/agent/process-identity';
-import {
-  AGENT_CLI, SIM_CLI, childEnv, fmtBytes, mb, removeDir, round, run, sampler, stopPid, tmpDir, trackPid, waitFor,
-} from './lib/common.js';
+import { AGENT_CLI, SIM_CLI, childEnv, fmtBytes, mb, removeDir, round, run, sampler, stopPid, tmpDir, trackPid, waitFor } from './lib/common.js';
 
 /** Starts the node the way the agent's process driver does (detached, pid file), so the agent adopts it. */
 export async function startNode(node) {
   const log = fs.openSync(node.logFile, 'a');
-  const child = spawn(node.binary, ['--config', node.configPath], { detached: true, stdio: ['ignore', log, log], env: childEnv(), cwd: path.dirname(node.configPath) });
-  await new Promise((resolve, reject) => { child.once('spawn', resolve); child.once('error', reject); });
+  const child = spawn(node.binary, ['--config', node.configPath], {
+    detached: true,
+    stdio: ['ignore', log, log],
+    env: childEnv(),
+    cwd: path.dirname(node.configPath),
+  });
+  await new Promise((resolve, reject) => {
+    child.once('spawn', resolve);
+    child.once('error', reject);
+  });
   fs.closeSync(log);
   child.on('exit', () => {});
   child.unref();
@@ -48,7 +54,10 @@ function nodePid(node) {
 }
 
 export async function ready(node) {
-  return fetch(`${node.apiUrl}/health/ready`, { signal: AbortSignal.timeout(1000) }).then((r) => r.status === 200, () => false);
+  return fetch(`${node.apiUrl}/health/ready`, { signal: AbortSignal.timeout(1000) }).then(
+    (r) => r.status === 200,
+    () => false,
+  );
 }
 
 export async function stopNode(node) {
@@ -85,7 +94,17 @@ async function setup(sizeMb, log) {
     stateDir,
     backup: { retention: 1 },
     fetch: { retries: 3, backoffMs: 50, timeoutMs: 10_000 },
-    checks: { readyTimeoutMs: 60_000, syncTimeoutMs: 30_000, advanceWindowMs: 1500, stabilizeMs: 500, httpTimeoutMs: 2000, commandTimeoutMs: 60_000, maxErrorRateIncrease: 0.5, maxLatencyFactor: 20, minLatencyMs: 500 },
+    checks: {
+      readyTimeoutMs: 60_000,
+      syncTimeoutMs: 30_000,
+      advanceWindowMs: 1500,
+      stabilizeMs: 500,
+      httpTimeoutMs: 2000,
+      commandTimeoutMs: 60_000,
+      maxErrorRateIncrease: 0.5,
+      maxLatencyFactor: 20,
+      minLatencyMs: 500,
+    },
     diskMarginBytes: 0,
     logLevel: 'warn',
   };
@@ -107,10 +126,17 @@ async function oursUpgrade(env, log) {
   let smp = null;
   let pid = null;
   const t0 = Date.now();
-  const r = await run(process.execPath, [AGENT_CLI, 'upgrade', '--config', node.agentConfig, '--to', to.version, '--url', to.url, '--sha256', to.sha256, '--json'], {
-    env: { GUTS_UPGRADE_CLI_LOG_LEVEL: 'warn' },
-    onSpawn: (c) => { pid = c.pid; smp = sampler(c.pid, 100); },
-  });
+  const r = await run(
+    process.execPath,
+    [AGENT_CLI, 'upgrade', '--config', node.agentConfig, '--to', to.version, '--url', to.url, '--sha256', to.sha256, '--json'],
+    {
+      env: { GUTS_UPGRADE_CLI_LOG_LEVEL: 'warn' },
+      onSpawn: (c) => {
+        pid = c.pid;
+        smp = sampler(c.pid, 100);
+      },
+    },
+  );
   // The process is gone: the sampler's last /proc reading before exit holds the peak.
   const usage = smp.stop();
   const wallMs = Date.now() - t0;
@@ -206,7 +232,11 @@ function dirBytes(d) {
 
 export async function dataBench({ quick, log, opts, downtime, throughput: wantTp, peakRss }) {
   const sizesGb = opts.sizesGb ?? (quick ? [0.1] : [1, 10]);
-  const result = { downtime: { title: 'Per-node downtime (stop → ready): agent pipeline vs seed script', rows: [] }, throughput: { title: 'Backup throughput: agent BackupStore vs GNU tar cf', rows: [] }, peakRss: { title: 'Agent peak RSS during a backup (real agent CLI upgrade process)', rows: [] } };
+  const result = {
+    downtime: { title: 'Per-node downtime (stop → ready): agent pipeline vs seed script', rows: [] },
+    throughput: { title: 'Backup throughput: agent BackupStore vs GNU tar cf', rows: [] },
+    peakRss: { title: 'Agent peak RSS during a backup (real agent CLI upgrade process)', rows: [] },
+  };
   for (const gb of sizesGb) {
     const sizeMb = Math.round(gb * 1024);
     const env = await setup(sizeMb, log);
@@ -219,19 +249,41 @@ export async function dataBench({ quick, log, opts, downtime, throughput: wantTp
       if (downtime) {
         const seed = await seedUpgrade(env, log);
         result.downtime.rows.push({
-          data: label, dataBytes: bytes, initSec: round(env.initSec, 1),
-          oursDowntimeMs: ours.downtimeMs, oursTotalMs: ours.totalMs, oursPreCopyMs: ours.preCopyMs,
-          seedDowntimeMs: seed.downtimeMs, seedTarCzfMs: seed.tarCzfMs, seedStartToReadyMs: seed.startToReadyMs, seedTgzBytes: seed.tgzBytes,
+          data: label,
+          dataBytes: bytes,
+          initSec: round(env.initSec, 1),
+          oursDowntimeMs: ours.downtimeMs,
+          oursTotalMs: ours.totalMs,
+          oursPreCopyMs: ours.preCopyMs,
+          seedDowntimeMs: seed.downtimeMs,
+          seedTarCzfMs: seed.tarCzfMs,
+          seedStartToReadyMs: seed.startToReadyMs,
+          seedTgzBytes: seed.tgzBytes,
           ratio: round(ours.downtimeMs / seed.downtimeMs, 4),
         });
         log(`  ${label}: downtime ours ${ours.downtimeMs} ms vs seed ${seed.downtimeMs} ms`);
       }
       if (peakRss) {
-        result.peakRss.rows.push({ data: label, dataBytes: bytes, peakRssBytes: ours.agentPeakRssBytes, peakRssMiB: mb(ours.agentPeakRssBytes), peakOverData: round(ours.agentPeakRssBytes / bytes, 4) });
+        result.peakRss.rows.push({
+          data: label,
+          dataBytes: bytes,
+          peakRssBytes: ours.agentPeakRssBytes,
+          peakRssMiB: mb(ours.agentPeakRssBytes),
+          peakOverData: round(ours.agentPeakRssBytes / bytes, 4),
+        });
       }
       if (wantTp) {
         const tp = await throughput(env, bytes, log);
-        result.throughput.rows.push({ data: label, dataBytes: bytes, agentMBps: tp.agent.MBps, agentMs: tp.agent.ms, tarMBps: tp.gnuTar.MBps, tarMs: tp.gnuTar.ms, tarMsWithoutFsync: tp.gnuTar.msWithoutFsync, ratio: tp.agentOverTar });
+        result.throughput.rows.push({
+          data: label,
+          dataBytes: bytes,
+          agentMBps: tp.agent.MBps,
+          agentMs: tp.agent.ms,
+          tarMBps: tp.gnuTar.MBps,
+          tarMs: tp.gnuTar.ms,
+          tarMsWithoutFsync: tp.gnuTar.msWithoutFsync,
+          ratio: tp.agentOverTar,
+        });
         log(`  ${label}: agent ${tp.agent.MBps} MB/s vs tar ${tp.gnuTar.MBps} MB/s`);
       }
     } finally {

@@ -23,27 +23,39 @@ export async function footprintBench({ quick, log }) {
     const [d] = await sim.createCluster({ n: 1, dir: path.join(dir, 'cluster'), logLevel: 'warn', dataSizeMb: 16 });
     const stateDir = path.join(d.dir, 'agent-state');
     fs.mkdirSync(stateDir, { recursive: true });
-    node = { ...d, binary: path.join(d.dir, 'bin', 'guts-node'), stateDir, pidFile: path.join(stateDir, 'guts-node.pid'), logFile: path.join(stateDir, 'guts-node.log') };
+    node = {
+      ...d,
+      binary: path.join(d.dir, 'bin', 'guts-node'),
+      stateDir,
+      pidFile: path.join(stateDir, 'guts-node.pid'),
+      logFile: path.join(stateDir, 'guts-node.log'),
+    };
     sim.installBinary(sim.findArtifact(manifest, '1.0.0').path, node.binary);
     await startNode(node);
     await waitFor(() => ready(node), { timeoutMs: 60_000, what: 'node ready' });
     const tokens = await registerNodes(coord, [d.name]);
     const cfgPath = path.join(d.dir, 'agent.yaml');
-    fs.writeFileSync(cfgPath, stringify({
-      nodeId: d.name,
-      coordinator: { url: coord.wsUrl, token: tokens[d.name], reconnectMaxMs: 2000 },
-      service: { driver: 'process', args: ['--config', '{config}'], pidFile: node.pidFile, logFile: node.logFile },
-      node: { binary: node.binary, dataDir: d.dataDir, config: d.configPath, apiUrl: d.apiUrl, metricsUrl: d.metricsUrl },
-      stateDir,
-      logLevel: 'info',
-    }));
+    fs.writeFileSync(
+      cfgPath,
+      stringify({
+        nodeId: d.name,
+        coordinator: { url: coord.wsUrl, token: tokens[d.name], reconnectMaxMs: 2000 },
+        service: { driver: 'process', args: ['--config', '{config}'], pidFile: node.pidFile, logFile: node.logFile },
+        node: { binary: node.binary, dataDir: d.dataDir, config: d.configPath, apiUrl: d.apiUrl, metricsUrl: d.metricsUrl },
+        stateDir,
+        logLevel: 'info',
+      }),
+    );
     const out = fs.openSync(path.join(stateDir, 'agent.log'), 'a');
     agent = track(spawn(process.execPath, [AGENT_CLI, 'run', '--config', cfgPath], { env: childEnv(), stdio: ['ignore', out, out] }));
     fs.closeSync(out);
-    await waitFor(async () => {
-      const f = await coord.api('GET', '/api/v1/nodes');
-      return f.nodes[0]?.connected && f.nodes[0]?.healthy;
-    }, { timeoutMs: 60_000, what: 'agent connected and node healthy' });
+    await waitFor(
+      async () => {
+        const f = await coord.api('GET', '/api/v1/nodes');
+        return f.nodes[0]?.connected && f.nodes[0]?.healthy;
+      },
+      { timeoutMs: 60_000, what: 'agent connected and node healthy' },
+    );
     await sleep(3000); // past start-up work (JIT, first heartbeats)
     log(`footprint: sampling the idle agent daemon for ${seconds} s`);
     const smp = sampler(agent.pid, 1000);
@@ -51,7 +63,14 @@ export async function footprintBench({ quick, log }) {
     const r = smp.stop();
     return {
       title: `Agent daemon footprint, idle (connected, node running) over ${seconds} s`,
-      idle: { seconds: round(r.wallSec, 1), cpuPct: round(r.cpuPct, 2), cpuSec: round(r.cpuSec, 2), rssMeanMiB: mb(r.rssMeanBytes), rssMaxMiB: mb(r.rssMaxBytes), peakRssMiB: mb(r.peakRssBytes) },
+      idle: {
+        seconds: round(r.wallSec, 1),
+        cpuPct: round(r.cpuPct, 2),
+        cpuSec: round(r.cpuSec, 2),
+        rssMeanMiB: mb(r.rssMeanBytes),
+        rssMaxMiB: mb(r.rssMaxBytes),
+        peakRssMiB: mb(r.peakRssBytes),
+      },
     };
   } finally {
     if (agent) await stopChild(agent, 10_000);

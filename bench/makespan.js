@@ -37,26 +37,34 @@ async function ours(n, T, scale) {
       const mine = ids.filter((_, i) => i % procs === p).map((id) => ({ id, token: tokens[id] }));
       await g.call({ op: 'init', url: coord.wsUrl, nodes: mine, leader: ids[0], version: '1.0.0', T, genesis, n });
     }
-    await waitFor(async () => {
-      const f = await coord.api('GET', '/api/v1/fleet');
-      return f.down.length === 0 && f.leader === ids[0] && f.nodes.every((x) => x.finalizedHeight != null);
-    }, { what: 'fleet healthy with a leader', timeoutMs: 30_000 });
+    await waitFor(
+      async () => {
+        const f = await coord.api('GET', '/api/v1/fleet');
+        return f.down.length === 0 && f.leader === ids[0] && f.nodes.every((x) => x.finalizedHeight != null);
+      },
+      { what: 'fleet healthy with a leader', timeoutMs: 30_000 },
+    );
     const f = faultTolerance(n);
     const created = await coord.api('POST', '/api/v1/rollouts', { target: TARGET, strategy: 'rolling', options: { maxUnavailable: f, stabilizationMs: 0 } });
     const id = created.rollout.id;
-    const detail = await waitFor(async () => {
-      const d = await coord.api('GET', `/api/v1/rollouts/${id}`);
-      if (['failed', 'aborted', 'paused', 'rolled_back'].includes(d.rollout.state)) throw new Error(`rollout ${id} ended ${d.rollout.state}: ${d.rollout.reason}`);
-      return d.rollout.state === 'completed' ? d : null;
-    }, { what: `rollout of ${n} completed`, timeoutMs: 600_000, intervalMs: 50 });
+    const detail = await waitFor(
+      async () => {
+        const d = await coord.api('GET', `/api/v1/rollouts/${id}`);
+        if (['failed', 'aborted', 'paused', 'rolled_back'].includes(d.rollout.state))
+          throw new Error(`rollout ${id} ended ${d.rollout.state}: ${d.rollout.reason}`);
+        return d.rollout.state === 'completed' ? d : null;
+      },
+      { what: `rollout of ${n} completed`, timeoutMs: 600_000, intervalMs: 50 },
+    );
     const makespanMs = detail.rollout.stateSince - detail.rollout.createdAt;
     const waves = idealWaves(n, f);
     const ideal = waves * T;
     // Where the time between waves goes: result of a wave's last node -> first command of the next wave.
     const cmds = (await Promise.all(gens.map((g) => g.call({ op: 'stats' })))).flatMap((s) => s.commands).sort((a, b) => a.recvAt - b.recvAt);
     const waveStarts = [];
-    for (const c of cmds) if (!waveStarts.length || c.recvAt - waveStarts.at(-1).recvAt > T / 2) waveStarts.push({ recvAt: c.recvAt, cmds: [c] });
-    else waveStarts.at(-1).cmds.push(c);
+    for (const c of cmds)
+      if (!waveStarts.length || c.recvAt - waveStarts.at(-1).recvAt > T / 2) waveStarts.push({ recvAt: c.recvAt, cmds: [c] });
+      else waveStarts.at(-1).cmds.push(c);
     const gaps = [];
     for (let i = 1; i < waveStarts.length; i++) {
       const lastResult = Math.max(...waveStarts[i - 1].cmds.map((c) => c.resultAt ?? 0));
@@ -64,8 +72,16 @@ async function ours(n, T, scale) {
     }
     const firstDispatch = cmds.length ? cmds[0].recvAt - detail.rollout.createdAt : null;
     return {
-      n, f, waves, measuredWaves: waveStarts.length, T, idealMs: ideal, makespanMs, ratio: round(makespanMs / ideal, 3),
-      firstDispatchMs: firstDispatch, meanInterWaveGapMs: gaps.length ? Math.round(gaps.reduce((a, b) => a + b, 0) / gaps.length) : null,
+      n,
+      f,
+      waves,
+      measuredWaves: waveStarts.length,
+      T,
+      idealMs: ideal,
+      makespanMs,
+      ratio: round(makespanMs / ideal, 3),
+      firstDispatchMs: firstDispatch,
+      meanInterWaveGapMs: gaps.length ? Math.round(gaps.reduce((a, b) => a + b, 0) / gaps.length) : null,
       interWaveGapsMs: gaps,
     };
   } finally {
@@ -126,7 +142,13 @@ export async function makespanBench({ quick, log, opts }) {
   }
   return {
     title: 'Rollout makespan vs ideal (waves × T) and vs the seed serial script',
-    settings: { T_ms: T, scale, coordinator: { heartbeatMs: 5000 * scale, tickMs: 500 * scale, stabilizationMs: 0 }, serial: { pollMs, stabilizationMs: stabMs }, target: 'ratio ≤ 1.05' },
+    settings: {
+      T_ms: T,
+      scale,
+      coordinator: { heartbeatMs: 5000 * scale, tickMs: 500 * scale, stabilizationMs: 0 },
+      serial: { pollMs, stabilizationMs: stabMs },
+      target: 'ratio ≤ 1.05',
+    },
     rows,
   };
 }

@@ -27,14 +27,19 @@ function parseArgs(argv) {
     const val = () => inline ?? argv[++i];
     if (k === '--quick') o.quick = true;
     else if (k === '--only') {
-      o.only = val().split(',').map((s) => s.trim()).filter(Boolean);
+      o.only = val()
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean);
       for (const b of o.only) if (!ALL.includes(b)) throw new Error(`--only: unknown bench ${b} (expected ${ALL.join(', ')})`);
     } else if (k === '--serial-max-n') o.opts.serialMaxN = Number(val());
     else if (k === '--sizes') o.opts.sizes = val().split(',').map(Number);
     else if (k === '--sizes-gb') o.opts.sizesGb = val().split(',').map(Number);
     else if (k === '--agents') o.opts.agents = Number(val());
     else if (k === '--help' || k === '-h') {
-      process.stdout.write(`usage: npm run bench -- [--only ${ALL.join(',')}] [--quick] [--serial-max-n N] [--sizes 4,7,31,100] [--sizes-gb 1,10] [--agents 2000]\n`);
+      process.stdout.write(
+        `usage: npm run bench -- [--only ${ALL.join(',')}] [--quick] [--serial-max-n N] [--sizes 4,7,31,100] [--sizes-gb 1,10] [--agents 2000]\n`,
+      );
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
@@ -84,7 +89,13 @@ async function main() {
     durationSec: Math.round((Date.now() - t0) / 1000),
     mode: args.quick ? 'quick' : 'full',
     only: args.only,
-    machine: { cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memGiB: Math.round(os.totalmem() / 1024 ** 3), node: process.version, loadavg: os.loadavg().map((x) => Math.round(x * 100) / 100) },
+    machine: {
+      cpus: os.cpus().length,
+      cpuModel: os.cpus()[0]?.model,
+      memGiB: Math.round(os.totalmem() / 1024 ** 3),
+      node: process.version,
+      loadavg: os.loadavg().map((x) => Math.round(x * 100) / 100),
+    },
     results,
     errors,
   };

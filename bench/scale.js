@@ -14,7 +14,19 @@
 import Database from 'better-sqlite3';
 import { faultTolerance, idealWaves } from '@guts-upgrade/protocol';
 import {
-  forkLoadgen, percentile, procIo, procSample, registerNodes, removeDir, round, sampler, sleep, startCoordinator, tmpDir, waitFor, mb,
+  forkLoadgen,
+  percentile,
+  procIo,
+  procSample,
+  registerNodes,
+  removeDir,
+  round,
+  sampler,
+  sleep,
+  startCoordinator,
+  tmpDir,
+  waitFor,
+  mb,
 } from './lib/common.js';
 
 const TARGET = { version: '1.1.0', url: 'http://127.0.0.1:9/guts-node-1.1.0', sha256: 'b'.repeat(64) };
@@ -26,7 +38,10 @@ function loopProbe(url, everyMs = 200) {
   const done = (async () => {
     while (!stop) {
       const t = performance.now();
-      const ok = await fetch(`${url}/health/live`).then((r) => r.ok, () => false);
+      const ok = await fetch(`${url}/health/live`).then(
+        (r) => r.ok,
+        () => false,
+      );
       if (ok) lat.push(performance.now() - t);
       await sleep(everyMs);
     }
@@ -80,7 +95,10 @@ export async function scaleBench({ quick, log, opts }) {
   const dir = tmpDir('scale');
   const coord = await startCoordinator(dir, { heartbeat: { intervalMs: hbMs, timeoutMs: 15000 }, tickMs: 500 });
   const gens = [];
-  const out = { title: `Coordinator scale: ${N} simulated agents in ${procs} load-generator processes`, settings: { agents: N, loadgenProcesses: procs, heartbeatMs: hbMs, tickMs: 500, T_ms: T } };
+  const out = {
+    title: `Coordinator scale: ${N} simulated agents in ${procs} load-generator processes`,
+    settings: { agents: N, loadgenProcesses: procs, heartbeatMs: hbMs, tickMs: 500, T_ms: T },
+  };
   try {
     const rss0 = procSample(coord.pid)?.rss ?? 0;
     const ids = Array.from({ length: N }, (_, i) => `sim-${String(i).padStart(5, '0')}`);
@@ -92,18 +110,23 @@ export async function scaleBench({ quick, log, opts }) {
     t = Date.now();
     const genesis = Date.now();
     const smpConnect = sampler(coord.pid, 500);
-    await Promise.all(Array.from({ length: procs }, async (_, p) => {
-      const g = forkLoadgen();
-      gens.push(g);
-      const mine = ids.filter((_, i) => i % procs === p).map((id) => ({ id, token: tokens[id] }));
-      await g.call({ op: 'init', url: coord.wsUrl, nodes: mine, leader: ids[0], version: '1.0.0', T, genesis, n: N, concurrency: 20 });
-    }));
+    await Promise.all(
+      Array.from({ length: procs }, async (_, p) => {
+        const g = forkLoadgen();
+        gens.push(g);
+        const mine = ids.filter((_, i) => i % procs === p).map((id) => ({ id, token: tokens[id] }));
+        await g.call({ op: 'init', url: coord.wsUrl, nodes: mine, leader: ids[0], version: '1.0.0', T, genesis, n: N, concurrency: 20 });
+      }),
+    );
     const c = smpConnect.stop();
     out.connect = { seconds: round((Date.now() - t) / 1000, 1), perSec: Math.round(N / ((Date.now() - t) / 1000)), coordinatorCpuPct: round(c.cpuPct, 1) };
-    await waitFor(async () => {
-      const f = await coord.api('GET', '/api/v1/fleet');
-      return f.down.length === 0 && f.leader === ids[0];
-    }, { what: 'all agents healthy', timeoutMs: 60_000, intervalMs: 500 });
+    await waitFor(
+      async () => {
+        const f = await coord.api('GET', '/api/v1/fleet');
+        return f.down.length === 0 && f.leader === ids[0];
+      },
+      { what: 'all agents healthy', timeoutMs: 60_000, intervalMs: 500 },
+    );
     out.rssIdleBaseMiB = mb(rss0);
 
     log('scale: idle heartbeats');
@@ -128,11 +151,14 @@ export async function scaleBench({ quick, log, opts }) {
     const smp = sampler(coord.pid, 500);
     const created = await coord.api('POST', '/api/v1/rollouts', { target: TARGET, strategy: 'rolling', options: { maxUnavailable, stabilizationMs: 0 } });
     const id = created.rollout.id;
-    const detail = await waitFor(async () => {
-      const d = await coord.api('GET', `/api/v1/rollouts/${id}`);
-      if (['failed', 'aborted', 'paused', 'rolled_back'].includes(d.rollout.state)) throw new Error(`rollout ended ${d.rollout.state}: ${d.rollout.reason}`);
-      return d.rollout.state === 'completed' ? d : null;
-    }, { what: 'large rollout completed', timeoutMs: 900_000, intervalMs: 500 });
+    const detail = await waitFor(
+      async () => {
+        const d = await coord.api('GET', `/api/v1/rollouts/${id}`);
+        if (['failed', 'aborted', 'paused', 'rolled_back'].includes(d.rollout.state)) throw new Error(`rollout ended ${d.rollout.state}: ${d.rollout.reason}`);
+        return d.rollout.state === 'completed' ? d : null;
+      },
+      { what: 'large rollout completed', timeoutMs: 900_000, intervalMs: 500 },
+    );
     const res = smp.stop();
     const lat = await probe.stop();
     const io1 = procIo(coord.pid);

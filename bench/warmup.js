@@ -22,14 +22,35 @@ import { ready, startNode, stopNode } from './data.js';
 const TIMINGS = { startup_delay_ms: 100, migrate_ms: 100, block_interval_ms: 250, leader_term_ms: 1500, sync_blocks_per_sec: 500 };
 
 export const PROFILES = [
-  { name: 'instant', what: 'ready, Active and connected at once (the simulator before)', sim: { storage_open_ms: 0, consensus_start_ms: 0, p2p_warmup_ms: 0, p2p_report: 'unknown' } },
-  { name: 'warm-up, p2p unknown', what: "today's guts-node: storage 1 s, Starting 1 s, peers connect over 5 s, p2p never reported", sim: { storage_open_ms: 1000, consensus_start_ms: 1000, p2p_warmup_ms: 5000, p2p_report: 'unknown' } },
-  { name: 'warm-up, peers reported', what: 'a future node: the same warm-up, /health p2p up with peer_count rising 1 → 3', sim: { storage_open_ms: 1000, consensus_start_ms: 1000, p2p_warmup_ms: 5000, p2p_report: 'reported' } },
+  {
+    name: 'instant',
+    what: 'ready, Active and connected at once (the simulator before)',
+    sim: { storage_open_ms: 0, consensus_start_ms: 0, p2p_warmup_ms: 0, p2p_report: 'unknown' },
+  },
+  {
+    name: 'warm-up, p2p unknown',
+    what: "today's guts-node: storage 1 s, Starting 1 s, peers connect over 5 s, p2p never reported",
+    sim: { storage_open_ms: 1000, consensus_start_ms: 1000, p2p_warmup_ms: 5000, p2p_report: 'unknown' },
+  },
+  {
+    name: 'warm-up, peers reported',
+    what: 'a future node: the same warm-up, /health p2p up with peer_count rising 1 → 3',
+    sim: { storage_open_ms: 1000, consensus_start_ms: 1000, p2p_warmup_ms: 5000, p2p_report: 'reported' },
+  },
 ];
 
 const CHECKS = {
-  readyTimeoutMs: 60_000, versionTimeoutMs: 30_000, consensusTimeoutMs: 30_000, peersTimeoutMs: 30_000, advanceTimeoutMs: 30_000, minPeers: 2,
-  syncTimeoutMs: 30_000, advanceWindowMs: 1500, stabilizeMs: 500, httpTimeoutMs: 2000, commandTimeoutMs: 30_000,
+  readyTimeoutMs: 60_000,
+  versionTimeoutMs: 30_000,
+  consensusTimeoutMs: 30_000,
+  peersTimeoutMs: 30_000,
+  advanceTimeoutMs: 30_000,
+  minPeers: 2,
+  syncTimeoutMs: 30_000,
+  advanceWindowMs: 1500,
+  stabilizeMs: 500,
+  httpTimeoutMs: 2000,
+  commandTimeoutMs: 30_000,
 };
 
 async function setup(log) {
@@ -50,20 +71,26 @@ async function setup(log) {
     agentConfig: path.join(d.dir, 'agent.yaml'),
   };
   sim.installBinary(sim.findArtifact(manifest, '1.0.0').path, node.binary);
-  fs.writeFileSync(node.agentConfig, stringify({
-    nodeId: d.name,
-    service: { driver: 'process', args: ['--config', '{config}'], stopTimeoutMs: 10_000, pidFile: node.pidFile, logFile: node.logFile },
-    node: { binary: node.binary, dataDir: d.dataDir, config: d.configPath, apiUrl: d.apiUrl, metricsUrl: d.metricsUrl },
-    stateDir,
-    backup: { retention: 1 },
-    fetch: { retries: 3, backoffMs: 50, timeoutMs: 10_000 },
-    checks: CHECKS,
-    diskMarginBytes: 0,
-    logLevel: 'warn',
-  }));
+  fs.writeFileSync(
+    node.agentConfig,
+    stringify({
+      nodeId: d.name,
+      service: { driver: 'process', args: ['--config', '{config}'], stopTimeoutMs: 10_000, pidFile: node.pidFile, logFile: node.logFile },
+      node: { binary: node.binary, dataDir: d.dataDir, config: d.configPath, apiUrl: d.apiUrl, metricsUrl: d.metricsUrl },
+      stateDir,
+      backup: { retention: 1 },
+      fetch: { retries: 3, backoffMs: 50, timeoutMs: 10_000 },
+      checks: CHECKS,
+      diskMarginBytes: 0,
+      logLevel: 'warn',
+    }),
+  );
   await startNode(node);
   await waitFor(() => ready(node), { timeoutMs: 60_000, what: 'v0 ready' });
-  await waitFor(async () => Math.min(...(await sim.clusterHeights(descs)).map((h) => h ?? -1)) >= 3, { timeoutMs: 60_000, what: 'the 4-validator chain finalizing' });
+  await waitFor(async () => Math.min(...(await sim.clusterHeights(descs)).map((h) => h ?? -1)) >= 3, {
+    timeoutMs: 60_000,
+    what: 'the 4-validator chain finalizing',
+  });
   log('warmup: 4-validator network up');
   const art = (v) => {
     const a = sim.findArtifact(manifest, v);
@@ -81,17 +108,24 @@ async function reset(env, profile) {
   cfg.sim = { ...cfg.sim, ...profile.sim };
   fs.writeFileSync(node.configPath, stringify(cfg));
   await startNode(node);
-  await waitFor(async () => {
-    const hs = (await sim.clusterHeights(descs)).map((h) => h ?? -1);
-    return (await ready(node)) && hs[0] >= Math.max(...hs.slice(1)) - 2;
-  }, { timeoutMs: 60_000, what: 'v0 back on 1.0.0 and caught up' });
+  await waitFor(
+    async () => {
+      const hs = (await sim.clusterHeights(descs)).map((h) => h ?? -1);
+      return (await ready(node)) && hs[0] >= Math.max(...hs.slice(1)) - 2;
+    },
+    { timeoutMs: 60_000, what: 'v0 back on 1.0.0 and caught up' },
+  );
 }
 
 async function upgrade(env) {
   const { node, descs, art } = env;
   const to = art('1.0.1');
   const t0 = Date.now();
-  const r = await run(process.execPath, [AGENT_CLI, 'upgrade', '--config', node.agentConfig, '--to', to.version, '--url', to.url, '--sha256', to.sha256, '--json'], {});
+  const r = await run(
+    process.execPath,
+    [AGENT_CLI, 'upgrade', '--config', node.agentConfig, '--to', to.version, '--url', to.url, '--sha256', to.sha256, '--json'],
+    {},
+  );
   const t1 = Date.now();
   let result;
   try {
@@ -152,9 +186,16 @@ export async function warmupBench({ quick, log }) {
     const xs = runs[p.name];
     const m = (k) => median(xs.map((x) => x[k]));
     return {
-      profile: p.name, what: p.what, rounds: xs.length,
-      downtimeMs: m('downtimeMs'), verifyMs: m('verifyMs'), totalMs: m('totalMs'),
-      consensusWaitMs: m('consensusWaitMs'), peersWaitMs: m('peersWaitMs'), advanceWaitMs: m('advanceWaitMs'), runningVersionWaitMs: m('runningVersionWaitMs'),
+      profile: p.name,
+      what: p.what,
+      rounds: xs.length,
+      downtimeMs: m('downtimeMs'),
+      verifyMs: m('verifyMs'),
+      totalMs: m('totalMs'),
+      consensusWaitMs: m('consensusWaitMs'),
+      peersWaitMs: m('peersWaitMs'),
+      advanceWaitMs: m('advanceWaitMs'),
+      runningVersionWaitMs: m('runningVersionWaitMs'),
       peers: xs.map((x) => (x.peersMeasured ? x.peers : 'not reported'))[0] ?? null,
       consensusLast: xs[0]?.consensusLast ?? null,
       chainMaxGapMs: Math.max(...xs.map((x) => x.chainMaxGapMs)),

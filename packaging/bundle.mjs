@@ -56,4 +56,3 @@ export async function bundle(entry, outfile) {
   const bad = Object.keys(result.metafile.inputs).filter((f) => FORBIDDEN.test(f));
   if (bad.length > 0) throw new Error(`${entry} bundles test or simulator code: ${bad.slice(0, 5).join(', ')}`);
 }
-

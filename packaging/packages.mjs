@@ -135,10 +135,17 @@ export const PACKAGES = [
             `# The package's own Node runtime and bundle (guts-upgrade-agent package).\nExecStart=${AGENT_LIB}/node/bin/node ${AGENT_LIB}/lib/guts-upgrade-agent.mjs run --config /etc/guts-upgrade/agent.yaml`,
           ],
           // "-": the agent starts (and reports) on a host where guts-node is not installed yet.
-          ['ReadWritePaths=/usr/local/bin /var/lib/guts /var/lib/guts-upgrade /etc/guts', 'ReadWritePaths=/usr/local/bin -/var/lib/guts /var/lib/guts-upgrade -/etc/guts'],
+          [
+            'ReadWritePaths=/usr/local/bin /var/lib/guts /var/lib/guts-upgrade /etc/guts',
+            'ReadWritePaths=/usr/local/bin -/var/lib/guts /var/lib/guts-upgrade -/etc/guts',
+          ],
         ]),
       },
-      { path: '/usr/lib/tmpfiles.d/guts-upgrade-agent.conf', content: '# The agent\'s state: journal, staging, backups (root only).\nd /var/lib/guts-upgrade 0700 root root -\nd /etc/guts-upgrade 0755 root root -\n' },
+      {
+        path: '/usr/lib/tmpfiles.d/guts-upgrade-agent.conf',
+        content:
+          "# The agent's state: journal, staging, backups (root only).\nd /var/lib/guts-upgrade 0700 root root -\nd /etc/guts-upgrade 0755 root root -\n",
+      },
       { path: '/etc/guts-upgrade/agent.yaml', content: AGENT_YAML, mode: 0o600, conffile: true },
       ...docs('guts-upgrade-agent'),
     ],
@@ -161,7 +168,13 @@ export const PACKAGES = [
     assets: [['node_modules/@fastify/swagger-ui/static', 'lib/static']],
     links: [['static', 'lib/static']],
     // The state directory comes from the unit's StateDirectory=; the user from sysusers.d.
-    maintainerScripts: scripts('guts-upgrade-coordinator', 'guts-upgrade-coordinator.service', '/etc/guts-upgrade/coordinator.yaml', false, 'guts-upgrade-coordinator'),
+    maintainerScripts: scripts(
+      'guts-upgrade-coordinator',
+      'guts-upgrade-coordinator.service',
+      '/etc/guts-upgrade/coordinator.yaml',
+      false,
+      'guts-upgrade-coordinator',
+    ),
     files: () => [
       {
         path: '/lib/systemd/system/guts-upgrade-coordinator.service',
@@ -181,7 +194,8 @@ export const PACKAGES = [
       },
       {
         path: '/usr/lib/sysusers.d/guts-upgrade-coordinator.conf',
-        content: '# The coordinator\'s own system user; its state is /var/lib/guts-upgrade-coordinator.\nu guts-upgrade-coordinator - "guts-upgrade coordinator" /var/lib/guts-upgrade-coordinator\n',
+        content:
+          '# The coordinator\'s own system user; its state is /var/lib/guts-upgrade-coordinator.\nu guts-upgrade-coordinator - "guts-upgrade coordinator" /var/lib/guts-upgrade-coordinator\n',
       },
       // 0600 root as shipped; the postinst gives it to the coordinator's group (0640) once that exists.
       { path: '/etc/guts-upgrade/coordinator.yaml', content: COORDINATOR_YAML, mode: 0o600, conffile: true },

@@ -77,10 +77,19 @@ export async function stopChild(child, timeoutMs = 5000) {
 
 export async function stopPid(pid, timeoutMs = 5000) {
   if (!alive(pid)) return untrackPid(pid);
-  try { process.kill(pid, 'SIGTERM'); } catch { /* gone */ }
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    /* gone */
+  }
   const end = Date.now() + timeoutMs;
   while (alive(pid) && Date.now() < end) await sleep(50);
-  if (alive(pid)) try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+  if (alive(pid))
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
   untrackPid(pid);
 }
 
@@ -103,9 +112,24 @@ export function installCleanupHooks() {
   process.once('SIGTERM', onSignal);
   // Last resort on a synchronous exit: kill what is left (no waiting possible here).
   process.once('exit', () => {
-    for (const c of children) try { c.kill('SIGKILL'); } catch { /* gone */ }
-    for (const p of detachedPids) try { process.kill(p, 'SIGKILL'); } catch { /* gone */ }
-    for (const d of dirs) try { fs.rmSync(d, { recursive: true, force: true }); } catch { /* best effort */ }
+    for (const c of children)
+      try {
+        c.kill('SIGKILL');
+      } catch {
+        /* gone */
+      }
+    for (const p of detachedPids)
+      try {
+        process.kill(p, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+    for (const d of dirs)
+      try {
+        fs.rmSync(d, { recursive: true, force: true });
+      } catch {
+        /* best effort */
+      }
   });
 }
 
@@ -179,7 +203,7 @@ export function sampler(pid, intervalMs = 250) {
         wallSec: wall,
         cpuSec,
         cpuPct: wall > 0 ? (100 * cpuSec) / wall : null,
-        rssMeanBytes: n ? sumRss / n : end?.rss ?? null,
+        rssMeanBytes: n ? sumRss / n : (end?.rss ?? null),
         rssMaxBytes: maxRss,
         rssEndBytes: end?.rss ?? null,
         peakRssBytes: hwm || maxRss,
@@ -192,7 +216,10 @@ export function sampler(pid, intervalMs = 250) {
 
 export async function freePort() {
   const s = net.createServer();
-  await new Promise((res, rej) => { s.once('error', rej); s.listen(0, '127.0.0.1', res); });
+  await new Promise((res, rej) => {
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', res);
+  });
   const port = s.address().port;
   await new Promise((r) => s.close(r));
   return port;
@@ -227,8 +254,13 @@ export function run(cmd, args, opts = {}) {
     const c = track(spawn(cmd, args, { env: childEnv(opts.env), stdio: ['ignore', 'pipe', 'pipe'], cwd: opts.cwd }));
     let stdout = '';
     let stderr = '';
-    c.stdout.setEncoding('utf8').on('data', (d) => { stdout += d; });
-    c.stderr.setEncoding('utf8').on('data', (d) => { stderr += d.length > 100_000 ? d.slice(-100_000) : d; if (stderr.length > 200_000) stderr = stderr.slice(-100_000); });
+    c.stdout.setEncoding('utf8').on('data', (d) => {
+      stdout += d;
+    });
+    c.stderr.setEncoding('utf8').on('data', (d) => {
+      stderr += d.length > 100_000 ? d.slice(-100_000) : d;
+      if (stderr.length > 200_000) stderr = stderr.slice(-100_000);
+    });
     if (opts.onSpawn) opts.onSpawn(c);
     c.once('error', reject);
     c.once('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
@@ -258,17 +290,23 @@ export async function startCoordinator(dir, cfg = {}) {
   // YAML is a superset of JSON: the coordinator's YAML loader reads this file.
   fs.writeFileSync(configPath, JSON.stringify(doc, null, 2));
   const logFd = fs.openSync(path.join(dir, 'coordinator.log'), 'a');
-  const child = track(spawn(process.execPath, [COORDINATOR_CLI, '--config', configPath], {
-    env: childEnv({ GUTS_UPGRADE_OPERATOR_TOKEN: OPERATOR_TOKEN }),
-    stdio: ['ignore', logFd, logFd],
-  }));
+  const child = track(
+    spawn(process.execPath, [COORDINATOR_CLI, '--config', configPath], {
+      env: childEnv({ GUTS_UPGRADE_OPERATOR_TOKEN: OPERATOR_TOKEN }),
+      stdio: ['ignore', logFd, logFd],
+    }),
+  );
   fs.closeSync(logFd);
   const url = `http://127.0.0.1:${port}`;
-  await waitFor(async () => {
-    if (child.exitCode !== null) throw new Error(`coordinator exited ${child.exitCode}: ${fs.readFileSync(path.join(dir, 'coordinator.log'), 'utf8').slice(-2000)}`);
-    const r = await fetch(`${url}/health/ready`).catch(() => null);
-    return r?.status === 200;
-  }, { timeoutMs: 30_000, what: 'coordinator ready' });
+  await waitFor(
+    async () => {
+      if (child.exitCode !== null)
+        throw new Error(`coordinator exited ${child.exitCode}: ${fs.readFileSync(path.join(dir, 'coordinator.log'), 'utf8').slice(-2000)}`);
+      const r = await fetch(`${url}/health/ready`).catch(() => null);
+      return r?.status === 200;
+    },
+    { timeoutMs: 30_000, what: 'coordinator ready' },
+  );
   const api = async (method, p, body) => {
     const r = await fetch(url + p, {
       method,
@@ -277,7 +315,11 @@ export async function startCoordinator(dir, cfg = {}) {
     });
     const text = await r.text();
     let json = null;
-    try { json = JSON.parse(text); } catch { /* not JSON */ }
+    try {
+      json = JSON.parse(text);
+    } catch {
+      /* not JSON */
+    }
     if (r.status >= 400) throw new Error(`${method} ${p}: HTTP ${r.status} ${text.slice(0, 500)}`);
     return json;
   };
@@ -288,13 +330,15 @@ export async function startCoordinator(dir, cfg = {}) {
 export async function registerNodes(coord, ids, concurrency = 8) {
   const tokens = {};
   let i = 0;
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    while (i < ids.length) {
-      const id = ids[i++];
-      const r = await coord.api('POST', '/api/v1/nodes', { id });
-      tokens[id] = r.token;
-    }
-  }));
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (i < ids.length) {
+        const id = ids[i++];
+        const r = await coord.api('POST', '/api/v1/nodes', { id });
+        tokens[id] = r.token;
+      }
+    }),
+  );
   return tokens;
 }
 
@@ -317,11 +361,12 @@ export function forkLoadgen() {
     for (const w of waiting.values()) w.reject(new Error(`load generator exited ${code}`));
     waiting.clear();
   });
-  const call = (msg) => new Promise((resolve, reject) => {
-    const reqId = ++seq;
-    waiting.set(reqId, { resolve, reject });
-    child.send({ ...msg, reqId });
-  });
+  const call = (msg) =>
+    new Promise((resolve, reject) => {
+      const reqId = ++seq;
+      waiting.set(reqId, { resolve, reject });
+      child.send({ ...msg, reqId });
+    });
   return { child, pid: child.pid, call, stop: () => stopChild(child) };
 }
 

@@ -93,9 +93,17 @@ function simulateUpgrade(node, commandId, kind, toVersion, report) {
     setTimeout(() => {
       report?.(agentMessage('progress', { commandId, step: 'commit', state: 'done', at: iso() }));
       const result = agentMessage('result', {
-        commandId, kind, outcome: 'succeeded', fromVersion, toVersion, runningVersion: node.version, migration: 'none',
-        downtimeMs: readyAt - stoppedAt, evidence: { checks: [{ name: 'bench-simulated', ok: true }] },
-        startedAt, finishedAt: iso(),
+        commandId,
+        kind,
+        outcome: 'succeeded',
+        fromVersion,
+        toVersion,
+        runningVersion: node.version,
+        migration: 'none',
+        downtimeMs: readyAt - stoppedAt,
+        evidence: { checks: [{ name: 'bench-simulated', ok: true }] },
+        startedAt,
+        finishedAt: iso(),
       });
       node.busy = null;
       resolve(result);
@@ -127,12 +135,22 @@ function onCommand(node, raw) {
   const rec = { id: node.id, commandId: m.id, issuedAt: issued, recvAt, resultAt: null };
   stats.commands.push(rec);
   if (node.busy) {
-    send(node, agentMessage('ack', { commandId: m.id, status: node.busy.commandId === m.id ? 'duplicate' : 'rejected', ...(node.busy.commandId === m.id ? {} : { code: 'E_BUSY', message: 'busy' }) }));
+    send(
+      node,
+      agentMessage('ack', {
+        commandId: m.id,
+        status: node.busy.commandId === m.id ? 'duplicate' : 'rejected',
+        ...(node.busy.commandId === m.id ? {} : { code: 'E_BUSY', message: 'busy' }),
+      }),
+    );
     return;
   }
   send(node, agentMessage('ack', { commandId: m.id, status: 'accepted' }));
-  const to = m.kind === 'rollback' ? m.toVersion ?? node.version : m.target.version;
-  void simulateUpgrade(node, m.id, m.kind, to, (p) => { stats.progress++; send(node, p); }).then((result) => {
+  const to = m.kind === 'rollback' ? (m.toVersion ?? node.version) : m.target.version;
+  void simulateUpgrade(node, m.id, m.kind, to, (p) => {
+    stats.progress++;
+    send(node, p);
+  }).then((result) => {
     rec.resultAt = Date.now();
     stats.results++;
     send(node, result);
@@ -160,12 +178,20 @@ function connect(node) {
     };
     ws.on('open', () => ws.send(encode(agentMessage('hello', { nodeId: node.id, agentVersion: 'bench-loadgen', status: status(node), recentResults: [] }))));
     ws.on('message', (raw) => onCommand(node, raw));
-    ws.on('error', (err) => { if (!settled) { settled = true; reject(err); } });
+    ws.on('error', (err) => {
+      if (!settled) {
+        settled = true;
+        reject(err);
+      }
+    });
     ws.on('close', () => {
       clearInterval(node.hb);
       node.welcomed = false;
       if (!node.closing) stats.disconnects++;
-      if (!settled) { settled = true; reject(new Error('closed before welcome')); }
+      if (!settled) {
+        settled = true;
+        reject(new Error('closed before welcome'));
+      }
     });
   });
 }
@@ -180,20 +206,22 @@ async function init(m) {
   const list = [...nodes.values()];
   let i = 0;
   const t0 = Date.now();
-  await Promise.all(Array.from({ length: m.concurrency ?? 25 }, async () => {
-    while (i < list.length) {
-      const node = list[i++];
-      for (let attempt = 0; ; attempt++) {
-        try {
-          await connect(node);
-          break;
-        } catch (err) {
-          if (attempt >= 5) throw err;
-          await new Promise((r) => setTimeout(r, 200 * (attempt + 1)));
+  await Promise.all(
+    Array.from({ length: m.concurrency ?? 25 }, async () => {
+      while (i < list.length) {
+        const node = list[i++];
+        for (let attempt = 0; ; attempt++) {
+          try {
+            await connect(node);
+            break;
+          } catch (err) {
+            if (attempt >= 5) throw err;
+            await new Promise((r) => setTimeout(r, 200 * (attempt + 1)));
+          }
         }
       }
-    }
-  }));
+    }),
+  );
   return { connected: list.length, connectMs: Date.now() - t0 };
 }
 

@@ -12,42 +12,87 @@ export function renderMarkdown(out) {
   const r = out.results;
   const parts = [];
   parts.push(`# guts-upgrade bench (${out.mode})`);
-  parts.push(`${out.startedAt}, ${out.durationSec} s; ${out.machine.cpus} × ${out.machine.cpuModel}, ${out.machine.memGiB} GiB, Node ${out.machine.node}, load average at the end ${out.machine.loadavg.join(' / ')}. Ratios compare runs made side by side in this one run; no figure is a pass/fail test.`);
+  parts.push(
+    `${out.startedAt}, ${out.durationSec} s; ${out.machine.cpus} × ${out.machine.cpuModel}, ${out.machine.memGiB} GiB, Node ${out.machine.node}, load average at the end ${out.machine.loadavg.join(' / ')}. Ratios compare runs made side by side in this one run; no figure is a pass/fail test.`,
+  );
 
   if (r.makespan) {
     const m = r.makespan;
     const st = m.settings;
     parts.push(`## 1. ${m.title}`);
-    parts.push(`Real coordinator process + simulated agents (benchmark load generator) with a fixed per-node upgrade time T = ${st.T_ms} ms; maxUnavailable = f, stabilization 0; every timing scaled by ${st.scale} (coordinator heartbeat ${st.coordinator.heartbeatMs} ms, tick ${st.coordinator.tickMs} ms; serial script: ${st.serial.pollMs} ms sync polls, ${st.serial.stabilizationMs} ms stabilization). Target: ${st.target}.`);
-    parts.push(table(
-      ['n', 'f', 'waves', 'ideal', 'ours', 'ours / ideal', 'mean gap between waves', 'seed serial', 'serial / ours'],
-      m.rows.map((x) => [x.n, x.f, x.waves, s(x.idealMs), s(x.makespanMs), `**${x.ratio}**`, v(x.meanInterWaveGapMs, ' ms'), s(x.serialMs), x.serialOverOurs == null ? '–' : `**${x.serialOverOurs}×**`]),
-    ));
+    parts.push(
+      `Real coordinator process + simulated agents (benchmark load generator) with a fixed per-node upgrade time T = ${st.T_ms} ms; maxUnavailable = f, stabilization 0; every timing scaled by ${st.scale} (coordinator heartbeat ${st.coordinator.heartbeatMs} ms, tick ${st.coordinator.tickMs} ms; serial script: ${st.serial.pollMs} ms sync polls, ${st.serial.stabilizationMs} ms stabilization). Target: ${st.target}.`,
+    );
+    parts.push(
+      table(
+        ['n', 'f', 'waves', 'ideal', 'ours', 'ours / ideal', 'mean gap between waves', 'seed serial', 'serial / ours'],
+        m.rows.map((x) => [
+          x.n,
+          x.f,
+          x.waves,
+          s(x.idealMs),
+          s(x.makespanMs),
+          `**${x.ratio}**`,
+          v(x.meanInterWaveGapMs, ' ms'),
+          s(x.serialMs),
+          x.serialOverOurs == null ? '–' : `**${x.serialOverOurs}×**`,
+        ]),
+      ),
+    );
   }
   if (r.downtime) {
     parts.push(`## 2. ${r.downtime.title}`);
-    parts.push('Real one-validator simulator node, 1.0.0 → 1.0.1 (no migration) both ways. Ours: `guts-upgrade-agent upgrade` (process driver), downtime as the agent measures it; pre-copy = the backup step while the node still runs. Seed: stop, `tar czf` the data dir, swap, start, poll ready. Target: ratio ≤ 0.2.');
-    parts.push(table(
-      ['data', 'ours downtime', 'seed downtime', 'ours / seed', 'seed: tar czf part', 'ours: pre-copy (node up)', 'ours: whole command'],
-      r.downtime.rows.map((x) => [x.data, s(x.oursDowntimeMs), s(x.seedDowntimeMs), `**${x.ratio}**`, s(x.seedTarCzfMs), s(x.oursPreCopyMs), s(x.oursTotalMs)]),
-    ));
+    parts.push(
+      'Real one-validator simulator node, 1.0.0 → 1.0.1 (no migration) both ways. Ours: `guts-upgrade-agent upgrade` (process driver), downtime as the agent measures it; pre-copy = the backup step while the node still runs. Seed: stop, `tar czf` the data dir, swap, start, poll ready. Target: ratio ≤ 0.2.',
+    );
+    parts.push(
+      table(
+        ['data', 'ours downtime', 'seed downtime', 'ours / seed', 'seed: tar czf part', 'ours: pre-copy (node up)', 'ours: whole command'],
+        r.downtime.rows.map((x) => [
+          x.data,
+          s(x.oursDowntimeMs),
+          s(x.seedDowntimeMs),
+          `**${x.ratio}**`,
+          s(x.seedTarCzfMs),
+          s(x.oursPreCopyMs),
+          s(x.oursTotalMs),
+        ]),
+      ),
+    );
   }
   if (r.scale) {
     const c = r.scale;
     parts.push(`## 3. ${c.title}`);
-    parts.push(`Real coordinator at production settings (heartbeat ${c.settings.heartbeatMs} ms, tick ${c.settings.tickMs} ms, info log to a file, SQLite WAL synchronous=FULL). Simulated upgrade T = ${c.settings.T_ms} ms.`);
+    parts.push(
+      `Real coordinator at production settings (heartbeat ${c.settings.heartbeatMs} ms, tick ${c.settings.tickMs} ms, info log to a file, SQLite WAL synchronous=FULL). Simulated upgrade T = ${c.settings.T_ms} ms.`,
+    );
     const rows = [];
     if (c.registration) rows.push(['register nodes over the API', `${c.registration.nodes} in ${c.registration.seconds} s (${c.registration.perSec}/s)`]);
     if (c.connect) rows.push(['connect + hello', `${c.connect.seconds} s (${c.connect.perSec}/s), coordinator CPU ${c.connect.coordinatorCpuPct} %`]);
     for (const h of c.heartbeats ?? []) {
-      rows.push([`heartbeats, ${h.phase}`, `${h.heartbeatsPerSec}/s offered and processed (lastSeen age max ${h.lastSeenAgeMaxMs} ms); coordinator CPU ${h.coordinatorCpuPct} %, ${h.cpuMicrosPerHeartbeat} µs CPU/heartbeat → ~${h.estMaxHeartbeatsPerSecOneCore}/s per core; RSS ${h.rssMiB} MiB; API p99 ${h.apiProbe.p99Ms} ms`]);
+      rows.push([
+        `heartbeats, ${h.phase}`,
+        `${h.heartbeatsPerSec}/s offered and processed (lastSeen age max ${h.lastSeenAgeMaxMs} ms); coordinator CPU ${h.coordinatorCpuPct} %, ${h.cpuMicrosPerHeartbeat} µs CPU/heartbeat → ~${h.estMaxHeartbeatsPerSecOneCore}/s per core; RSS ${h.rssMiB} MiB; API p99 ${h.apiProbe.p99Ms} ms`,
+      ]);
     }
     if (c.rollout) {
       const o = c.rollout;
-      rows.push([`rolling rollout, ${o.nodes} nodes, maxUnavailable ${o.maxUnavailable}`, `makespan ${s(o.makespanMs)} vs ideal ${s(o.idealMs)} (×${o.ratioToIdeal})`]);
-      rows.push(['command dispatch latency (decision → agent receives)', `p50 ${o.dispatchLatencyMs.p50} ms, p90 ${o.dispatchLatencyMs.p90} ms, **p99 ${o.dispatchLatencyMs.p99} ms**, max ${o.dispatchLatencyMs.max} ms (${o.commandsReceived} commands)`]);
-      rows.push(['coordinator during the rollout', `CPU ${o.coordinatorCpuPct} %, RSS max ${o.coordinatorRssMaxMiB} MiB; API /health/live p50 ${o.apiProbe.p50Ms} ms, p99 ${o.apiProbe.p99Ms} ms, max ${o.apiProbe.maxMs} ms`]);
-      rows.push(['SQLite writes during the rollout', `${o.sqlite.eventsAppended} events (${o.sqlite.eventsPerSec}/s), ${o.sqlite.bytesWrittenMiB} MiB written (${o.sqlite.writeMiBPerSec} MiB/s), ${o.sqlite.writeSyscallsPerSec} write syscalls/s`]);
+      rows.push([
+        `rolling rollout, ${o.nodes} nodes, maxUnavailable ${o.maxUnavailable}`,
+        `makespan ${s(o.makespanMs)} vs ideal ${s(o.idealMs)} (×${o.ratioToIdeal})`,
+      ]);
+      rows.push([
+        'command dispatch latency (decision → agent receives)',
+        `p50 ${o.dispatchLatencyMs.p50} ms, p90 ${o.dispatchLatencyMs.p90} ms, **p99 ${o.dispatchLatencyMs.p99} ms**, max ${o.dispatchLatencyMs.max} ms (${o.commandsReceived} commands)`,
+      ]);
+      rows.push([
+        'coordinator during the rollout',
+        `CPU ${o.coordinatorCpuPct} %, RSS max ${o.coordinatorRssMaxMiB} MiB; API /health/live p50 ${o.apiProbe.p50Ms} ms, p99 ${o.apiProbe.p99Ms} ms, max ${o.apiProbe.maxMs} ms`,
+      ]);
+      rows.push([
+        'SQLite writes during the rollout',
+        `${o.sqlite.eventsAppended} events (${o.sqlite.eventsPerSec}/s), ${o.sqlite.bytesWrittenMiB} MiB written (${o.sqlite.writeMiBPerSec} MiB/s), ${o.sqlite.writeSyscallsPerSec} write syscalls/s`,
+      ]);
     }
     rows.push(['coordinator RSS', `${c.rssIdleBaseMiB} MiB empty → ${c.rssEndMiB} MiB after`]);
     parts.push(table(['measure', 'figure'], rows));
@@ -56,26 +101,67 @@ export function renderMarkdown(out) {
     const f = r.footprint;
     parts.push(`## 4. Agent footprint`);
     const rows = [];
-    if (f.idle) rows.push([`idle daemon over ${f.idle.seconds} s`, `CPU ${f.idle.cpuPct} % (${f.idle.cpuSec} s), RSS mean ${f.idle.rssMeanMiB} MiB, max ${f.idle.rssMaxMiB} MiB`]);
-    for (const p of f.backupPeak?.rows ?? []) rows.push([`peak RSS of the agent upgrade process, backup of ${p.data}`, `**${p.peakRssMiB} MiB** (${(p.peakOverData * 100).toFixed(2)} % of the data size)`]);
+    if (f.idle)
+      rows.push([
+        `idle daemon over ${f.idle.seconds} s`,
+        `CPU ${f.idle.cpuPct} % (${f.idle.cpuSec} s), RSS mean ${f.idle.rssMeanMiB} MiB, max ${f.idle.rssMaxMiB} MiB`,
+      ]);
+    for (const p of f.backupPeak?.rows ?? [])
+      rows.push([
+        `peak RSS of the agent upgrade process, backup of ${p.data}`,
+        `**${p.peakRssMiB} MiB** (${(p.peakOverData * 100).toFixed(2)} % of the data size)`,
+      ]);
     parts.push(table(['measure', 'figure'], rows));
   }
   if (r.throughput) {
     parts.push(`## 5. ${r.throughput.title}`);
-    parts.push('Node stopped (static data). Agent: `BackupStore.createBase` (node-tar with the sha256 taken as it writes, then fsync). GNU: `tar cf` then `sync FILE`.');
-    parts.push(table(
-      ['data', 'agent', 'GNU tar cf', 'agent / tar'],
-      r.throughput.rows.map((x) => [x.data, `${x.agentMBps} MB/s (${s(x.agentMs)})`, `${x.tarMBps} MB/s (${s(x.tarMs)}; ${s(x.tarMsWithoutFsync)} without fsync)`, `**${x.ratio}**`]),
-    ));
+    parts.push(
+      'Node stopped (static data). Agent: `BackupStore.createBase` (node-tar with the sha256 taken as it writes, then fsync). GNU: `tar cf` then `sync FILE`.',
+    );
+    parts.push(
+      table(
+        ['data', 'agent', 'GNU tar cf', 'agent / tar'],
+        r.throughput.rows.map((x) => [
+          x.data,
+          `${x.agentMBps} MB/s (${s(x.agentMs)})`,
+          `${x.tarMBps} MB/s (${s(x.tarMs)}; ${s(x.tarMsWithoutFsync)} without fsync)`,
+          `**${x.ratio}**`,
+        ]),
+      ),
+    );
   }
   if (r.warmup) {
     const w = r.warmup;
     parts.push(`## 6. ${w.title}`);
-    parts.push(`${w.settings.network}; median of ${w.rows[0]?.rounds ?? 0} round(s) per profile, interleaved. Downtime: the agent's stop → ready. Verify: the agent's verify step, whose checks wait for the node (consensus out of Starting, peers when reported, height advancing past its value at the start of a ${w.settings.checks.advanceWindowMs} ms window). Chain gap: the longest time without a finalized block on the other validators during the upgrade (block interval ${w.settings.timings.block_interval_ms} ms).`);
-    parts.push(table(
-      ['profile', 'downtime', 'verify', 'verify / instant', 'whole command', 'consensus waited', 'peers waited (seen)', 'height-advancing waited', 'chain gap'],
-      w.rows.map((x) => [`${x.profile}: ${x.what}`, s(x.downtimeMs), s(x.verifyMs), x.verifyOverInstant == null ? '–' : `**${x.verifyOverInstant}×**`, s(x.totalMs), v(x.consensusWaitMs, ' ms'), `${v(x.peersWaitMs, ' ms')} (${v(x.peers)})`, v(x.advanceWaitMs, ' ms'), v(x.chainMaxGapMs, ' ms')]),
-    ));
+    parts.push(
+      `${w.settings.network}; median of ${w.rows[0]?.rounds ?? 0} round(s) per profile, interleaved. Downtime: the agent's stop → ready. Verify: the agent's verify step, whose checks wait for the node (consensus out of Starting, peers when reported, height advancing past its value at the start of a ${w.settings.checks.advanceWindowMs} ms window). Chain gap: the longest time without a finalized block on the other validators during the upgrade (block interval ${w.settings.timings.block_interval_ms} ms).`,
+    );
+    parts.push(
+      table(
+        [
+          'profile',
+          'downtime',
+          'verify',
+          'verify / instant',
+          'whole command',
+          'consensus waited',
+          'peers waited (seen)',
+          'height-advancing waited',
+          'chain gap',
+        ],
+        w.rows.map((x) => [
+          `${x.profile}: ${x.what}`,
+          s(x.downtimeMs),
+          s(x.verifyMs),
+          x.verifyOverInstant == null ? '–' : `**${x.verifyOverInstant}×**`,
+          s(x.totalMs),
+          v(x.consensusWaitMs, ' ms'),
+          `${v(x.peersWaitMs, ' ms')} (${v(x.peers)})`,
+          v(x.advanceWaitMs, ' ms'),
+          v(x.chainMaxGapMs, ' ms'),
+        ]),
+      ),
+    );
   }
   if (Object.keys(out.errors).length) {
     parts.push('## Errors');

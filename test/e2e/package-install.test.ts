@@ -12,185 +12,254 @@ import { pubkeyFor } from '@guts-upgrade/simulator';
 import { FAST_TIMINGS, NODE_API_PORT } from '../src/scenario/harness.js';
 import { preflight, provisionGutsNode, REPO_ROOT, startLab, type Host } from '../src/testbed/index.js';
 import { waitFor } from '@guts-upgrade/simulator';
-import {
-  AGENT_DEB, buildPackages, buildSimulator, COORDINATOR_DEB, hideMachineNode, installSimRuntime, PRODUCT_VERSION,
-} from '../src/package/install.js';
+import { AGENT_DEB, buildPackages, buildSimulator, COORDINATOR_DEB, hideMachineNode, installSimRuntime, PRODUCT_VERSION } from '../src/package/install.js';
 
 const ARTIFACT_PORT = 7700;
 const COORD_PORT = 7600;
 const HOSTS = ['v0', 'v1', 'v2', 'v3'];
 
 const pf = await preflight();
-const dpkg = await fs.access('/usr/bin/dpkg-deb').then(() => true, () => false);
+const dpkg = await fs.access('/usr/bin/dpkg-deb').then(
+  () => true,
+  () => false,
+);
 if (!pf.ok) t.plan(0, pf.reason ?? 'testbed unavailable');
 else if (!dpkg) t.plan(0, 'dpkg-deb is not installed (Debian package dpkg)');
-else await t.test('install the packages and run a rollout with them', { timeout: 40 * 60_000 }, async (t) => {
-  const build = await buildPackages();
-  t.comment(`packages ready in ${(build.ms / 1000).toFixed(1)} s`);
-  for (const f of [AGENT_DEB, COORDINATOR_DEB]) t.comment(`${path.basename(f)}: ${((await fs.stat(f)).size / 1048576).toFixed(1)} MiB`);
+else
+  await t.test('install the packages and run a rollout with them', { timeout: 40 * 60_000 }, async (t) => {
+    const build = await buildPackages();
+    t.comment(`packages ready in ${(build.ms / 1000).toFixed(1)} s`);
+    for (const f of [AGENT_DEB, COORDINATOR_DEB]) t.comment(`${path.basename(f)}: ${((await fs.stat(f)).size / 1048576).toFixed(1)} MiB`);
 
-  const scratch = await fs.mkdtemp(path.join(os.tmpdir(), 'gs-pkg-'));
-  t.teardown(() => fs.rm(scratch, { recursive: true, force: true }));
-  const sim = await buildSimulator(scratch, ['1.0.0', '1.1.0']);
-  const lab = await startLab({ hosts: HOSTS, scratchDir: path.join(scratch, 'lab') });
-  t.teardown(() => lab.teardown());
-  lab.spawnInLab(process.execPath, [path.join(REPO_ROOT, 'packages/simulator/dist/src/artifact-server-cli.js'), path.join(scratch, 'artifacts'), '--host', lab.labAddr, '--port', String(ARTIFACT_PORT)], {
-    logFile: path.join(scratch, 'artifact-server.log'),
-  });
-  const [v0] = lab.hosts as [Host, ...Host[]];
-  // tap's process tracking puts NODE_OPTIONS (an --import from the checkout) into every child's env.
-  const sh = (h: Host, cmd: string, env: Record<string, string> = {}) =>
-    h.exec('sh', ['-c', `unset NODE_OPTIONS; ${cmd}`], { timeoutMs: 10 * 60_000, env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', ...env } });
-
-  // --- each host: the packages in, every trace of a Node of the machine out.
-  await Promise.all(lab.hosts.map(async (h) => {
-    await h.copyIn(AGENT_DEB, `/var/cache/guts-test/${path.basename(AGENT_DEB)}`);
-    if (h === v0) await h.copyIn(COORDINATOR_DEB, `/var/cache/guts-test/${path.basename(COORDINATOR_DEB)}`);
-    await installSimRuntime(h, sim.main);
-    const hidden = await hideMachineNode(h);
-    if (h === v0) t.comment(`hidden in each host: ${hidden.join(' ')}`);
-  }));
-  for (const h of lab.hosts) {
-    const probe = await sh(h, `command -v node npm; test -e ${REPO_ROOT}/node_modules && echo checkout-visible; node --version`);
-    t.equal(probe.stdout.trim(), '', `${h.name}: no node, npm or checkout is reachable`);
-  }
-
-  const installStart = Date.now();
-  const inst = await sh(v0, 'dpkg -i /var/cache/guts-test/*.deb');
-  t.equal(inst.code, 0, `v0: dpkg -i of both packages: ${inst.stderr}`);
-  t.comment(`dpkg -i of both packages on v0: ${((Date.now() - installStart) / 1000).toFixed(1)} s`);
-  await Promise.all(lab.hosts.slice(1).map(async (h) => {
-    const r = await sh(h, 'dpkg -i /var/cache/guts-test/*.deb');
-    t.equal(r.code, 0, `${h.name}: dpkg -i of the agent package: ${r.stderr}`);
-  }));
-
-  // --- installed, nothing started: the example configs do not make a configured service.
-  for (const unit of ['guts-upgrade-coordinator', 'guts-upgrade-agent']) {
-    t.equal((await v0.systemctl('is-enabled', unit)).stdout.trim(), 'disabled', `${unit} is not enabled by the install`);
-    t.equal((await v0.systemctl('is-active', unit)).stdout.trim(), 'inactive', `${unit} is not started by the install`);
-  }
-  t.match((await sh(v0, 'guts-upgrade --version')).stdout, PRODUCT_VERSION, 'guts-upgrade --version');
-  t.match((await sh(v0, 'guts-upgrade-agent --version')).stdout, PRODUCT_VERSION, 'guts-upgrade-agent --version');
-  t.match((await sh(v0, 'guts-upgrade-coordinator --version')).stdout, PRODUCT_VERSION, 'guts-upgrade-coordinator --version');
-  const unconfigured = await sh(v0, 'guts-upgrade-agent config validate');
-  t.equal(unconfigured.code, 2, `the example agent.yaml is refused until configured: ${unconfigured.stderr.trim()}`);
-  const noOperator = await sh(v0, 'guts-upgrade-coordinator config validate --config /etc/guts-upgrade/coordinator.yaml');
-  t.equal(noOperator.code, 2, `the example coordinator.yaml is refused until an operator is set: ${noOperator.stderr.trim()}`);
-  const mode = await sh(v0, 'stat -c %a:%U:%G /etc/guts-upgrade/coordinator.yaml /etc/guts-upgrade/agent.yaml /var/lib/guts-upgrade');
-  t.same(mode.stdout.trim().split('\n'), ['640:root:guts-upgrade-coordinator', '600:root:root', '700:root:root'],
-    'the configs holding secrets are readable only by root and the coordinator\'s own user; the agent state is root-only');
-
-  // --- guts-node 1.0.0 on every host (the simulator, with its own runtime).
-  const genesis = Date.now();
-  const validators = lab.hosts.map((h) => ({ name: h.name, pubkey: pubkeyFor(h.name), weight: 1, addr: `${h.addr}:${NODE_API_PORT}` }));
-  const [from, to] = sim.artifacts as [typeof sim.artifacts[0], typeof sim.artifacts[0]];
-  await Promise.all(lab.hosts.map((h) => provisionGutsNode(h, {
-    binary: from.path,
-    config: `${JSON.stringify({
-      name: h.name, api_addr: `0.0.0.0:${NODE_API_PORT}`, p2p_addr: '0.0.0.0:9000', metrics_addr: '0.0.0.0:9090',
-      data_dir: '/var/lib/guts/data', history_file: '/var/lib/guts/history.jsonl', log_level: 'info', log_format: 'json',
-      genesis_time: genesis, validators, sim: FAST_TIMINGS,
-    }, null, 2)}\n`,
-  })));
-
-  // --- the coordinator, configured with an operator token and started by systemctl.
-  const token = randomBytes(24).toString('hex');
-  await v0.writeFile('/etc/guts-upgrade/coordinator.yaml', [
-    `listen: { host: 0.0.0.0, port: ${COORD_PORT} }`,
-    'operators:',
-    `  - { name: ops, tokenSha256: ${createHash('sha256').update(token).digest('hex')}, role: operator }`,
-    'heartbeat: { intervalMs: 1000, timeoutMs: 4000 }',
-    `validators: ${HOSTS.length}`,
-    'defaults: { maxUnavailable: 1, stabilizationMs: 1000, soakMs: 3000, syncDistance: 8, syncTimeoutMs: 60000 }',
-    'tickMs: 200',
-    '',
-  ].join('\n'), 0o640, 'root:guts-upgrade-coordinator');
-  const valid = await sh(v0, 'guts-upgrade-coordinator config validate --config /etc/guts-upgrade/coordinator.yaml');
-  t.equal(valid.code, 0, `coordinator config validates: ${valid.stderr}`);
-  const started = await v0.systemctl('enable', '--now', 'guts-upgrade-coordinator');
-  t.equal(started.code, 0, `systemctl enable --now guts-upgrade-coordinator: ${started.stderr}`);
-  const cli = (cmd: string) => sh(v0, cmd, { GUTS_UPGRADE_TOKEN: token });
-  await waitFor(async () => {
-    const r = await cli('guts-upgrade nodes list');
-    if (r.code === 0) return true;
-    const state = (await v0.systemctl('is-active', 'guts-upgrade-coordinator')).stdout.trim();
-    if (state === 'failed') throw new Error(`coordinator unit failed:\n${await v0.journal('guts-upgrade-coordinator', 30)}`);
-    return undefined;
-  }, { what: 'the packaged coordinator answers', timeoutMs: 60_000, intervalMs: 500 });
-
-  // --- every node registered with the CLI; each agent gets its token in a 0600 file.
-  for (const h of lab.hosts) {
-    const r = await cli(`guts-upgrade nodes add ${h.name} --address ${h.addr}`);
-    t.equal(r.code, 0, `guts-upgrade nodes add ${h.name}: ${r.stderr}`);
-    const agentToken = /^token: (\S+)$/m.exec(r.stdout)?.[1];
-    if (!agentToken) throw new Error(`no token in: ${r.stdout}`);
-    await h.writeFile('/etc/guts-upgrade/agent.token', `${agentToken}\n`, 0o600);
-    await h.writeFile('/etc/guts-upgrade/agent.yaml', `${JSON.stringify({
-      nodeId: h.name,
-      coordinator: { url: `ws://v0:${COORD_PORT}`, tokenFile: '/etc/guts-upgrade/agent.token', reconnectMaxMs: 2000 },
-      service: { driver: 'systemd', name: 'guts-node', stopTimeoutMs: 20_000 },
-      node: {
-        binary: '/usr/local/bin/guts-node', dataDir: '/var/lib/guts/data', config: '/etc/guts/config.yaml',
-        apiUrl: `http://127.0.0.1:${NODE_API_PORT}`, metricsUrl: 'http://127.0.0.1:9090/metrics',
+    const scratch = await fs.mkdtemp(path.join(os.tmpdir(), 'gs-pkg-'));
+    t.teardown(() => fs.rm(scratch, { recursive: true, force: true }));
+    const sim = await buildSimulator(scratch, ['1.0.0', '1.1.0']);
+    const lab = await startLab({ hosts: HOSTS, scratchDir: path.join(scratch, 'lab') });
+    t.teardown(() => lab.teardown());
+    lab.spawnInLab(
+      process.execPath,
+      [
+        path.join(REPO_ROOT, 'packages/simulator/dist/src/artifact-server-cli.js'),
+        path.join(scratch, 'artifacts'),
+        '--host',
+        lab.labAddr,
+        '--port',
+        String(ARTIFACT_PORT),
+      ],
+      {
+        logFile: path.join(scratch, 'artifact-server.log'),
       },
-      stateDir: '/var/lib/guts-upgrade',
-      backup: { retention: 2 },
-      fetch: { retries: 3, backoffMs: 200, timeoutMs: 15_000 },
-      checks: { readyTimeoutMs: 15_000, syncTimeoutMs: 30_000, syncDistance: 8, advanceWindowMs: 1500, stabilizeMs: 1500, httpTimeoutMs: 2000, commandTimeoutMs: 60_000 },
-      diskMarginBytes: 0,
-    }, null, 2)}\n`, 0o600);
-    const v = await sh(h, 'guts-upgrade-agent config validate');
-    t.equal(v.code, 0, `${h.name}: guts-upgrade-agent config validate: ${v.stderr}`);
-    const s = await h.systemctl('enable', '--now', 'guts-upgrade-agent');
-    t.equal(s.code, 0, `${h.name}: systemctl enable --now guts-upgrade-agent: ${s.stderr}`);
-  }
+    );
+    const [v0] = lab.hosts as [Host, ...Host[]];
+    // tap's process tracking puts NODE_OPTIONS (an --import from the checkout) into every child's env.
+    const sh = (h: Host, cmd: string, env: Record<string, string> = {}) =>
+      h.exec('sh', ['-c', `unset NODE_OPTIONS; ${cmd}`], { timeoutMs: 10 * 60_000, env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin', ...env } });
 
-  // --- the fleet as the CLI sees it: four agents connected, every node healthy on 1.0.0.
-  type NodeRow = { id: string; connected: boolean; healthy: boolean; version: string | null };
-  const nodes = async (): Promise<NodeRow[]> => {
-    const r = await cli('guts-upgrade nodes list --json');
-    return r.code === 0 ? (JSON.parse(r.stdout) as { nodes: NodeRow[] }).nodes : [];
-  };
-  await waitFor(async () => {
-    const ns = await nodes();
-    return ns.length === HOSTS.length && ns.every((n) => n.connected && n.healthy && n.version === '1.0.0') ? true : undefined;
-  }, { what: 'four packaged agents connected, nodes healthy on 1.0.0', timeoutMs: 120_000, intervalMs: 1000 }).catch(async (err: Error) => {
-    const diag = await Promise.all(lab.hosts.map(async (h) => `--- ${h.name}\n${await h.journal('guts-upgrade-agent', 15)}`));
-    throw new Error(`${err.message}\n${JSON.stringify(await nodes())}\n${diag.join('\n')}`);
+    // --- each host: the packages in, every trace of a Node of the machine out.
+    await Promise.all(
+      lab.hosts.map(async (h) => {
+        await h.copyIn(AGENT_DEB, `/var/cache/guts-test/${path.basename(AGENT_DEB)}`);
+        if (h === v0) await h.copyIn(COORDINATOR_DEB, `/var/cache/guts-test/${path.basename(COORDINATOR_DEB)}`);
+        await installSimRuntime(h, sim.main);
+        const hidden = await hideMachineNode(h);
+        if (h === v0) t.comment(`hidden in each host: ${hidden.join(' ')}`);
+      }),
+    );
+    for (const h of lab.hosts) {
+      const probe = await sh(h, `command -v node npm; test -e ${REPO_ROOT}/node_modules && echo checkout-visible; node --version`);
+      t.equal(probe.stdout.trim(), '', `${h.name}: no node, npm or checkout is reachable`);
+    }
+
+    const installStart = Date.now();
+    const inst = await sh(v0, 'dpkg -i /var/cache/guts-test/*.deb');
+    t.equal(inst.code, 0, `v0: dpkg -i of both packages: ${inst.stderr}`);
+    t.comment(`dpkg -i of both packages on v0: ${((Date.now() - installStart) / 1000).toFixed(1)} s`);
+    await Promise.all(
+      lab.hosts.slice(1).map(async (h) => {
+        const r = await sh(h, 'dpkg -i /var/cache/guts-test/*.deb');
+        t.equal(r.code, 0, `${h.name}: dpkg -i of the agent package: ${r.stderr}`);
+      }),
+    );
+
+    // --- installed, nothing started: the example configs do not make a configured service.
+    for (const unit of ['guts-upgrade-coordinator', 'guts-upgrade-agent']) {
+      t.equal((await v0.systemctl('is-enabled', unit)).stdout.trim(), 'disabled', `${unit} is not enabled by the install`);
+      t.equal((await v0.systemctl('is-active', unit)).stdout.trim(), 'inactive', `${unit} is not started by the install`);
+    }
+    t.match((await sh(v0, 'guts-upgrade --version')).stdout, PRODUCT_VERSION, 'guts-upgrade --version');
+    t.match((await sh(v0, 'guts-upgrade-agent --version')).stdout, PRODUCT_VERSION, 'guts-upgrade-agent --version');
+    t.match((await sh(v0, 'guts-upgrade-coordinator --version')).stdout, PRODUCT_VERSION, 'guts-upgrade-coordinator --version');
+    const unconfigured = await sh(v0, 'guts-upgrade-agent config validate');
+    t.equal(unconfigured.code, 2, `the example agent.yaml is refused until configured: ${unconfigured.stderr.trim()}`);
+    const noOperator = await sh(v0, 'guts-upgrade-coordinator config validate --config /etc/guts-upgrade/coordinator.yaml');
+    t.equal(noOperator.code, 2, `the example coordinator.yaml is refused until an operator is set: ${noOperator.stderr.trim()}`);
+    const mode = await sh(v0, 'stat -c %a:%U:%G /etc/guts-upgrade/coordinator.yaml /etc/guts-upgrade/agent.yaml /var/lib/guts-upgrade');
+    t.same(
+      mode.stdout.trim().split('\n'),
+      ['640:root:guts-upgrade-coordinator', '600:root:root', '700:root:root'],
+      "the configs holding secrets are readable only by root and the coordinator's own user; the agent state is root-only",
+    );
+
+    // --- guts-node 1.0.0 on every host (the simulator, with its own runtime).
+    const genesis = Date.now();
+    const validators = lab.hosts.map((h) => ({ name: h.name, pubkey: pubkeyFor(h.name), weight: 1, addr: `${h.addr}:${NODE_API_PORT}` }));
+    const [from, to] = sim.artifacts as [(typeof sim.artifacts)[0], (typeof sim.artifacts)[0]];
+    await Promise.all(
+      lab.hosts.map((h) =>
+        provisionGutsNode(h, {
+          binary: from.path,
+          config: `${JSON.stringify(
+            {
+              name: h.name,
+              api_addr: `0.0.0.0:${NODE_API_PORT}`,
+              p2p_addr: '0.0.0.0:9000',
+              metrics_addr: '0.0.0.0:9090',
+              data_dir: '/var/lib/guts/data',
+              history_file: '/var/lib/guts/history.jsonl',
+              log_level: 'info',
+              log_format: 'json',
+              genesis_time: genesis,
+              validators,
+              sim: FAST_TIMINGS,
+            },
+            null,
+            2,
+          )}\n`,
+        }),
+      ),
+    );
+
+    // --- the coordinator, configured with an operator token and started by systemctl.
+    const token = randomBytes(24).toString('hex');
+    await v0.writeFile(
+      '/etc/guts-upgrade/coordinator.yaml',
+      [
+        `listen: { host: 0.0.0.0, port: ${COORD_PORT} }`,
+        'operators:',
+        `  - { name: ops, tokenSha256: ${createHash('sha256').update(token).digest('hex')}, role: operator }`,
+        'heartbeat: { intervalMs: 1000, timeoutMs: 4000 }',
+        `validators: ${HOSTS.length}`,
+        'defaults: { maxUnavailable: 1, stabilizationMs: 1000, soakMs: 3000, syncDistance: 8, syncTimeoutMs: 60000 }',
+        'tickMs: 200',
+        '',
+      ].join('\n'),
+      0o640,
+      'root:guts-upgrade-coordinator',
+    );
+    const valid = await sh(v0, 'guts-upgrade-coordinator config validate --config /etc/guts-upgrade/coordinator.yaml');
+    t.equal(valid.code, 0, `coordinator config validates: ${valid.stderr}`);
+    const started = await v0.systemctl('enable', '--now', 'guts-upgrade-coordinator');
+    t.equal(started.code, 0, `systemctl enable --now guts-upgrade-coordinator: ${started.stderr}`);
+    const cli = (cmd: string) => sh(v0, cmd, { GUTS_UPGRADE_TOKEN: token });
+    await waitFor(
+      async () => {
+        const r = await cli('guts-upgrade nodes list');
+        if (r.code === 0) return true;
+        const state = (await v0.systemctl('is-active', 'guts-upgrade-coordinator')).stdout.trim();
+        if (state === 'failed') throw new Error(`coordinator unit failed:\n${await v0.journal('guts-upgrade-coordinator', 30)}`);
+        return undefined;
+      },
+      { what: 'the packaged coordinator answers', timeoutMs: 60_000, intervalMs: 500 },
+    );
+
+    // --- every node registered with the CLI; each agent gets its token in a 0600 file.
+    for (const h of lab.hosts) {
+      const r = await cli(`guts-upgrade nodes add ${h.name} --address ${h.addr}`);
+      t.equal(r.code, 0, `guts-upgrade nodes add ${h.name}: ${r.stderr}`);
+      const agentToken = /^token: (\S+)$/m.exec(r.stdout)?.[1];
+      if (!agentToken) throw new Error(`no token in: ${r.stdout}`);
+      await h.writeFile('/etc/guts-upgrade/agent.token', `${agentToken}\n`, 0o600);
+      await h.writeFile(
+        '/etc/guts-upgrade/agent.yaml',
+        `${JSON.stringify(
+          {
+            nodeId: h.name,
+            coordinator: { url: `ws://v0:${COORD_PORT}`, tokenFile: '/etc/guts-upgrade/agent.token', reconnectMaxMs: 2000 },
+            service: { driver: 'systemd', name: 'guts-node', stopTimeoutMs: 20_000 },
+            node: {
+              binary: '/usr/local/bin/guts-node',
+              dataDir: '/var/lib/guts/data',
+              config: '/etc/guts/config.yaml',
+              apiUrl: `http://127.0.0.1:${NODE_API_PORT}`,
+              metricsUrl: 'http://127.0.0.1:9090/metrics',
+            },
+            stateDir: '/var/lib/guts-upgrade',
+            backup: { retention: 2 },
+            fetch: { retries: 3, backoffMs: 200, timeoutMs: 15_000 },
+            checks: {
+              readyTimeoutMs: 15_000,
+              syncTimeoutMs: 30_000,
+              syncDistance: 8,
+              advanceWindowMs: 1500,
+              stabilizeMs: 1500,
+              httpTimeoutMs: 2000,
+              commandTimeoutMs: 60_000,
+            },
+            diskMarginBytes: 0,
+          },
+          null,
+          2,
+        )}\n`,
+        0o600,
+      );
+      const v = await sh(h, 'guts-upgrade-agent config validate');
+      t.equal(v.code, 0, `${h.name}: guts-upgrade-agent config validate: ${v.stderr}`);
+      const s = await h.systemctl('enable', '--now', 'guts-upgrade-agent');
+      t.equal(s.code, 0, `${h.name}: systemctl enable --now guts-upgrade-agent: ${s.stderr}`);
+    }
+
+    // --- the fleet as the CLI sees it: four agents connected, every node healthy on 1.0.0.
+    type NodeRow = { id: string; connected: boolean; healthy: boolean; version: string | null };
+    const nodes = async (): Promise<NodeRow[]> => {
+      const r = await cli('guts-upgrade nodes list --json');
+      return r.code === 0 ? (JSON.parse(r.stdout) as { nodes: NodeRow[] }).nodes : [];
+    };
+    await waitFor(
+      async () => {
+        const ns = await nodes();
+        return ns.length === HOSTS.length && ns.every((n) => n.connected && n.healthy && n.version === '1.0.0') ? true : undefined;
+      },
+      { what: 'four packaged agents connected, nodes healthy on 1.0.0', timeoutMs: 120_000, intervalMs: 1000 },
+    ).catch(async (err: Error) => {
+      const diag = await Promise.all(lab.hosts.map(async (h) => `--- ${h.name}\n${await h.journal('guts-upgrade-agent', 15)}`));
+      throw new Error(`${err.message}\n${JSON.stringify(await nodes())}\n${diag.join('\n')}`);
+    });
+    t.pass('four agents from the package connected to the packaged coordinator');
+
+    // --- plan, start and watch the rollout with the documented commands only.
+    const url = `http://lab:${ARTIFACT_PORT}/${to.file}`;
+    const plan = await cli(`guts-upgrade plan --to 1.1.0 --artifact-url ${url} --sha256 ${to.sha256} --strategy rolling`);
+    t.equal(plan.code, 0, `guts-upgrade plan: ${plan.stderr}`);
+    t.comment(plan.stdout.trim());
+    const rolloutStart = Date.now();
+    const start = await cli(`guts-upgrade rollout start --to 1.1.0 --artifact-url ${url} --sha256 ${to.sha256} --strategy rolling`);
+    t.equal(start.code, 0, `guts-upgrade rollout start: ${start.stderr}`);
+    const id = /^started (\S+)$/m.exec(start.stdout)?.[1];
+    if (!id) throw new Error(`no rollout id in: ${start.stdout}`);
+    const watch = await cli(`guts-upgrade rollout watch ${id}`);
+    t.equal(watch.code, 0, `guts-upgrade rollout watch ${id} exits 0 once the rollout completed:\n${watch.stdout.slice(-2000)}${watch.stderr}`);
+    t.comment(`rollout ${id}: ${((Date.now() - rolloutStart) / 1000).toFixed(1)} s`);
+    const status = await cli(`guts-upgrade rollout status ${id}`);
+    t.equal(status.code, 0, `guts-upgrade rollout status ${id}`);
+    t.match(status.stdout, /completed/, 'the rollout completed');
+
+    await waitFor(
+      async () => {
+        const ns = await nodes();
+        return ns.length === HOSTS.length && ns.every((n) => n.version === '1.1.0') ? true : undefined;
+      },
+      { what: 'every node reports 1.1.0', timeoutMs: 60_000, intervalMs: 1000 },
+    );
+    for (const h of lab.hosts) {
+      const v = await sh(h, '/usr/local/bin/guts-node --version');
+      t.match(v.stdout, '1.1.0', `${h.name}: the installed guts-node is 1.1.0`);
+    }
+
+    // --- removing the agent package stops its service and keeps its state.
+    const v3 = lab.host('v3');
+    const rm = await sh(v3, 'dpkg -r guts-upgrade-agent');
+    t.equal(rm.code, 0, `v3: dpkg -r guts-upgrade-agent: ${rm.stderr}`);
+    t.not((await v3.systemctl('is-active', 'guts-upgrade-agent')).stdout.trim(), 'active', 'v3: the agent is stopped on removal');
+    t.equal((await sh(v3, 'test -f /var/lib/guts-upgrade/journal.sqlite && echo kept')).stdout.trim(), 'kept', 'v3: the agent journal is kept');
+    t.not((await sh(v3, 'command -v guts-upgrade-agent')).code, 0, 'v3: guts-upgrade-agent is gone from PATH');
   });
-  t.pass('four agents from the package connected to the packaged coordinator');
-
-  // --- plan, start and watch the rollout with the documented commands only.
-  const url = `http://lab:${ARTIFACT_PORT}/${to.file}`;
-  const plan = await cli(`guts-upgrade plan --to 1.1.0 --artifact-url ${url} --sha256 ${to.sha256} --strategy rolling`);
-  t.equal(plan.code, 0, `guts-upgrade plan: ${plan.stderr}`);
-  t.comment(plan.stdout.trim());
-  const rolloutStart = Date.now();
-  const start = await cli(`guts-upgrade rollout start --to 1.1.0 --artifact-url ${url} --sha256 ${to.sha256} --strategy rolling`);
-  t.equal(start.code, 0, `guts-upgrade rollout start: ${start.stderr}`);
-  const id = /^started (\S+)$/m.exec(start.stdout)?.[1];
-  if (!id) throw new Error(`no rollout id in: ${start.stdout}`);
-  const watch = await cli(`guts-upgrade rollout watch ${id}`);
-  t.equal(watch.code, 0, `guts-upgrade rollout watch ${id} exits 0 once the rollout completed:\n${watch.stdout.slice(-2000)}${watch.stderr}`);
-  t.comment(`rollout ${id}: ${((Date.now() - rolloutStart) / 1000).toFixed(1)} s`);
-  const status = await cli(`guts-upgrade rollout status ${id}`);
-  t.equal(status.code, 0, `guts-upgrade rollout status ${id}`);
-  t.match(status.stdout, /completed/, 'the rollout completed');
-
-  await waitFor(async () => {
-    const ns = await nodes();
-    return ns.length === HOSTS.length && ns.every((n) => n.version === '1.1.0') ? true : undefined;
-  }, { what: 'every node reports 1.1.0', timeoutMs: 60_000, intervalMs: 1000 });
-  for (const h of lab.hosts) {
-    const v = await sh(h, '/usr/local/bin/guts-node --version');
-    t.match(v.stdout, '1.1.0', `${h.name}: the installed guts-node is 1.1.0`);
-  }
-
-  // --- removing the agent package stops its service and keeps its state.
-  const v3 = lab.host('v3');
-  const rm = await sh(v3, 'dpkg -r guts-upgrade-agent');
-  t.equal(rm.code, 0, `v3: dpkg -r guts-upgrade-agent: ${rm.stderr}`);
-  t.not((await v3.systemctl('is-active', 'guts-upgrade-agent')).stdout.trim(), 'active', 'v3: the agent is stopped on removal');
-  t.equal((await sh(v3, 'test -f /var/lib/guts-upgrade/journal.sqlite && echo kept')).stdout.trim(), 'kept', 'v3: the agent journal is kept');
-  t.not((await sh(v3, 'command -v guts-upgrade-agent')).code, 0, 'v3: guts-upgrade-agent is gone from PATH');
-});

@@ -23,7 +23,10 @@ else
     t.equal(paused.rollout.code, 'E_NODE_FAILED', 'paused because a node failed');
     const failed = paused.steps.filter((x) => x.state === 'failed').map((x) => x.nodeId);
     t.same(failed, [first], `only the first node (${first}) failed`);
-    t.ok(paused.steps.filter((x) => x.nodeId !== first).every((x) => x.state === 'pending'), 'no other node was touched');
+    t.ok(
+      paused.steps.filter((x) => x.nodeId !== first).every((x) => x.state === 'pending'),
+      'no other node was touched',
+    );
 
     const events = await s.events(id);
     const dispatched = dispatchedUpgrades(events);
@@ -54,7 +57,10 @@ else
     t.ok(down.maxDown <= s.f, `at most f=${s.f} node down at once (max ${down.maxDown})`);
     t.same(intervalsWithoutProgress(hist, down.intervals, 1500), [], 'blocks were finalized while the bad node was down');
     const stall = maxStallMs(hist, { from: r0, to: r1 });
-    const outage = down.intervals.filter((i) => i.node === first).map((i) => fmtMs(i.to - i.from)).join(', ');
+    const outage = down.intervals
+      .filter((i) => i.node === first)
+      .map((i) => fmtMs(i.to - i.from))
+      .join(', ');
     t.comment(
       `MEASURED s3: ${first} failed with ${String(result?.data.code)} and was rolled back; time to pause ${fmtMs(r1 - r0)}; ` +
         `${first} out of service (probes): ${outage}; height ${h0} -> ${h1}; longest chain stall ${fmtMs(stall)}`,

@@ -20,11 +20,14 @@ else
     const second = waves[1]![0]!;
 
     // Kill it while the second node's agent is in the middle of its upgrade.
-    const inFlight = await waitFor(async () => {
-      const d = await s.rollout(id);
-      const st = d.steps.find((x) => x.nodeId === second);
-      return st && (st.state === 'upgrading' || st.state === 'verifying') ? st.state : undefined;
-    }, { what: `${second} in flight`, timeoutMs: 120_000, intervalMs: 100 });
+    const inFlight = await waitFor(
+      async () => {
+        const d = await s.rollout(id);
+        const st = d.steps.find((x) => x.nodeId === second);
+        return st && (st.state === 'upgrading' || st.state === 'verifying') ? st.state : undefined;
+      },
+      { what: `${second} in flight`, timeoutMs: 120_000, intervalMs: 100 },
+    );
     await s.killCoordinator();
     const killedAt = Date.now();
     t.comment(`coordinator killed -9 while ${second} was ${inFlight}`);
@@ -36,11 +39,17 @@ else
     const done = await s.waitRollout(id, ['completed'], 240_000, t);
     const r1 = Date.now();
     t.equal(done.rollout.state, 'completed', 'rollout completed after the restart');
-    t.ok(done.steps.every((x) => x.state === 'upgraded'), `every step upgraded: ${done.steps.map((x) => `${x.nodeId}:${x.state}`).join(' ')}`);
+    t.ok(
+      done.steps.every((x) => x.state === 'upgraded'),
+      `every step upgraded: ${done.steps.map((x) => `${x.nodeId}:${x.state}`).join(' ')}`,
+    );
     await s.waitHealthy('all nodes healthy on 1.1.0', '1.1.0');
 
     const events = await s.events(id);
-    t.ok(events.some((e) => e.type === 'rollout.created'), 'events from before the crash survived in SQLite');
+    t.ok(
+      events.some((e) => e.type === 'rollout.created'),
+      'events from before the crash survived in SQLite',
+    );
     const dispatched = dispatchedUpgrades(events);
     for (const h of s.hosts) {
       const ids = dispatched.get(h.name) ?? [];

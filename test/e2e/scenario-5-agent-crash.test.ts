@@ -15,7 +15,11 @@ if (!pf.ok) t.plan(0, pf.reason ?? 'testbed unavailable');
 else
   await t.test('agent kill -9 during backup, install and verify', { timeout: 290_000 }, async (t) => {
     const s = await Scenario.start(t, { name: 's5', hosts: 4 });
-    const cases: [string, string][] = [['v0', 'backup'], ['v1', 'install'], ['v2', 'verify']];
+    const cases: [string, string][] = [
+      ['v0', 'backup'],
+      ['v1', 'install'],
+      ['v2', 'verify'],
+    ];
     const measured: string[] = [];
     for (const [name, step] of cases) {
       await t.test(`kill -9 during ${step} on ${name}`, async (t) => {
@@ -28,7 +32,11 @@ else
 
         const created = await s.startRollout(s.artifact('1.1.0'), { strategy: 'rolling', nodes: [name] });
         const id = created.rollout.id;
-        await waitFor(async () => ((await h.readFile(PAUSE_FILE).catch(() => '')).includes(step) ? true : undefined), { what: `${name} agent paused at ${step}`, timeoutMs: 120_000, intervalMs: 100 });
+        await waitFor(async () => ((await h.readFile(PAUSE_FILE).catch(() => '')).includes(step) ? true : undefined), {
+          what: `${name} agent paused at ${step}`,
+          timeoutMs: 120_000,
+          intervalMs: 100,
+        });
         const before = await s.versions(h);
         // The restarted agent must not pause again.
         await h.exec('rm', ['-f', DROPIN, PAUSE_FILE], { check: true });
@@ -37,10 +45,13 @@ else
         const k = await h.systemctl('kill', '-s', 'KILL', AGENT_UNIT);
         t.equal(k.code, 0, `systemctl kill -s KILL ${AGENT_UNIT} (pid ${pid0}, node was ${before.active} on ${before.running ?? 'nothing'})`);
         // systemd restarts it (Restart=on-failure) and it recovers from its journal.
-        await waitFor(async () => {
-          const pid = (await h.systemctl('show', '-P', 'MainPID', AGENT_UNIT)).stdout.trim();
-          return pid !== '0' && pid !== pid0 ? true : undefined;
-        }, { what: 'agent restarted by systemd', timeoutMs: 60_000, intervalMs: 200 });
+        await waitFor(
+          async () => {
+            const pid = (await h.systemctl('show', '-P', 'MainPID', AGENT_UNIT)).stdout.trim();
+            return pid !== '0' && pid !== pid0 ? true : undefined;
+          },
+          { what: 'agent restarted by systemd', timeoutMs: 60_000, intervalMs: 200 },
+        );
         const restarts = (await h.systemctl('show', '-P', 'NRestarts', AGENT_UNIT)).stdout.trim();
         t.ok(Number(restarts) >= 1, `systemd restarted the agent (NRestarts=${restarts})`);
 
@@ -50,10 +61,13 @@ else
         t.ok(cmd && ['succeeded', 'rolled_back', 'failed'].includes(cmd.state), `journal: command ended ${cmd?.state} via ${cmd?.path}`);
         t.match(await h.journal(AGENT_UNIT, 400), /recover/i, 'the restarted agent recovered the interrupted command');
         await h.waitForUnit(NODE_UNIT, 'active', 60_000);
-        const v = await waitFor(async () => {
-          const x = await s.versions(h);
-          return x.running ? x : undefined;
-        }, { what: `${name} node running`, timeoutMs: 60_000, intervalMs: 300 });
+        const v = await waitFor(
+          async () => {
+            const x = await s.versions(h);
+            return x.running ? x : undefined;
+          },
+          { what: `${name} node running`, timeoutMs: 60_000, intervalMs: 300 },
+        );
         t.ok(['1.0.0', '1.1.0'].includes(v.binary), `binary present, --version ${v.binary}`);
         t.equal(v.running, v.binary, 'the running node reports the installed version');
         t.equal(v.active, 'active', 'guts-node.service active');

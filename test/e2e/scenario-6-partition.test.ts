@@ -22,19 +22,25 @@ else
     const host = s.host(victim);
 
     // Cut the second node off once its agent has stopped guts-node for the install.
-    await waitFor(async () => {
-      const ev = await s.events(id);
-      return ev.some((e) => e.nodeId === victim && e.type === 'node.progress' && e.data.step === 'stop' && e.data.state === 'started') ? true : undefined;
-    }, { what: `${victim} stopped by its agent`, timeoutMs: 120_000, intervalMs: 100 });
+    await waitFor(
+      async () => {
+        const ev = await s.events(id);
+        return ev.some((e) => e.nodeId === victim && e.type === 'node.progress' && e.data.step === 'stop' && e.data.state === 'started') ? true : undefined;
+      },
+      { what: `${victim} stopped by its agent`, timeoutMs: 120_000, intervalMs: 100 },
+    );
     await s.lab.partition(victim);
     const cutAt = Date.now();
     t.comment(`${victim} partitioned`);
 
     // Its agent ends the command on its own: the journal reaches a terminal state.
-    const cmd = await waitFor(async () => {
-      const c = (await s.agentCommands(host)).find((x) => x.id.startsWith(id));
-      return c && ['succeeded', 'rolled_back', 'failed'].includes(c.state) ? c : undefined;
-    }, { what: `${victim} agent finishes alone`, timeoutMs: 120_000, intervalMs: 500 });
+    const cmd = await waitFor(
+      async () => {
+        const c = (await s.agentCommands(host)).find((x) => x.id.startsWith(id));
+        return c && ['succeeded', 'rolled_back', 'failed'].includes(c.state) ? c : undefined;
+      },
+      { what: `${victim} agent finishes alone`, timeoutMs: 120_000, intervalMs: 500 },
+    );
     const aloneAt = Date.now();
     t.pass(`${victim}'s agent ended its command alone: ${cmd.state} via ${cmd.path}`);
     // Stay partitioned a little longer so the coordinator has had every chance to misbehave.
@@ -46,7 +52,11 @@ else
 
     let events: EventRow[] = await s.events(id);
     const sentWhileCut = events.filter((e) => e.type === 'command.sent' && e.nodeId !== victim && Date.parse(e.at) >= cutAt && Date.parse(e.at) <= healAt);
-    t.same(sentWhileCut.map((e) => e.nodeId), [], 'no other node was started while the coordinator could not see the partitioned host');
+    t.same(
+      sentWhileCut.map((e) => e.nodeId),
+      [],
+      'no other node was started while the coordinator could not see the partitioned host',
+    );
     const down = downFromSamples(s.samples(), s.names, { from: r0, to: Date.now() });
     t.ok(down.maxDown <= s.f, `never more than f=${s.f} down at once by probes (max ${down.maxDown}: ${down.maxDownNodes.join(',')})`);
 

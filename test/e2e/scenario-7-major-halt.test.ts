@@ -31,14 +31,21 @@ else
     const gated = await s.waitRollout(id, ['awaiting_approval'], 30_000, t);
     t.equal(gated.rollout.state, 'awaiting_approval', 'the major rollout waits for approval');
     await sleep(1500);
-    t.same((await s.events(id)).filter((e) => e.type === 'command.sent'), [], 'nothing was sent to any node before approval');
+    t.same(
+      (await s.events(id)).filter((e) => e.type === 'command.sent'),
+      [],
+      'nothing was sent to any node before approval',
+    );
 
     const r0 = Date.now();
     await s.api('POST', `/api/v1/rollouts/${id}/approve`, { reason: 'e2e approves' });
     const done = await s.waitRollout(id, ['completed'], 240_000, t);
     const r1 = Date.now();
     t.equal(done.rollout.state, 'completed', 'halt rollout completed');
-    t.ok(done.steps.every((x) => x.state === 'upgraded'), `every step upgraded: ${done.steps.map((x) => `${x.nodeId}:${x.state}`).join(' ')}`);
+    t.ok(
+      done.steps.every((x) => x.state === 'upgraded'),
+      `every step upgraded: ${done.steps.map((x) => `${x.nodeId}:${x.state}`).join(' ')}`,
+    );
 
     const events = await s.events(id);
     const kinds = events.filter((e) => e.type === 'command.sent').map((e) => `${e.nodeId}:${String(e.data.kind)}`);

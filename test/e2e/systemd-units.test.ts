@@ -19,7 +19,11 @@ function execBinaries(unit: string): string[] {
   for (const line of unit.split('\n')) {
     const m = /^\s*Exec[A-Za-z]*\s*=\s*(.*)$/.exec(line);
     if (!m) continue;
-    const prog = (m[1] ?? '').trim().replace(/^[-@:+!|]+/, '').split(/\s+/)[0] ?? '';
+    const prog =
+      (m[1] ?? '')
+        .trim()
+        .replace(/^[-@:+!|]+/, '')
+        .split(/\s+/)[0] ?? '';
     if (prog.startsWith('/')) out.add(prog);
   }
   return [...out];

@@ -19,7 +19,10 @@ function get(url: string, socketPath?: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const req = http.get(socketPath ? { socketPath, path: url } : url, (res) => {
       let b = '';
-      res.setEncoding('utf8').on('data', (d: string) => (b += d)).on('end', () => resolve(b));
+      res
+        .setEncoding('utf8')
+        .on('data', (d: string) => (b += d))
+        .on('end', () => resolve(b));
     });
     req.on('error', reject);
     req.setTimeout(10_000, () => req.destroy(new Error('timeout')));

@@ -9,19 +9,29 @@ t.test('an agent that disconnects mid-step: shown unreachable, still counted in 
   await rig.waitFleetReady();
   const r = await api<RolloutDetailBody>(rig.op, 'POST', '/api/v1/rollouts', { target: rig.fleet.artifact('1.1.0'), options: { maxUnavailable: 1 } });
   const id = r.rollout.id;
-  const step = await waitFor(async () => (await api<RolloutDetailBody>(rig.op, 'GET', `/api/v1/rollouts/${id}`)).steps.find((s) => s.state === 'upgrading'), { what: 'a node mid-upgrade', timeoutMs: 120_000, intervalMs: 200 });
+  const step = await waitFor(async () => (await api<RolloutDetailBody>(rig.op, 'GET', `/api/v1/rollouts/${id}`)).steps.find((s) => s.state === 'upgrading'), {
+    what: 'a node mid-upgrade',
+    timeoutMs: 120_000,
+    intervalMs: 200,
+  });
   const node = rig.fleet.nodes.find((x) => x.id === step.nodeId)!;
   // SIGTERM: the agent drops the coordinator link at once but finishes its command before exiting.
   const stopped = rig.fleet.stopAgent(node, 'SIGTERM');
-  const seen = await waitFor(async () => {
-    const [d, f] = await Promise.all([api<RolloutDetailBody>(rig.op, 'GET', `/api/v1/rollouts/${id}`), api<FleetBody>(rig.op, 'GET', '/api/v1/fleet')]);
-    const s = d.steps.find((x) => x.nodeId === node.id);
-    return s?.state === 'upgrading' && s.agent === 'unreachable' ? { s, f } : null;
-  }, { what: 'the step shown with an unreachable agent', timeoutMs: 120_000, intervalMs: 200 });
+  const seen = await waitFor(
+    async () => {
+      const [d, f] = await Promise.all([api<RolloutDetailBody>(rig.op, 'GET', `/api/v1/rollouts/${id}`), api<FleetBody>(rig.op, 'GET', '/api/v1/fleet')]);
+      const s = d.steps.find((x) => x.nodeId === node.id);
+      return s?.state === 'upgrading' && s.agent === 'unreachable' ? { s, f } : null;
+    },
+    { what: 'the step shown with an unreachable agent', timeoutMs: 120_000, intervalMs: 200 },
+  );
   t.equal(seen.s.agent, 'unreachable', 'the in-flight step says its agent is unreachable');
   t.ok(seen.f.inFlight.includes(node.id), 'still counted in flight');
   t.ok(seen.f.unreachable.includes(node.id), 'listed as unreachable');
-  t.ok(seen.f.alerts.some((a) => a.code === 'IN_FLIGHT_UNREACHABLE' && a.message.includes(node.id)), 'an alert names it');
+  t.ok(
+    seen.f.alerts.some((a) => a.code === 'IN_FLIGHT_UNREACHABLE' && a.message.includes(node.id)),
+    'an alert names it',
+  );
   t.equal(seen.f.disruptionBudget, 0, 'no budget left while its state is unknown');
   await stopped;
   rig.fleet.startAgent(node);

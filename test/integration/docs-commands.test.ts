@@ -74,7 +74,10 @@ function fill(c: DocCommand, ctx: Ctx): string {
   const art = version ? ctx.rig.fleet.artifact(version) : null;
   let s = c.text;
   if (art) {
-    s = s.replace(/https:\/\/releases\.example\/guts-node-\S+/g, art.url).replace(/\bURL\b/g, art.url).replace(/\bHEX\b|<hex>/g, art.sha256);
+    s = s
+      .replace(/https:\/\/releases\.example\/guts-node-\S+/g, art.url)
+      .replace(/\bURL\b/g, art.url)
+      .replace(/\bHEX\b|<hex>/g, art.sha256);
   }
   s = s.replaceAll('/etc/guts-upgrade/coordinator.yaml', ctx.coordinatorConfig);
   if (s.includes('<id>')) {
@@ -92,14 +95,21 @@ async function rollout(ctx: Ctx): Promise<RolloutDetailBody> {
 }
 
 async function waitState(ctx: Ctx, states: string[]): Promise<void> {
-  await waitFor(async () => states.includes((await rollout(ctx)).rollout.state), { what: `rollout ${ctx.rolloutId} in ${states.join('/')}`, timeoutMs: 180_000, intervalMs: 200 });
+  await waitFor(async () => states.includes((await rollout(ctx)).rollout.state), {
+    what: `rollout ${ctx.rolloutId} in ${states.join('/')}`,
+    timeoutMs: 180_000,
+    intervalMs: 200,
+  });
 }
 
 async function fleetSettled(ctx: Ctx): Promise<void> {
-  await waitFor(async () => {
-    const f = await api<FleetBody>(ctx.rig.op, 'GET', '/api/v1/fleet');
-    return f.down.length === 0 && f.nodes.every((n) => n.connected && n.version) && f.leader;
-  }, { what: 'every agent connected and its node healthy', timeoutMs: 120_000, intervalMs: 200 });
+  await waitFor(
+    async () => {
+      const f = await api<FleetBody>(ctx.rig.op, 'GET', '/api/v1/fleet');
+      return f.down.length === 0 && f.nodes.every((n) => n.connected && n.version) && f.leader;
+    },
+    { what: 'every agent connected and its node healthy', timeoutMs: 120_000, intervalMs: 200 },
+  );
 }
 
 /** Host-side agent commands run with that host's daemon stopped; the coordinator's commands with it running. */
@@ -138,7 +148,11 @@ const RULES: Record<string, Rule> = {
     async after(ctx) {
       const r = await sh('guts-upgrade-agent backup list --json', ctx.env);
       const rows = JSON.parse(r.stdout) as { id: string; status: string; createdAt: string }[];
-      ctx.backupId = rows.filter((b) => b.status === 'complete').sort((a, b) => a.createdAt.localeCompare(b.createdAt)).at(-1)?.id ?? null;
+      ctx.backupId =
+        rows
+          .filter((b) => b.status === 'complete')
+          .sort((a, b) => a.createdAt.localeCompare(b.createdAt))
+          .at(-1)?.id ?? null;
     },
   },
   'guts-upgrade-agent backup restore': OK,
@@ -185,7 +199,15 @@ async function runDaemon(line: string, env: NodeJS.ProcessEnv, port: number): Pr
   p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<number | null>((r) => p.once('exit', (code) => r(code)));
   try {
-    await waitFor(async () => p.exitCode !== null || (await api({ url: `http://127.0.0.1:${port}` }, 'GET', '/health/ready').then(() => true, () => false)), { what: 'the coordinator daemon ready', timeoutMs: 30_000, intervalMs: 200 });
+    await waitFor(
+      async () =>
+        p.exitCode !== null ||
+        (await api({ url: `http://127.0.0.1:${port}` }, 'GET', '/health/ready').then(
+          () => true,
+          () => false,
+        )),
+      { what: 'the coordinator daemon ready', timeoutMs: 30_000, intervalMs: 200 },
+    );
   } finally {
     p.kill('SIGTERM');
   }
@@ -197,7 +219,11 @@ t.test('every command line in README.md and docs/ runs as written', async (t) =>
   const commands = all.filter((c) => c.kind === 'block');
   t.ok(commands.length >= 20, `the docs show ${commands.length} command lines`);
   const unruled = commands.filter((c) => !(c.path in RULES));
-  t.same(unruled.map((c) => `${c.where} ${c.path}`), [], 'every documented command has a rule in this test');
+  t.same(
+    unruled.map((c) => `${c.where} ${c.path}`),
+    [],
+    'every documented command has a rule in this test',
+  );
 
   const rig = await makeRig(t, { n: 4, child: true });
   await rig.waitFleetReady();

@@ -20,7 +20,9 @@ function serverCli(): string {
 }
 const SERVER_CLI = serverCli();
 
-interface Tap { teardown(fn: () => unknown): void }
+interface Tap {
+  teardown(fn: () => unknown): void;
+}
 
 export interface Rig {
   dir: string;
@@ -59,7 +61,14 @@ export async function makeRig(t: Tap, opts: { n: number; child?: boolean; window
     delete env.NODE_OPTIONS;
     proc = spawn(process.execPath, [SERVER_CLI, '--config', join(dir, 'coordinator.json')], { env, stdio: ['ignore', 'ignore', 'inherit'] });
     fleet?.track(proc.pid!);
-    await waitFor(() => api({ url }, 'GET', '/health/ready').then(() => true, () => false), { what: 'coordinator up', timeoutMs: 20_000, intervalMs: 200 });
+    await waitFor(
+      () =>
+        api({ url }, 'GET', '/health/ready').then(
+          () => true,
+          () => false,
+        ),
+      { what: 'coordinator up', timeoutMs: 20_000, intervalMs: 200 },
+    );
   };
   if (opts.child) {
     writeFileSync(join(dir, 'coordinator.json'), JSON.stringify(cfg)); // JSON is YAML
@@ -94,16 +103,22 @@ export async function makeRig(t: Tap, opts: { n: number; child?: boolean; window
       await startChild();
     },
     async waitFleetReady(version = '1.0.0') {
-      await waitFor(async () => {
-        const f = await api<FleetBody>(op, 'GET', '/api/v1/fleet');
-        return f.down.length === 0 && f.nodes.length === opts.n && f.nodes.every((n) => n.version === version) && f.leader;
-      }, { what: 'fleet ready', timeoutMs: 120_000, intervalMs: 200 });
+      await waitFor(
+        async () => {
+          const f = await api<FleetBody>(op, 'GET', '/api/v1/fleet');
+          return f.down.length === 0 && f.nodes.length === opts.n && f.nodes.every((n) => n.version === version) && f.leader;
+        },
+        { what: 'fleet ready', timeoutMs: 120_000, intervalMs: 200 },
+      );
     },
     async waitRollout(id, states = ['completed', 'failed', 'aborted', 'rolled_back', 'paused']) {
-      return waitFor(async () => {
-        const d = await api<RolloutDetailBody>(op, 'GET', `/api/v1/rollouts/${id}`);
-        return states.includes(d.rollout.state) ? d : null;
-      }, { what: `rollout ${id} in ${states.join('/')}`, timeoutMs: 180_000, intervalMs: 200 });
+      return waitFor(
+        async () => {
+          const d = await api<RolloutDetailBody>(op, 'GET', `/api/v1/rollouts/${id}`);
+          return states.includes(d.rollout.state) ? d : null;
+        },
+        { what: `rollout ${id} in ${states.join('/')}`, timeoutMs: 180_000, intervalMs: 200 },
+      );
     },
   };
   return rig;

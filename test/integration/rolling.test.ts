@@ -9,9 +9,16 @@ for (const n of [4, 7]) {
     await rig.waitFleetReady();
     const f = Math.floor((n - 1) / 3);
     const before = await api<FleetBody>(rig.op, 'GET', '/api/v1/fleet');
-    t.ok(before.nodes.every((x) => x.metrics && Number.isInteger(x.metrics.requestsTotal)), 'heartbeats carry the node metrics');
+    t.ok(
+      before.nodes.every((x) => x.metrics && Number.isInteger(x.metrics.requestsTotal)),
+      'heartbeats carry the node metrics',
+    );
     const t0 = Date.now();
-    const r = await api<RolloutDetailBody>(rig.op, 'POST', '/api/v1/rollouts', { target: rig.fleet.artifact('1.1.0'), strategy: 'rolling', options: { maxUnavailable: f } });
+    const r = await api<RolloutDetailBody>(rig.op, 'POST', '/api/v1/rollouts', {
+      target: rig.fleet.artifact('1.1.0'),
+      strategy: 'rolling',
+      options: { maxUnavailable: f },
+    });
     const d = await rig.waitRollout(r.rollout.id);
     t.equal(d.rollout.state, 'completed', d.rollout.reason ?? '');
     t.ok(d.steps.every((s) => s.state === 'upgraded'));

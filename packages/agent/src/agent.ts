@@ -6,8 +6,15 @@
 import fs from 'node:fs';
 import type { Logger } from 'pino';
 import {
-  CodedError, classifyDelivery, commandDigest, errorCodeOf,
-  type Command, type ErrorCode, type NodeStatus, type Result, type StepName,
+  CodedError,
+  classifyDelivery,
+  commandDigest,
+  errorCodeOf,
+  type Command,
+  type ErrorCode,
+  type NodeStatus,
+  type Result,
+  type StepName,
 } from '@guts-upgrade/protocol';
 import { BackupStore } from './backup-store.js';
 import type { AgentConfig } from './config.js';
@@ -42,7 +49,11 @@ export class Agent {
   private readonly afterJournal: AfterJournal;
 
   /** `afterJournal`: called after each step is journaled (the crash tests' pause; nothing by default). */
-  constructor(readonly config: AgentConfig, readonly log: Logger, opts: { afterJournal?: AfterJournal } = {}) {
+  constructor(
+    readonly config: AgentConfig,
+    readonly log: Logger,
+    opts: { afterJournal?: AfterJournal } = {},
+  ) {
     this.afterJournal = opts.afterJournal ?? carryOn;
     this.journal = new Journal(config.stateDir);
     this.driver = createDriver(config);
@@ -94,7 +105,14 @@ export class Agent {
       },
       progress: (step, state, message, percent) => {
         if (this.running?.id === row.id) this.running.step = step;
-        const ev: ProgressEvent = { commandId: row.id, step, state, at: isoNow(), ...(message ? { message: message.slice(0, 4000) } : {}), ...(percent !== undefined ? { percent } : {}) };
+        const ev: ProgressEvent = {
+          commandId: row.id,
+          step,
+          state,
+          at: isoNow(),
+          ...(message ? { message: message.slice(0, 4000) } : {}),
+          ...(percent !== undefined ? { percent } : {}),
+        };
         ctx.log.info({ step, state, detail: message }, `step ${step} ${state}`);
         for (const l of this.listeners) l.progress?.(ev);
       },
@@ -139,9 +157,10 @@ export class Agent {
         // A bug or an unexpected error: never leave the node half upgraded.
         ctx.log.error({ err: (err as Error).stack }, 'pipeline crashed');
         const state = this.journal.get(row.id)?.state ?? 'received';
-        result = RECOVERY[state as keyof typeof RECOVERY] === 'roll-back'
-          ? await rollBackAfter(ctx, failureOf(err), isoNow())
-          : await failUntouched(ctx, failureOf(err), isoNow());
+        result =
+          RECOVERY[state as keyof typeof RECOVERY] === 'roll-back'
+            ? await rollBackAfter(ctx, failureOf(err), isoNow())
+            : await failUntouched(ctx, failureOf(err), isoNow());
       }
       this.finish(ctx, result);
       return result;
@@ -153,7 +172,11 @@ export class Agent {
   /** Marks the command as this process's running one until `done` settles (busy(), duplicates, idle()). */
   private track(row: CommandRow, done: Promise<Result>): void {
     this.running = { id: row.id, kind: row.kind, step: null, done };
-    void done.finally(() => { if (this.running?.id === row.id) this.running = null; }).catch(() => undefined);
+    void done
+      .finally(() => {
+        if (this.running?.id === row.id) this.running = null;
+      })
+      .catch(() => undefined);
   }
 
   private finish(ctx: StepContext, result: Result): void {
@@ -192,10 +215,16 @@ export class Agent {
     let result: Result;
     if (isTerminal(state)) {
       // The crash came between the last transition and storing the result.
-      result = row.result ?? await buildResult(ctx, {
-        outcome: state as 'succeeded' | 'rolled_back' | 'failed',
-        ...(state === 'succeeded' ? {} : { code: 'E_INTERRUPTED' as const, message: 'the agent was interrupted after finishing' }),
-      }, startedAt);
+      result =
+        row.result ??
+        (await buildResult(
+          ctx,
+          {
+            outcome: state as 'succeeded' | 'rolled_back' | 'failed',
+            ...(state === 'succeeded' ? {} : { code: 'E_INTERRUPTED' as const, message: 'the agent was interrupted after finishing' }),
+          },
+          startedAt,
+        ));
     } else {
       const recovery = RECOVERY[state as keyof typeof RECOVERY];
       try {
@@ -205,19 +234,35 @@ export class Agent {
             const partial = fs.readdirSync(this.config.stagingDir, { withFileTypes: true }).filter((e) => e.name.endsWith('.partial'));
             for (const p of partial) fs.rmSync(`${this.config.stagingDir}/${p.name}`, { force: true });
           }
-          result = await failUntouched(ctx, { code: 'E_INTERRUPTED', message: `the agent was interrupted in state ${state}; nothing was changed on the node` }, startedAt);
+          result = await failUntouched(
+            ctx,
+            { code: 'E_INTERRUPTED', message: `the agent was interrupted in state ${state}; nothing was changed on the node` },
+            startedAt,
+          );
         } else if (recovery === 'record-success') {
           this.journal.transition(row.id, 'succeeded', 'recovered');
           result = await buildResult(ctx, { outcome: 'succeeded' }, startedAt);
         } else if (row.kind === 'rollback') {
           result = await runRollbackCommand(ctx);
         } else {
-          result = await rollBackAfter(ctx, { code: 'E_INTERRUPTED', message: `the agent was interrupted in state ${state}; rolled back on restart` }, startedAt);
+          result = await rollBackAfter(
+            ctx,
+            { code: 'E_INTERRUPTED', message: `the agent was interrupted in state ${state}; rolled back on restart` },
+            startedAt,
+          );
         }
       } catch (err) {
         ctx.log.error({ err: (err as Error).stack }, 'recovery failed');
-        result = await buildResult(ctx, { outcome: 'failed', code: 'E_ROLLBACK_FAILED', message: `recovery from ${state} failed: ${(err as Error).message}` }, startedAt);
-        try { this.journal.transition(row.id, 'failed', 'recovery failed'); } catch { /* already terminal */ }
+        result = await buildResult(
+          ctx,
+          { outcome: 'failed', code: 'E_ROLLBACK_FAILED', message: `recovery from ${state} failed: ${(err as Error).message}` },
+          startedAt,
+        );
+        try {
+          this.journal.transition(row.id, 'failed', 'recovery failed');
+        } catch {
+          /* already terminal */
+        }
       }
     }
     this.finish(ctx, result);

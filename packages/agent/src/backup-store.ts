@@ -21,7 +21,12 @@ import type { AgentConfig } from './config.js';
 import type { ArchiveEntry, BackupMeta, BackupRow, Journal } from './journal.js';
 import { copyFileAtomic, fsyncPath, sha256File } from './util.js';
 
-interface Stamp { size: number; mtime: string; ctime: string; ino: string }
+interface Stamp {
+  size: number;
+  mtime: string;
+  ctime: string;
+  ino: string;
+}
 type Snapshot = { files: Record<string, Stamp>; dirs: string[] };
 
 function walk(root: string): Snapshot {
@@ -81,7 +86,10 @@ async function writeTar(file: string, cwd: string, entries: string[]): Promise<{
 }
 
 export class BackupStore {
-  constructor(private readonly config: AgentConfig, private readonly journal: Journal) {}
+  constructor(
+    private readonly config: AgentConfig,
+    private readonly journal: Journal,
+  ) {}
 
   dirOf(id: string): string {
     return path.join(this.config.backup.dir, id);
@@ -115,7 +123,11 @@ export class BackupStore {
         if (code === 'ENOSPC' || code === 'EROFS' || code === 'EACCES' || code === 'EDQUOT' || code === 'ENOTDIR' || code === 'EIO') break;
       }
     }
-    try { fs.unlinkSync(file); } catch { /* nothing written */ }
+    try {
+      fs.unlinkSync(file);
+    } catch {
+      /* nothing written */
+    }
     throw new CodedError('E_BACKUP', `cannot write ${file}: ${(lastErr as Error).message}`, { errno: (lastErr as NodeJS.ErrnoException).code });
   }
 
@@ -138,7 +150,11 @@ export class BackupStore {
       throw new CodedError('E_BACKUP', `cannot create backup dir ${dir}: ${(err as Error).message}`);
     }
     const row: BackupRow = {
-      id, createdAt: new Date().toISOString(), commandId, version, status: 'partial',
+      id,
+      createdAt: new Date().toISOString(),
+      commandId,
+      version,
+      status: 'partial',
       meta: { dataDir: c.node.dataDir, binaryPath: c.node.binary, configPath: c.node.config },
     };
     this.journal.putBackup(row);
@@ -179,7 +195,10 @@ export class BackupStore {
     const nowDirs = new Set(now.dirs);
     meta.deleted = [
       ...Object.keys(base.files).filter((f) => !(f in now.files)),
-      ...base.dirs.filter((d) => !nowDirs.has(d)).sort().reverse(),
+      ...base.dirs
+        .filter((d) => !nowDirs.has(d))
+        .sort()
+        .reverse(),
     ];
     meta.files = Object.fromEntries(Object.entries(now.files).map(([f, s]) => [f, s.size]));
     meta.sealed = true;

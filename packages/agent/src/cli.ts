@@ -11,7 +11,17 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command as CliCommand, CommanderError, InvalidArgumentError } from 'commander';
 import cron from 'node-cron';
-import { asArgParser, CodedError, errorCodeOf, httpUrlArg, nonNegativeIntArg, PROTOCOL_VERSION, sha256Arg, type Command, type Result } from '@guts-upgrade/protocol';
+import {
+  asArgParser,
+  CodedError,
+  errorCodeOf,
+  httpUrlArg,
+  nonNegativeIntArg,
+  PROTOCOL_VERSION,
+  sha256Arg,
+  type Command,
+  type Result,
+} from '@guts-upgrade/protocol';
 import { Agent, newCommandId } from './agent.js';
 import { pauseHookFromEnv } from './pause-hook.js';
 import { newBackupId } from './backup-store.js';
@@ -49,7 +59,6 @@ interface TargetOpts extends CommonOpts {
   id?: string;
 }
 
-
 function exitFor(r: Result): number {
   if (r.outcome === 'succeeded') return EXIT.OK;
   if (r.outcome === 'rolled_back') return EXIT.ROLLED_BACK;
@@ -62,9 +71,10 @@ function printResult(r: Result, json: boolean): void {
     process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
     return;
   }
-  const head = r.outcome === 'succeeded'
-    ? `${r.kind} ${r.commandId} succeeded: running ${r.runningVersion ?? '?'}`
-    : `${r.kind} ${r.commandId} ${r.outcome}: ${r.code ?? ''} ${r.message ?? ''} (running ${r.runningVersion ?? '?'})`;
+  const head =
+    r.outcome === 'succeeded'
+      ? `${r.kind} ${r.commandId} succeeded: running ${r.runningVersion ?? '?'}`
+      : `${r.kind} ${r.commandId} ${r.outcome}: ${r.code ?? ''} ${r.message ?? ''} (running ${r.runningVersion ?? '?'})`;
   process.stdout.write(`${head}\n`);
   for (const c of r.evidence?.checks ?? []) process.stdout.write(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.name}${c.detail ? `: ${c.detail.split('\n')[0]}` : ''}\n`);
   if (r.downtimeMs !== undefined) process.stdout.write(`  downtime ${r.downtimeMs} ms\n`);
@@ -72,14 +82,17 @@ function printResult(r: Result, json: boolean): void {
 
 async function runCommand(agent: Agent, command: Command, json: boolean): Promise<number> {
   agent.addListener({
-    progress: (ev) => process.stderr.write(`[${ev.at}] ${ev.step.padEnd(9)} ${ev.state}${ev.message ? `: ${ev.message}` : ''}${ev.percent !== undefined ? ` (${ev.percent}%)` : ''}\n`),
+    progress: (ev) =>
+      process.stderr.write(
+        `[${ev.at}] ${ev.step.padEnd(9)} ${ev.state}${ev.message ? `: ${ev.message}` : ''}${ev.percent !== undefined ? ` (${ev.percent}%)` : ''}\n`,
+      ),
   });
   const sub = await agent.submit(command);
   if (sub.ack === 'rejected') {
     process.stderr.write(`refused: ${sub.message}\n`);
     return sub.code === 'E_BUSY' ? EXIT.BUSY : sub.code === 'E_CONFIG' ? EXIT.USAGE : EXIT.FAILED;
   }
-  const r = sub.ack === 'accepted' ? await sub.done : sub.result ?? (await sub.done!);
+  const r = sub.ack === 'accepted' ? await sub.done : (sub.result ?? (await sub.done!));
   printResult(r, json);
   return exitFor(r);
 }
@@ -93,8 +106,11 @@ function targetCommand(kind: 'upgrade' | 'prepare', o: TargetOpts): Command {
     ...(o.syncDistance !== undefined ? { syncDistance: o.syncDistance } : {}),
   };
   return {
-    proto: PROTOCOL_VERSION, type: 'command', id: o.id ?? newCommandId(`cli-${kind}`),
-    kind, issuedAt: isoNow(),
+    proto: PROTOCOL_VERSION,
+    type: 'command',
+    id: o.id ?? newCommandId(`cli-${kind}`),
+    kind,
+    issuedAt: isoNow(),
     target: { version: o.to, url: o.url, sha256: o.sha256, ...(o.signature ? { signature: o.signature } : {}) },
     options,
   } as Command;
@@ -111,7 +127,8 @@ function withTargetFlags(cmd: CliCommand): CliCommand {
 
 /** What `run` needs beyond a loadable configuration; `config validate` checks the same. */
 function checkDaemonConfig(config: AgentConfig): void {
-  if (config.coordinator.url && !config.coordinator.token) throw new CodedError('E_CONFIG', 'config coordinator.token: is required with coordinator.url (or coordinator.tokenFile)');
+  if (config.coordinator.url && !config.coordinator.token)
+    throw new CodedError('E_CONFIG', 'config coordinator.token: is required with coordinator.url (or coordinator.tokenFile)');
   if (config.backup.schedule && !cron.validate(config.backup.schedule)) {
     throw new CodedError('E_CONFIG', `config backup.schedule: invalid cron expression ${JSON.stringify(config.backup.schedule)}`);
   }
@@ -124,7 +141,11 @@ async function daemon(agent: Agent, config: AgentConfig): Promise<number> {
   if (recovered) log.warn({ commandId: recovered.commandId, outcome: recovered.outcome, code: recovered.code }, 'recovered an interrupted command');
   let conn: Connection | null = null;
   if (config.coordinator.url && config.coordinator.token) {
-    conn = new Connection(agent, { url: config.coordinator.url, token: config.coordinator.token, nodeId: config.nodeId, reconnectMaxMs: config.coordinator.reconnectMaxMs }, log);
+    conn = new Connection(
+      agent,
+      { url: config.coordinator.url, token: config.coordinator.token, nodeId: config.nodeId, reconnectMaxMs: config.coordinator.reconnectMaxMs },
+      log,
+    );
     void conn.run();
   } else log.warn('no coordinator.url configured: running without a coordinator');
   let task: { stop(): unknown } | null = null;
@@ -165,7 +186,7 @@ async function daemon(agent: Agent, config: AgentConfig): Promise<number> {
 /** Loads the configuration and an Agent, runs `fn`, and closes the agent's journal whatever happens. */
 async function withAgent(o: CommonOpts, daemonLog: boolean, fn: (agent: Agent, config: AgentConfig) => Promise<number>): Promise<number> {
   const config = loadConfig(o.config);
-  const log = createLogger(daemonLog ? config.logLevel : process.env.GUTS_UPGRADE_CLI_LOG_LEVEL ?? 'warn', !daemonLog);
+  const log = createLogger(daemonLog ? config.logLevel : (process.env.GUTS_UPGRADE_CLI_LOG_LEVEL ?? 'warn'), !daemonLog);
   // The crash tests pause the agent at a step through the environment; see pause-hook.ts.
   const agent = new Agent(config, log, { afterJournal: pauseHookFromEnv(process.env) });
   try {
@@ -181,9 +202,14 @@ function statusCmd(agent: Agent, config: AgentConfig, json: boolean): Promise<nu
     const out = { nodeId: config.nodeId, status: s, lock: holder, recentResults: agent.journal.recentResults(5) };
     if (json) process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
     else {
-      process.stdout.write(`node ${config.nodeId}: version ${s.nodeVersion ?? '?'} health ${s.health} ready ${s.ready} height ${s.finalizedHeight ?? '?'} peers ${s.peerCount ?? '?'} leader ${s.isLeader}\n`);
+      process.stdout.write(
+        `node ${config.nodeId}: version ${s.nodeVersion ?? '?'} health ${s.health} ready ${s.ready} height ${s.finalizedHeight ?? '?'} peers ${s.peerCount ?? '?'} leader ${s.isLeader}\n`,
+      );
       process.stdout.write(holder ? `busy: ${holder.commandId} (pid ${holder.pid}${holder.alive ? '' : ', dead: run `recover`'})\n` : 'idle\n');
-      for (const r of out.recentResults) process.stdout.write(`  ${r.finishedAt} ${r.kind} ${r.commandId} ${r.outcome}${r.code ? ` ${r.code}` : ''} ${r.fromVersion ?? '?'} -> ${r.toVersion ?? '?'}\n`);
+      for (const r of out.recentResults)
+        process.stdout.write(
+          `  ${r.finishedAt} ${r.kind} ${r.commandId} ${r.outcome}${r.code ? ` ${r.code}` : ''} ${r.fromVersion ?? '?'} -> ${r.toVersion ?? '?'}\n`,
+        );
     }
     return EXIT.OK;
   });
@@ -193,7 +219,11 @@ export function buildProgram(result: { code: number }): CliCommand {
   const program = new CliCommand('guts-upgrade-agent')
     .description('The guts-upgrade agent: upgrades, backs up and rolls back the guts-node on this host.')
     .version(PRODUCT_VERSION, '-V, --version', 'print the guts-upgrade version')
-    .option('--config <path>', `the agent configuration (env GUTS_UPGRADE_AGENT_CONFIG; default ${DEFAULT_CONFIG_PATH}); GUTS_UPGRADE_* env vars override its keys`, process.env.GUTS_UPGRADE_AGENT_CONFIG ?? DEFAULT_CONFIG_PATH)
+    .option(
+      '--config <path>',
+      `the agent configuration (env GUTS_UPGRADE_AGENT_CONFIG; default ${DEFAULT_CONFIG_PATH}); GUTS_UPGRADE_* env vars override its keys`,
+      process.env.GUTS_UPGRADE_AGENT_CONFIG ?? DEFAULT_CONFIG_PATH,
+    )
     .option('--json', 'print results as JSON')
     .showHelpAfterError('(run with --help for usage)')
     .addHelpText('after', '\nExit codes: 0 ok, 1 failed (node unchanged), 2 usage/config, 3 rolled back, 4 busy, 5 rollback failed')
@@ -204,9 +234,13 @@ export function buildProgram(result: { code: number }): CliCommand {
       result.code = c;
     });
 
-  program.command('run').description('the daemon: connects to the coordinator and runs its commands')
+  program
+    .command('run')
+    .description('the daemon: connects to the coordinator and runs its commands')
     .action((_o, cmd: CliCommand) => set(withAgent(opts(cmd), true, daemon)));
-  withTargetFlags(program.command('upgrade').description('the whole upgrade: fetch, verify, back up, stop, swap, migrate, start, verify; rolls back on failure'))
+  withTargetFlags(
+    program.command('upgrade').description('the whole upgrade: fetch, verify, back up, stop, swap, migrate, start, verify; rolls back on failure'),
+  )
     .option('--allow-downgrade', 'allow a version older than the running one')
     .option('--approve-major', 'allow a major version change')
     .option('--require-staged', 'refuse unless `prepare` staged this artifact already')
@@ -216,74 +250,100 @@ export function buildProgram(result: { code: number }): CliCommand {
       const o = opts<TargetOpts>(cmd);
       return set(withAgent(o, false, (agent) => runCommand(agent, targetCommand('upgrade', o), !!o.json)));
     });
-  withTargetFlags(program.command('prepare').description('fetch, verify and stage an artifact only; the node keeps running'))
-    .action((_o, cmd: CliCommand) => {
-      const o = opts<TargetOpts>(cmd);
-      return set(withAgent(o, false, (agent) => runCommand(agent, targetCommand('prepare', o), !!o.json)));
-    });
-  program.command('rollback').description('undo the last committed upgrade from its backup')
+  withTargetFlags(program.command('prepare').description('fetch, verify and stage an artifact only; the node keeps running')).action((_o, cmd: CliCommand) => {
+    const o = opts<TargetOpts>(cmd);
+    return set(withAgent(o, false, (agent) => runCommand(agent, targetCommand('prepare', o), !!o.json)));
+  });
+  program
+    .command('rollback')
+    .description('undo the last committed upgrade from its backup')
     .option('--to <version>', 'the version to return to (default: the one before the last upgrade)')
     .option('--id <id>', 'command id (default: generated)')
     .action((_o, cmd: CliCommand) => {
       const o = opts<{ to?: string; id?: string }>(cmd);
       const command: Command = {
-        proto: PROTOCOL_VERSION, type: 'command', kind: 'rollback', id: o.id ?? newCommandId('cli-rollback'),
-        issuedAt: isoNow(), ...(o.to ? { toVersion: o.to } : {}),
+        proto: PROTOCOL_VERSION,
+        type: 'command',
+        kind: 'rollback',
+        id: o.id ?? newCommandId('cli-rollback'),
+        issuedAt: isoNow(),
+        ...(o.to ? { toVersion: o.to } : {}),
       };
       return set(withAgent(o, false, (agent) => runCommand(agent, command, !!o.json)));
     });
-  program.command('status').description('node and agent status, and the last results')
+  program
+    .command('status')
+    .description('node and agent status, and the last results')
     .action((_o, cmd: CliCommand) => {
       const o = opts<object>(cmd);
       return set(withAgent(o, false, (agent, config) => statusCmd(agent, config, !!o.json)));
     });
-  program.command('doctor').description("the procedure's troubleshooting checks on this host, each finding with the next command to run (exit 1 if any fails)")
+  program
+    .command('doctor')
+    .description("the procedure's troubleshooting checks on this host, each finding with the next command to run (exit 1 if any fails)")
     .action((_o, cmd: CliCommand) => {
       const o = opts<object>(cmd);
-      return set(withAgent(o, false, async (agent, config) => {
-        const findings = await runDoctor({ config, driver: agent.driver, node: agent.node, journal: agent.journal, backups: agent.backups });
-        process.stdout.write(`${o.json ? JSON.stringify({ nodeId: config.nodeId, findings }, null, 2) : renderFindings(findings)}\n`);
-        return findings.some((f) => f.verdict === 'fail') ? EXIT.FAILED : EXIT.OK;
-      }));
+      return set(
+        withAgent(o, false, async (agent, config) => {
+          const findings = await runDoctor({ config, driver: agent.driver, node: agent.node, journal: agent.journal, backups: agent.backups });
+          process.stdout.write(`${o.json ? JSON.stringify({ nodeId: config.nodeId, findings }, null, 2) : renderFindings(findings)}\n`);
+          return findings.some((f) => f.verdict === 'fail') ? EXIT.FAILED : EXIT.OK;
+        }),
+      );
     });
-  program.command('recover').description('finish or roll back a command interrupted by a crash')
+  program
+    .command('recover')
+    .description('finish or roll back a command interrupted by a crash')
     .action((_o, cmd: CliCommand) => {
       const o = opts<object>(cmd);
-      return set(withAgent(o, false, async (agent) => {
-        const r = await agent.recover();
-        if (!r) {
-          const holder = agent.journal.lockHolder();
-          process.stdout.write(holder?.alive ? `command ${holder.commandId} is running in pid ${holder.pid}; nothing to recover\n` : 'nothing to recover\n');
-          return EXIT.OK;
-        }
-        printResult(r, !!o.json);
-        return exitFor(r);
-      }));
+      return set(
+        withAgent(o, false, async (agent) => {
+          const r = await agent.recover();
+          if (!r) {
+            const holder = agent.journal.lockHolder();
+            process.stdout.write(holder?.alive ? `command ${holder.commandId} is running in pid ${holder.pid}; nothing to recover\n` : 'nothing to recover\n');
+            return EXIT.OK;
+          }
+          printResult(r, !!o.json);
+          return exitFor(r);
+        }),
+      );
     });
   const backup = program.command('backup').description('online backups of binary, config and data');
-  backup.command('create').description('an online backup while the node runs')
+  backup
+    .command('create')
+    .description('an online backup while the node runs')
     .action((_o, cmd: CliCommand) => {
       const o = opts<object>(cmd);
       return set(withAgent(o, false, (agent, config) => backupCreate(agent, config, !!o.json)));
     });
-  backup.command('list').description('the backup catalogue')
+  backup
+    .command('list')
+    .description('the backup catalogue')
     .action((_o, cmd: CliCommand) => {
       const o = opts<object>(cmd);
       return set(withAgent(o, false, async (agent) => backupList(agent, !!o.json)));
     });
-  backup.command('restore').description('stop the node, restore binary, config and data from a backup, start it')
+  backup
+    .command('restore')
+    .description('stop the node, restore binary, config and data from a backup, start it')
     .argument('<id>', 'the backup id (see `backup list`)')
     .action((id: string, _o, cmd: CliCommand) => {
       const o = opts<object>(cmd);
       return set(withAgent(o, false, (agent, config) => backupRestore(agent, config, id)));
     });
-  program.command('config').description('check the configuration')
-    .command('validate').description('load and check the configuration as `run` would; exit 0 if valid, 2 if not')
+  program
+    .command('config')
+    .description('check the configuration')
+    .command('validate')
+    .description('load and check the configuration as `run` would; exit 0 if valid, 2 if not')
     .action((_o, cmd: CliCommand) => {
       const c = loadConfig(opts<object>(cmd).config);
       checkDaemonConfig(c);
-      process.stdout.write(`configuration valid: node ${c.nodeId}, ${c.service.driver} driver (${c.service.name}), state ${c.stateDir}, ` +
-        `${c.coordinator.url ? `coordinator ${c.coordinator.url}` : 'no coordinator'}\n`);
+      process.stdout.write(
+        `configuration valid: node ${c.nodeId}, ${c.service.driver} driver (${c.service.name}), state ${c.stateDir}, ` +
+          `${c.coordinator.url ? `coordinator ${c.coordinator.url}` : 'no coordinator'}\n`,
+      );
     });
   return program;
 }
@@ -310,10 +370,13 @@ export async function main(argv: string[]): Promise<number> {
 async function backupList(agent: Agent, json: boolean): Promise<number> {
   const rows = agent.backups.list();
   if (json) process.stdout.write(`${JSON.stringify(rows, null, 2)}\n`);
-  else for (const b of rows) {
-    const size = [b.meta.binary, b.meta.config, b.meta.dataBase, b.meta.dataDelta].reduce((a, e) => a + (e?.size ?? 0), 0);
-    process.stdout.write(`${b.id}  ${b.createdAt}  ${b.status.padEnd(8)}  version ${b.version ?? '?'}  ${size} bytes${b.commandId ? `  (upgrade ${b.commandId})` : ''}\n`);
-  }
+  else
+    for (const b of rows) {
+      const size = [b.meta.binary, b.meta.config, b.meta.dataBase, b.meta.dataDelta].reduce((a, e) => a + (e?.size ?? 0), 0);
+      process.stdout.write(
+        `${b.id}  ${b.createdAt}  ${b.status.padEnd(8)}  version ${b.version ?? '?'}  ${size} bytes${b.commandId ? `  (upgrade ${b.commandId})` : ''}\n`,
+      );
+    }
   return EXIT.OK;
 }
 

@@ -72,7 +72,13 @@ export interface AgentConfig {
 }
 
 type Kind = 'string' | 'nstring' | 'int' | 'number' | 'argv' | 'nargv' | 'list' | 'env' | 'enum';
-interface Field { kind: Kind; dflt?: unknown; values?: string[]; min?: number; required?: boolean }
+interface Field {
+  kind: Kind;
+  dflt?: unknown;
+  values?: string[];
+  min?: number;
+  required?: boolean;
+}
 
 const S = (dflt?: string, required = false): Field => ({ kind: 'string', dflt, required });
 const NS = (dflt: string | null = null): Field => ({ kind: 'nstring', dflt });
@@ -168,16 +174,25 @@ function coerce(key: string, f: Field, raw: unknown, fromEnv: boolean): unknown 
     case 'list': {
       let v = raw;
       if (fromEnv && typeof raw === 'string') {
-        try { v = JSON.parse(raw); } catch { bad(key, 'must be a JSON array of strings in the environment'); }
+        try {
+          v = JSON.parse(raw);
+        } catch {
+          bad(key, 'must be a JSON array of strings in the environment');
+        }
       }
-      if (!Array.isArray(v) || !v.every((x) => typeof x === 'string' && x.length > 0 && x.length <= 64)) bad(key, 'must be a list of names (1 to 64 characters each)');
+      if (!Array.isArray(v) || !v.every((x) => typeof x === 'string' && x.length > 0 && x.length <= 64))
+        bad(key, 'must be a list of names (1 to 64 characters each)');
       return v;
     }
     case 'argv':
     case 'nargv': {
       let v = raw;
       if (fromEnv && typeof raw === 'string') {
-        try { v = JSON.parse(raw); } catch { bad(key, 'must be a JSON array of strings in the environment'); }
+        try {
+          v = JSON.parse(raw);
+        } catch {
+          bad(key, 'must be a JSON array of strings in the environment');
+        }
       }
       if (!Array.isArray(v) || !v.every((x) => typeof x === 'string')) bad(key, 'must be an array of strings (an argv, never a shell string)');
       if (f.kind === 'nargv' && (v as string[]).length === 0) bad(key, 'must not be empty (omit it instead)');
@@ -186,7 +201,11 @@ function coerce(key: string, f: Field, raw: unknown, fromEnv: boolean): unknown 
     case 'env': {
       let v = raw;
       if (fromEnv && typeof raw === 'string') {
-        try { v = JSON.parse(raw); } catch { bad(key, 'must be a JSON object in the environment'); }
+        try {
+          v = JSON.parse(raw);
+        } catch {
+          bad(key, 'must be a JSON object in the environment');
+        }
       }
       if (!v || typeof v !== 'object' || Array.isArray(v) || !Object.values(v).every((x) => typeof x === 'string')) {
         bad(key, 'must be a mapping of strings');
@@ -240,7 +259,10 @@ export function resolveConfig(doc: Record<string, unknown>, env: NodeJS.ProcessE
   c.backup.dir = abs(c.backup.dir ?? path.join(c.stateDir, 'backups'));
   c.service.pidFile = abs(c.service.pidFile ?? path.join(c.stateDir, 'guts-node.pid'));
   c.service.logFile = abs(c.service.logFile ?? path.join(c.stateDir, 'guts-node.log'));
-  for (const [k, u] of [['node.apiUrl', c.node.apiUrl], ['node.metricsUrl', c.node.metricsUrl]] as const) {
+  for (const [k, u] of [
+    ['node.apiUrl', c.node.apiUrl],
+    ['node.metricsUrl', c.node.metricsUrl],
+  ] as const) {
     if (u !== null && !/^https?:\/\/\S+$/.test(u)) bad(k, `must be an http(s) URL, got ${JSON.stringify(u)}`);
   }
   c.node.apiUrl = c.node.apiUrl.replace(/\/+$/, '');

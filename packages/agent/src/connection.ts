@@ -7,10 +7,7 @@
  */
 import WebSocket from 'ws';
 import type { Logger } from 'pino';
-import {
-  agentMessage, decodeCoordinatorMessage, encode, PROTOCOL_VERSION,
-  type AgentMessage, type Command, type Result,
-} from '@guts-upgrade/protocol';
+import { agentMessage, decodeCoordinatorMessage, encode, PROTOCOL_VERSION, type AgentMessage, type Command, type Result } from '@guts-upgrade/protocol';
 import { AGENT_VERSION, type Agent } from './agent.js';
 import { sleep } from './util.js';
 
@@ -32,7 +29,11 @@ export class Connection {
   private welcomed = false;
   private unlisten: (() => void) | null = null;
 
-  constructor(private readonly agent: Agent, private readonly opts: ConnectionOptions, private readonly log: Logger) {}
+  constructor(
+    private readonly agent: Agent,
+    private readonly opts: ConnectionOptions,
+    private readonly log: Logger,
+  ) {}
 
   get connected(): boolean {
     return this.welcomed && this.ws?.readyState === WebSocket.OPEN;
@@ -89,12 +90,21 @@ export class Connection {
         opened = true;
         void this.hello(ws);
       });
-      ws.on('message', (raw) => void this.onMessage(ws, raw as Buffer, (code) => { refused = code; }));
+      ws.on(
+        'message',
+        (raw) =>
+          void this.onMessage(ws, raw as Buffer, (code) => {
+            refused = code;
+          }),
+      );
       ws.on('unexpected-response', (_req, res) => {
         reject(new Error(`coordinator answered HTTP ${res.statusCode} to the upgrade`));
         ws.terminate();
       });
-      ws.on('error', (err) => { if (!opened) reject(err); else this.log.warn({ err: err.message }, 'websocket error'); });
+      ws.on('error', (err) => {
+        if (!opened) reject(err);
+        else this.log.warn({ err: err.message }, 'websocket error');
+      });
       ws.on('close', (code, reason) => {
         if (this.heartbeat) clearInterval(this.heartbeat);
         this.heartbeat = null;
@@ -122,7 +132,13 @@ export class Connection {
     if (!decoded.ok) {
       this.log.warn({ code: decoded.code, error: decoded.error }, 'invalid message from the coordinator');
       // An invalid command still gets a rejection when its id can be read.
-      const id = (() => { try { return (JSON.parse(raw.toString()) as { type?: string; id?: unknown }); } catch { return null; } })();
+      const id = (() => {
+        try {
+          return JSON.parse(raw.toString()) as { type?: string; id?: unknown };
+        } catch {
+          return null;
+        }
+      })();
       if (id?.type === 'command' && typeof id.id === 'string' && /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/.test(id.id)) {
         ws.send(encode(agentMessage('ack', { commandId: id.id, status: 'rejected', code: decoded.code, message: decoded.error.slice(0, 4000) })));
       }

@@ -57,28 +57,46 @@ const service: Check = async ({ config, driver }) => {
 const interrupted: Check = async ({ journal }) => {
   const holder = journal.lockHolder();
   if (!holder) return finding('interrupted command', 'ok', 'no command holds the journal lock; no migration is half done');
-  if (holder.alive) return finding('interrupted command', 'warn', `command ${holder.commandId} runs now (pid ${holder.pid}); what follows may change under it`, ['guts-upgrade-agent status']);
-  return finding('interrupted command', 'fail', `command ${holder.commandId} was interrupted (pid ${holder.pid} is gone since ${holder.acquiredAt}); a migration may be half done`, [
-    'guts-upgrade-agent recover',
-  ]);
+  if (holder.alive)
+    return finding('interrupted command', 'warn', `command ${holder.commandId} runs now (pid ${holder.pid}); what follows may change under it`, [
+      'guts-upgrade-agent status',
+    ]);
+  return finding(
+    'interrupted command',
+    'fail',
+    `command ${holder.commandId} was interrupted (pid ${holder.pid} is gone since ${holder.acquiredAt}); a migration may be half done`,
+    ['guts-upgrade-agent recover'],
+  );
 };
 
 const binary: Check = async ({ config }) => {
-  if (!fs.existsSync(config.node.binary)) return finding('binary', 'fail', `${config.node.binary} does not exist`, ['guts-upgrade-agent backup list', 'guts-upgrade-agent rollback']);
+  if (!fs.existsSync(config.node.binary))
+    return finding('binary', 'fail', `${config.node.binary} does not exist`, ['guts-upgrade-agent backup list', 'guts-upgrade-agent rollback']);
   const v = await binaryVersion(config.node.binary, config.checks.httpTimeoutMs * 10);
-  if (!v.version) return finding('binary', 'fail', `${config.node.binary} --version did not print a version: ${JSON.stringify(v.output.slice(0, 200))}`, [`${config.node.binary} --version`, 'guts-upgrade-agent rollback']);
+  if (!v.version)
+    return finding('binary', 'fail', `${config.node.binary} --version did not print a version: ${JSON.stringify(v.output.slice(0, 200))}`, [
+      `${config.node.binary} --version`,
+      'guts-upgrade-agent rollback',
+    ]);
   return finding('binary', 'ok', `${config.node.binary} is guts-node ${v.version}`);
 };
 
 const health: Check = async ({ config, node }) => {
   const h = await node.health();
-  if (!h) return finding('health', 'fail', `the node's API at ${config.node.apiUrl} does not answer`, [`curl -s ${config.node.apiUrl}/health`, ...logCommands(config)]);
+  if (!h)
+    return finding('health', 'fail', `the node's API at ${config.node.apiUrl} does not answer`, [
+      `curl -s ${config.node.apiUrl}/health`,
+      ...logCommands(config),
+    ]);
   const running = typeof h.body?.version === 'string' ? h.body.version : '?';
   const installed = (await binaryVersion(config.node.binary, config.checks.httpTimeoutMs * 10)).version;
   const checks = JSON.stringify(h.body?.checks ?? {});
-  if (h.status !== 200) return finding('health', 'fail', `/health answers ${h.status}: ${checks}`, [`curl -s ${config.node.apiUrl}/health`, ...logCommands(config)]);
+  if (h.status !== 200)
+    return finding('health', 'fail', `/health answers ${h.status}: ${checks}`, [`curl -s ${config.node.apiUrl}/health`, ...logCommands(config)]);
   if (installed && running !== installed) {
-    return finding('health', 'warn', `up, but the node runs ${running} while the binary on disk is ${installed}: it was not restarted after a swap`, ['guts-upgrade-agent status']);
+    return finding('health', 'warn', `up, but the node runs ${running} while the binary on disk is ${installed}: it was not restarted after a swap`, [
+      'guts-upgrade-agent status',
+    ]);
   }
   return finding('health', 'ok', `up, running ${running}`);
 };
@@ -97,9 +115,17 @@ const data: Check = async ({ config }) => {
 
 const consensus: Check = async ({ config, node }) => {
   const c = await node.consensus();
-  if (!c) return finding('consensus', 'fail', `${config.node.apiUrl}/api/consensus/status does not answer`, [`curl -s ${config.node.apiUrl}/api/consensus/status`, ...logCommands(config)]);
+  if (!c)
+    return finding('consensus', 'fail', `${config.node.apiUrl}/api/consensus/status does not answer`, [
+      `curl -s ${config.node.apiUrl}/api/consensus/status`,
+      ...logCommands(config),
+    ]);
   if (!c.enabled) return finding('consensus', 'warn', 'consensus is disabled on this node', [`grep -n consensus ${config.node.config}`]);
-  return finding('consensus', 'ok', `state ${c.state}, view ${c.view ?? '?'}, finalized height ${c.finalized_height ?? '?'}, leader ${c.current_leader ?? 'unknown'}${c.is_leader ? ' (this node)' : ''}`);
+  return finding(
+    'consensus',
+    'ok',
+    `state ${c.state}, view ${c.view ?? '?'}, finalized height ${c.finalized_height ?? '?'}, leader ${c.current_leader ?? 'unknown'}${c.is_leader ? ' (this node)' : ''}`,
+  );
 };
 
 /**
@@ -118,7 +144,7 @@ const sync: Check = async ({ config, node }) => {
   }
   return finding('sync', 'fail', `finalized height stuck at ${first} for ${config.checks.advanceWindowMs} ms: this node is not following the chain`, [
     `curl -s ${config.node.apiUrl}/api/consensus/status`,
-    'guts-upgrade fleet    # on the coordinator host: the other validators\' heights',
+    "guts-upgrade fleet    # on the coordinator host: the other validators' heights",
     ...logCommands(config),
   ]);
 };
@@ -130,7 +156,11 @@ const peers: Check = async ({ config, node }) => {
   if (comp?.status !== 'up') return finding('peers', 'skip', `not reported by the node (p2p ${comp?.status ?? 'absent'})`);
   const n = typeof comp.details?.peer_count === 'number' ? comp.details.peer_count : null;
   if (n === null) return finding('peers', 'skip', 'p2p is up but the node gives no peer count');
-  if (n < config.checks.minPeers) return finding('peers', 'warn', `${n} peers connected, fewer than checks.minPeers ${config.checks.minPeers}`, [`grep -n -i -A3 p2p ${config.node.config}`, ...logCommands(config)]);
+  if (n < config.checks.minPeers)
+    return finding('peers', 'warn', `${n} peers connected, fewer than checks.minPeers ${config.checks.minPeers}`, [
+      `grep -n -i -A3 p2p ${config.node.config}`,
+      ...logCommands(config),
+    ]);
   return finding('peers', 'ok', `${n} peers connected`);
 };
 
@@ -138,12 +168,19 @@ const disk: Check = async ({ config }) => {
   const need = dirSize(config.node.dataDir) + config.diskMarginBytes;
   const free = await freeBytes(config.backup.dir);
   const mb = (b: number) => `${Math.round(b / 1048576)} MiB`;
-  if (free < need) return finding('disk', 'fail', `${mb(free)} free for backups in ${config.backup.dir}; the next upgrade's backup needs about ${mb(need)}`, [`df -h ${config.backup.dir}`, 'guts-upgrade-agent backup list']);
+  if (free < need)
+    return finding('disk', 'fail', `${mb(free)} free for backups in ${config.backup.dir}; the next upgrade's backup needs about ${mb(need)}`, [
+      `df -h ${config.backup.dir}`,
+      'guts-upgrade-agent backup list',
+    ]);
   return finding('disk', 'ok', `${mb(free)} free for backups (the next needs about ${mb(need)})`);
 };
 
 const backups: Check = async ({ backups }) => {
-  const done = backups.list().filter((b) => b.status === 'complete').sort((a, b) => a.createdAt.localeCompare(b.createdAt));
+  const done = backups
+    .list()
+    .filter((b) => b.status === 'complete')
+    .sort((a, b) => a.createdAt.localeCompare(b.createdAt));
   const newest = done.at(-1);
   if (!newest) return finding('backups', 'warn', 'no complete backup on this host', ['guts-upgrade-agent backup create']);
   return finding('backups', 'ok', `${done.length} complete; newest ${newest.id} (${newest.createdAt}, version ${newest.version ?? '?'})`);

@@ -33,7 +33,11 @@ export interface BackupRow {
   meta: BackupMeta;
 }
 
-export interface ArchiveEntry { file: string; sha256: string; size: number }
+export interface ArchiveEntry {
+  file: string;
+  sha256: string;
+  size: number;
+}
 export interface BackupMeta {
   binary?: ArchiveEntry;
   config?: ArchiveEntry;
@@ -116,8 +120,10 @@ export class Journal {
   begin(command: Command, digest: string): CommandRow {
     const tx = this.db.transaction(() => {
       const t = this.takeLock(command.id);
-      this.db.prepare(`INSERT INTO commands (id, digest, kind, payload, state, context, created_at, updated_at)
-        VALUES (?, ?, ?, ?, 'received', '{}', ?, ?)`).run(command.id, digest, command.kind, JSON.stringify(command), t, t);
+      this.db
+        .prepare(`INSERT INTO commands (id, digest, kind, payload, state, context, created_at, updated_at)
+        VALUES (?, ?, ?, ?, 'received', '{}', ?, ?)`)
+        .run(command.id, digest, command.kind, JSON.stringify(command), t, t);
       this.db.prepare('INSERT INTO transitions (command_id, from_state, to_state, at) VALUES (?, NULL, ?, ?)').run(command.id, 'received', t);
     });
     tx.immediate();
@@ -133,12 +139,15 @@ export class Journal {
   private takeLock(id: string): string {
     const holder = this.lockHolder();
     if (holder) {
-      throw new CodedError('E_BUSY', holder.alive
-        ? `command ${holder.commandId} is running (pid ${holder.pid})`
-        : `command ${holder.commandId} was interrupted and must be recovered first`, { commandId: holder.commandId });
+      throw new CodedError(
+        'E_BUSY',
+        holder.alive ? `command ${holder.commandId} is running (pid ${holder.pid})` : `command ${holder.commandId} was interrupted and must be recovered first`,
+        { commandId: holder.commandId },
+      );
     }
     const t = now();
-    this.db.prepare('INSERT INTO lock (id, command_id, pid, pid_start, acquired_at) VALUES (1, ?, ?, ?, ?)')
+    this.db
+      .prepare('INSERT INTO lock (id, command_id, pid, pid_start, acquired_at) VALUES (1, ?, ?, ?, ?)')
       .run(id, process.pid, processStartTime(process.pid), t);
     return t;
   }
@@ -149,8 +158,7 @@ export class Journal {
 
   /** Makes this process the owner of a lock whose owner died, so recovery runs under it. */
   takeOverStaleLock(commandId: string): void {
-    this.db.prepare('UPDATE lock SET pid = ?, pid_start = ? WHERE id = 1 AND command_id = ?')
-      .run(process.pid, processStartTime(process.pid), commandId);
+    this.db.prepare('UPDATE lock SET pid = ?, pid_start = ? WHERE id = 1 AND command_id = ?').run(process.pid, processStartTime(process.pid), commandId);
   }
 
   transition(id: string, to: State, detail?: string): void {
@@ -161,7 +169,8 @@ export class Journal {
       if (!canTransition(cur.state, to)) throw new CodedError('E_INTERNAL', `illegal transition ${cur.state} -> ${to} for ${id}`);
       const t = now();
       this.db.prepare('UPDATE commands SET state = ?, updated_at = ? WHERE id = ?').run(to, t, id);
-      this.db.prepare('INSERT INTO transitions (command_id, from_state, to_state, at, detail) VALUES (?, ?, ?, ?, ?)')
+      this.db
+        .prepare('INSERT INTO transitions (command_id, from_state, to_state, at, detail) VALUES (?, ?, ?, ?, ?)')
         .run(id, cur.state, to, t, detail ?? null);
     });
     tx.immediate();
@@ -171,8 +180,7 @@ export class Journal {
     const tx = this.db.transaction(() => {
       const cur = this.get(id);
       if (!cur) return;
-      this.db.prepare('UPDATE commands SET context = ?, updated_at = ? WHERE id = ?')
-        .run(JSON.stringify({ ...cur.context, ...patch }), now(), id);
+      this.db.prepare('UPDATE commands SET context = ?, updated_at = ? WHERE id = ?').run(JSON.stringify({ ...cur.context, ...patch }), now(), id);
     });
     tx.immediate();
   }
@@ -180,27 +188,32 @@ export class Journal {
   /** Stores the result and releases the lock in one transaction. */
   finish(id: string, result: Result): void {
     const tx = this.db.transaction(() => {
-      this.db.prepare('UPDATE commands SET result = ?, finished_at = ?, updated_at = ? WHERE id = ?')
-        .run(JSON.stringify(result), now(), now(), id);
+      this.db.prepare('UPDATE commands SET result = ?, finished_at = ?, updated_at = ? WHERE id = ?').run(JSON.stringify(result), now(), now(), id);
       this.db.prepare('DELETE FROM lock WHERE id = 1 AND command_id = ?').run(id);
     });
     tx.immediate();
   }
 
   transitions(id: string): { from: State | null; to: State; at: string; detail: string | null }[] {
-    return (this.db.prepare('SELECT * FROM transitions WHERE command_id = ? ORDER BY seq').all(id) as Record<string, unknown>[])
-      .map((r) => ({ from: r.from_state as State | null, to: r.to_state as State, at: r.at as string, detail: r.detail as string | null }));
+    return (this.db.prepare('SELECT * FROM transitions WHERE command_id = ? ORDER BY seq').all(id) as Record<string, unknown>[]).map((r) => ({
+      from: r.from_state as State | null,
+      to: r.to_state as State,
+      at: r.at as string,
+      detail: r.detail as string | null,
+    }));
   }
 
   recentResults(limit = 20): Result[] {
-    return (this.db.prepare('SELECT result FROM commands WHERE result IS NOT NULL ORDER BY finished_at DESC LIMIT ?').all(limit) as { result: string }[])
-      .map((r) => JSON.parse(r.result) as Result);
+    return (this.db.prepare('SELECT result FROM commands WHERE result IS NOT NULL ORDER BY finished_at DESC LIMIT ?').all(limit) as { result: string }[]).map(
+      (r) => JSON.parse(r.result) as Result,
+    );
   }
 
   /** The last upgrade that committed, for the rollback command. */
   lastCommittedUpgrade(): CommandRow | null {
-    const r = this.db.prepare(`SELECT * FROM commands WHERE kind = 'upgrade' AND state = 'succeeded' ORDER BY finished_at DESC LIMIT 1`)
-      .get() as Record<string, unknown> | undefined;
+    const r = this.db.prepare(`SELECT * FROM commands WHERE kind = 'upgrade' AND state = 'succeeded' ORDER BY finished_at DESC LIMIT 1`).get() as
+      | Record<string, unknown>
+      | undefined;
     return this.row(r);
   }
 
@@ -214,7 +227,8 @@ export class Journal {
   // ------------------------------------------------------------ backups
 
   putBackup(b: BackupRow): void {
-    this.db.prepare(`INSERT INTO backups (id, created_at, command_id, version, status, meta) VALUES (?, ?, ?, ?, ?, ?)
+    this.db
+      .prepare(`INSERT INTO backups (id, created_at, command_id, version, status, meta) VALUES (?, ?, ?, ?, ?, ?)
       ON CONFLICT(id) DO UPDATE SET status = excluded.status, meta = excluded.meta, version = excluded.version`)
       .run(b.id, b.createdAt, b.commandId, b.version, b.status, JSON.stringify(b.meta));
   }
@@ -236,8 +250,7 @@ export class Journal {
   }
 
   listBackups(): BackupRow[] {
-    return (this.db.prepare('SELECT * FROM backups ORDER BY created_at DESC, id DESC').all() as Record<string, unknown>[])
-      .map((r) => this.backupRow(r)!);
+    return (this.db.prepare('SELECT * FROM backups ORDER BY created_at DESC, id DESC').all() as Record<string, unknown>[]).map((r) => this.backupRow(r)!);
   }
 
   deleteBackup(id: string): void {

@@ -17,13 +17,20 @@ export interface ConsensusStatus {
   pending_transactions?: number;
 }
 
-export interface HttpJson { status: number; body: unknown }
+export interface HttpJson {
+  status: number;
+  body: unknown;
+}
 
 export class NodeClient {
   /** The previous scrape, so heartbeats report latency over the last interval, not since start. */
   private lastScrape: MetricsSample | null = null;
 
-  constructor(readonly apiUrl: string, readonly metricsUrl: string | null, readonly timeoutMs: number) {}
+  constructor(
+    readonly apiUrl: string,
+    readonly metricsUrl: string | null,
+    readonly timeoutMs: number,
+  ) {}
 
   async get(url: string): Promise<{ status: number; text: string } | null> {
     try {
@@ -149,9 +156,7 @@ export class NodeClient {
 }
 
 /** A peers figure as the node reports it, or why there is none. */
-export type PeerReading =
-  | { reported: true; status: 'up' | 'down'; count: number }
-  | { reported: false; status: string | null; reason: string };
+export type PeerReading = { reported: true; status: 'up' | 'down'; count: number } | { reported: false; status: string | null; reason: string };
 
 /** Reads the p2p component out of a /health body: { checks|components: { p2p } } or [{ name: 'p2p' }]. */
 export function peerReadingOf(body: Record<string, unknown> | null): PeerReading {
@@ -176,7 +181,12 @@ export function peerReadingOf(body: Record<string, unknown> | null): PeerReading
   return { reported: false, status, reason: `p2p ${status ?? 'without a status'}${reason ? ` (${reason})` : ''}` };
 }
 
-export interface MetricsSample { requests: number; errors: number; latencySum: number; latencyCount: number }
+export interface MetricsSample {
+  requests: number;
+  errors: number;
+  latencySum: number;
+  latencyCount: number;
+}
 
 /** Sums request counters (5xx as errors) and a latency histogram's _sum/_count from Prometheus text. */
 export function parseMetrics(text: string): MetricsSample {

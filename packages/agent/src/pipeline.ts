@@ -99,10 +99,16 @@ export async function rollBackAfter(ctx: StepContext, failure: Failure, startedA
   }
   ctx.journal.transition(ctx.command.id, 'failed', 'rollback failed');
   ctx.progress('rollback', 'failed', rb.error);
-  return buildResult(ctx, {
-    outcome: 'failed', code: 'E_ROLLBACK_FAILED',
-    message: `${code}: ${message}; then the rollback failed: ${rb.error}`, rollback: { mode: rb.mode, ok: false },
-  }, startedAt);
+  return buildResult(
+    ctx,
+    {
+      outcome: 'failed',
+      code: 'E_ROLLBACK_FAILED',
+      message: `${code}: ${message}; then the rollback failed: ${rb.error}`,
+      rollback: { mode: rb.mode, ok: false },
+    },
+    startedAt,
+  );
 }
 
 /**
@@ -210,5 +216,9 @@ export async function runRollbackCommand(ctx: StepContext): Promise<Result> {
   }
   ctx.journal.transition(cmd.id, 'failed', 'rollback failed');
   ctx.progress('rollback', 'failed', rb.error);
-  return buildResult(ctx, { outcome: 'failed', code: 'E_ROLLBACK_FAILED', message: rb.error ?? 'rollback failed', rollback: { mode: rb.mode, ok: false } }, startedAt);
+  return buildResult(
+    ctx,
+    { outcome: 'failed', code: 'E_ROLLBACK_FAILED', message: rb.error ?? 'rollback failed', rollback: { mode: rb.mode, ok: false } },
+    startedAt,
+  );
 }

@@ -22,8 +22,20 @@
  * command runs received -> rollback -> succeeded | failed.
  */
 export const STATES = [
-  'received', 'preflight', 'fetch', 'backup', 'stop', 'install', 'migrate', 'start', 'verify', 'commit', 'rollback',
-  'succeeded', 'rolled_back', 'failed',
+  'received',
+  'preflight',
+  'fetch',
+  'backup',
+  'stop',
+  'install',
+  'migrate',
+  'start',
+  'verify',
+  'commit',
+  'rollback',
+  'succeeded',
+  'rolled_back',
+  'failed',
 ] as const;
 export type State = (typeof STATES)[number];
 

@@ -45,7 +45,13 @@ export function copyFileAtomic(src: string, dest: string, mode: number): void {
   fsyncPath(path.dirname(dest));
 }
 
-export interface RunResult { code: number | null; signal: string | null; stdout: string; stderr: string; timedOut: boolean }
+export interface RunResult {
+  code: number | null;
+  signal: string | null;
+  stdout: string;
+  stderr: string;
+  timedOut: boolean;
+}
 
 /** Runs an argv (never a shell) with a timeout; output is capped. */
 export function runArgv(argv: string[], opts: { timeoutMs: number; env?: NodeJS.ProcessEnv; cwd?: string }): Promise<RunResult> {
@@ -62,11 +68,24 @@ export function runArgv(argv: string[], opts: { timeoutMs: number; env?: NodeJS.
       resolve({ code: null, signal: null, stdout: '', stderr: (err as Error).message, timedOut: false });
       return;
     }
-    child.stdout.on('data', (d: Buffer) => { stdout = cap(stdout, d.toString()); });
-    child.stderr.on('data', (d: Buffer) => { stderr = cap(stderr, d.toString()); });
-    const timer = setTimeout(() => { timedOut = true; child.kill('SIGKILL'); }, opts.timeoutMs);
-    child.on('error', (err) => { clearTimeout(timer); resolve({ code: null, signal: null, stdout, stderr: stderr + err.message, timedOut }); });
-    child.on('close', (code, signal) => { clearTimeout(timer); resolve({ code, signal, stdout, stderr, timedOut }); });
+    child.stdout.on('data', (d: Buffer) => {
+      stdout = cap(stdout, d.toString());
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr = cap(stderr, d.toString());
+    });
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, opts.timeoutMs);
+    child.on('error', (err) => {
+      clearTimeout(timer);
+      resolve({ code: null, signal: null, stdout, stderr: stderr + err.message, timedOut });
+    });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr, timedOut });
+    });
   });
 }
 

@@ -19,7 +19,11 @@ t.test('base + delta archives extract byte-identically with GNU tar, deletions i
   fs.mkdirSync(path.join(dir, 'bin'));
   fs.writeFileSync(path.join(dir, 'bin', 'guts-node'), '#!/bin/sh\necho guts-node 1.0.0\n', { mode: 0o755 });
   fs.writeFileSync(path.join(dir, 'config.yaml'), 'name: v0\n');
-  const config = resolveConfig({ nodeId: 'v0', node: { binary: 'bin/guts-node', dataDir: 'data', config: 'config.yaml' }, stateDir: 'state', service: { driver: 'process' } }, {}, dir);
+  const config = resolveConfig(
+    { nodeId: 'v0', node: { binary: 'bin/guts-node', dataDir: 'data', config: 'config.yaml' }, stateDir: 'state', service: { driver: 'process' } },
+    {},
+    dir,
+  );
   const journal = new Journal(config.stateDir);
   t.teardown(() => journal.close());
   const store = new BackupStore(config, journal);
@@ -70,7 +74,11 @@ t.test('backup CLI: create, list, restore; retention', async (t) => {
   t.equal(c2.code, 0);
   const id2 = JSON.parse(c2.stdout).id as string;
   const list = JSON.parse((await rig.cli(['backup', 'list', '--json'])).stdout) as { id: string }[];
-  t.same(list.map((b) => b.id), [id2], 'retention 1 keeps the newest');
+  t.same(
+    list.map((b) => b.id),
+    [id2],
+    'retention 1 keeps the newest',
+  );
   const before = sha(rig.binary);
   fs.writeFileSync(rig.binary, '#!/bin/sh\nexit 1\n');
   const r = await rig.cli(['backup', 'restore', id2]);

@@ -3,7 +3,19 @@ import t from 'tap';
 import { makeRig, parseResult, sha, treeHash, upgradeArgs } from './helpers.js';
 
 t.test('every bad 1.1.0 build is rolled back automatically, ending healthy on 1.0.0', async (t) => {
-  const rig = await makeRig(t, { agent: { checks: { readyTimeoutMs: 10_000, versionTimeoutMs: 5000, syncTimeoutMs: 10_000, advanceWindowMs: 600, stabilizeMs: 1500, httpTimeoutMs: 3000, commandTimeoutMs: 30_000 } } });
+  const rig = await makeRig(t, {
+    agent: {
+      checks: {
+        readyTimeoutMs: 10_000,
+        versionTimeoutMs: 5000,
+        syncTimeoutMs: 10_000,
+        advanceWindowMs: 600,
+        stabilizeMs: 1500,
+        httpTimeoutMs: 3000,
+        commandTimeoutMs: 30_000,
+      },
+    },
+  });
   await rig.startNode();
   const oldSha = sha(rig.binary);
   const expect: Record<string, { code: string; mode: string }> = {

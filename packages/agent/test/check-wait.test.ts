@@ -43,10 +43,22 @@ t.test('nextDelay: multiplies up to the cap, never past the deadline', async (t)
 
 t.test('peers: only a figure the node gives is a figure', async (t) => {
   // Today's guts-node, all its life.
-  const real = { status: 'up', version: '1.0.0', checks: { storage: { status: 'up' }, p2p: { status: 'unknown', details: { reason: 'P2P not connected or not enabled' } } } };
+  const real = {
+    status: 'up',
+    version: '1.0.0',
+    checks: { storage: { status: 'up' }, p2p: { status: 'unknown', details: { reason: 'P2P not connected or not enabled' } } },
+  };
   t.same(peerReadingOf(real), { reported: false, status: 'unknown', reason: 'p2p unknown (P2P not connected or not enabled)' });
   t.same(peerReadingOf({ checks: { p2p: { status: 'up', details: { peer_count: 3 } } } }), { reported: true, status: 'up', count: 3 });
-  t.same(peerReadingOf({ components: [{ name: 'storage', status: 'up' }, { name: 'p2p', status: 'up', peers: 0 }] }), { reported: true, status: 'up', count: 0 });
+  t.same(
+    peerReadingOf({
+      components: [
+        { name: 'storage', status: 'up' },
+        { name: 'p2p', status: 'up', peers: 0 },
+      ],
+    }),
+    { reported: true, status: 'up', count: 0 },
+  );
   t.same(peerReadingOf({ checks: { p2p: { status: 'down' } } }), { reported: true, status: 'down', count: 0 }, 'p2p down is a measured 0');
   t.match(peerReadingOf({ checks: { p2p: { status: 'up' } } }), { reported: false, reason: 'p2p up without a peer count' });
   t.match(peerReadingOf({ checks: { storage: { status: 'up' } } }), { reported: false, reason: 'no p2p component in /health' });
@@ -57,12 +69,25 @@ t.test('peers: only a figure the node gives is a figure', async (t) => {
 t.test('config: every waiting check has its own deadline', async (t) => {
   const c = resolveConfig({ nodeId: 'a' }, {});
   t.match(c.checks, {
-    readyTimeoutMs: 120_000, versionTimeoutMs: 60_000, consensusTimeoutMs: 120_000, consensusStartingStates: ['Starting'],
-    peersTimeoutMs: 120_000, advanceTimeoutMs: 120_000, syncTimeoutMs: 300_000, pollMaxMs: 2000, minPeers: 0,
+    readyTimeoutMs: 120_000,
+    versionTimeoutMs: 60_000,
+    consensusTimeoutMs: 120_000,
+    consensusStartingStates: ['Starting'],
+    peersTimeoutMs: 120_000,
+    advanceTimeoutMs: 120_000,
+    syncTimeoutMs: 300_000,
+    pollMaxMs: 2000,
+    minPeers: 0,
   });
-  const e = resolveConfig({ nodeId: 'a' }, { GUTS_UPGRADE_CHECKS__CONSENSUS_STARTING_STATES: '["Starting","Syncing"]', GUTS_UPGRADE_CHECKS__PEERS_TIMEOUT_MS: '5000' });
+  const e = resolveConfig(
+    { nodeId: 'a' },
+    { GUTS_UPGRADE_CHECKS__CONSENSUS_STARTING_STATES: '["Starting","Syncing"]', GUTS_UPGRADE_CHECKS__PEERS_TIMEOUT_MS: '5000' },
+  );
   t.same(e.checks.consensusStartingStates, ['Starting', 'Syncing']);
   t.equal(e.checks.peersTimeoutMs, 5000);
-  t.throws(() => resolveConfig({ nodeId: 'a', checks: { consensusStartingStates: 'Starting' } }, {}), { code: 'E_CONFIG', message: /checks\.consensusStartingStates: must be a list of names/ });
+  t.throws(() => resolveConfig({ nodeId: 'a', checks: { consensusStartingStates: 'Starting' } }, {}), {
+    code: 'E_CONFIG',
+    message: /checks\.consensusStartingStates: must be a list of names/,
+  });
   t.throws(() => resolveConfig({ nodeId: 'a', checks: { pollMaxMs: 10 } }, {}), { code: 'E_CONFIG', message: /checks\.pollMaxMs: must be >= 50/ });
 });

@@ -8,7 +8,11 @@ t.test('config validation names the key; env overrides', async (t) => {
   t.throws(() => resolveConfig({ nodeId: 'a', nope: 1 }, {}), { message: /nope: is not a known key/ });
   t.throws(() => resolveConfig({ nodeId: 'a', coordinator: { url: 'http://x' } }, {}), { message: /coordinator\.url: must be a ws/ });
   t.throws(() => resolveConfig({ nodeId: 'a', service: { driver: 'docker' } }, {}), { message: /service\.driver: must be one of/ });
-  const c = resolveConfig({ nodeId: 'a' }, { GUTS_UPGRADE_CHECKS__READY_TIMEOUT_MS: '5000', GUTS_UPGRADE_NODE_ID: 'b', GUTS_UPGRADE_COORDINATOR__URL: 'wss://c/' }, '/');
+  const c = resolveConfig(
+    { nodeId: 'a' },
+    { GUTS_UPGRADE_CHECKS__READY_TIMEOUT_MS: '5000', GUTS_UPGRADE_NODE_ID: 'b', GUTS_UPGRADE_COORDINATOR__URL: 'wss://c/' },
+    '/',
+  );
   t.equal(c.checks.readyTimeoutMs, 5000);
   t.equal(c.nodeId, 'b');
   t.equal(c.coordinator.url, 'wss://c');

@@ -50,12 +50,18 @@ t.test('hello/welcome, command ack/progress/result, duplicate, conflict, result 
 
   const a = rig.artifact('1.0.1');
   const cmd = coordinatorMessage('command', {
-    id: 'c-1', kind: 'upgrade', issuedAt: new Date().toISOString(), target: { version: '1.0.1', url: a.url, sha256: a.sha256 },
+    id: 'c-1',
+    kind: 'upgrade',
+    issuedAt: new Date().toISOString(),
+    target: { version: '1.0.1', url: a.url, sha256: a.sha256 },
   }) as Command;
   sock!.send(encode(cmd));
   const result = await waitFor(() => got.find((m) => m.type === 'result' && m.commandId === 'c-1'), { what: 'result', timeoutMs: 60_000 });
   t.equal(result.type === 'result' && result.outcome, 'succeeded');
-  t.ok(got.some((m) => m.type === 'ack' && m.commandId === 'c-1' && m.status === 'accepted'), 'acked');
+  t.ok(
+    got.some((m) => m.type === 'ack' && m.commandId === 'c-1' && m.status === 'accepted'),
+    'acked',
+  );
   const steps = got.filter((m) => m.type === 'progress' && m.state === 'done').map((m) => m.type === 'progress' && m.step);
   t.same(steps, ['preflight', 'fetch', 'backup', 'stop', 'install', 'start', 'verify', 'commit'], 'progress per step');
 
@@ -63,31 +69,68 @@ t.test('hello/welcome, command ack/progress/result, duplicate, conflict, result 
   const before = got.length;
   sock!.send(encode({ ...cmd, issuedAt: new Date(Date.now() + 1000).toISOString() }));
   await waitFor(() => got.slice(before).some((m) => m.type === 'result'), { what: 'result re-sent', timeoutMs: 10_000 });
-  t.ok(got.slice(before).some((m) => m.type === 'ack' && m.status === 'duplicate'), 'duplicate ack');
-  t.notOk(got.slice(before).some((m) => m.type === 'progress'), 'not run twice');
+  t.ok(
+    got.slice(before).some((m) => m.type === 'ack' && m.status === 'duplicate'),
+    'duplicate ack',
+  );
+  t.notOk(
+    got.slice(before).some((m) => m.type === 'progress'),
+    'not run twice',
+  );
 
   // Same id, other content: conflict.
-  sock!.send(encode(coordinatorMessage('command', { id: 'c-1', kind: 'upgrade', issuedAt: new Date().toISOString(), target: { version: '1.1.0', url: a.url, sha256: a.sha256 } })));
+  sock!.send(
+    encode(
+      coordinatorMessage('command', {
+        id: 'c-1',
+        kind: 'upgrade',
+        issuedAt: new Date().toISOString(),
+        target: { version: '1.1.0', url: a.url, sha256: a.sha256 },
+      }),
+    ),
+  );
   await waitFor(() => got.some((m) => m.type === 'ack' && m.status === 'rejected'), { what: 'rejection', timeoutMs: 10_000 });
   t.ok(got.some((m) => m.type === 'ack' && m.status === 'rejected' && m.code === 'E_DUPLICATE_COMMAND'));
 
   // Invalid message: rejected with the schema error.
   sock!.send(JSON.stringify({ proto: '1.0', type: 'command', id: 'c-bad', kind: 'upgrade', issuedAt: 'x' }));
-  await waitFor(() => got.some((m) => m.type === 'ack' && m.commandId === 'c-bad' && m.code === 'E_BAD_MESSAGE'), { what: 'bad message ack', timeoutMs: 10_000 });
+  await waitFor(() => got.some((m) => m.type === 'ack' && m.commandId === 'c-bad' && m.code === 'E_BAD_MESSAGE'), {
+    what: 'bad message ack',
+    timeoutMs: 10_000,
+  });
 
   // Partition mid-command: the command finishes alone; the next hello reports it.
   const b = rig.artifact('1.1.0');
   const hellos = got.filter((m) => m.type === 'hello').length;
-  sock!.send(encode(coordinatorMessage('command', { id: 'c-2', kind: 'upgrade', issuedAt: new Date().toISOString(), target: { version: '1.1.0', url: b.url, sha256: b.sha256 } })));
+  sock!.send(
+    encode(
+      coordinatorMessage('command', {
+        id: 'c-2',
+        kind: 'upgrade',
+        issuedAt: new Date().toISOString(),
+        target: { version: '1.1.0', url: b.url, sha256: b.sha256 },
+      }),
+    ),
+  );
   await waitFor(() => got.some((m) => m.type === 'progress' && m.commandId === 'c-2' && m.step === 'backup'), { what: 'c-2 running', timeoutMs: 30_000 });
   partitioned = true;
   sock!.terminate();
-  await waitFor(async () => {
-    await agent.idle();
-    return true;
-  }, { what: 'c-2 done', timeoutMs: 60_000 });
+  await waitFor(
+    async () => {
+      await agent.idle();
+      return true;
+    },
+    { what: 'c-2 done', timeoutMs: 60_000 },
+  );
   partitioned = false;
-  const later = await waitFor(() => got.filter((m) => m.type === 'hello').slice(hellos).find((m) => m.type === 'hello' && m.recentResults.some((r) => r.commandId === 'c-2')), { what: 'hello with recentResults', timeoutMs: 20_000 });
+  const later = await waitFor(
+    () =>
+      got
+        .filter((m) => m.type === 'hello')
+        .slice(hellos)
+        .find((m) => m.type === 'hello' && m.recentResults.some((r) => r.commandId === 'c-2')),
+    { what: 'hello with recentResults', timeoutMs: 20_000 },
+  );
   const r2 = later.type === 'hello' ? later.recentResults.find((r) => r.commandId === 'c-2') : undefined;
   t.equal(r2?.outcome, 'succeeded', `outcome learned after the partition: ${r2?.code} ${r2?.message}`);
   t.equal(later.type === 'hello' && later.status.nodeVersion, '1.1.0');
@@ -103,7 +146,11 @@ t.test('refused: logged and backed off', async (t) => {
   });
   const rig = await makeRig(t);
   const agent = new Agent(loadConfig(rig.configPath, {}), createLogger('silent', true));
-  const conn = new Connection(agent, { url: `ws://127.0.0.1:${(wss.address() as { port: number }).port}`, token: 'bad', nodeId: 'v0', reconnectMaxMs: 400, reconnectBaseMs: 50 }, agent.log);
+  const conn = new Connection(
+    agent,
+    { url: `ws://127.0.0.1:${(wss.address() as { port: number }).port}`, token: 'bad', nodeId: 'v0', reconnectMaxMs: 400, reconnectBaseMs: 50 },
+    agent.log,
+  );
   void conn.run();
   await waitFor(() => connections >= 2, { what: 'reconnect after refusal', timeoutMs: 10_000 });
   t.notOk(conn.connected);

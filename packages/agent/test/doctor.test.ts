@@ -2,7 +2,12 @@
 import t, { type Test } from 'tap';
 import { makeRig } from './helpers.js';
 
-interface Finding { check: string; verdict: string; detail: string; next: string[] }
+interface Finding {
+  check: string;
+  verdict: string;
+  detail: string;
+  next: string[];
+}
 
 async function doctor(t: Test, rig: Awaited<ReturnType<typeof makeRig>>): Promise<{ code: number | null; byCheck: Record<string, Finding>; text: string }> {
   const json = await rig.cli(['doctor', '--json']);
@@ -17,7 +22,8 @@ t.test('a healthy node: no failure; a missing backup and an unreported peer coun
   await rig.startNode();
   let d = await doctor(t, rig);
   t.equal(d.code, 0, d.text);
-  for (const c of ['service', 'interrupted command', 'binary', 'health', 'consensus', 'sync', 'disk']) t.equal(d.byCheck[c]?.verdict, 'ok', `${c}: ${d.byCheck[c]?.detail}`);
+  for (const c of ['service', 'interrupted command', 'binary', 'health', 'consensus', 'sync', 'disk'])
+    t.equal(d.byCheck[c]?.verdict, 'ok', `${c}: ${d.byCheck[c]?.detail}`);
   t.equal(d.byCheck.backups?.verdict, 'warn');
   t.same(d.byCheck.backups?.next, ['guts-upgrade-agent backup create']);
   t.equal(d.byCheck.data?.verdict, 'skip', 'no data check configured');
@@ -41,7 +47,10 @@ t.test('a stopped node fails the service and health checks, with the commands th
   t.equal(d.code, 1);
   t.equal(d.byCheck.service?.verdict, 'fail');
   t.match(d.byCheck.service?.detail, /is not running/);
-  t.ok(d.byCheck.service?.next.some((n) => n.startsWith('tail -n 100 ')), 'process driver: read its log file');
+  t.ok(
+    d.byCheck.service?.next.some((n) => n.startsWith('tail -n 100 ')),
+    'process driver: read its log file',
+  );
   t.equal(d.byCheck.health?.verdict, 'fail');
   t.equal(d.byCheck.consensus?.verdict, 'fail');
   t.equal(d.byCheck.sync?.verdict, 'skip');

@@ -7,8 +7,21 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import {
-  buildArtifacts, CLI_JS, createCluster, findArtifact, installBinary, spawnNode, startArtifactServer, stopNode, waitFor,
-  type ArtifactManifest, type ArtifactServer, type Fault, type NodeDescriptor, type SimChild, type SimTimings,
+  buildArtifacts,
+  CLI_JS,
+  createCluster,
+  findArtifact,
+  installBinary,
+  spawnNode,
+  startArtifactServer,
+  stopNode,
+  waitFor,
+  type ArtifactManifest,
+  type ArtifactServer,
+  type Fault,
+  type NodeDescriptor,
+  type SimChild,
+  type SimTimings,
 } from '@guts-upgrade/simulator';
 import type { Result } from '@guts-upgrade/protocol';
 import { loadConfig, type AgentConfig } from '../src/config.js';
@@ -25,7 +38,9 @@ export const FAST_TIMINGS = {
   sync_blocks_per_sec: 500,
 };
 
-interface Tap { teardown(fn: () => unknown): void }
+interface Tap {
+  teardown(fn: () => unknown): void;
+}
 
 export interface Rig {
   dir: string;
@@ -71,18 +86,28 @@ export function treeHash(dir: string): Record<string, string> {
   return out;
 }
 
-export async function makeRig(t: Tap, opts: {
-  version?: string; dataSizeMb?: number; agent?: Record<string, unknown>; timings?: Partial<SimTimings>;
-  /** Other validators started beside the agent's node (v1..vN, not managed by the agent). */
-  peers?: number;
-  nodeTimings?: Record<string, Partial<SimTimings>>;
-} = {}): Promise<Rig> {
+export async function makeRig(
+  t: Tap,
+  opts: {
+    version?: string;
+    dataSizeMb?: number;
+    agent?: Record<string, unknown>;
+    timings?: Partial<SimTimings>;
+    /** Other validators started beside the agent's node (v1..vN, not managed by the agent). */
+    peers?: number;
+    nodeTimings?: Record<string, Partial<SimTimings>>;
+  } = {},
+): Promise<Rig> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'guts-agent-test-'));
   const manifest = buildArtifacts({ outDir: path.join(dir, 'artifacts') });
   const server = await startArtifactServer({ dir: path.join(dir, 'artifacts') });
   const [node, ...others] = await createCluster({
-    n: 1 + (opts.peers ?? 0), dir: path.join(dir, 'cluster'), timings: { ...FAST_TIMINGS, ...(opts.timings ?? {}) }, nodeTimings: opts.nodeTimings,
-    dataSizeMb: opts.dataSizeMb ?? 1, dataVersion: opts.version ?? '1.0.0',
+    n: 1 + (opts.peers ?? 0),
+    dir: path.join(dir, 'cluster'),
+    timings: { ...FAST_TIMINGS, ...(opts.timings ?? {}) },
+    nodeTimings: opts.nodeTimings,
+    dataSizeMb: opts.dataSizeMb ?? 1,
+    dataVersion: opts.version ?? '1.0.0',
   });
   const peerNodes: SimChild[] = others.map((d) => spawnNode(CLI_JS, d.configPath));
   const binary = path.join(dir, 'bin', 'guts-node');
@@ -96,8 +121,16 @@ export async function makeRig(t: Tap, opts: {
     backup: { retention: 2 },
     fetch: { retries: 3, backoffMs: 50, timeoutMs: 5000 },
     checks: {
-      readyTimeoutMs: 15_000, versionTimeoutMs: 10_000, consensusTimeoutMs: 15_000, peersTimeoutMs: 15_000, advanceTimeoutMs: 15_000,
-      syncTimeoutMs: 15_000, advanceWindowMs: 600, stabilizeMs: 1500, httpTimeoutMs: 3000, commandTimeoutMs: 30_000,
+      readyTimeoutMs: 15_000,
+      versionTimeoutMs: 10_000,
+      consensusTimeoutMs: 15_000,
+      peersTimeoutMs: 15_000,
+      advanceTimeoutMs: 15_000,
+      syncTimeoutMs: 15_000,
+      advanceWindowMs: 600,
+      stabilizeMs: 1500,
+      httpTimeoutMs: 3000,
+      commandTimeoutMs: 30_000,
     },
     diskMarginBytes: 0,
   };
@@ -118,7 +151,15 @@ export async function makeRig(t: Tap, opts: {
     fs.rmSync(dir, { recursive: true, force: true });
   });
   const rig: Rig = {
-    dir, manifest, server, node: node!, others, binary, configPath, config, driver,
+    dir,
+    manifest,
+    server,
+    node: node!,
+    others,
+    binary,
+    configPath,
+    config,
+    driver,
     artifact(version, fault = 'none') {
       const a = findArtifact(manifest, version, fault);
       return { url: `${server.url}/${a.file}`, sha256: a.sha256, version };
@@ -133,8 +174,12 @@ export async function makeRig(t: Tap, opts: {
         const c = rig.spawnCli(args, env);
         let stdout = '';
         let stderr = '';
-        c.stdout!.on('data', (d: Buffer) => { stdout += d.toString(); });
-        c.stderr!.on('data', (d: Buffer) => { stderr += d.toString(); });
+        c.stdout!.on('data', (d: Buffer) => {
+          stdout += d.toString();
+        });
+        c.stderr!.on('data', (d: Buffer) => {
+          stderr += d.toString();
+        });
         c.on('close', (code) => resolve({ code, stdout, stderr }));
       });
     },

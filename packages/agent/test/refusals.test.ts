@@ -69,7 +69,11 @@ t.test('download resumes with Range after a cut connection; prepare stages for r
   // kept, so each retry asks from where the last one stopped.
   const size = fs.statSync(path.join(rig.dir, 'artifacts', path.basename(a.url))).size;
   t.ok(size > 200, `the artifact (${size} bytes) is longer than one cut`);
-  t.same(cut.stats.rangeStarts, [200, 400].filter((at) => at < size), 'resumed with Range from the bytes on disk');
+  t.same(
+    cut.stats.rangeStarts,
+    [200, 400].filter((at) => at < size),
+    'resumed with Range from the bytes on disk',
+  );
   t.equal(await rig.healthVersion(), '1.0.0', 'prepare leaves the node alone');
   const up = await rig.cli(upgradeArgs({ ...a, url }, ['--require-staged']));
   t.equal(up.code, 0);
@@ -95,7 +99,12 @@ t.test('disk full and backup I/O errors abort before the node is stopped', { ski
     return;
   }
   t.teardown(() => {
-    for (const m of [small, ro]) try { execFileSync('umount', [m]); } catch { /* not mounted */ }
+    for (const m of [small, ro])
+      try {
+        execFileSync('umount', [m]);
+      } catch {
+        /* not mounted */
+      }
   });
   const pidBefore = rig.driver.pid();
   const a = rig.artifact('1.0.1');
@@ -110,7 +119,10 @@ t.test('disk full and backup I/O errors abort before the node is stopped', { ski
   t.equal(io.code, 1);
   const res = parseResult(io.stdout);
   t.equal(res.code, 'E_BACKUP', res.message ?? '');
-  t.notOk(res.evidence.checks.some((c: { name: string }) => c.name === 'start-ready'), 'never reached start');
+  t.notOk(
+    res.evidence.checks.some((c: { name: string }) => c.name === 'start-ready'),
+    'never reached start',
+  );
   t.equal(rig.driver.pid(), pidBefore, 'the node was never stopped');
   t.equal(await rig.healthVersion(), '1.0.0');
 });

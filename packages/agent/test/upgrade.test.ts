@@ -39,7 +39,10 @@ t.test('patch, minor (automatic migration), major (manual migration) upgrades, d
   const jr = parseResult(major.stdout);
   t.equal(jr.migration, 'manual');
   t.equal(jr.runningVersion, '2.0.0');
-  t.ok(jr.evidence.checks.some((c: { name: string; ok: boolean }) => c.name === 'migration-command' && c.ok), 'migration command ran');
+  t.ok(
+    jr.evidence.checks.some((c: { name: string; ok: boolean }) => c.name === 'migration-command' && c.ok),
+    'migration command ran',
+  );
 
   const down = await rig.cli(upgradeArgs(rig.artifact('1.2.0')));
   t.equal(down.code, 1);

@@ -15,7 +15,18 @@ import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { asArgParser, ERROR_CODES, httpUrlArg, isErrorCode, nonNegativeIntArg, pubkeyArg, sha256Arg } from '@guts-upgrade/protocol';
-import { api, ApiError, type ApiTarget, type EventsBody, type FleetBody, type NodeListBody, type NodeRegisteredBody, type PlanBody, type RolloutDetailBody, type RolloutListBody } from './client.js';
+import {
+  api,
+  ApiError,
+  type ApiTarget,
+  type EventsBody,
+  type FleetBody,
+  type NodeListBody,
+  type NodeRegisteredBody,
+  type PlanBody,
+  type RolloutDetailBody,
+  type RolloutListBody,
+} from './client.js';
 import type { Plan } from './planner.js';
 import { STRATEGIES } from './model.js';
 import { ACTIONS, type OperatorAction } from './states.js';
@@ -44,9 +55,11 @@ const nonNegativeInt = asArgParser(nonNegativeIntArg, InvalidArgumentError);
 const sha256Hex = asArgParser(sha256Arg, InvalidArgumentError);
 const httpUrl = asArgParser(httpUrlArg, InvalidArgumentError);
 
-
 function nodeList(v: string): string[] {
-  const ids = v.split(',').map((s) => s.trim()).filter(Boolean);
+  const ids = v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
   if (ids.length === 0) throw new InvalidArgumentError('must name at least one node id (a,b,c)');
   return ids;
 }
@@ -78,8 +91,17 @@ interface RolloutFlags extends TargetFlags {
 
 /** Flag name → API option key, for the numeric and boolean rollout options passed through as they are. */
 const PASS_THROUGH: (keyof RolloutFlags)[] = [
-  'maxUnavailable', 'stabilizationMs', 'soakMs', 'syncDistance', 'syncTimeoutMs', 'haltTimeoutMs', 'canary', 'window',
-  'autoRollback', 'allowDowngrade', 'requireApproval',
+  'maxUnavailable',
+  'stabilizationMs',
+  'soakMs',
+  'syncDistance',
+  'syncTimeoutMs',
+  'haltTimeoutMs',
+  'canary',
+  'window',
+  'autoRollback',
+  'allowDowngrade',
+  'requireApproval',
 ];
 
 export function rolloutBody(f: RolloutFlags): Record<string, unknown> {
@@ -142,8 +164,15 @@ export function renderRollout(d: RolloutDetailBody): string {
 function renderPlan(p: Plan): string {
   return [
     `plan ${p.strategy}: ${p.fromVersion ?? '?'} -> ${p.target.version} (${p.path?.kind ?? 'n/a'}) n=${p.n} f=${p.f} maxUnavailable=${p.maxUnavailable}`,
-    ...p.waves.map((w: string[], i: number) => `  wave ${i + 1}: ${w.join(', ')}${p.chain ? `  (weight ${p.chain.waveWeights[i]} down, slack left ${p.chain.slackLeft[i]})` : ''}`),
-    ...(p.chain ? [`  chain: epoch ${p.chain.epoch}, total weight ${p.chain.totalWeight}, quorum ${p.chain.quorumWeight}, largest slack ${p.chain.largestSlack}, slack proven now ${p.chain.slackNow}`] : []),
+    ...p.waves.map(
+      (w: string[], i: number) =>
+        `  wave ${i + 1}: ${w.join(', ')}${p.chain ? `  (weight ${p.chain.waveWeights[i]} down, slack left ${p.chain.slackLeft[i]})` : ''}`,
+    ),
+    ...(p.chain
+      ? [
+          `  chain: epoch ${p.chain.epoch}, total weight ${p.chain.totalWeight}, quorum ${p.chain.quorumWeight}, largest slack ${p.chain.largestSlack}, slack proven now ${p.chain.slackNow}`,
+        ]
+      : []),
     ...(p.skip.length ? [`  skip (already on target): ${p.skip.join(', ')}`] : []),
     ...(p.requiresApproval ? ['  requires approval'] : []),
     ...(p.window ? [`  window ${p.window.name}: ${p.window.open ? 'open' : `closed, next ${p.window.nextOpening}`}`] : []),
@@ -202,8 +231,16 @@ export function buildProgram(io: CliIo, result: { code: number }): Command {
     .action(async (_o, cmd: Command) => {
       const { t, json } = target(cmd);
       const r = await api<NodeListBody>(t, 'GET', '/api/v1/nodes');
-      show(json, r, () =>
-        r.nodes.map((n) => `${n.id.padEnd(16)} ${(n.version ?? '?').padEnd(10)} ${n.connected ? 'connected' : 'offline  '} ${n.healthy ? 'healthy  ' : 'unhealthy'} ${n.isLeader ? 'leader' : ''}`).join('\n') || '(no nodes)',
+      show(
+        json,
+        r,
+        () =>
+          r.nodes
+            .map(
+              (n) =>
+                `${n.id.padEnd(16)} ${(n.version ?? '?').padEnd(10)} ${n.connected ? 'connected' : 'offline  '} ${n.healthy ? 'healthy  ' : 'unhealthy'} ${n.isLeader ? 'leader' : ''}`,
+            )
+            .join('\n') || '(no nodes)',
       );
     });
   nodes
@@ -211,10 +248,14 @@ export function buildProgram(io: CliIo, result: { code: number }): Command {
     .description("register a node; prints its agent token once (put it in that agent's configuration)")
     .argument('<id>', 'the node id the agent will use')
     .option('--address <addr>', 'a note of where the node runs')
-    .option('--pubkey <hex>', 'the chain validator the node runs as (else the agent\'s validatorPubkey binds it)', asArgParser(pubkeyArg, InvalidArgumentError))
+    .option('--pubkey <hex>', "the chain validator the node runs as (else the agent's validatorPubkey binds it)", asArgParser(pubkeyArg, InvalidArgumentError))
     .action(async (id: string, o: { address?: string; pubkey?: string }, cmd: Command) => {
       const { t, json } = target(cmd);
-      const r = await api<NodeRegisteredBody>(t, 'POST', '/api/v1/nodes', { id, ...(o.address ? { address: o.address } : {}), ...(o.pubkey ? { pubkey: o.pubkey } : {}) });
+      const r = await api<NodeRegisteredBody>(t, 'POST', '/api/v1/nodes', {
+        id,
+        ...(o.address ? { address: o.address } : {}),
+        ...(o.pubkey ? { pubkey: o.pubkey } : {}),
+      });
       show(json, r, () => `registered ${r.id}\ntoken: ${r.token}\n(shown once: put it in the agent's configuration)`);
     });
   nodes
@@ -236,7 +277,9 @@ export function buildProgram(io: CliIo, result: { code: number }): Command {
       show(json, r, () =>
         [
           `n=${r.n} f=${r.f} quorum=${r.quorum} budget=${r.disruptionBudget} leader=${r.leader ?? '?'}`,
-          `versions: ${Object.entries(r.versions).map(([v, c]) => `${v}×${c}`).join(' ')}  heights ${r.heights.min}..${r.heights.max}`,
+          `versions: ${Object.entries(r.versions)
+            .map(([v, c]) => `${v}×${c}`)
+            .join(' ')}  heights ${r.heights.min}..${r.heights.max}`,
           ...chainLines(r.chain, r.reportedSets),
           ...r.alerts.map((a) => `ALERT ${a.code}: ${a.message}`),
         ].join('\n'),
@@ -247,7 +290,7 @@ export function buildProgram(io: CliIo, result: { code: number }): Command {
   chain
     .command('confirm')
     .description('believe a validator set that fewer than f + 1 managed validators report (digest from `guts-upgrade fleet`)')
-    .argument('<digest>', 'the reported set\'s digest, 16 hex characters')
+    .argument('<digest>', "the reported set's digest, 16 hex characters")
     .action(async (digest: string, _o, cmd: Command) => {
       const { t, json } = target(cmd);
       const r = await api<{ digest: string; epoch: number; confirmed: boolean }>(t, 'POST', '/api/v1/chain/confirm', { digest });
@@ -263,13 +306,11 @@ export function buildProgram(io: CliIo, result: { code: number }): Command {
   );
 
   const rollout = program.command('rollout').description('start, inspect and steer rollouts');
-  withRolloutFlags(rollout.command('start').description('start a rollout (see `plan` for a dry run first)')).action(
-    async (o: RolloutFlags, cmd: Command) => {
-      const { t, json } = target(cmd);
-      const r = await api<RolloutDetailBody>(t, 'POST', '/api/v1/rollouts', rolloutBody(o));
-      show(json, r, () => `started ${r.rollout.id}\n${renderRollout(r)}`);
-    },
-  );
+  withRolloutFlags(rollout.command('start').description('start a rollout (see `plan` for a dry run first)')).action(async (o: RolloutFlags, cmd: Command) => {
+    const { t, json } = target(cmd);
+    const r = await api<RolloutDetailBody>(t, 'POST', '/api/v1/rollouts', rolloutBody(o));
+    show(json, r, () => `started ${r.rollout.id}\n${renderRollout(r)}`);
+  });
   rollout
     .command('list')
     .description('every rollout, newest first')
@@ -280,7 +321,7 @@ export function buildProgram(io: CliIo, result: { code: number }): Command {
     });
   rollout
     .command('status')
-    .description('one rollout: state, waves and each node\'s step (exit 1 if it failed, was aborted or rolled back)')
+    .description("one rollout: state, waves and each node's step (exit 1 if it failed, was aborted or rolled back)")
     .argument('<id>', 'the rollout id')
     .action(async (id: string, _o, cmd: Command) => {
       const { t, json } = target(cmd);
@@ -295,7 +336,12 @@ export function buildProgram(io: CliIo, result: { code: number }): Command {
     .action(async (id: string, _o, cmd: Command) => {
       const { t, json } = target(cmd);
       const r = await api<EventsBody>(t, 'GET', `/api/v1/rollouts/${encodeURIComponent(id)}/events`);
-      show(json, r, () => r.events.filter((e) => e.type !== 'node.progress').map((e) => `${e.at} ${e.actor.padEnd(18)} ${e.type.padEnd(20)} ${e.nodeId ?? ''} ${JSON.stringify(e.data)}`).join('\n'));
+      show(json, r, () =>
+        r.events
+          .filter((e) => e.type !== 'node.progress')
+          .map((e) => `${e.at} ${e.actor.padEnd(18)} ${e.type.padEnd(20)} ${e.nodeId ?? ''} ${JSON.stringify(e.data)}`)
+          .join('\n'),
+      );
     });
   rollout
     .command('watch')
@@ -329,7 +375,8 @@ async function watch(t: ApiTarget, id: string, json: boolean, io: CliIo): Promis
     for (const e of ev.events) {
       after = e.seq;
       if (json) io.out(`${JSON.stringify({ event: e })}\n`);
-      else if (e.type === 'node.progress') io.out(`${e.at.slice(11, 23)}   ${e.nodeId} ${e.data.step} ${e.data.state}${e.data.message ? `: ${e.data.message}` : ''}\n`);
+      else if (e.type === 'node.progress')
+        io.out(`${e.at.slice(11, 23)}   ${e.nodeId} ${e.data.step} ${e.data.state}${e.data.message ? `: ${e.data.message}` : ''}\n`);
       else if (e.type === 'rollout.waiting') io.out(`${e.at.slice(11, 23)} waiting: ${e.data.reason}\n`);
       else if (e.type !== 'command.sent') io.out(`${e.at.slice(11, 23)} ${e.type} ${e.nodeId ?? ''} ${e.data.code ?? ''}\n`);
     }
@@ -371,7 +418,7 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv, out: (s: st
     return EXIT.USAGE;
   }
   if (oldTargetFlag(argv)) {
-    err('error: --version after a command: the target version flag is --to VERSION (`guts-upgrade --version` prints this CLI\'s version)\n');
+    err("error: --version after a command: the target version flag is --to VERSION (`guts-upgrade --version` prints this CLI's version)\n");
     return EXIT.USAGE;
   }
   try {
@@ -397,7 +444,12 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv, out: (s: st
 // pointing at a release dir) argv[1] is the link while import.meta.url is resolved.
 const isMain = process.argv[1] !== undefined && realpathSync(process.argv[1]) === fileURLToPath(import.meta.url);
 if (isMain) {
-  runCli(process.argv.slice(2), process.env, (s) => process.stdout.write(s), (s) => process.stderr.write(s)).then((code) => process.exit(code));
+  runCli(
+    process.argv.slice(2),
+    process.env,
+    (s) => process.stdout.write(s),
+    (s) => process.stderr.write(s),
+  ).then((code) => process.exit(code));
 }
 
 /** The chain's view in the fleet summary: the set, the slack, and each validator's evidence. */
@@ -405,7 +457,8 @@ function chainLines(chain: FleetBody['chain'], reported: FleetBody['reportedSets
   if (!chain) return [];
   const head = `chain: ${chain.status} epoch ${chain.epoch} weight ${chain.totalWeight} quorum ${chain.quorumWeight} slack ${chain.slack} (largest ${chain.largestSlack}) reference height ${chain.referenceHeight ?? '?'}`;
   const rows = chain.validators.map(
-    (v) => `  ${v.name.padEnd(14)} w=${String(v.weight).padEnd(3)} ${(v.managed ? `node ${v.node}` : 'unmanaged').padEnd(18)} ${v.live ? 'live ' : 'DOWN '} ${v.evidence}`,
+    (v) =>
+      `  ${v.name.padEnd(14)} w=${String(v.weight).padEnd(3)} ${(v.managed ? `node ${v.node}` : 'unmanaged').padEnd(18)} ${v.live ? 'live ' : 'DOWN '} ${v.evidence}`,
   );
   const sets = chain.status === 'adopted' ? [] : reported.map((s) => `  reported set ${s.digest} epoch ${s.epoch} by ${s.nodes.join(', ')}`);
   return [head, ...rows, ...sets];

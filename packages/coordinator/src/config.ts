@@ -127,7 +127,21 @@ export function canaryLimits(v: unknown, key: string, base: CanaryLimits): Canar
 /** Builds a Config from a parsed YAML document merged with env and flag overrides. */
 export function buildConfig(doc: unknown, env: NodeJS.ProcessEnv = {}, flags: Record<string, string | undefined> = {}): Config {
   const root = obj(doc, '(root)');
-  only(root, '', ['listen', 'tls', 'db', 'operators', 'heartbeat', 'validators', 'webhooks', 'webhookRetry', 'windows', 'defaults', 'tickMs', 'logLevel', 'chain']);
+  only(root, '', [
+    'listen',
+    'tls',
+    'db',
+    'operators',
+    'heartbeat',
+    'validators',
+    'webhooks',
+    'webhookRetry',
+    'windows',
+    'defaults',
+    'tickMs',
+    'logLevel',
+    'chain',
+  ]);
   const c: Config = structuredClone(DEFAULT_CONFIG);
 
   const listen = obj(root.listen, 'listen');

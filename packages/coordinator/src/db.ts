@@ -183,7 +183,8 @@ export interface EventRow {
 
 type Raw = Record<string, unknown>;
 /** Every column of a command but its body and stored result (large, and not needed to decide). */
-const LIGHT_COMMAND_COLUMNS = "id, node_id, rollout_id, kind, digest, '' AS body, state, outcome, code, message, running_version, downtime_ms, created_at, updated_at";
+const LIGHT_COMMAND_COLUMNS =
+  "id, node_id, rollout_id, kind, digest, '' AS body, state, outcome, code, message, running_version, downtime_ms, created_at, updated_at";
 const json = <T>(v: unknown, d: T): T => (typeof v === 'string' ? (JSON.parse(v) as T) : d);
 const num = (v: unknown): number | null => (v == null ? null : Number(v));
 const str = (v: unknown): string | null => (v == null ? null : String(v));
@@ -294,9 +295,7 @@ export class Store {
   /** Applies pending migrations in order, each in its own transaction. Returns the versions applied. */
   migrate(migrations: Migration[] = MIGRATIONS): number[] {
     this.db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)');
-    const applied = new Set(
-      (this.db.prepare('SELECT version FROM schema_migrations').all() as { version: number }[]).map((r) => r.version),
-    );
+    const applied = new Set((this.db.prepare('SELECT version FROM schema_migrations').all() as { version: number }[]).map((r) => r.version));
     const known = Math.max(0, ...migrations.map((m) => m.version));
     const newest = Math.max(0, ...applied);
     if (newest > known) {
@@ -415,50 +414,48 @@ export class Store {
   updateNodeStatus(id: string, s: Omit<NodeRow, 'id' | 'address' | 'createdAt' | 'revokedAt' | 'pubkey'>): void {
     this.nodesCache = null;
     this.stmt(
-        `UPDATE nodes SET agent_version = COALESCE(?, agent_version), version = ?, health = ?, ready = ?, is_leader = ?, current_leader = ?,
+      `UPDATE nodes SET agent_version = COALESCE(?, agent_version), version = ?, health = ?, ready = ?, is_leader = ?, current_leader = ?,
          finalized_height = ?, view = ?, peer_count = ?, busy = ?, last_seen_at = ? WHERE id = ?`,
-      )
-      .run(
-        s.agentVersion,
-        s.version,
-        s.health,
-        s.ready ? 1 : 0,
-        s.isLeader ? 1 : 0,
-        s.currentLeader,
-        s.finalizedHeight,
-        s.view,
-        s.peerCount,
-        s.busy ? JSON.stringify(s.busy) : null,
-        s.lastSeenAt,
-        id,
-      );
+    ).run(
+      s.agentVersion,
+      s.version,
+      s.health,
+      s.ready ? 1 : 0,
+      s.isLeader ? 1 : 0,
+      s.currentLeader,
+      s.finalizedHeight,
+      s.view,
+      s.peerCount,
+      s.busy ? JSON.stringify(s.busy) : null,
+      s.lastSeenAt,
+      id,
+    );
   }
 
   // ---------------------------------------------------------------- rollouts
 
   insertRollout(r: Rollout): void {
     this.stmt(
-        `INSERT INTO rollouts (id, strategy, target, from_version, path_kind, options, state, code, reason, nodes, waves, data, created_by, created_at, updated_at, state_since)
+      `INSERT INTO rollouts (id, strategy, target, from_version, path_kind, options, state, code, reason, nodes, waves, data, created_by, created_at, updated_at, state_since)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-      )
-      .run(
-        r.id,
-        r.strategy,
-        JSON.stringify(r.target),
-        r.fromVersion,
-        r.pathKind,
-        JSON.stringify(r.options),
-        r.state,
-        r.code,
-        r.reason,
-        JSON.stringify(r.nodes),
-        JSON.stringify(r.waves),
-        JSON.stringify(r.data),
-        r.createdBy,
-        r.createdAt,
-        r.updatedAt,
-        r.stateSince,
-      );
+    ).run(
+      r.id,
+      r.strategy,
+      JSON.stringify(r.target),
+      r.fromVersion,
+      r.pathKind,
+      JSON.stringify(r.options),
+      r.state,
+      r.code,
+      r.reason,
+      JSON.stringify(r.nodes),
+      JSON.stringify(r.waves),
+      JSON.stringify(r.data),
+      r.createdBy,
+      r.createdAt,
+      r.updatedAt,
+      r.stateSince,
+    );
   }
 
   rollout(id: string): Rollout | undefined {
@@ -482,8 +479,7 @@ export class Store {
   }
 
   setRolloutState(id: string, state: RolloutState, code: ErrorCode | null, reason: string | null, now: number): void {
-    this.stmt('UPDATE rollouts SET state = ?, code = ?, reason = ?, updated_at = ?, state_since = ? WHERE id = ?')
-      .run(state, code, reason, now, now, id);
+    this.stmt('UPDATE rollouts SET state = ?, code = ?, reason = ?, updated_at = ?, state_since = ? WHERE id = ?').run(state, code, reason, now, now, id);
   }
 
   patchRolloutData(id: string, patch: Partial<RolloutData>, now: number): void {
@@ -496,8 +492,14 @@ export class Store {
 
   insertStep(s: Step): void {
     this.stepsCache.delete(s.rolloutId);
-    this.stmt('INSERT INTO steps (rollout_id, node_id, position, state, attempt, updated_at) VALUES (?, ?, ?, ?, ?, ?)')
-      .run(s.rolloutId, s.nodeId, s.position, s.state, s.attempt, s.updatedAt);
+    this.stmt('INSERT INTO steps (rollout_id, node_id, position, state, attempt, updated_at) VALUES (?, ?, ?, ?, ?, ?)').run(
+      s.rolloutId,
+      s.nodeId,
+      s.position,
+      s.state,
+      s.attempt,
+      s.updatedAt,
+    );
   }
 
   steps(rolloutId: string): Step[] {
@@ -555,8 +557,17 @@ export class Store {
   // ---------------------------------------------------------------- commands
 
   insertCommand(c: Omit<CommandRecord, 'outcome' | 'code' | 'message' | 'runningVersion' | 'downtimeMs'>): void {
-    this.stmt('INSERT INTO commands (id, node_id, rollout_id, kind, digest, body, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)')
-      .run(c.id, c.nodeId, c.rolloutId, c.kind, c.digest, c.body, c.state, c.createdAt, c.updatedAt);
+    this.stmt('INSERT INTO commands (id, node_id, rollout_id, kind, digest, body, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)').run(
+      c.id,
+      c.nodeId,
+      c.rolloutId,
+      c.kind,
+      c.digest,
+      c.body,
+      c.state,
+      c.createdAt,
+      c.updatedAt,
+    );
   }
 
   command(id: string): CommandRecord | undefined {
@@ -580,14 +591,16 @@ export class Store {
   }
 
   setCommandState(id: string, state: CommandState, now: number, extra: { code?: string | null; message?: string | null } = {}): void {
-    this.stmt('UPDATE commands SET state = ?, code = COALESCE(?, code), message = COALESCE(?, message), updated_at = ?, sent_at = CASE WHEN ? THEN ? ELSE sent_at END WHERE id = ?')
-      .run(state, extra.code ?? null, extra.message ?? null, now, marksSent(state), now, id);
+    this.stmt(
+      'UPDATE commands SET state = ?, code = COALESCE(?, code), message = COALESCE(?, message), updated_at = ?, sent_at = CASE WHEN ? THEN ? ELSE sent_at END WHERE id = ?',
+    ).run(state, extra.code ?? null, extra.message ?? null, now, marksSent(state), now, id);
   }
 
   /** Moves a command to an informational state only from the given states (a late write never undoes a result). */
   advanceCommandState(id: string, state: CommandState, from: readonly CommandState[], now: number): void {
-    this.stmt(`UPDATE commands SET state = ?, updated_at = ?, sent_at = CASE WHEN ? THEN ? ELSE sent_at END WHERE id = ? AND state IN (${from.map(() => '?').join(',')})`)
-      .run(state, now, marksSent(state), now, id, ...from);
+    this.stmt(
+      `UPDATE commands SET state = ?, updated_at = ?, sent_at = CASE WHEN ? THEN ? ELSE sent_at END WHERE id = ? AND state IN (${from.map(() => '?').join(',')})`,
+    ).run(state, now, marksSent(state), now, id, ...from);
   }
 
   completeCommand(
@@ -596,16 +609,21 @@ export class Store {
     now: number,
   ): void {
     this.stmt(
-        'UPDATE commands SET state = ?, outcome = ?, code = ?, message = ?, running_version = ?, downtime_ms = ?, result = ?, updated_at = ? WHERE id = ?',
-      )
-      .run('completed' satisfies CommandState, r.outcome, r.code, r.message, r.runningVersion, r.downtimeMs, JSON.stringify(r.result), now, id);
+      'UPDATE commands SET state = ?, outcome = ?, code = ?, message = ?, running_version = ?, downtime_ms = ?, result = ?, updated_at = ? WHERE id = ?',
+    ).run('completed' satisfies CommandState, r.outcome, r.code, r.message, r.runningVersion, r.downtimeMs, JSON.stringify(r.result), now, id);
   }
 
   // ---------------------------------------------------------------- events
 
   appendEvent(e: { at: number; actor: string; type: string; rolloutId?: string | null; nodeId?: string | null; data?: Record<string, unknown> }): number {
-    const info = this.stmt('INSERT INTO events (at, actor, type, rollout_id, node_id, data) VALUES (?, ?, ?, ?, ?, ?)')
-      .run(e.at, e.actor, e.type, e.rolloutId ?? null, e.nodeId ?? null, JSON.stringify(e.data ?? {}));
+    const info = this.stmt('INSERT INTO events (at, actor, type, rollout_id, node_id, data) VALUES (?, ?, ?, ?, ?, ?)').run(
+      e.at,
+      e.actor,
+      e.type,
+      e.rolloutId ?? null,
+      e.nodeId ?? null,
+      JSON.stringify(e.data ?? {}),
+    );
     return Number(info.lastInsertRowid);
   }
 
@@ -627,8 +645,14 @@ export class Store {
   // ---------------------------------------------------------------- webhook outbox
 
   enqueueWebhook(url: string, eventSeq: number, eventType: string, body: string, now: number): void {
-    this.stmt('INSERT INTO webhook_deliveries (hook_url, event_seq, event_type, body, next_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)')
-      .run(url, eventSeq, eventType, body, now, now);
+    this.stmt('INSERT INTO webhook_deliveries (hook_url, event_seq, event_type, body, next_at, updated_at) VALUES (?, ?, ?, ?, ?, ?)').run(
+      url,
+      eventSeq,
+      eventType,
+      body,
+      now,
+      now,
+    );
   }
 
   dueWebhooks(now: number, limit = 20): { id: number; url: string; body: string; attempts: number; eventType: string }[] {
@@ -640,7 +664,13 @@ export class Store {
   }
 
   markWebhook(id: number, state: 'pending' | 'delivered' | 'dead', attempts: number, nextAt: number, error: string | null, now: number): void {
-    this.stmt('UPDATE webhook_deliveries SET state = ?, attempts = ?, next_at = ?, last_error = ?, updated_at = ? WHERE id = ?')
-      .run(state, attempts, nextAt, error, now, id);
+    this.stmt('UPDATE webhook_deliveries SET state = ?, attempts = ?, next_at = ?, last_error = ?, updated_at = ? WHERE id = ?').run(
+      state,
+      attempts,
+      nextAt,
+      error,
+      now,
+      id,
+    );
   }
 }

@@ -39,7 +39,15 @@ export interface Plan {
    * takes down and the slack it leaves (largest slack − wave weight, i.e. with
    * every other validator live; the gate re-checks the real slack before each).
    */
-  chain: { epoch: number; totalWeight: number; quorumWeight: number; largestSlack: number; slackNow: number; waveWeights: number[]; slackLeft: number[] } | null;
+  chain: {
+    epoch: number;
+    totalWeight: number;
+    quorumWeight: number;
+    largestSlack: number;
+    slackNow: number;
+    waveWeights: number[];
+    slackLeft: number[];
+  } | null;
 }
 
 function majority(values: (string | null)[]): string | null {
@@ -104,7 +112,10 @@ export function planRollout(req: RolloutRequest, fleet: FleetView, windows: Wind
   const chain = fleet.chain && fleet.chain.status === 'adopted' ? fleet.chain : null;
   if (chain && req.strategy !== 'halt') {
     // Waiting helps a slack that is low for now; a validator heavier than the largest slack never fits.
-    const offenders = neverSafe(chain, nodes.filter((id) => !skip.includes(id)));
+    const offenders = neverSafe(
+      chain,
+      nodes.filter((id) => !skip.includes(id)),
+    );
     if (offenders.length > 0) throw new CodedError('E_DISRUPTION_BUDGET', neverSafeMessage(chain, offenders), { field: 'strategy' });
   }
   if (req.strategy !== 'halt') {
@@ -166,7 +177,15 @@ export function planRollout(req: RolloutRequest, fleet: FleetView, windows: Wind
     chain: chain
       ? (() => {
           const waveWeights = waves.map((w) => w.reduce((sum, id) => sum + (nodeWeight(chain, id) ?? 0), 0));
-          return { epoch: chain.epoch, totalWeight: chain.totalWeight, quorumWeight: chain.quorumWeight, largestSlack: chain.largestSlack, slackNow: chain.slack, waveWeights, slackLeft: waveWeights.map((w) => chain.largestSlack - w) };
+          return {
+            epoch: chain.epoch,
+            totalWeight: chain.totalWeight,
+            quorumWeight: chain.quorumWeight,
+            largestSlack: chain.largestSlack,
+            slackNow: chain.slack,
+            waveWeights,
+            slackLeft: waveWeights.map((w) => chain.largestSlack - w),
+          };
         })()
       : null,
   };

@@ -276,7 +276,9 @@ const STEP_ADVANCES: Partial<Record<StepState, StepAdvance>> = {
       emit(d, 'node.upgraded', step.nodeId, { version: rollout.target.version, downtimeMs: step.downtimeMs });
     } else if (step.resultAt != null && now - step.resultAt > rollout.options.syncTimeoutMs) {
       const chainSaid = isSynced(fleet.nodes.get(step.nodeId), rollout.target.version, fleet, rollout.options.syncDistance);
-      const message = chainSaid ? `the chain has not shown the node producing a block in a leader view of its own since it came back (${fleet.chain?.byNode.get(step.nodeId)?.evidence ?? 'no evidence'})` : 'the node did not report synced in time';
+      const message = chainSaid
+        ? `the chain has not shown the node producing a block in a leader view of its own since it came back (${fleet.chain?.byNode.get(step.nodeId)?.evidence ?? 'no evidence'})`
+        : 'the node did not report synced in time';
       moveStep(d, step.nodeId, 'failed', { code: 'E_SYNC_TIMEOUT', message, patch: { finishedAt: now } });
       emit(d, 'node.failed', step.nodeId, { code: 'E_SYNC_TIMEOUT' });
     }
@@ -335,8 +337,14 @@ function rollBack(d: Decision): void {
   const ownDown = stepsIn(d, 'upgrading', 'rolling_back').length;
   const toUndo = stepsIn(d, 'upgraded', 'verifying').sort((a, b) => (b.dispatchSeq ?? 0) - (a.dispatchSeq ?? 0));
   const verifyingToUndo = toUndo.filter((s) => d.states.get(s.nodeId) === 'verifying').length;
-  const weighted = fleet.chain && rollout.strategy !== 'halt' ? disruption({ fleet, steps: currentSteps(d), busyElsewhere: d.input.busyElsewhere }).weighted : null;
-  let slots = rollout.strategy === 'halt' ? toUndo.length : weighted ? Math.max(1, rollout.options.maxUnavailable) - ownDown : Math.min(Math.max(1, rollout.options.maxUnavailable) - ownDown, budget + verifyingToUndo);
+  const weighted =
+    fleet.chain && rollout.strategy !== 'halt' ? disruption({ fleet, steps: currentSteps(d), busyElsewhere: d.input.busyElsewhere }).weighted : null;
+  let slots =
+    rollout.strategy === 'halt'
+      ? toUndo.length
+      : weighted
+        ? Math.max(1, rollout.options.maxUnavailable) - ownDown
+        : Math.min(Math.max(1, rollout.options.maxUnavailable) - ownDown, budget + verifyingToUndo);
   let slack = weighted?.slack ?? 0;
   for (const step of toUndo) {
     if (slots <= 0) break;
@@ -472,7 +480,10 @@ function rollingUpgrade(d: Decision): void {
 function pauseIfNeverSafe(d: Decision, left: Step[]): boolean {
   const chain = d.fleet.chain;
   if (chain?.status !== 'adopted') return false;
-  const offenders = neverSafe(chain, left.map((s) => s.nodeId));
+  const offenders = neverSafe(
+    chain,
+    left.map((s) => s.nodeId),
+  );
   if (offenders.length === 0) return false;
   const reason = neverSafeMessage(chain, offenders);
   moveRollout(d, 'paused', 'E_DISRUPTION_BUDGET', reason);
@@ -489,7 +500,10 @@ function noteWaiting(d: Decision, reason: string | null): void {
 
 /** When the last wave finished syncing (now, when one just did). */
 function lastStableAt(d: Decision): number {
-  const justSynced = d.input.steps.reduce((m, s) => Math.max(m, s.state === 'verifying' && d.states.get(s.nodeId) === 'upgraded' ? d.now : s.syncedAt ?? 0), 0);
+  const justSynced = d.input.steps.reduce(
+    (m, s) => Math.max(m, s.state === 'verifying' && d.states.get(s.nodeId) === 'upgraded' ? d.now : (s.syncedAt ?? 0)),
+    0,
+  );
   return Math.max(d.rollout.data.lastStableAt ?? 0, justSynced);
 }
 
@@ -574,7 +588,8 @@ function dispatchWave(d: Decision, candidates: Step[]): void {
 function dispatchWeightedWave(d: Decision, eligible: Step[], budget: WeightBudget): void {
   const { rollout, fleet } = d;
   const chain = fleet.chain!;
-  if (chain.status !== 'adopted') return noteWaiting(d, `the validator set is not believed (${chain.alerts.map((a) => a.code).join(', ') || chain.status}): dispatch waits`);
+  if (chain.status !== 'adopted')
+    return noteWaiting(d, `the validator set is not believed (${chain.alerts.map((a) => a.code).join(', ') || chain.status}): dispatch waits`);
   const nonLeaders = eligible.filter((s) => s.nodeId !== fleet.leader);
   if (nonLeaders.length === 0 && eligible.length > 1) return;
   const wave = (nonLeaders.length > 0 ? nonLeaders : eligible).sort((a, b) => a.position - b.position);
@@ -602,7 +617,8 @@ function dispatchWeightedWave(d: Decision, eligible: Step[], budget: WeightBudge
   saveDispatchSeq(d);
   if (slots < rollout.options.maxUnavailable) return noteWaiting(d, null);
   if (blocked) return noteWaiting(d, `${slackShortfall(budget, blocked.weight, chain.margin)} (next: ${blocked.nodeId}, weight ${blocked.weight})`);
-  if (unbound) return noteWaiting(d, `node ${unbound} is not bound to a validator of epoch ${chain.epoch}: bind it (agent validatorPubkey or --pubkey at registration)`);
+  if (unbound)
+    return noteWaiting(d, `node ${unbound} is not bound to a validator of epoch ${chain.epoch}: bind it (agent validatorPubkey or --pubkey at registration)`);
 }
 
 // -------------------------------------------------------------- running: halt (the whole network at once)

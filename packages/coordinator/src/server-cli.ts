@@ -80,16 +80,14 @@ async function run(flags: ConfigFlags, io: ServerIo): Promise<number> {
 
 export function buildProgram(io: ServerIo, result: { code: number }): Command {
   const program = new Command('guts-upgrade-coordinator')
-    .description('The guts-upgrade coordinator: sequences guts-node rollouts across the validators\' agents.')
+    .description("The guts-upgrade coordinator: sequences guts-node rollouts across the validators' agents.")
     .version(PRODUCT_VERSION, '-V, --version', 'print the guts-upgrade version')
     .showHelpAfterError('(run with --help for usage)')
     .configureOutput({ writeOut: io.out, writeErr: io.err })
     .exitOverride();
-  withConfigFlags(program.command('run', { isDefault: true }).description('run the coordinator (the default command)')).action(
-    async (o: ConfigFlags) => {
-      result.code = await run(o, io);
-    },
-  );
+  withConfigFlags(program.command('run', { isDefault: true }).description('run the coordinator (the default command)')).action(async (o: ConfigFlags) => {
+    result.code = await run(o, io);
+  });
   const config = program.command('config').description('check a configuration without starting anything');
   withConfigFlags(config.command('validate').description('load and check the configuration as `run` would; exit 0 if valid, 2 if not')).action(
     (o: ConfigFlags) => {

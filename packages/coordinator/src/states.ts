@@ -40,9 +40,7 @@ export const ROLLOUT_TRANSITIONS: Record<RolloutState, readonly RolloutState[]> 
 /** No more nodes are dispatched in these states (in-flight results are still recorded). */
 export const TERMINAL_ROLLOUT_STATES: readonly RolloutState[] = ['completed', 'failed', 'aborted', 'rolled_back'];
 /** States that hold nodes: a second rollout on any of them is a conflict. */
-export const ACTIVE_ROLLOUT_STATES: readonly RolloutState[] = ROLLOUT_STATES.filter(
-  (s) => !TERMINAL_ROLLOUT_STATES.includes(s),
-);
+export const ACTIVE_ROLLOUT_STATES: readonly RolloutState[] = ROLLOUT_STATES.filter((s) => !TERMINAL_ROLLOUT_STATES.includes(s));
 
 export const STEP_STATES = [
   'pending',

@@ -50,7 +50,7 @@ t.test('route plugins follow the model and the error catalogue', async (t) => {
 
   const doc = await api<OpenApiDoc>({ url: c.url! }, 'GET', '/docs/json');
   const body = doc.paths['/api/v1/rollouts']?.post?.requestBody?.content['application/json']?.schema;
-  t.same(body?.properties.strategy?.enum, [...STRATEGIES], 'the strategy enum is the model\'s STRATEGIES');
+  t.same(body?.properties.strategy?.enum, [...STRATEGIES], "the strategy enum is the model's STRATEGIES");
   for (const action of Object.keys(ACTIONS)) t.ok(doc.paths[`/api/v1/rollouts/{id}/${action}`]?.post, `a route for the ${action} action`);
   const actionRoutes = Object.keys(doc.paths).filter((p) => /^\/api\/v1\/rollouts\/\{id\}\/(?!events$)[a-z]+$/.test(p));
   t.equal(actionRoutes.length, Object.keys(ACTIONS).length, 'no action route the model does not define');
@@ -82,5 +82,9 @@ t.test('route plugins follow the model and the error catalogue', async (t) => {
   t.equal(conflict.code, 'E_CONFLICT');
   t.equal(conflict.status, httpStatusOf('E_CONFLICT'));
   const events = await api<EventsBody>(op, 'GET', '/api/v1/events?after=0');
-  t.same(events.events.map((e: { type: string }) => e.type), ['node.registered'], 'the refused requests recorded nothing');
+  t.same(
+    events.events.map((e: { type: string }) => e.type),
+    ['node.registered'],
+    'the refused requests recorded nothing',
+  );
 });

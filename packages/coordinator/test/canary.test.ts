@@ -4,7 +4,10 @@ import { DEFAULT_CANARY_LIMITS, judgeCanary, type CanaryLimits } from '../src/ca
 import { fleetOf, rolloutOf, stepsOf, World } from './helpers.js';
 
 const m = (requestsTotal: number, errorsTotal: number, latencyMs: number | null = 2): NodeMetrics => ({
-  requestsTotal, errorsTotal, latencyMs, scrapedAt: '2026-01-01T00:00:00.000Z',
+  requestsTotal,
+  errorsTotal,
+  latencyMs,
+  scrapedAt: '2026-01-01T00:00:00.000Z',
 });
 const L: CanaryLimits = { ...DEFAULT_CANARY_LIMITS };
 const peers = (n = 3, req = 1000, err = 10, lat = 2) =>
@@ -25,8 +28,13 @@ t.test('judgeCanary: the canary against the nodes still on the old version', asy
   t.notOk(judgeCanary({ canary: { start: null, now: m(500, 20) }, reference: peers(), baseline: null, limits: { ...L, maxErrorRateIncrease: 0.01 } }).ok);
   // latency: 10x the peers' median and above the floor fails; 10x but under the floor does not
   t.notOk(judgeCanary({ canary: { start: null, now: m(500, 5, 200) }, reference: peers(3, 1000, 10, 20), baseline: null, limits: L }).ok);
-  t.ok(judgeCanary({ canary: { start: null, now: m(500, 5, 20) }, reference: peers(3, 1000, 10, 2), baseline: null, limits: L }).ok, 'under minLatencyMs is noise');
-  t.ok(judgeCanary({ canary: { start: null, now: m(500, 5, 200) }, reference: peers(3, 1000, 10, 20), baseline: null, limits: { ...L, maxLatencyFactor: 20 } }).ok);
+  t.ok(
+    judgeCanary({ canary: { start: null, now: m(500, 5, 20) }, reference: peers(3, 1000, 10, 2), baseline: null, limits: L }).ok,
+    'under minLatencyMs is noise',
+  );
+  t.ok(
+    judgeCanary({ canary: { start: null, now: m(500, 5, 200) }, reference: peers(3, 1000, 10, 20), baseline: null, limits: { ...L, maxLatencyFactor: 20 } }).ok,
+  );
 });
 
 t.test('judgeCanary: restarts, too little traffic, baseline fallback', async (t) => {
@@ -58,7 +66,10 @@ t.test('sequencer: a canary whose error rate regresses during the soak is rolled
     );
     for (const n of w.fleet.nodes.values()) w.fleet.nodes.set(n.id, { ...n, metrics: m(1000, 10) });
     w.tick();
-    t.same(w.sent.splice(0).map((s) => s.nodeId), ['v1']);
+    t.same(
+      w.sent.splice(0).map((s) => s.nodeId),
+      ['v1'],
+    );
     t.same(w.rollout.data.canaryBaseline, { errorRate: 0.01, latencyMs: 2 }, 'the baseline is taken at dispatch');
     w.finish('v1');
     w.fleet.nodes.set('v1', { ...w.fleet.nodes.get('v1')!, metrics: m(0, 0) }); // restarted on the new version
@@ -78,8 +89,16 @@ t.test('sequencer: a canary whose error rate regresses during the soak is rolled
   t.equal(bad.rollout.code, 'E_CANARY_FAILED');
   t.match(bad.rollout.reason, /error rate 20\.00% vs 1\.00%/);
   bad.tick();
-  t.same(bad.sent.splice(0).map((s) => [s.nodeId, s.command]), [['v1', 'rollback']], 'only the canary is rolled back');
-  t.same(bad.steps.filter((s) => s.state !== 'pending' && s.nodeId !== 'v1'), [], 'nobody else touched');
+  t.same(
+    bad.sent.splice(0).map((s) => [s.nodeId, s.command]),
+    [['v1', 'rollback']],
+    'only the canary is rolled back',
+  );
+  t.same(
+    bad.steps.filter((s) => s.state !== 'pending' && s.nodeId !== 'v1'),
+    [],
+    'nobody else touched',
+  );
 
   const good = soak(m(600, 6));
   t.equal(good.rollout.state, 'running', 'same error rate as the peers: the soak passes');

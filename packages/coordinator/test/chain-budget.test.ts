@@ -27,7 +27,10 @@ class ChainModel {
   /** Node ids whose agent lies: height 10^12, view 10^9, claims to lead. */
   readonly liars = new Set<string>();
 
-  constructor(public validators: SimValidator[], readonly fleet: FleetView) {}
+  constructor(
+    public validators: SimValidator[],
+    readonly fleet: FleetView,
+  ) {}
 
   private isUp(v: SimValidator): boolean {
     return v.node ? !!this.fleet.nodes.get(v.node)?.healthy : v.up;
@@ -53,7 +56,12 @@ class ChainModel {
 
   /** Every healthy managed node reports; then the fleet view is recomputed as the coordinator would. */
   report(now: number): void {
-    const set = { epoch: this.epoch, totalWeight: activeWeight(this.validators), quorumWeight: this.quorum(), validators: this.validators.map(({ name, pubkey, weight, active }) => ({ name, pubkey, weight, active })) };
+    const set = {
+      epoch: this.epoch,
+      totalWeight: activeWeight(this.validators),
+      quorumWeight: this.quorum(),
+      validators: this.validators.map(({ name, pubkey, weight, active }) => ({ name, pubkey, weight, active })),
+    };
     const height = this.blocks.at(-1)?.height ?? 0;
     for (const [id, n] of this.fleet.nodes) {
       if (!n.healthy) continue;
@@ -81,7 +89,12 @@ class ChainModel {
 
 function setup(weights: number[], managed: number, opts: { maxUnavailable?: number } = {}) {
   const validators: SimValidator[] = weights.map((weight, i) => ({
-    name: `val${i}`, pubkey: `${(i + 10).toString(16).padStart(2, '0')}aa`, weight, active: true, node: i < managed ? `v${i}` : null, up: true,
+    name: `val${i}`,
+    pubkey: `${(i + 10).toString(16).padStart(2, '0')}aa`,
+    weight,
+    active: true,
+    node: i < managed ? `v${i}` : null,
+    up: true,
   }));
   const nodes = new Map<string, NodeView>();
   for (let i = 0; i < managed; i++) nodes.set(`v${i}`, node(`v${i}`));
@@ -120,8 +133,14 @@ t.test('weights 4,1,1,1,1,1,1,1,1,1: the heavy validator goes down only alone, n
   t.ok(minUp >= 9, `weight up never below the quorum (lowest ${minUp})`);
   const withHeavy = together.filter((d) => d.includes('v0'));
   t.ok(withHeavy.length > 0, 'the heavy validator was upgraded');
-  t.ok(withHeavy.every((d) => d.length === 1), 'and always alone');
-  t.ok(together.some((d) => d.length === 3), 'light validators went three at a time (3 ≤ slack 4)');
+  t.ok(
+    withHeavy.every((d) => d.length === 1),
+    'and always alone',
+  );
+  t.ok(
+    together.some((d) => d.length === 3),
+    'light validators went three at a time (3 ≤ slack 4)',
+  );
 });
 
 t.test('weights 5,1,1,1: a plan that needs the heavy validator down is refused, naming it', async (t) => {
@@ -136,8 +155,17 @@ t.test('weights 5,1,1,1: a plan that needs the heavy validator down is refused, 
     code: 'E_DISRUPTION_BUDGET',
     message: /v0 \(validator val0, weight 5\).*halt strategy/,
   });
-  const light = planRollout({ target: w.rollout.target, strategy: 'rolling', nodes: ['v1', 'v2', 'v3'], options: { ...w.rollout.options, maxUnavailable: 1 } }, fleet, [], 0);
-  t.same(light.chain?.waveWeights, light.waves.map(() => 1), 'the dry run shows the weight of each wave');
+  const light = planRollout(
+    { target: w.rollout.target, strategy: 'rolling', nodes: ['v1', 'v2', 'v3'], options: { ...w.rollout.options, maxUnavailable: 1 } },
+    fleet,
+    [],
+    0,
+  );
+  t.same(
+    light.chain?.waveWeights,
+    light.waves.map(() => 1),
+    'the dry run shows the weight of each wave',
+  );
   t.ok(planRollout({ target: w.rollout.target, strategy: 'halt', options: { ...w.rollout.options, window: null } }, fleet, [], 0), 'halt is allowed');
 });
 
@@ -155,7 +183,10 @@ t.test('ten validators of weight 1, four managed, three unmanaged stopped: waits
     },
   });
   t.match(waited, /network slack 0 < needed 1: 3 validator\(s\) not proven live \(3 unmanaged\)/);
-  t.ok(w.events.some((e) => e.type === 'rollout.waiting'), 'an event says so');
+  t.ok(
+    w.events.some((e) => e.type === 'rollout.waiting'),
+    'an event says so',
+  );
   t.equal(w.rollout.state, 'completed');
   t.ok(minUp >= 7, `never below quorum weight 7 (lowest ${minUp})`);
 });
@@ -218,9 +249,18 @@ t.test('disagreeing sets stop dispatch; too few managed reporters need an operat
   }
   t.equal(four.fleet.chain?.status, 'adopted');
   // One node reports another set: an alert, and the gate waits.
-  const other = { epoch: 9, totalWeight: 4, quorumWeight: 3, validators: four.validators.map(({ name, pubkey, active }) => ({ name, pubkey, weight: 1, active })) };
+  const other = {
+    epoch: 9,
+    totalWeight: 4,
+    quorumWeight: 3,
+    validators: four.validators.map(({ name, pubkey, active }) => ({ name, pubkey, weight: 1, active })),
+  };
   four.chain.tracker.observe('v1', { validators: other, blocks: [] }, four.w.now);
-  four.fleet.chain = four.chain.tracker.view({ nodes: four.fleet.nodes, bindings: new Map(four.validators.map((v) => [v.node as string, v.pubkey])), now: four.w.now });
+  four.fleet.chain = four.chain.tracker.view({
+    nodes: four.fleet.nodes,
+    bindings: new Map(four.validators.map((v) => [v.node as string, v.pubkey])),
+    now: four.w.now,
+  });
   t.equal(four.fleet.chain?.status, 'disagreement');
   t.match(four.fleet.chain?.alerts.find((a) => a.code === 'CHAIN_SET_DISAGREEMENT')?.message, /v1/);
   four.w.tick();

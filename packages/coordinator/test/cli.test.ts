@@ -13,7 +13,12 @@ const NOWHERE = ['--url', 'http://127.0.0.1:9'];
 async function cli(argv: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = '';
   let err = '';
-  const code = await runCli(argv, {}, (s) => (out += s), (s) => (err += s));
+  const code = await runCli(
+    argv,
+    {},
+    (s) => (out += s),
+    (s) => (err += s),
+  );
   return { code, out, err };
 }
 
@@ -51,7 +56,15 @@ t.test('usage errors exit 2 and name the problem', async (t) => {
 });
 
 t.test('help and version exit 0 on stdout, for every spelling', async (t) => {
-  for (const argv of [['--help'], ['-h'], ['help'], ['help', 'rollout'], ['rollout', 'start', '--help'], ['rollout', 'watch', '-h'], ['nodes', 'add', '--help']]) {
+  for (const argv of [
+    ['--help'],
+    ['-h'],
+    ['help'],
+    ['help', 'rollout'],
+    ['rollout', 'start', '--help'],
+    ['rollout', 'watch', '-h'],
+    ['nodes', 'add', '--help'],
+  ]) {
     const r = await cli(argv);
     t.equal(r.code, EXIT.OK, argv.join(' '));
     t.match(r.out, /Usage: guts-upgrade/, argv.join(' '));

@@ -40,10 +40,31 @@ t.test('the store follows the table', async (t) => {
   });
   const idOf = (s: CommandState) => `c-${s}`;
   for (const state of COMMAND_STATES) {
-    store.insertCommand({ id: idOf(state), nodeId: `n-${state}`, rolloutId: null, kind: 'upgrade', digest: 'd', body: '{}', state, createdAt: 1, updatedAt: 1 });
+    store.insertCommand({
+      id: idOf(state),
+      nodeId: `n-${state}`,
+      rolloutId: null,
+      kind: 'upgrade',
+      digest: 'd',
+      body: '{}',
+      state,
+      createdAt: 1,
+      updatedAt: 1,
+    });
   }
-  t.same(store.openCommands().map((c) => c.state).sort(), [...COMMAND_OPEN_STATES].sort(), 'open commands are the open states');
-  t.same(store.openCommands('n-sent').map((c) => c.id), ['c-sent'], "one node's open commands, with bodies");
+  t.same(
+    store
+      .openCommands()
+      .map((c) => c.state)
+      .sort(),
+    [...COMMAND_OPEN_STATES].sort(),
+    'open commands are the open states',
+  );
+  t.same(
+    store.openCommands('n-sent').map((c) => c.id),
+    ['c-sent'],
+    "one node's open commands, with bodies",
+  );
   t.same(store.openCommands('n-completed'), [], 'an answered command is not open');
 
   for (const state of COMMAND_STATES) store.advanceCommandState(idOf(state), 'sent', commandStatesInto('sent'), 2);

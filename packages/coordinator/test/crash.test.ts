@@ -34,7 +34,10 @@ t.test('schema migrations are versioned and applied in order', async (t) => {
   const s2 = new Store(old);
   t.equal(s2.schemaVersion(), MIGRATIONS.at(-1)!.version, 'every later migration applied');
   t.equal(s2.activeNodes().length, 1, 'data kept');
-  t.throws(() => s2.db.prepare('DELETE FROM events').run() && s2.appendEvent({ at: 1, actor: 'a', type: 't' }) && s2.db.prepare('UPDATE events SET type = ?').run('x'), /append-only/);
+  t.throws(
+    () => s2.db.prepare('DELETE FROM events').run() && s2.appendEvent({ at: 1, actor: 'a', type: 't' }) && s2.db.prepare('UPDATE events SET type = ?').run('x'),
+    /append-only/,
+  );
   s2.db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, ?, 0)').run('future');
   s2.close();
   t.throws(() => new Store(old), /newer than this coordinator/);
@@ -69,7 +72,14 @@ t.test('kill -9 mid-rollout then restart on the same file resumes exactly', asyn
   let proc: ChildProcess | null = null;
   const startProc = async () => {
     proc = spawn(process.execPath, [serverCli, '--config', cfg], { stdio: ['ignore', 'ignore', 'inherit'] });
-    await waitFor(async () => api({ url: `http://127.0.0.1:${port}` }, 'GET', '/health/ready').then(() => true, () => false), { what: 'coordinator up', timeoutMs: 20_000, intervalMs: 25 });
+    await waitFor(
+      async () =>
+        api({ url: `http://127.0.0.1:${port}` }, 'GET', '/health/ready').then(
+          () => true,
+          () => false,
+        ),
+      { what: 'coordinator up', timeoutMs: 20_000, intervalMs: 25 },
+    );
   };
   const shared: Shared = { down: new Set(), maxDown: 0, height: 10, leader: 'v0' };
   const agents: FakeAgent[] = [];
@@ -100,7 +110,10 @@ t.test('kill -9 mid-rollout then restart on the same file resumes exactly', asyn
 
   // hold the commands of the first wave so the crash lands mid-step
   for (const a of agents) a.hold = true;
-  const r = await api<RolloutDetailBody>(op, 'POST', '/api/v1/rollouts', { target: { version: '1.1.0', url: 'http://127.0.0.1:1/x.tgz', sha256: 'c'.repeat(64) }, options: { maxUnavailable: 2 } });
+  const r = await api<RolloutDetailBody>(op, 'POST', '/api/v1/rollouts', {
+    target: { version: '1.1.0', url: 'http://127.0.0.1:1/x.tgz', sha256: 'c'.repeat(64) },
+    options: { maxUnavailable: 2 },
+  });
   const id = r.rollout.id;
   await waitFor(() => agents.filter((a) => a.busy).length === 2, { what: 'two nodes in flight', timeoutMs: 20_000, intervalMs: 25 });
   proc!.kill('SIGKILL');
@@ -109,33 +122,57 @@ t.test('kill -9 mid-rollout then restart on the same file resumes exactly', asyn
   for (const a of agents) a.release();
   await waitFor(() => agents.every((a) => !a.busy), { what: 'agents done', timeoutMs: 20_000, intervalMs: 25 });
   await startProc();
-  const final = await waitFor(async () => {
-    const d = await api<RolloutDetailBody>(op, 'GET', `/api/v1/rollouts/${id}`);
-    return ['completed', 'failed', 'paused'].includes(d.rollout.state) ? d : null;
-  }, { what: 'rollout completes after restart', timeoutMs: 60_000, intervalMs: 25 });
+  const final = await waitFor(
+    async () => {
+      const d = await api<RolloutDetailBody>(op, 'GET', `/api/v1/rollouts/${id}`);
+      return ['completed', 'failed', 'paused'].includes(d.rollout.state) ? d : null;
+    },
+    { what: 'rollout completes after restart', timeoutMs: 60_000, intervalMs: 25 },
+  );
   t.equal(final.rollout.state, 'completed');
   t.ok(agents.every((a) => a.version === '1.1.0'));
-  t.same(agents.map((a) => a.executed.length), [1, 1, 1, 1, 1, 1, 1], 'no node upgraded twice');
+  t.same(
+    agents.map((a) => a.executed.length),
+    [1, 1, 1, 1, 1, 1, 1],
+    'no node upgraded twice',
+  );
   t.ok(shared.maxDown <= 2, `f=2 never exceeded (saw ${shared.maxDown})`);
-  t.ok(final.steps.every((s: { state: string }) => s.state === 'upgraded'), 'no step skipped');
+  t.ok(
+    final.steps.every((s: { state: string }) => s.state === 'upgraded'),
+    'no step skipped',
+  );
 
   // second crash: right after a command is persisted and sent, before any ack
   for (const a of agents) a.hold = true;
-  const r2 = await api<RolloutDetailBody>(op, 'POST', '/api/v1/rollouts', { target: { version: '1.2.0', url: 'http://127.0.0.1:1/y.tgz', sha256: 'd'.repeat(64) }, options: { maxUnavailable: 2 } });
+  const r2 = await api<RolloutDetailBody>(op, 'POST', '/api/v1/rollouts', {
+    target: { version: '1.2.0', url: 'http://127.0.0.1:1/y.tgz', sha256: 'd'.repeat(64) },
+    options: { maxUnavailable: 2 },
+  });
   await waitFor(() => agents.filter((a) => a.busy).length >= 1, { what: 'in flight', timeoutMs: 20_000, intervalMs: 25 });
   proc!.kill('SIGKILL');
   await new Promise((res) => proc!.once('exit', res));
   await startProc();
   // the coordinator re-sends the open commands with the same ids; the agent answers duplicate
-  await waitFor(() => agents.some((a) => a.received.length > new Set(a.received).size), { what: 'a command re-delivered with the same id', timeoutMs: 20_000, intervalMs: 25 });
+  await waitFor(() => agents.some((a) => a.received.length > new Set(a.received).size), {
+    what: 'a command re-delivered with the same id',
+    timeoutMs: 20_000,
+    intervalMs: 25,
+  });
   for (const a of agents) a.hold = false;
   for (const a of agents) a.release();
-  const final2 = await waitFor(async () => {
-    const d = await api<RolloutDetailBody>(op, 'GET', `/api/v1/rollouts/${r2.rollout.id}`);
-    return ['completed', 'failed', 'paused'].includes(d.rollout.state) ? d : null;
-  }, { what: 'second rollout completes', timeoutMs: 60_000, intervalMs: 25 });
+  const final2 = await waitFor(
+    async () => {
+      const d = await api<RolloutDetailBody>(op, 'GET', `/api/v1/rollouts/${r2.rollout.id}`);
+      return ['completed', 'failed', 'paused'].includes(d.rollout.state) ? d : null;
+    },
+    { what: 'second rollout completes', timeoutMs: 60_000, intervalMs: 25 },
+  );
   t.equal(final2.rollout.state, 'completed');
-  t.same(agents.map((a) => a.executed.length), [2, 2, 2, 2, 2, 2, 2], 'still exactly once per node per rollout');
+  t.same(
+    agents.map((a) => a.executed.length),
+    [2, 2, 2, 2, 2, 2, 2],
+    'still exactly once per node per rollout',
+  );
   t.ok(shared.maxDown <= 2);
   proc!.kill('SIGTERM');
   await new Promise((res) => proc!.once('exit', res));

@@ -145,8 +145,16 @@ export class FakeAgent {
       this.shared.down.delete(this.id);
       this.busy = null;
       const result = agentMessage('result', {
-        commandId: c.id, kind: c.kind, outcome, fromVersion: from, toVersion: c.kind === 'rollback' ? this.version : c.target.version,
-        runningVersion: this.version, ...(code ? { code } : {}), downtimeMs: this.workMs, startedAt: started, finishedAt: new Date().toISOString(),
+        commandId: c.id,
+        kind: c.kind,
+        outcome,
+        fromVersion: from,
+        toVersion: c.kind === 'rollback' ? this.version : c.target.version,
+        runningVersion: this.version,
+        ...(code ? { code } : {}),
+        downtimeMs: this.workMs,
+        startedAt: started,
+        finishedAt: new Date().toISOString(),
       });
       this.results.set(c.id, result);
       this.send(result);

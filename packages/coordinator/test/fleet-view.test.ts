@@ -13,15 +13,44 @@ const settings = { validators: null, heartbeatTimeoutMs: 15_000, syncDistance: 2
 
 function row(id: string, extra: Partial<NodeRow> = {}): NodeRow {
   return {
-    id, address: null, createdAt: 0, revokedAt: null, agentVersion: null, version: '1.0.0', health: 'unknown', ready: false, isLeader: false,
-    currentLeader: null, finalizedHeight: 90, view: null, peerCount: null, busy: null, lastSeenAt: null, pubkey: null, ...extra,
+    id,
+    address: null,
+    createdAt: 0,
+    revokedAt: null,
+    agentVersion: null,
+    version: '1.0.0',
+    health: 'unknown',
+    ready: false,
+    isLeader: false,
+    currentLeader: null,
+    finalizedHeight: 90,
+    view: null,
+    peerCount: null,
+    busy: null,
+    lastSeenAt: null,
+    pubkey: null,
+    ...extra,
   };
 }
 
 function live(extra: Partial<NodeStatus> = {}, lastSeenAt = NOW): LiveNode {
   return {
-    connected: true, agentVersion: '0.1.0', lastSeenAt, connectedAt: lastSeenAt,
-    status: { nodeVersion: '1.0.0', health: 'up', ready: true, isLeader: false, currentLeader: 'v0', finalizedHeight: 100, view: 3, peerCount: 3, busy: null, ...extra },
+    connected: true,
+    agentVersion: '0.1.0',
+    lastSeenAt,
+    connectedAt: lastSeenAt,
+    status: {
+      nodeVersion: '1.0.0',
+      health: 'up',
+      ready: true,
+      isLeader: false,
+      currentLeader: 'v0',
+      finalizedHeight: 100,
+      view: 3,
+      peerCount: 3,
+      busy: null,
+      ...extra,
+    },
   };
 }
 
@@ -37,7 +66,7 @@ t.test('a node is healthy only while its agent reports fresh, up and ready', asy
   t.equal(nodeView(row('v0'), live({ ready: false }), 15_000, NOW).healthy, false, 'not ready is not healthy');
 });
 
-t.test('the leader: the healthy self-declared leader of the highest view, else the peers\' vote', async (t) => {
+t.test("the leader: the healthy self-declared leader of the highest view, else the peers' vote", async (t) => {
   const rows = ['v0', 'v1', 'v2', 'v3'].map((id) => row(id));
   const links = new Map<string, LiveNode>([
     ['v0', live({ isLeader: true, view: 2 })],
@@ -61,8 +90,18 @@ t.test('the fleet watch raises its alerts', async (t) => {
     ['v1', live()],
     ['v2', live({}, NOW - 60_000)],
   ]);
-  const w = fleetWatch(fleetView(rows, links, settings, NOW), [{ kind: 'upgrade', nodeId: 'v2' }, { kind: 'prepare', nodeId: 'v1' }], settings);
-  t.same(w.alerts.map((a) => a.code), ['VERSION_SKEW', 'HEIGHT_DIVERGENCE', 'NODES_DOWN', 'IN_FLIGHT_UNREACHABLE', 'QUORUM_AT_RISK']);
+  const w = fleetWatch(
+    fleetView(rows, links, settings, NOW),
+    [
+      { kind: 'upgrade', nodeId: 'v2' },
+      { kind: 'prepare', nodeId: 'v1' },
+    ],
+    settings,
+  );
+  t.same(
+    w.alerts.map((a) => a.code),
+    ['VERSION_SKEW', 'HEIGHT_DIVERGENCE', 'NODES_DOWN', 'IN_FLIGHT_UNREACHABLE', 'QUORUM_AT_RISK'],
+  );
   t.same(w.inFlight, ['v2'], 'a prepare does not take its node down');
   t.same(w.down, ['v2', 'v3']);
   t.equal(w.disruptionBudget, 0);

@@ -6,8 +6,20 @@ export const SHA = 'a'.repeat(64);
 
 export function node(id: string, extra: Partial<NodeView> = {}): NodeView {
   return {
-    id, connected: true, healthy: true, version: '1.0.0', health: 'up', ready: true, isLeader: false, currentLeader: null,
-    finalizedHeight: 100, view: 1, peerCount: 3, busy: null, lastSeenAt: 0, ...extra,
+    id,
+    connected: true,
+    healthy: true,
+    version: '1.0.0',
+    health: 'up',
+    ready: true,
+    isLeader: false,
+    currentLeader: null,
+    finalizedHeight: 100,
+    view: 1,
+    peerCount: 3,
+    busy: null,
+    lastSeenAt: 0,
+    ...extra,
   };
 }
 
@@ -19,19 +31,58 @@ export function fleetOf(n: number, leader = 0): FleetView {
 
 export function rolloutOf(ids: string[], extra: Partial<Rollout> = {}, opts: Partial<Rollout['options']> = {}): Rollout {
   return {
-    id: 'r1', strategy: 'rolling', target: { version: '1.1.0', url: 'http://x/a.tgz', sha256: SHA }, fromVersion: '1.0.0', pathKind: 'minor',
+    id: 'r1',
+    strategy: 'rolling',
+    target: { version: '1.1.0', url: 'http://x/a.tgz', sha256: SHA },
+    fromVersion: '1.0.0',
+    pathKind: 'minor',
     options: {
-      maxUnavailable: 1, stabilizationMs: 0, soakMs: 1000, syncDistance: 2, syncTimeoutMs: 60_000, haltTimeoutMs: 60_000,
-      autoRollback: false, allowDowngrade: false, canary: null, window: null, requireApproval: false, ...opts,
+      maxUnavailable: 1,
+      stabilizationMs: 0,
+      soakMs: 1000,
+      syncDistance: 2,
+      syncTimeoutMs: 60_000,
+      haltTimeoutMs: 60_000,
+      autoRollback: false,
+      allowDowngrade: false,
+      canary: null,
+      window: null,
+      requireApproval: false,
+      ...opts,
     },
-    state: 'running', code: null, reason: null, nodes: ids, waves: [], data: {}, createdBy: 't', createdAt: 0, updatedAt: 0, stateSince: 0, ...extra,
+    state: 'running',
+    code: null,
+    reason: null,
+    nodes: ids,
+    waves: [],
+    data: {},
+    createdBy: 't',
+    createdAt: 0,
+    updatedAt: 0,
+    stateSince: 0,
+    ...extra,
   };
 }
 
 export function stepsOf(ids: string[]): Step[] {
   return ids.map((nodeId, position) => ({
-    rolloutId: 'r1', nodeId, position, state: 'pending', commandId: null, attempt: 0, fromVersion: null, code: null, message: null,
-    downtimeMs: null, dispatchSeq: null, startedAt: null, resultAt: null, syncedAt: null, finishedAt: null, updatedAt: 0, progress: null,
+    rolloutId: 'r1',
+    nodeId,
+    position,
+    state: 'pending',
+    commandId: null,
+    attempt: 0,
+    fromVersion: null,
+    code: null,
+    message: null,
+    downtimeMs: null,
+    dispatchSeq: null,
+    startedAt: null,
+    resultAt: null,
+    syncedAt: null,
+    finishedAt: null,
+    updatedAt: 0,
+    progress: null,
   }));
 }
 
@@ -48,10 +99,22 @@ export class World {
   busyElsewhere = new Set<string>();
   maxInFlightSeen = 0;
 
-  constructor(public rollout: Rollout, public steps: Step[], public fleet: FleetView) {}
+  constructor(
+    public rollout: Rollout,
+    public steps: Step[],
+    public fleet: FleetView,
+  ) {}
 
   tick(): Action[] {
-    const actions = decide({ rollout: this.rollout, steps: this.steps, commands: this.commands, fleet: this.fleet, busyElsewhere: this.busyElsewhere, windowOpen: this.windowOpen, now: this.now });
+    const actions = decide({
+      rollout: this.rollout,
+      steps: this.steps,
+      commands: this.commands,
+      fleet: this.fleet,
+      busyElsewhere: this.busyElsewhere,
+      windowOpen: this.windowOpen,
+      now: this.now,
+    });
     for (const a of actions) {
       if (a.kind === 'rollout') {
         assertRolloutTransition(this.rollout.state, a.to);
@@ -66,8 +129,20 @@ export class World {
         const i = this.steps.findIndex((s) => s.nodeId === a.nodeId);
         this.steps[i] = { ...this.steps[i]!, commandId: a.commandId, attempt: this.steps[i]!.attempt + 1 };
         this.commands.set(a.commandId, {
-          id: a.commandId, nodeId: a.nodeId, rolloutId: 'r1', kind: a.command, digest: '', body: '', state: 'sent', outcome: null, code: null,
-          message: null, runningVersion: null, downtimeMs: null, createdAt: this.now, updatedAt: this.now,
+          id: a.commandId,
+          nodeId: a.nodeId,
+          rolloutId: 'r1',
+          kind: a.command,
+          digest: '',
+          body: '',
+          state: 'sent',
+          outcome: null,
+          code: null,
+          message: null,
+          runningVersion: null,
+          downtimeMs: null,
+          createdAt: this.now,
+          updatedAt: this.now,
         });
         this.sent.push(a);
         if (a.command !== 'prepare') {
@@ -96,9 +171,11 @@ export class World {
     const step = this.steps.find((s) => s.nodeId === nodeId)!;
     const c = this.commands.get(step.commandId!)!;
     const n = this.fleet.nodes.get(nodeId)!;
-    const newVersion = c.kind === 'upgrade' && outcome === 'succeeded' ? this.rollout.target.version : c.kind === 'rollback' ? step.fromVersion ?? '1.0.0' : n.version;
+    const newVersion =
+      c.kind === 'upgrade' && outcome === 'succeeded' ? this.rollout.target.version : c.kind === 'rollback' ? (step.fromVersion ?? '1.0.0') : n.version;
     this.commands.set(c.id, { ...c, state: 'completed', outcome, code: (code ?? null) as never, runningVersion: newVersion, downtimeMs: 50 });
-    if (c.kind !== 'prepare') this.fleet.nodes.set(nodeId, { ...n, healthy: true, health: 'up', ready: true, version: newVersion, finalizedHeight: this.fleet.maxHeight });
+    if (c.kind !== 'prepare')
+      this.fleet.nodes.set(nodeId, { ...n, healthy: true, health: 'up', ready: true, version: newVersion, finalizedHeight: this.fleet.maxHeight });
   }
 
   inFlight(): string[] {

@@ -56,7 +56,18 @@ class ManualTimers implements Timers {
 }
 
 function status(extra: Partial<NodeStatus> = {}): NodeStatus {
-  return { nodeVersion: '1.0.0', health: 'up', ready: true, isLeader: false, currentLeader: 'v0', finalizedHeight: 100, view: 1, peerCount: 3, busy: null, ...extra };
+  return {
+    nodeVersion: '1.0.0',
+    health: 'up',
+    ready: true,
+    isLeader: false,
+    currentLeader: 'v0',
+    finalizedHeight: 100,
+    view: 1,
+    peerCount: 3,
+    busy: null,
+    ...extra,
+  };
 }
 
 /** Records every send; the agents' links are a plain map the test edits. */
@@ -110,7 +121,10 @@ t.test('the rollout loop on a real store with a counting transport', async (t) =
   });
   const loop: RolloutLoop = new RolloutLoop({ store, writes, audit, log, effects: { now, timers, agents }, settings });
   const service = new RolloutService({
-    store, writes, audit, now,
+    store,
+    writes,
+    audit,
+    now,
     config: { defaults: { ...DEFAULT_CONFIG.defaults, stabilizationMs: 0, syncDistance: 2 }, windows: [] },
     fleet: () => fleetView(store.activeNodes(), agents.live(), settings.fleet, clock),
     tick: () => loop.tick(),
@@ -182,7 +196,10 @@ t.test('the rollout loop on a real store with a counting transport', async (t) =
   t.same(new Set(order), new Set(ids), 'every node upgraded once');
   t.equal(order.at(-1), 'v0', 'the old leader last');
   t.equal(agents.sent.filter((s) => s.command.kind === 'upgrade').length, 5, 'four upgrades plus the one re-delivery');
-  t.same(store.steps(r.id).map((s) => s.state), ['upgraded', 'upgraded', 'upgraded', 'upgraded']);
+  t.same(
+    store.steps(r.id).map((s) => s.state),
+    ['upgraded', 'upgraded', 'upgraded', 'upgraded'],
+  );
 
   loop.stop();
   t.notOk(timers.intervals[0]!.live, 'stop cancels the periodic tick');

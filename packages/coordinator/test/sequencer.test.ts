@@ -69,7 +69,22 @@ t.test('a step already in flight (persisted before a crash) blocks the next wave
   const steps = stepsOf(ids(4));
   steps[1] = { ...steps[1]!, state: 'upgrading', commandId: 'r1.v1.upgrade.1', attempt: 1 };
   const w = new World(rolloutOf(ids(4)), steps, fleetOf(4, 0));
-  w.commands.set('r1.v1.upgrade.1', { id: 'r1.v1.upgrade.1', nodeId: 'v1', rolloutId: 'r1', kind: 'upgrade', digest: '', body: '', state: 'sent', outcome: null, code: null, message: null, runningVersion: null, downtimeMs: null, createdAt: 0, updatedAt: 0 });
+  w.commands.set('r1.v1.upgrade.1', {
+    id: 'r1.v1.upgrade.1',
+    nodeId: 'v1',
+    rolloutId: 'r1',
+    kind: 'upgrade',
+    digest: '',
+    body: '',
+    state: 'sent',
+    outcome: null,
+    code: null,
+    message: null,
+    runningVersion: null,
+    downtimeMs: null,
+    createdAt: 0,
+    updatedAt: 0,
+  });
   w.tick();
   t.equal(w.sent.length, 0, 'nothing new while v1 has no result');
   w.finish('v1');
@@ -132,7 +147,7 @@ t.test('a failed node pauses the rollout; autoRollback rolls back upgraded nodes
   w.tick();
   t.equal(w.rollout.state, 'paused');
   t.equal(w.rollout.code, 'E_NODE_FAILED');
-  t.match(w.rollout.reason, `${b} (E_HEALTH_TIMEOUT)`, 'the reason names the node and the agent\'s code');
+  t.match(w.rollout.reason, `${b} (E_HEALTH_TIMEOUT)`, "the reason names the node and the agent's code");
   t.ok(w.events.some((e) => e.type === 'node.failed' && e.nodeId === b));
 
   const w2 = new World(rolloutOf(ids(4), {}, { autoRollback: true }), stepsOf(ids(4)), fleetOf(4, 0));
@@ -147,7 +162,10 @@ t.test('a failed node pauses the rollout; autoRollback rolls back upgraded nodes
   t.equal(w2.rollout.state, 'rolling_back');
   w2.tick();
   const rb = w2.sent.splice(0);
-  t.same(rb.map((s) => [s.nodeId, s.command]), [[a2, 'rollback']]);
+  t.same(
+    rb.map((s) => [s.nodeId, s.command]),
+    [[a2, 'rollback']],
+  );
   w2.finish(a2);
   w2.tick();
   t.equal(w2.rollout.state, 'rolled_back');
@@ -156,7 +174,11 @@ t.test('a failed node pauses the rollout; autoRollback rolls back upgraded nodes
 t.test('canary: soak passes then rolling continues; soak failure rolls the canary back', async (t) => {
   const w = new World(rolloutOf(ids(4), { strategy: 'canary' }, { canary: 'v3', soakMs: 500 }), stepsOf(ids(4)), fleetOf(4, 0));
   w.tick();
-  t.same(w.sent.splice(0).map((s) => s.nodeId), ['v3'], 'only the canary first');
+  t.same(
+    w.sent.splice(0).map((s) => s.nodeId),
+    ['v3'],
+    'only the canary first',
+  );
   w.finish('v3');
   w.tick();
   w.tick();
@@ -184,7 +206,10 @@ t.test('canary: soak passes then rolling continues; soak failure rolls the canar
   t.equal(w2.rollout.code, 'E_CANARY_FAILED');
   w2.fleet.nodes.set('v1', { ...w2.fleet.nodes.get('v1')!, healthy: true, health: 'up' });
   w2.tick();
-  t.same(w2.sent.splice(0).map((s) => [s.nodeId, s.command]), [['v1', 'rollback']]);
+  t.same(
+    w2.sent.splice(0).map((s) => [s.nodeId, s.command]),
+    [['v1', 'rollback']],
+  );
   w2.finish('v1');
   w2.tick();
   t.equal(w2.rollout.state, 'rolled_back');
@@ -201,7 +226,11 @@ t.test('canary: soak passes then rolling continues; soak failure rolls the canar
 
 t.test('halt: gated by approval and window, prepare everywhere, then all together', async (t) => {
   const w = new World(
-    rolloutOf(ids(4), { strategy: 'halt', state: 'planned', pathKind: 'major', target: { version: '2.0.0', url: 'http://x/b.tgz', sha256: SHA } }, { window: 'sun', requireApproval: true }),
+    rolloutOf(
+      ids(4),
+      { strategy: 'halt', state: 'planned', pathKind: 'major', target: { version: '2.0.0', url: 'http://x/b.tgz', sha256: SHA } },
+      { window: 'sun', requireApproval: true },
+    ),
     stepsOf(ids(4)),
     fleetOf(4, 0),
   );
@@ -217,11 +246,17 @@ t.test('halt: gated by approval and window, prepare everywhere, then all togethe
   w.tick();
   t.equal(w.rollout.state, 'running');
   w.tick();
-  t.same(w.sent.map((s) => s.command), ['prepare', 'prepare', 'prepare', 'prepare']);
+  t.same(
+    w.sent.map((s) => s.command),
+    ['prepare', 'prepare', 'prepare', 'prepare'],
+  );
   w.sent.splice(0);
   for (const id of ids(4)) w.finish(id);
   w.tick();
-  t.same(w.sent.map((s) => s.command), ['upgrade', 'upgrade', 'upgrade', 'upgrade']);
+  t.same(
+    w.sent.map((s) => s.command),
+    ['upgrade', 'upgrade', 'upgrade', 'upgrade'],
+  );
   t.ok(w.sent.every((s) => s.options?.requireStaged && s.options.approvedMajor));
   w.sent.splice(0);
   for (const id of ids(4)) w.finish(id);
@@ -248,14 +283,34 @@ t.test('halt: window closed after staging pauses before any downtime', async (t)
 t.test('planner: waves, leader last, budget and path errors', async (t) => {
   const fleet = fleetOf(7, 3);
   const opts = rolloutOf([]).options;
-  const p = planRollout({ target: { version: '1.1.0', url: 'http://x/a', sha256: SHA }, strategy: 'rolling', options: { ...opts, maxUnavailable: 2 } }, fleet, [], 0);
+  const p = planRollout(
+    { target: { version: '1.1.0', url: 'http://x/a', sha256: SHA }, strategy: 'rolling', options: { ...opts, maxUnavailable: 2 } },
+    fleet,
+    [],
+    0,
+  );
   t.same(p.waves, [['v0', 'v1'], ['v2', 'v4'], ['v5', 'v6'], ['v3']]);
   t.equal(p.idealWaves, 4);
-  t.throws(() => planRollout({ target: { version: '1.1.0', url: 'http://x/a', sha256: SHA }, strategy: 'rolling', options: { ...opts, maxUnavailable: 3 } }, fleet, [], 0), { code: 'E_DISRUPTION_BUDGET' });
-  t.throws(() => planRollout({ target: { version: '2.0.0', url: 'http://x/a', sha256: SHA }, strategy: 'rolling', options: opts }, fleet, [], 0), { code: 'E_MAJOR_NOT_APPROVED' });
-  t.throws(() => planRollout({ target: { version: '3.0.0', url: 'http://x/a', sha256: SHA }, strategy: 'halt', options: opts }, fleet, [], 0), { code: 'E_UNSUPPORTED_PATH' });
-  t.throws(() => planRollout({ target: { version: '2.0.0', url: 'http://x/a', sha256: SHA }, strategy: 'halt', options: opts }, fleet, [], 0), { code: 'E_MAJOR_NOT_APPROVED' });
-  const halt = planRollout({ target: { version: '2.0.0', url: 'http://x/a', sha256: SHA }, strategy: 'halt', options: { ...opts, window: 'w' } }, fleet, [{ name: 'w', cron: '0 2 * * 0', durationMs: 3_600_000 }], 0);
+  t.throws(
+    () =>
+      planRollout({ target: { version: '1.1.0', url: 'http://x/a', sha256: SHA }, strategy: 'rolling', options: { ...opts, maxUnavailable: 3 } }, fleet, [], 0),
+    { code: 'E_DISRUPTION_BUDGET' },
+  );
+  t.throws(() => planRollout({ target: { version: '2.0.0', url: 'http://x/a', sha256: SHA }, strategy: 'rolling', options: opts }, fleet, [], 0), {
+    code: 'E_MAJOR_NOT_APPROVED',
+  });
+  t.throws(() => planRollout({ target: { version: '3.0.0', url: 'http://x/a', sha256: SHA }, strategy: 'halt', options: opts }, fleet, [], 0), {
+    code: 'E_UNSUPPORTED_PATH',
+  });
+  t.throws(() => planRollout({ target: { version: '2.0.0', url: 'http://x/a', sha256: SHA }, strategy: 'halt', options: opts }, fleet, [], 0), {
+    code: 'E_MAJOR_NOT_APPROVED',
+  });
+  const halt = planRollout(
+    { target: { version: '2.0.0', url: 'http://x/a', sha256: SHA }, strategy: 'halt', options: { ...opts, window: 'w' } },
+    fleet,
+    [{ name: 'w', cron: '0 2 * * 0', durationMs: 3_600_000 }],
+    0,
+  );
   t.ok(halt.requiresApproval);
   t.equal(halt.waves.length, 1);
   const c = planRollout({ target: { version: '1.1.0', url: 'http://x/a', sha256: SHA }, strategy: 'canary', options: opts }, fleetOf(4, 0), [], 0);

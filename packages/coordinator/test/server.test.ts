@@ -31,7 +31,12 @@ t.test('coordinator API, roles, agent auth, rollouts and webhooks', async (t) =>
       const n = (attempts.get(delivery) ?? 0) + 1;
       attempts.set(delivery, n);
       if (n === 1) return res.writeHead(500).end();
-      hooks.push({ body: Buffer.concat(chunks).toString(), sig: String(req.headers[SIGNATURE_HEADER]), event: String(req.headers['x-guts-upgrade-event']), delivery });
+      hooks.push({
+        body: Buffer.concat(chunks).toString(),
+        sig: String(req.headers[SIGNATURE_HEADER]),
+        event: String(req.headers['x-guts-upgrade-event']),
+        delivery,
+      });
       res.writeHead(204).end();
     });
   });
@@ -121,10 +126,19 @@ t.test('coordinator API, roles, agent auth, rollouts and webhooks', async (t) =>
     t.ok((e.body as { error: { field?: string } }).error.field, 'names the field');
   }
   const notJson = await new Promise<number | undefined>((resolve) => {
-    const r = require_http().request({ host: '127.0.0.1', port: c.port!, method: 'POST', path: '/api/v1/rollouts', headers: { authorization: `Bearer ${OP}`, 'content-type': 'application/json' } }, (res) => {
-      res.resume();
-      resolve(res.statusCode);
-    });
+    const r = require_http().request(
+      {
+        host: '127.0.0.1',
+        port: c.port!,
+        method: 'POST',
+        path: '/api/v1/rollouts',
+        headers: { authorization: `Bearer ${OP}`, 'content-type': 'application/json' },
+      },
+      (res) => {
+        res.resume();
+        resolve(res.statusCode);
+      },
+    );
     r.end('{not json');
   });
   t.equal(notJson, 400, 'invalid JSON -> 400');
@@ -159,7 +173,11 @@ t.test('coordinator API, roles, agent auth, rollouts and webhooks', async (t) =>
     t.ok(a.welcomed, `v${i} welcomed`);
   }
   await waitFor(async () => (await api<FleetBody>(op, 'GET', '/api/v1/fleet')).down.length === 0, { what: 'fleet healthy', timeoutMs: 20_000, intervalMs: 25 });
-  t.equal((await err(api<RolloutDetailBody>(op, 'POST', '/api/v1/rollouts', { target: { ...target, version: '3.0.0' }, strategy: 'halt' }))).status, 400, 'skipping a major is refused');
+  t.equal(
+    (await err(api<RolloutDetailBody>(op, 'POST', '/api/v1/rollouts', { target: { ...target, version: '3.0.0' }, strategy: 'halt' }))).status,
+    400,
+    'skipping a major is refused',
+  );
   const heights = setInterval(() => shared.height++, 50);
   t.teardown(() => clearInterval(heights));
 
@@ -174,31 +192,50 @@ t.test('coordinator API, roles, agent auth, rollouts and webhooks', async (t) =>
   t.equal(conflict.code, 'E_CONFLICT');
   t.equal((await err(api<RolloutDetailBody>(op, 'POST', `/api/v1/rollouts/${id}/resume`, {}))).code, 'E_INVALID_STATE');
   t.equal((await err(api(op, 'DELETE', '/api/v1/nodes/v1'))).code, 'E_CONFLICT', 'cannot remove a node in an active rollout');
-  const done = await waitFor(async () => {
-    const d = await api<RolloutDetailBody>(viewer, 'GET', `/api/v1/rollouts/${id}`);
-    return ['completed', 'failed', 'paused'].includes(d.rollout.state) ? d : null;
-  }, { what: 'rollout completes', timeoutMs: 20_000, intervalMs: 25 });
+  const done = await waitFor(
+    async () => {
+      const d = await api<RolloutDetailBody>(viewer, 'GET', `/api/v1/rollouts/${id}`);
+      return ['completed', 'failed', 'paused'].includes(d.rollout.state) ? d : null;
+    },
+    { what: 'rollout completes', timeoutMs: 20_000, intervalMs: 25 },
+  );
   t.equal(done.rollout.state, 'completed');
   t.ok(shared.maxDown <= 1, `never more than f=1 down (saw ${shared.maxDown})`);
   t.ok(agents.every((a) => a.version === '1.1.0'));
-  t.ok(agents.every((a) => a.executed.length === 1), 'every node upgraded exactly once');
+  t.ok(
+    agents.every((a) => a.executed.length === 1),
+    'every node upgraded exactly once',
+  );
   const pauseDone = await err(api<RolloutDetailBody>(op, 'POST', `/api/v1/rollouts/${id}/pause`));
   t.equal(pauseDone.status, 409);
   t.equal(pauseDone.code, 'E_INVALID_STATE');
   const events = (await api<EventsBody>(viewer, 'GET', `/api/v1/rollouts/${id}/events`)).events;
-  t.ok(events.some((e) => e.type === 'rollout.created' && e.actor === 'operator:alice'), 'audit names the operator');
+  t.ok(
+    events.some((e) => e.type === 'rollout.created' && e.actor === 'operator:alice'),
+    'audit names the operator',
+  );
   t.ok(events.some((e) => e.type === 'node.upgraded'));
 
   // ------------------------------------------------------------ canary failure with a bad build
   agents[1]!.failVersion = '1.2.0';
-  const canary = await api<RolloutDetailBody>(op, 'POST', '/api/v1/rollouts', { target: { ...target, version: '1.2.0' }, strategy: 'canary', options: { canary: 'v1' } });
-  const cd = await waitFor(async () => {
-    const d = await api<RolloutDetailBody>(op, 'GET', `/api/v1/rollouts/${canary.rollout.id}`);
-    return ['completed', 'failed', 'paused', 'rolled_back'].includes(d.rollout.state) ? d : null;
-  }, { what: 'canary ends', timeoutMs: 20_000, intervalMs: 25 });
+  const canary = await api<RolloutDetailBody>(op, 'POST', '/api/v1/rollouts', {
+    target: { ...target, version: '1.2.0' },
+    strategy: 'canary',
+    options: { canary: 'v1' },
+  });
+  const cd = await waitFor(
+    async () => {
+      const d = await api<RolloutDetailBody>(op, 'GET', `/api/v1/rollouts/${canary.rollout.id}`);
+      return ['completed', 'failed', 'paused', 'rolled_back'].includes(d.rollout.state) ? d : null;
+    },
+    { what: 'canary ends', timeoutMs: 20_000, intervalMs: 25 },
+  );
   t.equal(cd.rollout.state, 'failed');
   t.equal(cd.rollout.code, 'E_CANARY_FAILED');
-  t.ok(agents.filter((a) => a.id !== 'v1').every((a) => a.version === '1.1.0'), 'no other node touched');
+  t.ok(
+    agents.filter((a) => a.id !== 'v1').every((a) => a.version === '1.1.0'),
+    'no other node touched',
+  );
 
   // ------------------------------------------------------------ pause / resume / abort
   const r3 = await api<RolloutDetailBody>(op, 'POST', '/api/v1/rollouts', { target: { ...target, version: '1.3.0' }, options: { stabilizationMs: 300 } });
@@ -213,18 +250,31 @@ t.test('coordinator API, roles, agent auth, rollouts and webhooks', async (t) =>
   await waitFor(async () => agents.filter((a) => a.version === '1.3.0').length > count, { what: 'progress after resume', timeoutMs: 20_000, intervalMs: 25 });
   t.equal((await api<RolloutDetailBody>(op, 'POST', `/api/v1/rollouts/${r3.rollout.id}/abort`)).rollout.state, 'aborted');
   t.equal((await api<RolloutDetailBody>(op, 'POST', `/api/v1/rollouts/${r3.rollout.id}/rollback`)).rollout.state, 'rolling_back');
-  const rb = await waitFor(async () => {
-    const d = await api<RolloutDetailBody>(op, 'GET', `/api/v1/rollouts/${r3.rollout.id}`);
-    return ['rolled_back', 'failed'].includes(d.rollout.state) ? d : null;
-  }, { what: 'rolled back', timeoutMs: 20_000, intervalMs: 25 });
+  const rb = await waitFor(
+    async () => {
+      const d = await api<RolloutDetailBody>(op, 'GET', `/api/v1/rollouts/${r3.rollout.id}`);
+      return ['rolled_back', 'failed'].includes(d.rollout.state) ? d : null;
+    },
+    { what: 'rolled back', timeoutMs: 20_000, intervalMs: 25 },
+  );
   t.equal(rb.rollout.state, 'rolled_back');
-  t.ok(agents.every((a) => a.version !== '1.3.0'), 'every upgraded node rolled back');
+  t.ok(
+    agents.every((a) => a.version !== '1.3.0'),
+    'every upgraded node rolled back',
+  );
   t.ok(shared.maxDown <= 1);
 
   // ------------------------------------------------------------ webhooks: signed, retried
-  await waitFor(() => hooks.some((h) => h.event === 'rollout.completed') && hooks.some((h) => h.event === 'rollout.rolled_back'), { what: 'webhooks delivered', timeoutMs: 20_000, intervalMs: 25 });
+  await waitFor(() => hooks.some((h) => h.event === 'rollout.completed') && hooks.some((h) => h.event === 'rollout.rolled_back'), {
+    what: 'webhooks delivered',
+    timeoutMs: 20_000,
+    intervalMs: 25,
+  });
   for (const h of hooks) t.equal(h.sig, signBody('shh', h.body), `${h.event} signed`);
-  t.ok([...attempts.values()].every((n) => n >= 2), 'every delivery was retried after a 500');
+  t.ok(
+    [...attempts.values()].every((n) => n >= 2),
+    'every delivery was retried after a 500',
+  );
   const types = new Set(hooks.map((h) => h.event));
   for (const e of ['rollout.started', 'node.upgraded', 'node.failed', 'rollout.paused', 'rollout.completed']) t.ok(types.has(e), `webhook ${e}`);
   t.match(await api<string>({ url: c.url! }, 'GET', '/metrics'), /guts_upgrade_version_skew \d/);

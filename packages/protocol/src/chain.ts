@@ -175,7 +175,15 @@ export function livenessFromBlocks(validators: readonly ChainValidator[], blocks
     }
     const block = byView.get(turn);
     if (block && block.producer === v.pubkey) {
-      out.set(v.pubkey, { pubkey: v.pubkey, name: v.name, live: true, verdict: 'produced', view: turn, height: block.height, evidence: `produced block ${block.height} in its view ${turn}` });
+      out.set(v.pubkey, {
+        pubkey: v.pubkey,
+        name: v.name,
+        live: true,
+        verdict: 'produced',
+        view: turn,
+        height: block.height,
+        evidence: `produced block ${block.height} in its view ${turn}`,
+      });
     } else {
       const why = block ? `view ${turn} was finalized with producer ${block.producer.slice(0, 12)}…, not this validator` : `skipped its leader view ${turn}`;
       out.set(v.pubkey, { pubkey: v.pubkey, name: v.name, live: false, verdict: 'skipped', view: turn, height: null, evidence: why });

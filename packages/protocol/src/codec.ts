@@ -73,10 +73,7 @@ function parseFrame(raw: unknown): { ok: true; value: Record<string, unknown> } 
   return { ok: true, value: value as Record<string, unknown> };
 }
 
-function decodeWith<M>(
-  raw: unknown,
-  checkerFor: (value: Record<string, unknown>) => { checker: TypeCheck<TSchema>; label: string } | string,
-): Decoded<M> {
+function decodeWith<M>(raw: unknown, checkerFor: (value: Record<string, unknown>) => { checker: TypeCheck<TSchema>; label: string } | string): Decoded<M> {
   const frame = parseFrame(raw);
   if (!frame.ok) return { ok: false, code: 'E_BAD_MESSAGE', error: frame.error };
   const version = checkProtocolVersion(frame.value.proto);
@@ -113,10 +110,7 @@ export function decodeCoordinatorMessage(raw: unknown): Decoded<CoordinatorMessa
 }
 
 /** Builds a wire message with the envelope. */
-export function agentMessage<T extends AgentMessageType>(
-  type: T,
-  body: Body<Extract<AgentMessage, { type: T }>>,
-): Extract<AgentMessage, { type: T }> {
+export function agentMessage<T extends AgentMessageType>(type: T, body: Body<Extract<AgentMessage, { type: T }>>): Extract<AgentMessage, { type: T }> {
   return { proto: PROTOCOL_VERSION, type, ...body } as unknown as Extract<AgentMessage, { type: T }>;
 }
 

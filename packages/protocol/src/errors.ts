@@ -16,60 +16,204 @@ export interface ErrorCodeInfo {
 
 export const ERROR_CODES = {
   // Messages and protocol
-  E_BAD_MESSAGE: { message: 'A message or request body does not match its schema.', httpStatus: 400, action: 'Fix the request or message named in the error (its field and reason); nothing was changed.' },
-  E_PROTOCOL_VERSION: { message: 'The peer speaks an incompatible major protocol version.', action: 'Upgrade the agent or the coordinator so both speak the same major protocol version.' },
-  E_AUTH: { message: 'Missing, unknown or revoked credentials.', httpStatus: 401, action: 'Check the token: `guts-upgrade nodes add` prints an agent\'s token once; operators\' tokens are in the coordinator\'s configuration.' },
-  E_FORBIDDEN: { message: 'The credentials are valid but the role may not do this.', httpStatus: 403, action: 'Use an operator token; viewer tokens may only read.' },
-  E_DUPLICATE_COMMAND: { message: 'A command id was delivered again with different content.', action: 'A command id was reused with other content: start a new rollout instead of replaying an old command.' },
+  E_BAD_MESSAGE: {
+    message: 'A message or request body does not match its schema.',
+    httpStatus: 400,
+    action: 'Fix the request or message named in the error (its field and reason); nothing was changed.',
+  },
+  E_PROTOCOL_VERSION: {
+    message: 'The peer speaks an incompatible major protocol version.',
+    action: 'Upgrade the agent or the coordinator so both speak the same major protocol version.',
+  },
+  E_AUTH: {
+    message: 'Missing, unknown or revoked credentials.',
+    httpStatus: 401,
+    action: "Check the token: `guts-upgrade nodes add` prints an agent's token once; operators' tokens are in the coordinator's configuration.",
+  },
+  E_FORBIDDEN: {
+    message: 'The credentials are valid but the role may not do this.',
+    httpStatus: 403,
+    action: 'Use an operator token; viewer tokens may only read.',
+  },
+  E_DUPLICATE_COMMAND: {
+    message: 'A command id was delivered again with different content.',
+    action: 'A command id was reused with other content: start a new rollout instead of replaying an old command.',
+  },
   // Version paths
   E_BAD_VERSION: { message: 'A version string is not valid semver.', httpStatus: 400, action: 'Give the version as semver, e.g. 1.1.0.' },
   E_SAME_VERSION: { message: 'The node already runs the target version.', httpStatus: 400, action: 'Nothing to do: the node already runs that version.' },
-  E_DOWNGRADE: { message: 'The target is older than the running version and downgrades were not allowed.', httpStatus: 400, action: 'Check the target version; a deliberate downgrade needs `--allow-downgrade`.' },
-  E_UNSUPPORTED_PATH: { message: 'The version jump skips a major version; upgrade one major at a time.', httpStatus: 400, action: 'Upgrade one major version at a time: roll out the intermediate major first.' },
-  E_MAJOR_NOT_APPROVED: { message: 'A major upgrade needs an explicit approval and an open maintenance window.', httpStatus: 400, action: 'Use the `halt` strategy with approval inside a maintenance window (`guts-upgrade rollout approve <id>`).' },
+  E_DOWNGRADE: {
+    message: 'The target is older than the running version and downgrades were not allowed.',
+    httpStatus: 400,
+    action: 'Check the target version; a deliberate downgrade needs `--allow-downgrade`.',
+  },
+  E_UNSUPPORTED_PATH: {
+    message: 'The version jump skips a major version; upgrade one major at a time.',
+    httpStatus: 400,
+    action: 'Upgrade one major version at a time: roll out the intermediate major first.',
+  },
+  E_MAJOR_NOT_APPROVED: {
+    message: 'A major upgrade needs an explicit approval and an open maintenance window.',
+    httpStatus: 400,
+    action: 'Use the `halt` strategy with approval inside a maintenance window (`guts-upgrade rollout approve <id>`).',
+  },
   // Agent preflight and artifact
-  E_CONFIG: { message: 'The configuration is invalid.', action: 'Run `guts-upgrade-agent config validate` or `guts-upgrade-coordinator config validate`, fix the key it names, then restart the service.' },
-  E_BUSY: { message: 'Another step or command is already running on this node.', action: 'Wait for the running command (`guts-upgrade-agent status`); if its process is gone, run `guts-upgrade-agent recover`.' },
-  E_DISK_SPACE: { message: 'Not enough free disk space for the backup and the artifact.', action: 'Free space where the error says (`df -h`), or lower `backup.retention`, then retry.' },
-  E_SERVICE_MISSING: { message: 'The guts-node service or binary could not be found.', action: 'Check `node.binary` and `service` in the agent configuration and that the unit exists (`systemctl status guts-node`).' },
-  E_FETCH: { message: 'The artifact could not be downloaded.', action: 'Check the artifact URL is reachable from the host (`curl -I URL`); the agent retries with resume before it gives up.' },
-  E_CHECKSUM: { message: 'The artifact sha256 does not match the expected checksum.', action: 'Check the sha256 given to the rollout against the release; never bypass it: the download may be corrupt or tampered with.' },
-  E_SIGNATURE: { message: 'The artifact signature is invalid for the configured release key.', action: 'The artifact is not signed by the configured release key: check `releasePublicKey` and where the artifact came from.' },
-  E_SIGNATURE_MISSING: { message: 'A release key is configured but the artifact is unsigned.', action: 'Give the release\'s signature with the rollout (`--signature`).' },
-  E_VERSION_MISMATCH: { message: 'The binary or the running node reports a version other than the target.', action: 'The binary is not the release it claims: check the artifact URL and version, and that no other process holds the node\'s ports.' },
-  E_NOT_STAGED: { message: 'The command expects a pre-staged artifact but none matches.', action: 'Run the prepare step first, or start the rollout without requiring a staged artifact.' },
+  E_CONFIG: {
+    message: 'The configuration is invalid.',
+    action: 'Run `guts-upgrade-agent config validate` or `guts-upgrade-coordinator config validate`, fix the key it names, then restart the service.',
+  },
+  E_BUSY: {
+    message: 'Another step or command is already running on this node.',
+    action: 'Wait for the running command (`guts-upgrade-agent status`); if its process is gone, run `guts-upgrade-agent recover`.',
+  },
+  E_DISK_SPACE: {
+    message: 'Not enough free disk space for the backup and the artifact.',
+    action: 'Free space where the error says (`df -h`), or lower `backup.retention`, then retry.',
+  },
+  E_SERVICE_MISSING: {
+    message: 'The guts-node service or binary could not be found.',
+    action: 'Check `node.binary` and `service` in the agent configuration and that the unit exists (`systemctl status guts-node`).',
+  },
+  E_FETCH: {
+    message: 'The artifact could not be downloaded.',
+    action: 'Check the artifact URL is reachable from the host (`curl -I URL`); the agent retries with resume before it gives up.',
+  },
+  E_CHECKSUM: {
+    message: 'The artifact sha256 does not match the expected checksum.',
+    action: 'Check the sha256 given to the rollout against the release; never bypass it: the download may be corrupt or tampered with.',
+  },
+  E_SIGNATURE: {
+    message: 'The artifact signature is invalid for the configured release key.',
+    action: 'The artifact is not signed by the configured release key: check `releasePublicKey` and where the artifact came from.',
+  },
+  E_SIGNATURE_MISSING: {
+    message: 'A release key is configured but the artifact is unsigned.',
+    action: "Give the release's signature with the rollout (`--signature`).",
+  },
+  E_VERSION_MISMATCH: {
+    message: 'The binary or the running node reports a version other than the target.',
+    action: "The binary is not the release it claims: check the artifact URL and version, and that no other process holds the node's ports.",
+  },
+  E_NOT_STAGED: {
+    message: 'The command expects a pre-staged artifact but none matches.',
+    action: 'Run the prepare step first, or start the rollout without requiring a staged artifact.',
+  },
   // Agent upgrade steps
-  E_BACKUP: { message: 'The backup could not be completed.', action: 'Look at `guts-upgrade-agent doctor` (disk, data dir permissions); the node was not touched.' },
-  E_RESTORE: { message: 'A backup could not be restored.', action: 'Run `guts-upgrade-agent backup list` and restore another complete backup with `guts-upgrade-agent backup restore <id>`.' },
-  E_STOP: { message: 'The service did not stop.', action: 'Find why the node does not stop (`journalctl -u guts-node`), stop it by hand, then `guts-upgrade-agent recover`.' },
-  E_INSTALL: { message: 'The new binary could not be installed.', action: 'Check disk and permissions of the binary\'s directory; the old binary was kept (`guts-node.bak`).' },
-  E_MIGRATION: { message: 'The data migration failed.', action: 'The agent restored the data and binary; read the migration output in the result, fix the migration, then retry.' },
-  E_START: { message: 'The service did not start or exited.', action: 'Read the node\'s last log lines in the result or `journalctl -u guts-node -n 100`; the agent rolled back.' },
-  E_HEALTH_TIMEOUT: { message: 'The node did not become ready in time.', action: 'Read the node\'s log; raise `checks.readyTimeoutMs` if the node needs longer to warm up.' },
-  E_SYNC_TIMEOUT: { message: 'The node did not catch up with its peers in time.', action: 'Compare heights with `guts-upgrade fleet`; raise `checks.syncTimeoutMs` for a node that needs longer to catch up.' },
-  E_PEERS: { message: 'At its deadline the node still reports p2p up (or down) with fewer connected peers than required.', action: 'The node reported fewer peers than `checks.minPeers`: check its p2p address, firewall and bootstrap peers.' },
-  E_CONSENSUS: { message: 'The consensus engine did not leave its starting states in time, or the finalized height did not advance.', action: 'Check `curl -s http://127.0.0.1:8080/api/consensus/status` on the node and the other validators (`guts-upgrade-agent doctor`).' },
+  E_BACKUP: {
+    message: 'The backup could not be completed.',
+    action: 'Look at `guts-upgrade-agent doctor` (disk, data dir permissions); the node was not touched.',
+  },
+  E_RESTORE: {
+    message: 'A backup could not be restored.',
+    action: 'Run `guts-upgrade-agent backup list` and restore another complete backup with `guts-upgrade-agent backup restore <id>`.',
+  },
+  E_STOP: {
+    message: 'The service did not stop.',
+    action: 'Find why the node does not stop (`journalctl -u guts-node`), stop it by hand, then `guts-upgrade-agent recover`.',
+  },
+  E_INSTALL: {
+    message: 'The new binary could not be installed.',
+    action: "Check disk and permissions of the binary's directory; the old binary was kept (`guts-node.bak`).",
+  },
+  E_MIGRATION: {
+    message: 'The data migration failed.',
+    action: 'The agent restored the data and binary; read the migration output in the result, fix the migration, then retry.',
+  },
+  E_START: {
+    message: 'The service did not start or exited.',
+    action: "Read the node's last log lines in the result or `journalctl -u guts-node -n 100`; the agent rolled back.",
+  },
+  E_HEALTH_TIMEOUT: {
+    message: 'The node did not become ready in time.',
+    action: "Read the node's log; raise `checks.readyTimeoutMs` if the node needs longer to warm up.",
+  },
+  E_SYNC_TIMEOUT: {
+    message: 'The node did not catch up with its peers in time.',
+    action: 'Compare heights with `guts-upgrade fleet`; raise `checks.syncTimeoutMs` for a node that needs longer to catch up.',
+  },
+  E_PEERS: {
+    message: 'At its deadline the node still reports p2p up (or down) with fewer connected peers than required.',
+    action: 'The node reported fewer peers than `checks.minPeers`: check its p2p address, firewall and bootstrap peers.',
+  },
+  E_CONSENSUS: {
+    message: 'The consensus engine did not leave its starting states in time, or the finalized height did not advance.',
+    action: 'Check `curl -s http://127.0.0.1:8080/api/consensus/status` on the node and the other validators (`guts-upgrade-agent doctor`).',
+  },
   E_SMOKE: { message: 'The operator smoke command failed.', action: 'Run the configured smoke command by hand and read its output in the result.' },
-  E_METRICS_REGRESSION: { message: 'Error rate or latency rose past the configured limit.', action: 'Compare the node\'s error rate and latency with its peers\'; the agent rolled back.' },
-  E_ROLLBACK_FAILED: { message: 'The automatic rollback did not bring the old version back healthy.', action: 'The node needs a person: run `guts-upgrade-agent doctor`, then `guts-upgrade-agent backup restore <id>` from the newest good backup.' },
-  E_NOTHING_TO_ROLLBACK: { message: 'There is no completed upgrade with a backup to roll back.', action: 'There is no committed upgrade with a backup on this host; restore a backup by id if needed.' },
-  E_INTERRUPTED: { message: 'The agent was interrupted mid-step and recovered on restart.', action: 'Nothing: the agent finished or undid the command after its restart; start it again if still wanted.' },
-  E_INTERNAL: { message: 'An unexpected internal error.', action: 'Report it with the agent\'s or coordinator\'s log around the time; retry once.' },
+  E_METRICS_REGRESSION: {
+    message: 'Error rate or latency rose past the configured limit.',
+    action: "Compare the node's error rate and latency with its peers'; the agent rolled back.",
+  },
+  E_ROLLBACK_FAILED: {
+    message: 'The automatic rollback did not bring the old version back healthy.',
+    action: 'The node needs a person: run `guts-upgrade-agent doctor`, then `guts-upgrade-agent backup restore <id>` from the newest good backup.',
+  },
+  E_NOTHING_TO_ROLLBACK: {
+    message: 'There is no completed upgrade with a backup to roll back.',
+    action: 'There is no committed upgrade with a backup on this host; restore a backup by id if needed.',
+  },
+  E_INTERRUPTED: {
+    message: 'The agent was interrupted mid-step and recovered on restart.',
+    action: 'Nothing: the agent finished or undid the command after its restart; start it again if still wanted.',
+  },
+  E_INTERNAL: { message: 'An unexpected internal error.', action: "Report it with the agent's or coordinator's log around the time; retry once." },
   // Coordinator
   E_NOT_FOUND: { message: 'No such node or rollout.', httpStatus: 404, action: 'Check the id: `guts-upgrade nodes list`, `guts-upgrade rollout list`.' },
-  E_CONFLICT: { message: 'Conflicts with an active rollout or existing resource.', httpStatus: 409, action: 'Another rollout is active or the resource exists: finish, abort or pause it first (`guts-upgrade rollout list`).' },
-  E_INVALID_STATE: { message: 'The action is not valid in the current state.', httpStatus: 409, action: 'The action does not fit the rollout\'s state: see `guts-upgrade rollout status <id>`.' },
-  E_DISRUPTION_BUDGET: { message: 'Taking this node down could leave less voting weight than the quorum (or more than f nodes down where the chain set is unknown).', httpStatus: 400, action: 'A validator heavier than the set\'s largest slack can only be upgraded with the `halt` strategy in a maintenance window; otherwise bring unhealthy validators back first (`guts-upgrade fleet`).' },
-  E_BINDING_CHANGED: { message: 'A node claims a different chain validator than the one it is bound to.', httpStatus: 409, action: 'Check `validatorPubkey` in that host\'s agent configuration; to really move the node to another validator, remove it (`guts-upgrade nodes remove <id>`) and add it again with `--pubkey`.' },
-  E_BINDING_DUPLICATE: { message: 'The chain validator is already bound to another node.', httpStatus: 409, action: 'Two hosts claim one validator key: fix `validatorPubkey` on the wrong host (see `guts-upgrade fleet` for who holds which key).' },
-  E_BINDING_UNKNOWN: { message: 'The public key is not a validator of the chain\'s current set.', httpStatus: 400, action: 'Check the key against the chain\'s validator set (`guts-upgrade fleet` lists it) and fix `validatorPubkey` or `--pubkey`.' },
-  E_CHAIN_UNCONFIRMED: { message: 'The reported validator set was not found or cannot be confirmed.', httpStatus: 409, action: 'Read the reported sets and their digests in `guts-upgrade fleet`, then confirm one with `guts-upgrade chain confirm <digest>`.' },
-  E_WINDOW_CLOSED: { message: 'No approved maintenance window is open.', action: 'Wait for the window (the plan shows its next opening) or choose another window.' },
+  E_CONFLICT: {
+    message: 'Conflicts with an active rollout or existing resource.',
+    httpStatus: 409,
+    action: 'Another rollout is active or the resource exists: finish, abort or pause it first (`guts-upgrade rollout list`).',
+  },
+  E_INVALID_STATE: {
+    message: 'The action is not valid in the current state.',
+    httpStatus: 409,
+    action: "The action does not fit the rollout's state: see `guts-upgrade rollout status <id>`.",
+  },
+  E_DISRUPTION_BUDGET: {
+    message: 'Taking this node down could leave less voting weight than the quorum (or more than f nodes down where the chain set is unknown).',
+    httpStatus: 400,
+    action:
+      "A validator heavier than the set's largest slack can only be upgraded with the `halt` strategy in a maintenance window; otherwise bring unhealthy validators back first (`guts-upgrade fleet`).",
+  },
+  E_BINDING_CHANGED: {
+    message: 'A node claims a different chain validator than the one it is bound to.',
+    httpStatus: 409,
+    action:
+      "Check `validatorPubkey` in that host's agent configuration; to really move the node to another validator, remove it (`guts-upgrade nodes remove <id>`) and add it again with `--pubkey`.",
+  },
+  E_BINDING_DUPLICATE: {
+    message: 'The chain validator is already bound to another node.',
+    httpStatus: 409,
+    action: 'Two hosts claim one validator key: fix `validatorPubkey` on the wrong host (see `guts-upgrade fleet` for who holds which key).',
+  },
+  E_BINDING_UNKNOWN: {
+    message: "The public key is not a validator of the chain's current set.",
+    httpStatus: 400,
+    action: "Check the key against the chain's validator set (`guts-upgrade fleet` lists it) and fix `validatorPubkey` or `--pubkey`.",
+  },
+  E_CHAIN_UNCONFIRMED: {
+    message: 'The reported validator set was not found or cannot be confirmed.',
+    httpStatus: 409,
+    action: 'Read the reported sets and their digests in `guts-upgrade fleet`, then confirm one with `guts-upgrade chain confirm <digest>`.',
+  },
+  E_WINDOW_CLOSED: {
+    message: 'No approved maintenance window is open.',
+    action: 'Wait for the window (the plan shows its next opening) or choose another window.',
+  },
   E_NOT_APPROVED: { message: 'The rollout needs approval before it can start.', action: 'Approve it: `guts-upgrade rollout approve <id>`.' },
-  E_AGENT_LOST: { message: 'The agent stopped reporting mid-step.', action: 'Check the agent on that host (`systemctl status guts-upgrade-agent`) and its network to the coordinator.' },
-  E_CANARY_FAILED: { message: 'The canary failed its soak checks.', action: 'Read the soak verdict in the rollout\'s events; the canary was rolled back.' },
-  E_CHAIN_STALL: { message: 'The chain stopped finalizing.', action: 'Check the validators\' consensus (`guts-upgrade fleet`, `guts-upgrade-agent doctor` on each); consider `guts-upgrade rollout rollback <id>`.' },
-  E_NODE_FAILED: { message: 'A node failed its upgrade.', action: 'Read the node\'s failure in `guts-upgrade rollout status <id>`, then resume, abort or roll back.' },
+  E_AGENT_LOST: {
+    message: 'The agent stopped reporting mid-step.',
+    action: 'Check the agent on that host (`systemctl status guts-upgrade-agent`) and its network to the coordinator.',
+  },
+  E_CANARY_FAILED: { message: 'The canary failed its soak checks.', action: "Read the soak verdict in the rollout's events; the canary was rolled back." },
+  E_CHAIN_STALL: {
+    message: 'The chain stopped finalizing.',
+    action: "Check the validators' consensus (`guts-upgrade fleet`, `guts-upgrade-agent doctor` on each); consider `guts-upgrade rollout rollback <id>`.",
+  },
+  E_NODE_FAILED: {
+    message: 'A node failed its upgrade.',
+    action: "Read the node's failure in `guts-upgrade rollout status <id>`, then resume, abort or roll back.",
+  },
 } as const satisfies Record<string, ErrorCodeInfo>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

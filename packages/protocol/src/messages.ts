@@ -27,18 +27,7 @@ const Nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null
 export const HealthSchema = Type.Union([Type.Literal('up'), Type.Literal('down'), Type.Literal('unknown')]);
 export type Health = Static<typeof HealthSchema>;
 
-export const STEP_NAMES = [
-  'preflight',
-  'fetch',
-  'backup',
-  'stop',
-  'install',
-  'migrate',
-  'start',
-  'verify',
-  'commit',
-  'rollback',
-] as const;
+export const STEP_NAMES = ['preflight', 'fetch', 'backup', 'stop', 'install', 'migrate', 'start', 'verify', 'commit', 'rollback'] as const;
 export const StepNameSchema = Type.Union(STEP_NAMES.map((s) => Type.Literal(s)));
 export type StepName = (typeof STEP_NAMES)[number];
 
@@ -65,10 +54,9 @@ export const ValidatorSetSchema = Type.Object({
   epoch: Count,
   totalWeight: Count,
   quorumWeight: Count,
-  validators: Type.Array(
-    Type.Object({ name: Type.String({ maxLength: 128 }), pubkey: PubkeySchema, weight: Count, active: Type.Boolean() }),
-    { maxItems: 1024 },
-  ),
+  validators: Type.Array(Type.Object({ name: Type.String({ maxLength: 128 }), pubkey: PubkeySchema, weight: Count, active: Type.Boolean() }), {
+    maxItems: 1024,
+  }),
 });
 export type ValidatorSetReport = Static<typeof ValidatorSetSchema>;
 
@@ -112,9 +100,7 @@ export const NodeStatusSchema = Type.Object({
   /** The chain as this node sees it (protocol 1.1). */
   chain: Type.Optional(ChainReportSchema),
   /** The command the agent is executing, if any. */
-  busy: Nullable(
-    Type.Object({ commandId: CommandIdSchema, kind: CommandKindSchema, step: Nullable(StepNameSchema) }),
-  ),
+  busy: Nullable(Type.Object({ commandId: CommandIdSchema, kind: CommandKindSchema, step: Nullable(StepNameSchema) })),
 });
 export type NodeStatus = Static<typeof NodeStatusSchema>;
 
@@ -155,34 +141,30 @@ const envelope = <T extends string>(type: T) => ({
   type: Type.Literal(type),
 });
 
-export const ResultSchema = Type.Object(
-  {
-    ...envelope('result'),
-    commandId: CommandIdSchema,
-    kind: CommandKindSchema,
-    outcome: OutcomeSchema,
-    fromVersion: Nullable(VersionSchema),
-    toVersion: Nullable(VersionSchema),
-    /** The version actually running when the command ended. */
-    runningVersion: Nullable(VersionSchema),
-    code: Type.Optional(ErrorCodeSchema),
-    message: Type.Optional(Type.String({ maxLength: 4096 })),
-    migration: Type.Optional(Type.Union([Type.Literal('none'), Type.Literal('automatic'), Type.Literal('manual')])),
-    /** Stop to ready, as the agent measured it. */
-    downtimeMs: Type.Optional(Type.Number({ minimum: 0 })),
-    rollback: Type.Optional(
-      Type.Object({ mode: Type.Union([Type.Literal('binary'), Type.Literal('binary+data')]), ok: Type.Boolean() }),
-    ),
-    evidence: Type.Optional(
-      Type.Object({
-        checks: Type.Array(CheckResultSchema, { maxItems: 64 }),
-        journalTail: Type.Optional(Type.Array(Type.String({ maxLength: 4096 }), { maxItems: 200 })),
-      }),
-    ),
-    startedAt: TimestampSchema,
-    finishedAt: TimestampSchema,
-  },
-);
+export const ResultSchema = Type.Object({
+  ...envelope('result'),
+  commandId: CommandIdSchema,
+  kind: CommandKindSchema,
+  outcome: OutcomeSchema,
+  fromVersion: Nullable(VersionSchema),
+  toVersion: Nullable(VersionSchema),
+  /** The version actually running when the command ended. */
+  runningVersion: Nullable(VersionSchema),
+  code: Type.Optional(ErrorCodeSchema),
+  message: Type.Optional(Type.String({ maxLength: 4096 })),
+  migration: Type.Optional(Type.Union([Type.Literal('none'), Type.Literal('automatic'), Type.Literal('manual')])),
+  /** Stop to ready, as the agent measured it. */
+  downtimeMs: Type.Optional(Type.Number({ minimum: 0 })),
+  rollback: Type.Optional(Type.Object({ mode: Type.Union([Type.Literal('binary'), Type.Literal('binary+data')]), ok: Type.Boolean() })),
+  evidence: Type.Optional(
+    Type.Object({
+      checks: Type.Array(CheckResultSchema, { maxItems: 64 }),
+      journalTail: Type.Optional(Type.Array(Type.String({ maxLength: 4096 }), { maxItems: 200 })),
+    }),
+  ),
+  startedAt: TimestampSchema,
+  finishedAt: TimestampSchema,
+});
 
 export const HelloSchema = Type.Object({
   ...envelope('hello'),
@@ -218,13 +200,7 @@ export const ProgressSchema = Type.Object({
   ...envelope('progress'),
   commandId: CommandIdSchema,
   step: StepNameSchema,
-  state: Type.Union([
-    Type.Literal('started'),
-    Type.Literal('running'),
-    Type.Literal('done'),
-    Type.Literal('failed'),
-    Type.Literal('skipped'),
-  ]),
+  state: Type.Union([Type.Literal('started'), Type.Literal('running'), Type.Literal('done'), Type.Literal('failed'), Type.Literal('skipped')]),
   message: Type.Optional(Type.String({ maxLength: 4096 })),
   percent: Type.Optional(Type.Number({ minimum: 0, maximum: 100 })),
   at: TimestampSchema,
@@ -329,13 +305,15 @@ function compile<T extends TSchema>(schema: T): TypeCheck<T> {
   return TypeCompiler.Compile(schema);
 }
 
-export const agentCheckers = Object.fromEntries(
-  Object.entries(AGENT_MESSAGE_SCHEMAS).map(([k, s]) => [k, compile(s as TSchema)]),
-) as Record<AgentMessageType, TypeCheck<TSchema>>;
+export const agentCheckers = Object.fromEntries(Object.entries(AGENT_MESSAGE_SCHEMAS).map(([k, s]) => [k, compile(s as TSchema)])) as Record<
+  AgentMessageType,
+  TypeCheck<TSchema>
+>;
 
-export const commandCheckers = Object.fromEntries(
-  Object.entries(COMMAND_SCHEMAS).map(([k, s]) => [k, compile(s as TSchema)]),
-) as Record<CommandKind, TypeCheck<TSchema>>;
+export const commandCheckers = Object.fromEntries(Object.entries(COMMAND_SCHEMAS).map(([k, s]) => [k, compile(s as TSchema)])) as Record<
+  CommandKind,
+  TypeCheck<TSchema>
+>;
 
 export const coordinatorCheckers = {
   welcome: compile(WelcomeSchema),

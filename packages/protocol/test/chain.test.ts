@@ -30,7 +30,16 @@ function rng(seed: number): () => number {
 }
 
 t.test('quorum weight is ceil(2/3 × active weight) in integers', async (t) => {
-  const table: Array<[number, number]> = [[0, 0], [1, 1], [3, 2], [4, 3], [8, 6], [10, 7], [13, 9], [100, 67]];
+  const table: Array<[number, number]> = [
+    [0, 0],
+    [1, 1],
+    [3, 2],
+    [4, 3],
+    [8, 6],
+    [10, 7],
+    [13, 9],
+    [100, 67],
+  ];
   for (const [w, q] of table) t.equal(quorumWeightFor(w), q, `quorum(${w})`);
   for (let w = 0; w <= 1000; w++) t.equal(quorumWeightFor(w), Math.ceil((2 * w) / 3), `exact for ${w}`);
   t.throws(() => quorumWeightFor(-1), RangeError);
@@ -118,11 +127,17 @@ t.test('liveness stays decidable when every certificate carries exactly the quor
   const blocks: FinalizedBlock[] = [];
   for (let v = 0, h = 1; v < 14; v++) if (v % 7 !== 5) blocks.push({ ...block(h++, v, `pk${v % 7}`), signatureCount: 5 });
   const live = livenessFromBlocks(set, blocks);
-  t.same([...live.values()].filter((l) => !l.live).map((l) => l.name), ['v5']);
+  t.same(
+    [...live.values()].filter((l) => !l.live).map((l) => l.name),
+    ['v5'],
+  );
 });
 
 t.test('contiguousTail stops at the first height gap from the top', async (t) => {
   const tail = contiguousTail([block(1, 0, 'a'), block(3, 2, 'a'), block(4, 3, 'a'), block(5, 5, 'a')]);
-  t.same(tail.map((b) => b.height), [3, 4, 5]);
+  t.same(
+    tail.map((b) => b.height),
+    [3, 4, 5],
+  );
   t.same(contiguousTail([]), []);
 });

@@ -27,6 +27,6 @@ t.test('each code carries its HTTP status beside its message', async (t) => {
   t.equal(httpStatusOf('E_FORBIDDEN'), 403);
   t.equal(httpStatusOf('E_NOT_FOUND'), 404);
   t.equal(httpStatusOf('E_INVALID_STATE'), 409);
-  t.equal(httpStatusOf('E_INTERNAL'), 500, 'a code that is not the caller\'s doing is a 500');
+  t.equal(httpStatusOf('E_INTERNAL'), 500, "a code that is not the caller's doing is a 500");
   for (const [code, info] of Object.entries(ERROR_CODES)) t.ok(info.message.length > 0, `${code} has a message`);
 });

@@ -142,7 +142,11 @@ t.test('the same command id twice is recognisable as a duplicate', async (t) => 
   t.equal(classifyDelivery(changed, stored), 'conflict', 'same id, other content');
   const reverseKeys = (v: unknown): unknown =>
     v && typeof v === 'object' && !Array.isArray(v)
-      ? Object.fromEntries(Object.entries(v).reverse().map(([k, x]) => [k, reverseKeys(x)]))
+      ? Object.fromEntries(
+          Object.entries(v)
+            .reverse()
+            .map(([k, x]) => [k, reverseKeys(x)]),
+        )
       : v;
   const reordered = reverseKeys(a) as Command;
   t.not(JSON.stringify(reordered), JSON.stringify(a), 'the serialisations differ');

@@ -11,7 +11,16 @@ t.test('n = 3f + 1 gives f faults and a 2f + 1 quorum', async (t) => {
 
 t.test('sizes between 3f + 1 steps keep f and a safe quorum', async (t) => {
   const table: Array<[number, number, number]> = [
-    [0, 0, 0], [1, 0, 1], [2, 0, 2], [3, 0, 3], [4, 1, 3], [5, 1, 4], [6, 1, 5], [7, 2, 5], [10, 3, 7], [100, 33, 67],
+    [0, 0, 0],
+    [1, 0, 1],
+    [2, 0, 2],
+    [3, 0, 3],
+    [4, 1, 3],
+    [5, 1, 4],
+    [6, 1, 5],
+    [7, 2, 5],
+    [10, 3, 7],
+    [100, 33, 67],
   ];
   for (const [n, f, q] of table) {
     t.equal(faultTolerance(n), f, `f(${n})`);

@@ -28,7 +28,10 @@ export function parseRange(header: string, size: number): { start: number; end: 
   if (!m || (m[1] === '' && m[2] === '')) return 'invalid';
   let start: number;
   let end: number;
-  if (m[1] === '') { start = Math.max(0, size - Number(m[2])); end = size - 1; } else {
+  if (m[1] === '') {
+    start = Math.max(0, size - Number(m[2]));
+    end = size - 1;
+  } else {
     start = Number(m[1]);
     end = m[2] === '' ? size - 1 : Math.min(Number(m[2]), size - 1);
   }
@@ -76,7 +79,10 @@ export function startArtifactServer(opts: { dir: string; host?: string; port?: n
       }
       headers['content-length'] = size === 0 ? 0 : end - start + 1;
       res.writeHead(status, headers);
-      if (!isGet || size === 0) { res.end(); return; }
+      if (!isGet || size === 0) {
+        res.end();
+        return;
+      }
       const cut = faults.cutAfterBytes !== undefined && (faults.cutFirst === undefined || n <= faults.cutFirst);
       const limitEnd = cut ? Math.min(end, start + faults.cutAfterBytes! - 1) : end;
       if (cut) stats.faulted++;
@@ -88,13 +94,18 @@ export function startArtifactServer(opts: { dir: string; host?: string; port?: n
         // download for the client to resume (flaky under load).
         stream.on('end', () => {
           const sock = res.socket;
-          if (sock && !sock.destroyed) sock.write('', () => { sock.destroy(); res.destroy(); });
+          if (sock && !sock.destroyed)
+            sock.write('', () => {
+              sock.destroy();
+              res.destroy();
+            });
           else res.destroy();
         });
         stream.pipe(res, { end: false });
       } else stream.pipe(res);
     };
-    if (faults.delayMs) setTimeout(handle, faults.delayMs); else handle();
+    if (faults.delayMs) setTimeout(handle, faults.delayMs);
+    else handle();
   });
   return new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -105,7 +116,11 @@ export function startArtifactServer(opts: { dir: string; host?: string; port?: n
         url: `http://${host}:${a.port}`,
         port: a.port,
         stats,
-        close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }),
+        close: () =>
+          new Promise<void>((r) => {
+            server.closeAllConnections();
+            server.close(() => r());
+          }),
       });
     });
   });

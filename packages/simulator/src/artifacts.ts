@@ -20,7 +20,12 @@ export interface ArtifactEntry {
   size: number;
 }
 
-export interface ArtifactManifest { created_at: string; node: string; main: string; artifacts: ArtifactEntry[] }
+export interface ArtifactManifest {
+  created_at: string;
+  node: string;
+  main: string;
+  artifacts: ArtifactEntry[];
+}
 
 export const GOOD_VERSIONS = ['1.0.0', '1.0.1', '1.1.0', '1.2.0', '2.0.0'] as const;
 export const BAD_BUILDS: readonly { version: string; fault: Fault }[] = [

@@ -50,7 +50,10 @@ export async function freePorts(count: number, host = '127.0.0.1'): Promise<numb
   try {
     for (let i = 0; i < count; i++) {
       const s = net.createServer();
-      await new Promise<void>((res, rej) => { s.once('error', rej); s.listen(0, host, () => res()); });
+      await new Promise<void>((res, rej) => {
+        s.once('error', rej);
+        s.listen(0, host, () => res());
+      });
       servers.push(s);
     }
     return servers.map((s) => (s.address() as net.AddressInfo).port);
@@ -72,11 +75,17 @@ export async function createCluster(opts: ClusterOptions): Promise<NodeDescripto
     const p2p = `${host}:${ports[3 * i + 1]}`;
     const met = `${host}:${ports[3 * i + 2]}`;
     return {
-      name, pubkey: pubkeyFor(name), dir,
+      name,
+      pubkey: pubkeyFor(name),
+      dir,
       configPath: path.join(dir, 'config.yaml'),
       dataDir: path.join(dir, 'data'),
       historyFile: path.join(dir, 'history.jsonl'),
-      apiAddr: api, apiUrl: `http://${api}`, metricsAddr: met, metricsUrl: `http://${met}/metrics`, p2pAddr: p2p,
+      apiAddr: api,
+      apiUrl: `http://${api}`,
+      metricsAddr: met,
+      metricsUrl: `http://${met}/metrics`,
+      p2pAddr: p2p,
     };
   });
   for (const d of descs) {
@@ -143,13 +152,23 @@ export async function stopNode(child: ChildProcess, opts: { signal?: NodeJS.Sign
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   child.kill(opts.signal ?? 'SIGTERM');
   const t = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 5000);
-  try { return await exited; } finally { clearTimeout(t); }
+  try {
+    return await exited;
+  } finally {
+    clearTimeout(t);
+  }
 }
 
 /** Parsed JSON log lines of a child (non-JSON lines skipped). */
 export function jsonLines(child: SimChild): Record<string, unknown>[] {
   const out: Record<string, unknown>[] = [];
-  for (const l of child.lines) { try { out.push(JSON.parse(l) as Record<string, unknown>); } catch { /* not JSON */ } }
+  for (const l of child.lines) {
+    try {
+      out.push(JSON.parse(l) as Record<string, unknown>);
+    } catch {
+      /* not JSON */
+    }
+  }
   return out;
 }
 
@@ -161,7 +180,9 @@ export async function waitFor<T>(fn: () => T | Promise<T>, opts: { timeoutMs?: n
     try {
       const v = await fn();
       if (v) return v as NonNullable<T>;
-    } catch (e) { lastErr = e; }
+    } catch (e) {
+      lastErr = e;
+    }
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${opts.what ?? 'condition'}${lastErr ? `: ${String(lastErr)}` : ''}`);
     await new Promise((r) => setTimeout(r, opts.intervalMs ?? 100));
   }
@@ -173,7 +194,11 @@ export async function getJson<T = unknown>(url: string, timeoutMs = 1000): Promi
     const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
     const text = await res.text();
     let body: unknown = text;
-    try { body = JSON.parse(text); } catch { /* plain text */ }
+    try {
+      body = JSON.parse(text);
+    } catch {
+      /* plain text */
+    }
     return { status: res.status, body: body as T };
   } catch {
     return null;
@@ -181,8 +206,13 @@ export async function getJson<T = unknown>(url: string, timeoutMs = 1000): Promi
 }
 
 export interface ConsensusStatus {
-  enabled: boolean; state: string; view: number; finalized_height: number;
-  current_leader: string | null; is_leader: boolean; pending_transactions: number;
+  enabled: boolean;
+  state: string;
+  view: number;
+  finalized_height: number;
+  current_leader: string | null;
+  is_leader: boolean;
+  pending_transactions: number;
 }
 
 export async function consensusStatus(d: Pick<NodeDescriptor, 'apiUrl'>): Promise<ConsensusStatus | null> {
@@ -201,17 +231,31 @@ export async function waitReady(d: Pick<NodeDescriptor, 'apiUrl'>, timeoutMs = 1
 }
 
 /** Runs a one-shot command (e.g. `--version`, migrate, verify) to completion. */
-export function runCommand(binaryPath: string, args: string[], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function runCommand(
+  binaryPath: string,
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const [cmd, argv] = binaryPath.endsWith('.js') ? [process.execPath, [binaryPath, ...args]] : [binaryPath, args];
   return new Promise((resolve, reject) => {
     const c = spawn(cmd, argv, { env: childEnv(opts.env), stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
-    c.stdout.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
-    c.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    c.stdout.setEncoding('utf8').on('data', (d: string) => {
+      stdout += d;
+    });
+    c.stderr.setEncoding('utf8').on('data', (d: string) => {
+      stderr += d;
+    });
     const t = setTimeout(() => c.kill('SIGKILL'), opts.timeoutMs ?? 30_000);
-    c.once('error', (e) => { clearTimeout(t); reject(e); });
-    c.once('close', (code) => { clearTimeout(t); resolve({ code, stdout, stderr }); });
+    c.once('error', (e) => {
+      clearTimeout(t);
+      reject(e);
+    });
+    c.once('close', (code) => {
+      clearTimeout(t);
+      resolve({ code, stdout, stderr });
+    });
   });
 }
 

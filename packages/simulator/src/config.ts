@@ -119,7 +119,10 @@ export function parseArgs(argv: string[]): ParsedArgs {
     let value: string | undefined;
     if (a.startsWith('--')) {
       const eq = a.indexOf('=');
-      if (eq >= 0) { name = a.slice(2, eq); value = a.slice(eq + 1); } else name = a.slice(2);
+      if (eq >= 0) {
+        name = a.slice(2, eq);
+        value = a.slice(eq + 1);
+      } else name = a.slice(2);
     } else if (a.startsWith('-') && a.length > 1) {
       name = SHORT[a.slice(1)] ?? a.slice(1);
     } else {
@@ -151,7 +154,10 @@ function get(obj: Record<string, unknown>, ...keys: string[]): unknown {
     for (const part of k.split('.')) {
       if (cur && typeof cur === 'object' && part in (cur as Record<string, unknown>)) {
         cur = (cur as Record<string, unknown>)[part];
-      } else { cur = undefined; break; }
+      } else {
+        cur = undefined;
+        break;
+      }
     }
     if (cur !== undefined && cur !== null) return cur;
   }
@@ -166,11 +172,15 @@ function num(v: unknown, what: string): number {
 
 export function readConfigFile(file: string): Record<string, unknown> {
   let text: string;
-  try { text = fs.readFileSync(file, 'utf8'); } catch (e) {
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
     throw new ConfigError(`cannot read config file ${file}: ${(e as Error).message}`);
   }
   let doc: unknown;
-  try { doc = YAML.parse(text); } catch (e) {
+  try {
+    doc = YAML.parse(text);
+  } catch (e) {
     throw new ConfigError(`config file ${file} is not valid YAML: ${(e as Error).message}`);
   }
   if (doc === null || doc === undefined) return {};
@@ -212,7 +222,12 @@ export function resolveConfig(args: ParsedArgs, env: NodeJS.ProcessEnv = process
   if (!isLogLevel(logLevel)) throw new ConfigError(`invalid log level ${JSON.stringify(logLevel)}`);
   const logFormat = pick('log-format', 'GUTS_LOG_FORMAT', ['log_format', 'log.format'], 'json').toLowerCase();
   if (logFormat !== 'json' && logFormat !== 'pretty') throw new ConfigError(`invalid log format ${JSON.stringify(logFormat)} (json|pretty)`);
-  for (const [what, a] of [['api', apiAddr], ['p2p', p2pAddr], ['metrics', metricsAddr]] as const) parseAddr(a, what);
+  for (const [what, a] of [
+    ['api', apiAddr],
+    ['p2p', p2pAddr],
+    ['metrics', metricsAddr],
+  ] as const)
+    parseAddr(a, what);
 
   const historyRaw = env.GUTS_SIM_HISTORY_FILE || str(get(file, 'history_file', 'sim.history_file'));
   const historyFile = historyRaw ? path.resolve(historyRaw) : defaultHistoryFile(dataDir);

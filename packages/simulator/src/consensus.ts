@@ -33,7 +33,11 @@ export interface PeerStatus {
   version: string;
 }
 
-interface PeerState { reachable: boolean; status: PeerStatus | null; lastSeen: number }
+interface PeerState {
+  reachable: boolean;
+  status: PeerStatus | null;
+  lastSeen: number;
+}
 
 /** A node more than this many blocks behind its best peer is syncing, not active. */
 export const CAUGHT_UP_DISTANCE = 2;
@@ -77,7 +81,9 @@ export class Consensus {
     return Math.max(0, Math.floor((Date.now() - this.cfg.genesisTime) / this.cfg.sim.leader_term_ms));
   }
 
-  get height(): number { return this.chain.height; }
+  get height(): number {
+    return this.chain.height;
+  }
 
   /** Highest finalized height among reachable peers. */
   get bestPeerHeight(): number {
@@ -101,7 +107,9 @@ export class Consensus {
     return this.running && (this.connectAt.get(name) ?? Infinity) <= Date.now();
   }
 
-  get started(): boolean { return this.running; }
+  get started(): boolean {
+    return this.running;
+  }
 
   get state(): string {
     if (!this.isReady() || !this.running) return 'Starting';
@@ -122,10 +130,19 @@ export class Consensus {
     return null;
   }
 
-  get leader(): ValidatorSpec | null { return this.leaderOf(this.view); }
+  get leader(): ValidatorSpec | null {
+    return this.leaderOf(this.view);
+  }
 
   myStatus(): PeerStatus {
-    return { name: this.self.name, ready: this.isReady() && this.running, syncing: this.syncing, finalized_height: this.height, view: this.view, version: this.version };
+    return {
+      name: this.self.name,
+      ready: this.isReady() && this.running,
+      syncing: this.syncing,
+      finalized_height: this.height,
+      view: this.view,
+      version: this.version,
+    };
   }
 
   start(): void {
@@ -159,7 +176,10 @@ export class Consensus {
         body: body === undefined ? undefined : JSON.stringify(body),
         signal: AbortSignal.timeout(this.cfg.sim.p2p_timeout_ms),
       });
-      if (!res.ok) { await res.body?.cancel(); return null; }
+      if (!res.ok) {
+        await res.body?.cancel();
+        return null;
+      }
       return (await res.json()) as T;
     } catch {
       return null;
@@ -171,15 +191,17 @@ export class Consensus {
   }
 
   private async pollPeers(): Promise<void> {
-    await Promise.all(this.others().map(async (v) => {
-      const st = this.isConnected(v.name) ? await this.call<PeerStatus>(v, '/p2p/status') : null;
-      const p = this.peers.get(v.name)!;
-      const was = p.reachable;
-      p.reachable = st !== null && st.name === v.name;
-      p.status = p.reachable ? st : null;
-      if (p.reachable) p.lastSeen = Date.now();
-      if (was !== p.reachable && !this.stopped) this.log.info(p.reachable ? 'peer connected' : 'peer disconnected', { peer: v.name, peers: this.peerCount });
-    }));
+    await Promise.all(
+      this.others().map(async (v) => {
+        const st = this.isConnected(v.name) ? await this.call<PeerStatus>(v, '/p2p/status') : null;
+        const p = this.peers.get(v.name)!;
+        const was = p.reachable;
+        p.reachable = st !== null && st.name === v.name;
+        p.status = p.reachable ? st : null;
+        if (p.reachable) p.lastSeen = Date.now();
+        if (was !== p.reachable && !this.stopped) this.log.info(p.reachable ? 'peer connected' : 'peer disconnected', { peer: v.name, peers: this.peerCount });
+      }),
+    );
     this.polledOnce = true;
   }
 
@@ -263,7 +285,10 @@ export class Consensus {
     let bestH = this.height;
     for (const v of this.others()) {
       const p = this.peers.get(v.name)!;
-      if (p.reachable && p.status && p.status.finalized_height > bestH) { best = v; bestH = p.status.finalized_height; }
+      if (p.reachable && p.status && p.status.finalized_height > bestH) {
+        best = v;
+        bestH = p.status.finalized_height;
+      }
     }
     // Even a gap of one is pulled: a lost commit message must not leave this
     // node one block behind forever (it could then never vote again).

@@ -1,10 +1,23 @@
 /** Health state and the response shapes of crates/guts-node/src/health/mod.rs. */
 
 export type HealthStatus = 'up' | 'down' | 'unknown';
-export interface ComponentHealth { status: HealthStatus; latency_ms?: number; details?: Record<string, unknown> }
-export interface ReadinessChecks { storage: ComponentHealth; p2p: ComponentHealth; realtime: ComponentHealth }
+export interface ComponentHealth {
+  status: HealthStatus;
+  latency_ms?: number;
+  details?: Record<string, unknown>;
+}
+export interface ReadinessChecks {
+  storage: ComponentHealth;
+  p2p: ComponentHealth;
+  realtime: ComponentHealth;
+}
 /** The body of GET /health. */
-export interface HealthBody { status: 'up' | 'down'; version: string; uptime_seconds: number; checks: ReadinessChecks }
+export interface HealthBody {
+  status: 'up' | 'down';
+  version: string;
+  uptime_seconds: number;
+  checks: ReadinessChecks;
+}
 
 export class HealthState {
   readonly startTime = Date.now();
@@ -17,15 +30,15 @@ export class HealthState {
 
   constructor(private readonly peers: () => { connected: boolean; count: number }) {}
 
-  uptime(): number { return Math.floor((Date.now() - this.startTime) / 1000); }
+  uptime(): number {
+    return Math.floor((Date.now() - this.startTime) / 1000);
+  }
 
   checks(): ReadinessChecks {
     const p = this.peers();
     return {
       storage: this.storageHealthy ? { status: 'up' } : { status: 'down', ...(this.storageReason ? { details: { reason: this.storageReason } } : {}) },
-      p2p: p.connected
-        ? { status: 'up', details: { peer_count: p.count } }
-        : { status: 'unknown', details: { reason: 'P2P not connected or not enabled' } },
+      p2p: p.connected ? { status: 'up', details: { peer_count: p.count } } : { status: 'unknown', details: { reason: 'P2P not connected or not enabled' } },
       realtime: { status: this.realtimeHealthy ? 'up' : 'down', details: { connections: 0 } },
     };
   }

@@ -5,16 +5,31 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-export interface HistoryEntry { t: number; height: number; view: number; leader: string | null; node?: string }
+export interface HistoryEntry {
+  t: number;
+  height: number;
+  view: number;
+  leader: string | null;
+  node?: string;
+}
 
 export class HistoryWriter {
   private failed = false;
-  constructor(readonly file: string, private readonly onError: (e: Error) => void = () => {}) {
-    try { fs.mkdirSync(path.dirname(file), { recursive: true }); } catch { /* reported on first append */ }
+  constructor(
+    readonly file: string,
+    private readonly onError: (e: Error) => void = () => {},
+  ) {
+    try {
+      fs.mkdirSync(path.dirname(file), { recursive: true });
+    } catch {
+      /* reported on first append */
+    }
   }
   append(e: HistoryEntry): void {
     if (this.failed) return;
-    try { fs.appendFileSync(this.file, `${JSON.stringify(e)}\n`); } catch (err) {
+    try {
+      fs.appendFileSync(this.file, `${JSON.stringify(e)}\n`);
+    } catch (err) {
       // History is test instrumentation; never take the node down for it.
       this.failed = true;
       this.onError(err as Error);
@@ -27,13 +42,19 @@ export function readHistory(file: string | string[]): HistoryEntry[] {
   const out: HistoryEntry[] = [];
   for (const f of Array.isArray(file) ? file : [file]) {
     let text: string;
-    try { text = fs.readFileSync(f, 'utf8'); } catch { continue; }
+    try {
+      text = fs.readFileSync(f, 'utf8');
+    } catch {
+      continue;
+    }
     for (const line of text.split('\n')) {
       if (!line) continue;
       try {
         const e = JSON.parse(line) as HistoryEntry;
         if (typeof e.t === 'number' && typeof e.height === 'number') out.push(e);
-      } catch { /* torn line */ }
+      } catch {
+        /* torn line */
+      }
     }
   }
   return out.sort((a, b) => a.t - b.t);

@@ -49,17 +49,41 @@ async function migrate(flags: Record<string, string | true>, id: BuildIdentity, 
   const fromSchema = schemaForVersion(from);
   const toSchema = schemaForVersion(to);
   const info = readSchema(dataDir);
-  if (!info) { log.error('no schema.json in data dir; nothing to migrate', { data_dir: dataDir }); return 1; }
-  if (info.schema === toSchema) { log.info('storage already at target schema', { schema: toSchema }); return 0; }
-  if (toSchema < info.schema) { log.error('refusing to migrate storage backwards', { data_schema: info.schema, to_schema: toSchema }); return 1; }
+  if (!info) {
+    log.error('no schema.json in data dir; nothing to migrate', { data_dir: dataDir });
+    return 1;
+  }
+  if (info.schema === toSchema) {
+    log.info('storage already at target schema', { schema: toSchema });
+    return 0;
+  }
+  if (toSchema < info.schema) {
+    log.error('refusing to migrate storage backwards', { data_schema: info.schema, to_schema: toSchema });
+    return 1;
+  }
   if (schemaMajor(info.schema) !== parseVersion(from).major) {
     log.error(`data schema ${info.schema} does not belong to --from ${from}`, { data_schema: info.schema, from_schema: fromSchema });
     return 1;
   }
-  if (parseVersion(to).major - schemaMajor(info.schema) > 1) { log.error('migrate one major version at a time', { from, to }); return 1; }
+  if (parseVersion(to).major - schemaMajor(info.schema) > 1) {
+    log.error('migrate one major version at a time', { from, to });
+    return 1;
+  }
   const envMs = Number(process.env.GUTS_SIM_MIGRATE_MS);
-  const ms = typeof flags['migrate-ms'] === 'string' ? Number(flags['migrate-ms']) : Number.isFinite(envMs) && process.env.GUTS_SIM_MIGRATE_MS ? envMs : DEFAULT_TIMINGS.migrate_ms;
-  log.info('migrating storage schema', { from: info.schema, to: toSchema, from_version: from, to_version: to, data_dir: dataDir, binary_version: runtimeVersion(id) });
+  const ms =
+    typeof flags['migrate-ms'] === 'string'
+      ? Number(flags['migrate-ms'])
+      : Number.isFinite(envMs) && process.env.GUTS_SIM_MIGRATE_MS
+        ? envMs
+        : DEFAULT_TIMINGS.migrate_ms;
+  log.info('migrating storage schema', {
+    from: info.schema,
+    to: toSchema,
+    from_version: from,
+    to_version: to,
+    data_dir: dataDir,
+    binary_version: runtimeVersion(id),
+  });
   const steps = 4;
   for (let i = 1; i <= steps; i++) {
     await sleep(ms / steps);
@@ -79,8 +103,14 @@ export async function main(argv: string[], identity: BuildIdentity = DEFAULT_IDE
     const lvl = typeof f['log-level'] === 'string' ? f['log-level'] : process.env.GUTS_LOG_LEVEL;
     const fmt = (typeof f['log-format'] === 'string' ? f['log-format'] : process.env.GUTS_LOG_FORMAT) === 'pretty' ? 'pretty' : 'json';
     log.setup(lvl && isLogLevel(lvl) ? lvl : 'info', fmt);
-    if (f.version) { process.stdout.write(`guts-node ${identity.version}\n`); return; }
-    if (f.help) { process.stdout.write(USAGE); return; }
+    if (f.version) {
+      process.stdout.write(`guts-node ${identity.version}\n`);
+      return;
+    }
+    if (f.help) {
+      process.stdout.write(USAGE);
+      return;
+    }
     const cmd = args.positionals[0];
     switch (cmd) {
       case undefined: {
@@ -115,9 +145,16 @@ export async function main(argv: string[], identity: BuildIdentity = DEFAULT_IDE
         throw new ConfigError(`unknown command ${JSON.stringify(cmd)}\n\n${USAGE}`);
     }
   } catch (e) {
-    if (e instanceof ConfigError) { process.stderr.write(`error: ${e.message}\n`); code = 1; }
-    else if (e instanceof StorageError) { log.error(e.message); code = EXIT_SCHEMA; }
-    else { log.error('fatal', { error: (e as Error).stack ?? String(e) }); code = 1; }
+    if (e instanceof ConfigError) {
+      process.stderr.write(`error: ${e.message}\n`);
+      code = 1;
+    } else if (e instanceof StorageError) {
+      log.error(e.message);
+      code = EXIT_SCHEMA;
+    } else {
+      log.error('fatal', { error: (e as Error).stack ?? String(e) });
+      code = 1;
+    }
   }
   process.exitCode = code;
 }

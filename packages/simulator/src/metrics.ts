@@ -7,7 +7,12 @@ function labels(l: Record<string, string | number>): string {
   return parts.length ? `{${parts.join(',')}}` : '';
 }
 
-interface Hist { labels: Record<string, string | number>; counts: number[]; sum: number; count: number }
+interface Hist {
+  labels: Record<string, string | number>;
+  counts: number[];
+  sum: number;
+  count: number;
+}
 
 export class Metrics {
   private readonly requests = new Map<string, { labels: Record<string, string | number>; value: number }>();
@@ -22,7 +27,9 @@ export class Metrics {
     c.value++;
     this.requests.set(key, c);
     const h = this.durations.get(key) ?? { labels: l, counts: BUCKETS.map(() => 0), sum: 0, count: 0 };
-    BUCKETS.forEach((b, i) => { if (seconds <= b) h.counts[i]!++; });
+    BUCKETS.forEach((b, i) => {
+      if (seconds <= b) h.counts[i]!++;
+    });
     h.sum += seconds;
     h.count++;
     this.durations.set(key, h);
@@ -51,7 +58,10 @@ export class Metrics {
 
 /** Numeric segments become :param so label cardinality stays bounded. */
 export function normalizePath(p: string): string {
-  return (p.split('?')[0] ?? '').split('/').map((s) => (/^\d+$/.test(s) ? ':param' : s)).join('/');
+  return (p.split('?')[0] ?? '')
+    .split('/')
+    .map((s) => (/^\d+$/.test(s) ? ':param' : s))
+    .join('/');
 }
 
 /** Parses Prometheus text into name{labels} → value (for tests and tools). */

@@ -38,7 +38,10 @@ function listen(server: net.Server, addr: string): Promise<void> {
   const { host, port } = parseAddr(addr);
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host, () => { server.off('error', reject); resolve(); });
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
   });
 }
 
@@ -49,7 +52,9 @@ function listen(server: net.Server, addr: string): Promise<void> {
 function checkSchema(cfg: NodeConfig, version: string, log: Logger): { from: number; to: number } | null {
   const want = schemaForVersion(version);
   let info: SchemaInfo | null;
-  try { info = readSchema(cfg.dataDir); } catch (e) {
+  try {
+    info = readSchema(cfg.dataDir);
+  } catch (e) {
     log.error('storage is corrupt, refusing to start', { error: (e as Error).message, data_dir: cfg.dataDir });
     process.exit(EXIT_SCHEMA);
   }
@@ -61,11 +66,19 @@ function checkSchema(cfg: NodeConfig, version: string, log: Logger): { from: num
   const have = info.schema;
   if (have === want) return null;
   if (have > want) {
-    log.error('storage schema is newer than this binary, refusing to start (restore the backup taken before the upgrade, or run the newer binary)', { data_schema: have, binary_schema: want, data_version: info.version, version });
+    log.error('storage schema is newer than this binary, refusing to start (restore the backup taken before the upgrade, or run the newer binary)', {
+      data_schema: have,
+      binary_schema: want,
+      data_version: info.version,
+      version,
+    });
     process.exit(EXIT_SCHEMA);
   }
   if (schemaMajor(have) < schemaMajor(want)) {
-    log.error(`storage schema ${have} is from major ${schemaMajor(have)}; run \`guts-node migrate --from ${info.version} --to ${version} --data-dir ${cfg.dataDir}\` first`, { data_schema: have, binary_schema: want, data_version: info.version, version });
+    log.error(
+      `storage schema ${have} is from major ${schemaMajor(have)}; run \`guts-node migrate --from ${info.version} --to ${version} --data-dir ${cfg.dataDir}\` first`,
+      { data_schema: have, binary_schema: want, data_version: info.version, version },
+    );
     process.exit(EXIT_SCHEMA);
   }
   return { from: have, to: want };
@@ -76,7 +89,15 @@ export async function runNode(cfg: NodeConfig, id: BuildIdentity, log: Logger): 
   parseVersion(version);
   const fault = id.fault ?? 'none';
   log.setup(cfg.logLevel, cfg.logFormat, { node: cfg.name });
-  log.info('starting guts-node', { version, api_addr: cfg.apiAddr, p2p_addr: cfg.p2pAddr, metrics_addr: cfg.metricsAddr, data_dir: cfg.dataDir, validators: cfg.validators.length, pid: process.pid });
+  log.info('starting guts-node', {
+    version,
+    api_addr: cfg.apiAddr,
+    p2p_addr: cfg.p2pAddr,
+    metrics_addr: cfg.metricsAddr,
+    data_dir: cfg.dataDir,
+    validators: cfg.validators.length,
+    pid: process.pid,
+  });
 
   const migration = checkSchema(cfg, version, log);
 
@@ -88,46 +109,71 @@ export async function runNode(cfg: NodeConfig, id: BuildIdentity, log: Logger): 
     guts_build_info: { help: 'Build information of the running binary.', value: 1, labels: { version, schema: schemaForVersion(version) } },
     guts_consensus_finalized_height: { help: 'Latest finalized block height.', value: consensus?.height ?? 0 },
     guts_consensus_view: { help: 'Current consensus view.', value: consensus?.view ?? 0 },
-    guts_consensus_is_leader: { help: 'Whether this node leads the current view.', value: consensus && health.ready && consensus.leader?.name === cfg.name ? 1 : 0 },
+    guts_consensus_is_leader: {
+      help: 'Whether this node leads the current view.',
+      value: consensus && health.ready && consensus.leader?.name === cfg.name ? 1 : 0,
+    },
     // The real node never sets this gauge (it reads 0) unless it reports p2p.
-    guts_p2p_peers_connected: { help: 'Number of connected P2P peers.', value: p2pReport === 'unknown' ? 0 : consensus?.peerCount ?? 0 },
+    guts_p2p_peers_connected: { help: 'Number of connected P2P peers.', value: p2pReport === 'unknown' ? 0 : (consensus?.peerCount ?? 0) },
     guts_storage_up: { help: 'Whether storage is healthy.', value: health.storageHealthy ? 1 : 0 },
     guts_node_ready: { help: 'Whether the node is ready.', value: health.ready ? 1 : 0 },
   }));
 
   const blockView = (b: Block) => ({
-    height: b.height, block_id: b.block_id, parent_id: b.parent_id, producer: b.producer, timestamp: b.timestamp,
-    tx_count: b.tx_count, tx_root: b.tx_root, state_root: b.state_root, view: b.view, signature_count: b.signature_count,
+    height: b.height,
+    block_id: b.block_id,
+    parent_id: b.parent_id,
+    producer: b.producer,
+    timestamp: b.timestamp,
+    tx_count: b.tx_count,
+    tx_root: b.tx_root,
+    state_root: b.state_root,
+    view: b.view,
+    signature_count: b.signature_count,
   });
 
   let degraded = false;
   const route = async (req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<number> => {
     const p = url.pathname;
     if (degraded && p.startsWith('/api/')) await sleep(cfg.sim.degrade_latency_ms);
-    const reply = (code: number, body: unknown) => { send(res, code, body); return code; };
+    const reply = (code: number, body: unknown) => {
+      send(res, code, body);
+      return code;
+    };
     // A peer whose connection has not formed (or any peer, for a node that connects to nobody) gets no answer.
     const peer = req.headers['x-guts-peer'];
     if (p.startsWith('/p2p/') && typeof peer === 'string' && !consensus?.isConnected(peer)) return reply(503, 'not connected');
     const r = (x: { code: number; body: unknown }) => reply(x.code, x.body);
     if (req.method === 'GET') {
       switch (p) {
-        case '/health': return r(health.health(version));
-        case '/health/live': return r(health.live());
-        case '/health/ready': return r(health.readiness());
-        case '/health/startup': return r(health.startup());
+        case '/health':
+          return r(health.health(version));
+        case '/health/live':
+          return r(health.live());
+        case '/health/ready':
+          return r(health.readiness());
+        case '/health/startup':
+          return r(health.startup());
         case '/api/consensus/status': {
           const c = consensus;
           const leader = c && health.startupComplete ? c.leader : null;
           return reply(200, {
-            enabled: true, state: c ? c.state : 'Starting', view: c?.view ?? 0, finalized_height: c?.height ?? 0,
-            current_leader: leader?.pubkey ?? null, is_leader: !!leader && leader.name === cfg.name && health.ready,
+            enabled: true,
+            state: c ? c.state : 'Starting',
+            view: c?.view ?? 0,
+            finalized_height: c?.height ?? 0,
+            current_leader: leader?.pubkey ?? null,
+            is_leader: !!leader && leader.name === cfg.name && health.ready,
             pending_transactions: c?.pendingTransactions ?? 0,
           });
         }
         case '/api/consensus/validators': {
           const total = cfg.validators.reduce((s, v) => s + v.weight, 0);
           return reply(200, {
-            epoch: 0, total_weight: total, quorum_weight: quorumSize(total), validator_count: cfg.validators.length,
+            epoch: 0,
+            total_weight: total,
+            quorum_weight: quorumSize(total),
+            validator_count: cfg.validators.length,
             validators: cfg.validators.map((v) => ({ name: v.name, pubkey: v.pubkey, weight: v.weight, addr: v.addr, active: true })),
           });
         }
@@ -172,17 +218,22 @@ export async function runNode(cfg: NodeConfig, id: BuildIdentity, log: Logger): 
   const api = http.createServer((req, res) => {
     const t0 = process.hrtime.bigint();
     const url = new URL(req.url ?? '/', 'http://x');
-    route(req, res, url).then((code) => {
-      if (!url.pathname.startsWith('/p2p/')) metrics.recordHttp(req.method ?? 'GET', url.pathname, code, Number(process.hrtime.bigint() - t0) / 1e9);
-    }).catch((e: Error) => {
-      if (!res.headersSent) send(res, 400, { error: e.message });
-      else res.destroy();
-    });
+    route(req, res, url)
+      .then((code) => {
+        if (!url.pathname.startsWith('/p2p/')) metrics.recordHttp(req.method ?? 'GET', url.pathname, code, Number(process.hrtime.bigint() - t0) / 1e9);
+      })
+      .catch((e: Error) => {
+        if (!res.headersSent) send(res, 400, { error: e.message });
+        else res.destroy();
+      });
   });
   api.keepAliveTimeout = 2000;
   const metricsServer = http.createServer((req, res) => {
     const p = new URL(req.url ?? '/', 'http://x').pathname;
-    if (p === '/metrics') { res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' }); res.end(metrics.render()); } else send(res, 404, 'not found');
+    if (p === '/metrics') {
+      res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4' });
+      res.end(metrics.render());
+    } else send(res, 404, 'not found');
   });
   // Real p2p is a libp2p-style transport; here the port is only held so conflicts show up like on a real host.
   const p2pServer = net.createServer((s) => s.destroy());
@@ -245,7 +296,10 @@ export async function runNode(cfg: NodeConfig, id: BuildIdentity, log: Logger): 
   consensus = engine;
   // The engine reports `Starting` (and takes no part) for consensus_start_ms after readiness.
   if (cfg.sim.consensus_start_ms > 0) {
-    setTimeout(() => { engine.start(); log.info('consensus engine started', { p2p_warmup_ms: sim.p2p_warmup_ms, p2p_report: p2pReport }); }, cfg.sim.consensus_start_ms);
+    setTimeout(() => {
+      engine.start();
+      log.info('consensus engine started', { p2p_warmup_ms: sim.p2p_warmup_ms, p2p_report: p2pReport });
+    }, cfg.sim.consensus_start_ms);
   } else engine.start();
   health.startupComplete = true;
   health.startupDurationMs = Date.now() - health.startTime;

@@ -15,15 +15,27 @@ export const MANIFEST_FILE = 'manifest.json';
 export const OBJECTS_DIR = 'objects';
 export const CHAIN_FILE = path.join('chain', 'blocks.jsonl');
 
-export interface SchemaInfo { schema: number; version: string; updated_at: string; migrated_from?: number }
-export interface Manifest { files: Record<string, { sha256: string; size: number }> }
+export interface SchemaInfo {
+  schema: number;
+  version: string;
+  updated_at: string;
+  migrated_from?: number;
+}
+export interface Manifest {
+  files: Record<string, { sha256: string; size: number }>;
+}
 
 export class StorageError extends Error {}
 
 export function writeFileAtomic(file: string, data: string | Buffer): void {
   const tmp = `${file}.tmp-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
   const fd = fs.openSync(tmp, 'w');
-  try { fs.writeFileSync(fd, data); fs.fsyncSync(fd); } finally { fs.closeSync(fd); }
+  try {
+    fs.writeFileSync(fd, data);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
   fs.renameSync(tmp, file);
 }
 
@@ -31,12 +43,18 @@ export function writeFileAtomic(file: string, data: string | Buffer): void {
 export function readSchema(dataDir: string): SchemaInfo | null {
   const file = path.join(dataDir, SCHEMA_FILE);
   let text: string;
-  try { text = fs.readFileSync(file, 'utf8'); } catch (e) {
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
     throw new StorageError(`cannot read ${file}: ${(e as Error).message}`);
   }
   let doc: unknown;
-  try { doc = JSON.parse(text); } catch { throw new StorageError(`${file} is corrupt (not JSON)`); }
+  try {
+    doc = JSON.parse(text);
+  } catch {
+    throw new StorageError(`${file} is corrupt (not JSON)`);
+  }
   const s = doc as Partial<SchemaInfo>;
   if (!s || typeof s.schema !== 'number' || !Number.isInteger(s.schema) || s.schema < 0 || typeof s.version !== 'string') {
     throw new StorageError(`${file} is corrupt (no valid schema number)`);
@@ -72,7 +90,9 @@ export function sha256File(file: string): string {
       if (n === 0) break;
       h.update(buf.subarray(0, n));
     }
-  } finally { fs.closeSync(fd); }
+  } finally {
+    fs.closeSync(fd);
+  }
   return h.digest('hex');
 }
 
@@ -104,7 +124,9 @@ export function initDataDir(dataDir: string, opts: InitOptions): { schema: numbe
   while (remaining > 0) {
     const size = Math.min(per, remaining);
     let rel: string;
-    do { rel = path.join(OBJECTS_DIR, `pack-${String(idx++).padStart(4, '0')}.pack`); } while (manifest.files[rel]);
+    do {
+      rel = path.join(OBJECTS_DIR, `pack-${String(idx++).padStart(4, '0')}.pack`);
+    } while (manifest.files[rel]);
     const h = crypto.createHash('sha256');
     const fd = fs.openSync(path.join(dataDir, rel), 'w');
     try {
@@ -116,7 +138,9 @@ export function initDataDir(dataDir: string, opts: InitOptions): { schema: numbe
         h.update(chunk.subarray(0, n));
         left -= n;
       }
-    } finally { fs.closeSync(fd); }
+    } finally {
+      fs.closeSync(fd);
+    }
     manifest.files[rel] = { sha256: h.digest('hex'), size };
     remaining -= size;
     files++;
@@ -126,7 +150,12 @@ export function initDataDir(dataDir: string, opts: InitOptions): { schema: numbe
   return { schema: info.schema, files, bytes };
 }
 
-export interface VerifyResult { ok: boolean; schema: number | null; problems: string[]; checked: number }
+export interface VerifyResult {
+  ok: boolean;
+  schema: number | null;
+  problems: string[];
+  checked: number;
+}
 
 /** Integrity check: schema sane, manifest sane, chain parses; with full, every data file's sha256. */
 export function verifyDataDir(dataDir: string, full: boolean): VerifyResult {
@@ -138,20 +167,36 @@ export function verifyDataDir(dataDir: string, full: boolean): VerifyResult {
     const s = readSchema(dataDir);
     if (!s) problems.push(`${SCHEMA_FILE} is missing`);
     else schema = s.schema;
-  } catch (e) { problems.push((e as Error).message); }
+  } catch (e) {
+    problems.push((e as Error).message);
+  }
   let manifest: Manifest | null = null;
-  try { manifest = readManifest(dataDir); } catch (e) { problems.push((e as Error).message); }
+  try {
+    manifest = readManifest(dataDir);
+  } catch (e) {
+    problems.push((e as Error).message);
+  }
   const chain = path.join(dataDir, CHAIN_FILE);
   if (fs.existsSync(chain)) {
-    const lines = fs.readFileSync(chain, 'utf8').split('\n').filter((l) => l.length > 0);
+    const lines = fs
+      .readFileSync(chain, 'utf8')
+      .split('\n')
+      .filter((l) => l.length > 0);
     lines.forEach((l, i) => {
-      try { JSON.parse(l); } catch { if (i < lines.length - 1) problems.push(`${CHAIN_FILE} line ${i + 1} is corrupt`); }
+      try {
+        JSON.parse(l);
+      } catch {
+        if (i < lines.length - 1) problems.push(`${CHAIN_FILE} line ${i + 1} is corrupt`);
+      }
     });
   }
   if (full && manifest) {
     for (const [rel, want] of Object.entries(manifest.files)) {
       const file = path.join(dataDir, rel);
-      if (!fs.existsSync(file)) { problems.push(`${rel} is missing`); continue; }
+      if (!fs.existsSync(file)) {
+        problems.push(`${rel} is missing`);
+        continue;
+      }
       const got = sha256File(file);
       checked++;
       if (got !== want.sha256) problems.push(`${rel} sha256 mismatch (want ${want.sha256}, got ${got})`);
@@ -174,7 +219,11 @@ export function corruptDataDir(dataDir: string): void {
   const packs = fs.readdirSync(objDir).filter((f) => f.endsWith('.pack'));
   if (packs.length > 0) {
     const fd = fs.openSync(path.join(objDir, packs[0]!), 'r+');
-    try { fs.writeSync(fd, crypto.randomBytes(64), 0, 64, 0); } finally { fs.closeSync(fd); }
+    try {
+      fs.writeSync(fd, crypto.randomBytes(64), 0, 64, 0);
+    } finally {
+      fs.closeSync(fd);
+    }
   } else {
     fs.writeFileSync(path.join(objDir, 'garbage.pack'), crypto.randomBytes(256));
   }
@@ -210,15 +259,25 @@ export class ChainStore {
         if (!line) continue;
         let b: Block;
         // A torn last line after a crash is dropped; the block is re-synced from peers.
-        try { b = JSON.parse(line) as Block; } catch { continue; }
+        try {
+          b = JSON.parse(line) as Block;
+        } catch {
+          continue;
+        }
         if (b.height === this.blocks.length + 1) this.blocks.push(b);
       }
     }
   }
 
-  get height(): number { return this.blocks.length; }
-  get tipId(): string { return this.blocks.at(-1)?.block_id ?? ZERO_ID; }
-  get(height: number): Block | undefined { return height >= 1 ? this.blocks[height - 1] : undefined; }
+  get height(): number {
+    return this.blocks.length;
+  }
+  get tipId(): string {
+    return this.blocks.at(-1)?.block_id ?? ZERO_ID;
+  }
+  get(height: number): Block | undefined {
+    return height >= 1 ? this.blocks[height - 1] : undefined;
+  }
 
   append(b: Block): void {
     if (b.height !== this.height + 1) throw new StorageError(`block ${b.height} does not follow ${this.height}`);

@@ -19,7 +19,11 @@ export const DEFAULT_IDENTITY: BuildIdentity = {
   fault: 'none',
 };
 
-export interface SemVer { major: number; minor: number; patch: number }
+export interface SemVer {
+  major: number;
+  minor: number;
+  patch: number;
+}
 
 export function parseVersion(v: string): SemVer {
   const m = /^v?(\d+)\.(\d+)\.(\d+)(?:[-+].*)?$/.exec(v.trim());

@@ -4,8 +4,23 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import {
-  buildArtifacts, createCluster, findArtifact, getJson, installBinary, jsonLines, parsePrometheus, runCommand,
-  spawnNode, startArtifactServer, stopNode, waitFor, waitReady, type Fault, type HealthBody, type SimChild, type SimTimings,
+  buildArtifacts,
+  createCluster,
+  findArtifact,
+  getJson,
+  installBinary,
+  jsonLines,
+  parsePrometheus,
+  runCommand,
+  spawnNode,
+  startArtifactServer,
+  stopNode,
+  waitFor,
+  waitReady,
+  type Fault,
+  type HealthBody,
+  type SimChild,
+  type SimTimings,
 } from '../src/index.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sim-art-'));
@@ -86,8 +101,14 @@ t.test('bad build: lies', async (t) => {
   await waitReady(d);
   t.equal((await getJson<HealthBody>(`${d.apiUrl}/health`))!.body.version, '1.0.1', '/health reports 1.0.1');
   const metrics = parsePrometheus(await (await fetch(d.metricsUrl)).text());
-  t.ok([...metrics.keys()].some((k) => k.startsWith('guts_build_info{version="1.0.1"')), 'build_info reports 1.0.1');
-  t.ok(jsonLines(c).some((l) => l.msg === 'starting guts-node' && l.version === '1.0.1'), 'start line reports 1.0.1');
+  t.ok(
+    [...metrics.keys()].some((k) => k.startsWith('guts_build_info{version="1.0.1"')),
+    'build_info reports 1.0.1',
+  );
+  t.ok(
+    jsonLines(c).some((l) => l.msg === 'starting guts-node' && l.version === '1.0.1'),
+    'start line reports 1.0.1',
+  );
 });
 
 t.test('artifact server: ranges and faults', async (t) => {
@@ -108,12 +129,18 @@ t.test('artifact server: ranges and faults', async (t) => {
   t.equal((await fetch(`${s.url}/${a.file}`, { headers: { range: `bytes=${bytes.length + 5}-` } })).status, 416);
   t.equal((await fetch(`${s.url}/nope`)).status, 404);
   t.equal((await fetch(`${s.url}/../etc/passwd`)).status, 404);
-  const man = await (await fetch(`${s.url}/manifest.json`)).json() as { artifacts: unknown[] };
+  const man = (await (await fetch(`${s.url}/manifest.json`)).json()) as { artifacts: unknown[] };
   t.equal(man.artifacts.length, 11);
 
   const f = await startArtifactServer({ dir: outDir, faults: { cutAfterBytes: 50, cutFirst: 1, fail500First: 0 } });
   t.teardown(() => f.close());
-  await t.rejects((async () => { const r = await fetch(`${f.url}/${a.file}`); await r.arrayBuffer(); })(), 'first download cut');
+  await t.rejects(
+    (async () => {
+      const r = await fetch(`${f.url}/${a.file}`);
+      await r.arrayBuffer();
+    })(),
+    'first download cut',
+  );
   const resumed = await fetch(`${f.url}/${a.file}`, { headers: { range: 'bytes=50-' } });
   t.ok(Buffer.concat([bytes.subarray(0, 50), Buffer.from(await resumed.arrayBuffer())]).equals(bytes), 'resumed with a range');
 
@@ -143,6 +170,8 @@ t.test('bad build: degrades', async (t) => {
   t.ok(after.ms >= 300, `then every /api request is slower by the configured latency (${after.ms.toFixed(0)} ms)`);
   t.equal((await getJson(`${d.apiUrl}/health/ready`))?.status, 200, 'health is untouched: only a metrics comparison can tell');
   const metrics = parsePrometheus(await (await fetch(d.metricsUrl)).text());
-  const sum = [...metrics.entries()].filter(([k]) => /^guts_http_request_duration_seconds_sum\{.*\/api\/consensus\/status/.test(k)).reduce((a, [, v]) => a + v, 0);
+  const sum = [...metrics.entries()]
+    .filter(([k]) => /^guts_http_request_duration_seconds_sum\{.*\/api\/consensus\/status/.test(k))
+    .reduce((a, [, v]) => a + v, 0);
   t.ok(sum >= 0.3, `the latency histogram shows it (${sum.toFixed(3)} s in total)`);
 });

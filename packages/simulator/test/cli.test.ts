@@ -4,8 +4,22 @@ import path from 'node:path';
 import t from 'tap';
 import YAML from 'yaml';
 import {
-  CLI_JS, createCluster, freePorts, getJson, jsonLines, parseArgs, parsePrometheus, resolveConfig, runCommand,
-  spawnNode, stopNode, waitFor, waitReady, type ConsensusStatus, type HealthBody, type SimChild,
+  CLI_JS,
+  createCluster,
+  freePorts,
+  getJson,
+  jsonLines,
+  parseArgs,
+  parsePrometheus,
+  resolveConfig,
+  runCommand,
+  spawnNode,
+  stopNode,
+  waitFor,
+  waitReady,
+  type ConsensusStatus,
+  type HealthBody,
+  type SimChild,
 } from '../src/index.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sim-cli-'));
@@ -25,7 +39,10 @@ t.test('--version prints exactly guts-node X.Y.Z', async (t) => {
 
 t.test('precedence: CLI > env > config file > defaults', async (t) => {
   const file = path.join(tmp, 'prec.yaml');
-  fs.writeFileSync(file, YAML.stringify({ api_addr: '127.0.0.1:1001', metrics_addr: '127.0.0.1:1002', data_dir: '/x/file', log_level: 'warn', sim: { block_interval_ms: 123 } }));
+  fs.writeFileSync(
+    file,
+    YAML.stringify({ api_addr: '127.0.0.1:1001', metrics_addr: '127.0.0.1:1002', data_dir: '/x/file', log_level: 'warn', sim: { block_interval_ms: 123 } }),
+  );
   const args = (extra: string[]) => parseArgs(['-c', file, ...extra]);
   const env = { GUTS_API_ADDR: '127.0.0.1:2001', GUTS_DATA_DIR: '/x/env', GUTS_SIM_BLOCK_INTERVAL_MS: '77' };
   const a = resolveConfig(args(['--api-addr', '127.0.0.1:3001']), env);
@@ -64,7 +81,12 @@ t.test('a single node: start line, health, consensus and metrics shapes', async 
 
   const h = await getJson<HealthBody>(`${api}/health`);
   t.equal(h?.status, 200);
-  t.match(h?.body, { status: 'up', version: '1.0.0', uptime_seconds: Number, checks: { storage: { status: 'up' }, p2p: { status: 'unknown', details: { reason: 'P2P not connected or not enabled' } }, realtime: { status: 'up' } } });
+  t.match(h?.body, {
+    status: 'up',
+    version: '1.0.0',
+    uptime_seconds: Number,
+    checks: { storage: { status: 'up' }, p2p: { status: 'unknown', details: { reason: 'P2P not connected or not enabled' } }, realtime: { status: 'up' } },
+  });
   t.match((await getJson(`${api}/health/live`))?.body, { status: 'up', uptime_seconds: Number });
   t.match((await getJson(`${api}/health/ready`))?.body, { status: 'up', checks: { storage: { status: 'up' } } });
   t.match((await getJson(`${api}/health/startup`))?.body, { status: 'up', startup_duration_ms: Number });
@@ -74,11 +96,20 @@ t.test('a single node: start line, health, consensus and metrics shapes', async 
   t.same(Object.keys(st).sort(), ['current_leader', 'enabled', 'finalized_height', 'is_leader', 'pending_transactions', 'state', 'view'].sort());
   t.match(st, { enabled: true, state: 'Active', is_leader: true, current_leader: d!.pubkey });
   const vals = (await getJson(`${api}/api/consensus/validators`))!.body;
-  t.match(vals, { epoch: 0, total_weight: 1, quorum_weight: 1, validator_count: 1, validators: [{ name: 'v0', pubkey: d!.pubkey, weight: 1, addr: d!.apiAddr, active: true }] });
+  t.match(vals, {
+    epoch: 0,
+    total_weight: 1,
+    quorum_weight: 1,
+    validator_count: 1,
+    validators: [{ name: 'v0', pubkey: d!.pubkey, weight: 1, addr: d!.apiAddr, active: true }],
+  });
   const blocks = (await getJson<unknown[]>(`${api}/api/consensus/blocks`))!.body;
   t.ok(blocks.length >= 2);
   const b1 = (await getJson<Record<string, unknown>>(`${api}/api/consensus/blocks/1`))!.body;
-  t.same(Object.keys(b1).sort(), ['block_id', 'height', 'parent_id', 'producer', 'signature_count', 'state_root', 'timestamp', 'tx_count', 'tx_root', 'view'].sort());
+  t.same(
+    Object.keys(b1).sort(),
+    ['block_id', 'height', 'parent_id', 'producer', 'signature_count', 'state_root', 'timestamp', 'tx_count', 'tx_root', 'view'].sort(),
+  );
   t.equal(b1.height, 1);
   t.equal((await getJson(`${api}/api/consensus/blocks/999999`))?.status, 404);
 

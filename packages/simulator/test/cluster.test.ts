@@ -4,8 +4,17 @@ import path from 'node:path';
 import t from 'tap';
 import { faultTolerance } from '@guts-upgrade/protocol/quorum';
 import {
-  CLI_JS, clusterHeights, consensusStatus, createCluster, maxStallMs, readHistory, spawnNode, stopNode, waitFor,
-  type NodeDescriptor, type SimChild,
+  CLI_JS,
+  clusterHeights,
+  consensusStatus,
+  createCluster,
+  maxStallMs,
+  readHistory,
+  spawnNode,
+  stopNode,
+  waitFor,
+  type NodeDescriptor,
+  type SimChild,
 } from '../src/index.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sim-cluster-'));
@@ -20,7 +29,11 @@ const timings = { block_interval_ms: 150, leader_term_ms: 500, startup_delay_ms:
 // Deadlines are for a machine under heavy load; on a quiet one each wait takes a few seconds.
 const DEADLINE_MS = 120_000;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const start = (d: NodeDescriptor) => { const c = spawnNode(CLI_JS, d.configPath); all.push(c); return c; };
+const start = (d: NodeDescriptor) => {
+  const c = spawnNode(CLI_JS, d.configPath);
+  all.push(c);
+  return c;
+};
 const minOf = (hs: (number | null)[]) => Math.min(...hs.map((h) => h ?? -1));
 
 async function heightsOf(ds: NodeDescriptor[]): Promise<number[]> {
@@ -46,15 +59,33 @@ for (const n of [4, 7]) {
       const h0 = minOf(await clusterHeights(survivors));
       // Run one full rotation so the stopped node's own views come around.
       await sleep(timings.leader_term_ms * n + 300);
-      const h1 = await waitFor(async () => { const h = minOf(await clusterHeights(survivors)); return h > h0 + 5 ? h : null; }, { timeoutMs: DEADLINE_MS, what: 'survivors finalize' });
+      const h1 = await waitFor(
+        async () => {
+          const h = minOf(await clusterHeights(survivors));
+          return h > h0 + 5 ? h : null;
+        },
+        { timeoutMs: DEADLINE_MS, what: 'survivors finalize' },
+      );
       t.ok(h1 > h0 + 5, `f = ${f} down: chain keeps finalizing (${h0} → ${h1})`);
       const hist = readHistory(survivors.map((d) => d.historyFile));
       const after = hist.filter((e) => e.t > stoppedAt + 1000);
-      t.notOk(after.some((e) => e.leader === ds[leaderIdx]!.name), 'the stopped leader produced nothing');
-      t.ok(after.some((e) => e.view % n === leaderIdx), 'its views were led by the next validator');
+      t.notOk(
+        after.some((e) => e.leader === ds[leaderIdx]!.name),
+        'the stopped leader produced nothing',
+      );
+      t.ok(
+        after.some((e) => e.view % n === leaderIdx),
+        'its views were led by the next validator',
+      );
       t.ok(new Set(hist.map((e) => e.leader)).size >= 2, 'leader rotates');
       kids[leaderIdx] = start(ds[leaderIdx]!);
-      await waitFor(async () => { const hs = await heightsOf(ds); return hs[leaderIdx]! >= Math.max(...hs) - 2; }, { timeoutMs: DEADLINE_MS, what: 'restarted leader caught up' });
+      await waitFor(
+        async () => {
+          const hs = await heightsOf(ds);
+          return hs[leaderIdx]! >= Math.max(...hs) - 2;
+        },
+        { timeoutMs: DEADLINE_MS, what: 'restarted leader caught up' },
+      );
       t.pass('restarted node synced');
     }
 
@@ -91,8 +122,11 @@ for (const n of [4, 7]) {
 
 t.test('maxStallMs', async (t) => {
   const h = [
-    { t: 0, height: 1, view: 0, leader: 'a' }, { t: 100, height: 2, view: 0, leader: 'a' },
-    { t: 150, height: 1, view: 0, leader: 'b' }, { t: 700, height: 3, view: 1, leader: 'b' }, { t: 800, height: 4, view: 1, leader: 'b' },
+    { t: 0, height: 1, view: 0, leader: 'a' },
+    { t: 100, height: 2, view: 0, leader: 'a' },
+    { t: 150, height: 1, view: 0, leader: 'b' },
+    { t: 700, height: 3, view: 1, leader: 'b' },
+    { t: 800, height: 4, view: 1, leader: 'b' },
   ];
   t.equal(maxStallMs(h), 600);
   t.equal(maxStallMs(h, { from: 700, to: 1000 }), 200);

@@ -2,9 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import {
-  ChainStore, Consensus, HistoryWriter, Logger, ZERO_ID, createCluster, parseArgs, resolveConfig, waitFor, type Block,
-} from '../src/index.js';
+import { ChainStore, Consensus, HistoryWriter, Logger, ZERO_ID, createCluster, parseArgs, resolveConfig, waitFor, type Block } from '../src/index.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sim-consensus-'));
 t.teardown(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -22,8 +20,17 @@ t.test('a validator votes once per height and view; a later view may take the vo
   // Views far ahead of the clock, clear of any proposal v0 made of its own meanwhile.
   const v = c.view + 100;
   const block = (id: string, view: number): Block => ({
-    height: 1, block_id: id.repeat(64), parent_id: ZERO_ID, producer: 'p', producer_name: 'v1',
-    timestamp: 0, tx_count: 0, tx_root: '', state_root: '', view, signature_count: 0,
+    height: 1,
+    block_id: id.repeat(64),
+    parent_id: ZERO_ID,
+    producer: 'p',
+    producer_name: 'v1',
+    timestamp: 0,
+    tx_count: 0,
+    tx_root: '',
+    state_root: '',
+    view,
+    signature_count: 0,
   });
   t.equal(c.onPropose(block('a', v)), true, 'first proposal of a view: voted');
   t.equal(c.onPropose(block('b', v)), false, 'another block in the same view: refused');

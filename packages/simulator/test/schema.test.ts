@@ -3,8 +3,19 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import {
-  buildArtifacts, createCluster, findArtifact, getJson, jsonLines, readSchema, runCommand, spawnNode, stopNode,
-  waitFor, waitReady, type HealthBody, type SimChild,
+  buildArtifacts,
+  createCluster,
+  findArtifact,
+  getJson,
+  jsonLines,
+  readSchema,
+  runCommand,
+  spawnNode,
+  stopNode,
+  waitFor,
+  waitReady,
+  type HealthBody,
+  type SimChild,
 } from '../src/index.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sim-schema-'));
@@ -23,14 +34,24 @@ t.test('schema: minor auto-migration, major refusal until migrate, newer refusal
   t.equal(init.code, 0, init.stderr);
   t.equal(readSchema(d!.dataDir)?.schema, 100);
 
-  const run = async (v: string) => { const c = spawnNode(bin(v), d!.configPath); kids.push(c); return c; };
+  const run = async (v: string) => {
+    const c = spawnNode(bin(v), d!.configPath);
+    kids.push(c);
+    return c;
+  };
 
   // 1.0.0 data under 1.1.0: migrated at start-up.
   let c = await run('1.1.0');
   await waitReady(d!, 10_000);
   const lines = jsonLines(c);
-  t.ok(lines.find((l) => l.msg === 'migrating storage schema' && l.from === 100 && l.to === 101), 'migration start logged');
-  t.ok(lines.find((l) => l.msg === 'storage schema migrated' && l.to === 101), 'migration end logged');
+  t.ok(
+    lines.find((l) => l.msg === 'migrating storage schema' && l.from === 100 && l.to === 101),
+    'migration start logged',
+  );
+  t.ok(
+    lines.find((l) => l.msg === 'storage schema migrated' && l.to === 101),
+    'migration end logged',
+  );
   t.equal(readSchema(d!.dataDir)?.schema, 101);
   t.equal(await stopNode(c), 0);
 
@@ -42,12 +63,17 @@ t.test('schema: minor auto-migration, major refusal until migrate, newer refusal
   // Next major without migrate: refused, naming the command.
   c = await run('2.0.0');
   t.equal((await c.exited).code, 2, 'major refuses to start');
-  t.ok(jsonLines(c).some((l) => l.level === 'error' && String(l.msg).includes('guts-node migrate')), 'error names guts-node migrate');
+  t.ok(
+    jsonLines(c).some((l) => l.level === 'error' && String(l.msg).includes('guts-node migrate')),
+    'error names guts-node migrate',
+  );
   t.equal(readSchema(d!.dataDir)?.schema, 101, 'data untouched');
 
   const bad = await runCommand(bin('2.0.0'), ['migrate', '--from', '2.0.0', '--to', '3.0.0', '--data-dir', d!.dataDir]);
   t.not(bad.code, 0, 'migrate with a wrong --from fails');
-  const mig = await runCommand(bin('2.0.0'), ['migrate', '--from', '1.1.0', '--to', '2.0.0', '--data-dir', d!.dataDir], { env: { GUTS_SIM_MIGRATE_MS: '100' } });
+  const mig = await runCommand(bin('2.0.0'), ['migrate', '--from', '1.1.0', '--to', '2.0.0', '--data-dir', d!.dataDir], {
+    env: { GUTS_SIM_MIGRATE_MS: '100' },
+  });
   t.equal(mig.code, 0, mig.stdout + mig.stderr);
   t.match(mig.stdout, /migration progress/);
   t.equal(readSchema(d!.dataDir)?.schema, 200);

@@ -10,8 +10,20 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import {
-  CLI_JS, clusterHeights, createCluster, getJson, parsePrometheus, resolveConfig, parseArgs, spawnNode, stopNode, waitFor,
-  type ConsensusStatus, type HealthBody, type NodeDescriptor, type SimChild,
+  CLI_JS,
+  clusterHeights,
+  createCluster,
+  getJson,
+  parsePrometheus,
+  resolveConfig,
+  parseArgs,
+  spawnNode,
+  stopNode,
+  waitFor,
+  type ConsensusStatus,
+  type HealthBody,
+  type NodeDescriptor,
+  type SimChild,
 } from '../src/index.js';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'sim-warmup-'));
@@ -23,7 +35,15 @@ t.teardown(async () => {
 
 const timings = { block_interval_ms: 150, leader_term_ms: 500, startup_delay_ms: 50, p2p_timeout_ms: 2000, sync_blocks_per_sec: 500 };
 
-interface Seen { ready: number | null; storage: string | null; storageReason: string | null; state: string | null; p2p: string | null; peers: number | null; reason: string | null }
+interface Seen {
+  ready: number | null;
+  storage: string | null;
+  storageReason: string | null;
+  state: string | null;
+  p2p: string | null;
+  peers: number | null;
+  reason: string | null;
+}
 
 async function look(d: NodeDescriptor): Promise<Seen> {
   const [h, r, c] = await Promise.all([
@@ -70,19 +90,34 @@ t.test('phases per node: storage, readiness, Starting, peers rising; unknown thr
 
   kids.push(spawnNode(CLI_JS, v3.configPath));
   const seen: Seen[] = [];
-  await waitFor(async () => {
-    const s = await look(v3);
-    seen.push(s);
-    return s.peers === 2 && s.state === 'Active';
-  }, { timeoutMs: 120_000, intervalMs: 50, what: 'v3 up with its two connectable peers' });
+  await waitFor(
+    async () => {
+      const s = await look(v3);
+      seen.push(s);
+      return s.peers === 2 && s.state === 'Active';
+    },
+    { timeoutMs: 120_000, intervalMs: 50, what: 'v3 up with its two connectable peers' },
+  );
 
-  t.ok(seen.some((s) => s.ready === 503 && s.storage === 'down' && s.storageReason === 'opening storage'), 'not ready while storage opens');
+  t.ok(
+    seen.some((s) => s.ready === 503 && s.storage === 'down' && s.storageReason === 'opening storage'),
+    'not ready while storage opens',
+  );
   const firstReady = seen.findIndex((s) => s.ready === 200);
-  t.ok(seen.slice(0, firstReady).every((s) => s.storage !== 'up'), 'ready only after storage is up');
+  t.ok(
+    seen.slice(0, firstReady).every((s) => s.storage !== 'up'),
+    'ready only after storage is up',
+  );
   t.equal(seen[firstReady]?.state, 'Starting', 'the engine is Starting when readiness comes');
   const firstUp = seen.findIndex((s) => s.p2p === 'up');
   t.ok(firstUp > firstReady, 'p2p comes up after readiness');
-  t.ok(seen.slice(0, firstUp).filter((s) => s.p2p).every((s) => s.p2p === 'unknown' && s.reason === 'P2P not connected or not enabled'), 'unknown until a first peer connects');
+  t.ok(
+    seen
+      .slice(0, firstUp)
+      .filter((s) => s.p2p)
+      .every((s) => s.p2p === 'unknown' && s.reason === 'P2P not connected or not enabled'),
+    'unknown until a first peer connects',
+  );
   const counts = seen.slice(firstUp).map((s) => s.peers ?? -1);
   t.ok(counts.indexOf(1) >= 0 && counts.indexOf(1) < counts.indexOf(2), `the count rises over the warm-up: ${[...new Set(counts)].join(' -> ')}`);
 

@@ -87,10 +87,15 @@ async function main(): Promise<number> {
     say(`summary: rollout ${id} ${detail.rollout.state} in ${((t1 - t0) / 1000).toFixed(1)}s`);
     const order = [...detail.steps].sort((a, b) => (a.dispatchSeq ?? 99) - (b.dispatchSeq ?? 99));
     say(`  order: ${order.map((s) => s.nodeId).join(' -> ')}`);
-    for (const s of order) say(`  ${s.nodeId}: ${s.state}, downtime ${s.downtimeMs != null ? `${Math.round(s.downtimeMs)} ms` : '-'}${s.code ? ` ${s.code}: ${s.message ?? ''}` : ''}`);
+    for (const s of order)
+      say(
+        `  ${s.nodeId}: ${s.state}, downtime ${s.downtimeMs != null ? `${Math.round(s.downtimeMs)} ms` : '-'}${s.code ? ` ${s.code}: ${s.message ?? ''}` : ''}`,
+      );
     const f = await api<FleetBody>(op, 'GET', '/api/v1/fleet');
     say(`  versions now: ${JSON.stringify(f.versions)}`);
-    say(`  chain: finalized ${heights.length ? Math.min(...heights) : '?'} -> ${heights.length ? Math.max(...heights) : '?'} during the rollout; longest gap between finalized blocks ${stall} ms (block interval ${FAST_TIMINGS.block_interval_ms} ms) -> ${stall < 2000 ? 'never stalled' : 'STALLED'}`);
+    say(
+      `  chain: finalized ${heights.length ? Math.min(...heights) : '?'} -> ${heights.length ? Math.max(...heights) : '?'} during the rollout; longest gap between finalized blocks ${stall} ms (block interval ${FAST_TIMINGS.block_interval_ms} ms) -> ${stall < 2000 ? 'never stalled' : 'STALLED'}`,
+    );
     return detail.rollout.state === 'completed' ? 0 : 1;
   } finally {
     await stop();

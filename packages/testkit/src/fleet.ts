@@ -14,8 +14,17 @@ import { dirname, join } from 'node:path';
 import { stringify } from 'yaml';
 import { processStartTime } from '@guts-upgrade/agent/process-identity';
 import {
-  buildArtifacts, createCluster, findArtifact, installBinary, maxStallMs, readHistory, startArtifactServer,
-  type Fault, type HistoryEntry, type NodeDescriptor, type SimTimings,
+  buildArtifacts,
+  createCluster,
+  findArtifact,
+  installBinary,
+  maxStallMs,
+  readHistory,
+  startArtifactServer,
+  type Fault,
+  type HistoryEntry,
+  type NodeDescriptor,
+  type SimTimings,
 } from '@guts-upgrade/simulator';
 import { startReaper } from './reaper.js';
 
@@ -89,7 +98,14 @@ export async function startSimFleet(opts: {
   const reaper = startReaper(join(opts.dir, 'reap.list'));
   const manifest = buildArtifacts({ outDir: join(opts.dir, 'artifacts') });
   const server = await startArtifactServer({ dir: join(opts.dir, 'artifacts') });
-  const descs = await createCluster({ n: opts.n, dir: join(opts.dir, 'cluster'), timings: { ...FAST_TIMINGS, ...(opts.timings ?? {}) }, dataSizeMb: 1, dataVersion: '1.0.0', logLevel: 'warn' });
+  const descs = await createCluster({
+    n: opts.n,
+    dir: join(opts.dir, 'cluster'),
+    timings: { ...FAST_TIMINGS, ...(opts.timings ?? {}) },
+    dataSizeMb: 1,
+    dataVersion: '1.0.0',
+    logLevel: 'warn',
+  });
   const nodes: FleetNode[] = [];
   const started: number[] = [];
   const cleanup = async () => {
@@ -138,8 +154,18 @@ export async function startSimFleet(opts: {
           fetch: { retries: 3, backoffMs: 50, timeoutMs: 5000 },
           // Generous timeouts: the demo and the integration tests share a 2-core machine with other work.
           checks: {
-            readyTimeoutMs: 20_000, versionTimeoutMs: 20_000, consensusTimeoutMs: 20_000, peersTimeoutMs: 20_000, advanceTimeoutMs: 30_000, minPeers: 2,
-            syncTimeoutMs: 30_000, advanceWindowMs: 1500, stabilizeMs: 500, httpTimeoutMs: 3000, commandTimeoutMs: 30_000, ...(opts.agentChecks ?? {}),
+            readyTimeoutMs: 20_000,
+            versionTimeoutMs: 20_000,
+            consensusTimeoutMs: 20_000,
+            peersTimeoutMs: 20_000,
+            advanceTimeoutMs: 30_000,
+            minPeers: 2,
+            syncTimeoutMs: 30_000,
+            advanceWindowMs: 1500,
+            stabilizeMs: 500,
+            httpTimeoutMs: 3000,
+            commandTimeoutMs: 30_000,
+            ...(opts.agentChecks ?? {}),
           },
           commands: { migrate: ['{binary}', 'migrate', '--from', '{from}', '--to', '{to}', '--data-dir', '{dataDir}'] },
           diskMarginBytes: 0,
@@ -164,7 +190,10 @@ export async function startSimFleet(opts: {
     for (const n of nodes) {
       const end = Date.now() + 20_000;
       for (;;) {
-        const ok = await fetch(`${n.apiUrl}/health/ready`).then((r) => r.status === 200, () => false);
+        const ok = await fetch(`${n.apiUrl}/health/ready`).then(
+          (r) => r.status === 200,
+          () => false,
+        );
         if (ok) break;
         if (Date.now() > end) throw new Error(`${n.id} did not become ready`);
         await new Promise((r) => setTimeout(r, 100));

@@ -23,7 +23,8 @@ const WORKSPACES = ['protocol', 'simulator', 'agent', 'coordinator', 'testkit'];
 
 function tsFiles(dir: string): string[] {
   if (!fs.existsSync(dir)) return [];
-  return fs.readdirSync(dir, { withFileTypes: true, recursive: true })
+  return fs
+    .readdirSync(dir, { withFileTypes: true, recursive: true })
     .filter((e) => e.isFile() && e.name.endsWith('.ts'))
     .map((e) => path.join(e.parentPath, e.name));
 }
@@ -87,7 +88,10 @@ t.test('the rules catch each kind of violation', async (t) => {
   write('packages/agent/package.json', JSON.stringify({ exports: { '.': './dist/src/index.js', './*': './dist/src/*.js' } }));
   write('packages/agent/src/a.ts', "import type { Coordinator } from '@guts-upgrade/coordinator';\nimport '../../simulator/dist/src/index.js';\n");
   write('packages/coordinator/package.json', JSON.stringify({ devDependencies: { '@guts-upgrade/testkit': '0.1.0' } }));
-  write('packages/coordinator/src/demo/fleet.ts', "const name = '@guts-upgrade/simulator';\nconst sim = await import(name);\nimport { startSimFleet } from '@guts-upgrade/testkit';\n");
+  write(
+    'packages/coordinator/src/demo/fleet.ts',
+    "const name = '@guts-upgrade/simulator';\nconst sim = await import(name);\nimport { startSimFleet } from '@guts-upgrade/testkit';\n",
+  );
   t.same(violations(root).sort(), [
     'packages/agent/package.json: exports the pattern ./*, not named entry points',
     'packages/agent/src/a.ts: imports @guts-upgrade/coordinator',
@@ -101,7 +105,10 @@ t.test('the rules catch each kind of violation', async (t) => {
 });
 
 t.test('the shipped packages keep the rules', async (t) => {
-  t.ok(WORKSPACES.every((w) => fs.existsSync(path.join(ROOT, 'packages', w, 'package.json'))), `found the workspaces under ${ROOT}`);
+  t.ok(
+    WORKSPACES.every((w) => fs.existsSync(path.join(ROOT, 'packages', w, 'package.json'))),
+    `found the workspaces under ${ROOT}`,
+  );
   t.ok(tsFiles(path.join(ROOT, 'packages', 'agent', 'src')).length > 10, 'read the agent sources');
   t.same(violations(ROOT), [], 'no violations');
 });

@@ -43,10 +43,16 @@ setInterval(() => {}, 1000);
 
 t.test('processes tracked by a dead owner are killed, even when it dies by SIGKILL', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'guc-reap-'));
-  const owner = spawn(process.execPath, ['--input-type=module', '-e', OWNER, reaperModule, identityModule, join(dir, 'list'), join(dir, 'node.pid')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const owner = spawn(process.execPath, ['--input-type=module', '-e', OWNER, reaperModule, identityModule, join(dir, 'list'), join(dir, 'node.pid')], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
   let out = '';
   owner.stdout!.on('data', (d) => (out += d));
-  const pids = (await waitFor(() => (out.includes('\n') ? (JSON.parse(out) as { a: number; b: number }) : null), { what: 'owner started', timeoutMs: 15_000, intervalMs: 25 }))!;
+  const pids = (await waitFor(() => (out.includes('\n') ? (JSON.parse(out) as { a: number; b: number }) : null), {
+    what: 'owner started',
+    timeoutMs: 15_000,
+    intervalMs: 25,
+  }))!;
   t.teardown(() => {
     for (const p of [pids.a, pids.b]) if (alive(p)) process.kill(p, 'SIGKILL');
     rmSync(dir, { recursive: true, force: true });

@@ -88,6 +88,12 @@ export function docCommandsIn(file: string, rel: string): DocCommand[] {
 
 /** Every documented command line, in the order the docs give them (README first, then docs/ by name). */
 export function docCommands(repoRoot: string): DocCommand[] {
-  const files = ['README.md', ...readdirSync(path.join(repoRoot, 'docs')).filter((f) => f.endsWith('.md')).sort().map((f) => `docs/${f}`)];
+  const files = [
+    'README.md',
+    ...readdirSync(path.join(repoRoot, 'docs'))
+      .filter((f) => f.endsWith('.md'))
+      .sort()
+      .map((f) => `docs/${f}`),
+  ];
   return files.flatMap((rel) => docCommandsIn(path.join(repoRoot, rel), rel));
 }

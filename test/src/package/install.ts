@@ -88,15 +88,25 @@ export async function installSimRuntime(h: Host, simMain: string): Promise<void>
  */
 export async function hideMachineNode(h: Host): Promise<string[]> {
   const hidden: string[] = [];
-  const dirs = [REPO_ROOT, path.dirname(REPO_ROOT), '/usr/lib/node_modules', '/usr/local/lib/node_modules', '/usr/share/nodejs', '/usr/include/node']
-    .filter((d) => d !== '/' && d !== '/tmp');
+  const dirs = [REPO_ROOT, path.dirname(REPO_ROOT), '/usr/lib/node_modules', '/usr/local/lib/node_modules', '/usr/share/nodejs', '/usr/include/node'].filter(
+    (d) => d !== '/' && d !== '/tmp',
+  );
   for (const d of new Set(dirs)) {
     if ((await h.exec('test', ['-d', d])).code !== 0) continue;
     await h.exec('mount', ['-t', 'tmpfs', '-o', 'size=1m,mode=0755', 'tmpfs', d], { check: true });
     hidden.push(d);
   }
   await h.writeFile('/run/hidden-binary', '', 0o644);
-  const bins = new Set([process.execPath, '/usr/bin/node', '/usr/local/bin/node', '/usr/bin/nodejs', '/usr/bin/npm', '/usr/local/bin/npm', '/usr/bin/npx', '/usr/bin/node-gyp']);
+  const bins = new Set([
+    process.execPath,
+    '/usr/bin/node',
+    '/usr/local/bin/node',
+    '/usr/bin/nodejs',
+    '/usr/bin/npm',
+    '/usr/local/bin/npm',
+    '/usr/bin/npx',
+    '/usr/bin/node-gyp',
+  ]);
   for (const b of bins) {
     if ((await h.exec('test', ['-e', b])).code !== 0) continue;
     await h.exec('mount', ['--bind', '/run/hidden-binary', b], { check: true });

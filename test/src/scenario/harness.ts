@@ -18,13 +18,19 @@ import os from 'node:os';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import {
-  buildArtifacts, findArtifact, launcherSource, pubkeyFor, readHistory, sha256OfFile, waitFor,
-  type ArtifactManifest, type Fault, type HistoryEntry, type SimTimings,
+  buildArtifacts,
+  findArtifact,
+  launcherSource,
+  pubkeyFor,
+  readHistory,
+  sha256OfFile,
+  waitFor,
+  type ArtifactManifest,
+  type Fault,
+  type HistoryEntry,
+  type SimTimings,
 } from '@guts-upgrade/simulator';
-import {
-  isClean, leftovers, provisionGutsNode, REPO_ROOT, sleep, startLab,
-  type Host, type Lab, type Leftovers,
-} from '../testbed/index.js';
+import { isClean, leftovers, provisionGutsNode, REPO_ROOT, sleep, startLab, type Host, type Lab, type Leftovers } from '../testbed/index.js';
 import type { EventRow, Sample } from './measure.js';
 
 export const COORD_PORT = 7600;
@@ -112,7 +118,11 @@ export interface NodeRow {
 }
 
 export class ApiError extends Error {
-  constructor(readonly status: number, readonly body: unknown, what: string) {
+  constructor(
+    readonly status: number,
+    readonly body: unknown,
+    what: string,
+  ) {
     super(`${what} -> HTTP ${status}: ${JSON.stringify(body)}`);
   }
 }
@@ -250,8 +260,14 @@ export class Scenario {
     });
     const token = randomBytes(24).toString('hex');
     const s = new Scenario(
-      lab, opts, scratch, manifest, token,
-      path.join(scratch, 'coordinator.yaml'), path.join(scratch, 'samples.jsonl'), path.join(scratch, 'coordinator.db'),
+      lab,
+      opts,
+      scratch,
+      manifest,
+      token,
+      path.join(scratch, 'coordinator.yaml'),
+      path.join(scratch, 'samples.jsonl'),
+      path.join(scratch, 'coordinator.db'),
     );
     await s.boot();
     return s;
@@ -333,10 +349,13 @@ export class Scenario {
     );
     await this.waitHealthy(`${this.opts.hosts} nodes on ${start.version} with agents connected`, start.version);
     // The chain finalizes across hosts.
-    await waitFor(async () => {
-      const hs = this.names.map((n) => this.historyOf(n));
-      return hs.every((h) => (h.at(-1)?.height ?? 0) >= 3) ? true : undefined;
-    }, { what: 'chain finalizing on every node', timeoutMs: 60_000, intervalMs: 250 });
+    await waitFor(
+      async () => {
+        const hs = this.names.map((n) => this.historyOf(n));
+        return hs.every((h) => (h.at(-1)?.height ?? 0) >= 3) ? true : undefined;
+      },
+      { what: 'chain finalizing on every node', timeoutMs: 60_000, intervalMs: 250 },
+    );
     this.t0 = Date.now();
   }
 
@@ -386,13 +405,16 @@ export class Scenario {
       logFile: path.join(this.scratch, `coordinator-${this.coordinatorStarts}.log`),
     });
     const child = this.coordinator;
-    await waitFor(async () => {
-      if (child.exitCode !== null || child.signalCode !== null) {
-        throw new Error(`coordinator exited ${child.exitCode ?? child.signalCode}: ${await this.coordinatorLog()}`);
-      }
-      const r = await fetch(`${this.apiBase}/health/ready`, { signal: AbortSignal.timeout(2000) }).catch(() => null);
-      return r?.status === 200 ? true : undefined;
-    }, { what: 'coordinator ready', timeoutMs: 60_000, intervalMs: 200 });
+    await waitFor(
+      async () => {
+        if (child.exitCode !== null || child.signalCode !== null) {
+          throw new Error(`coordinator exited ${child.exitCode ?? child.signalCode}: ${await this.coordinatorLog()}`);
+        }
+        const r = await fetch(`${this.apiBase}/health/ready`, { signal: AbortSignal.timeout(2000) }).catch(() => null);
+        return r?.status === 200 ? true : undefined;
+      },
+      { what: 'coordinator ready', timeoutMs: 60_000, intervalMs: 200 },
+    );
   }
 
   /** kill -9 of the coordinator process; resolves once it is gone. */
@@ -443,18 +465,21 @@ export class Scenario {
   /** Polls a rollout until its state is one of `states`; survives the coordinator being down meanwhile. */
   async waitRollout(id: string, states: string[], timeoutMs = 180_000, t?: TapLike): Promise<RolloutDetail> {
     let last = '';
-    return waitFor(async () => {
-      const d = await this.rollout(id).catch(() => null);
-      if (!d) return undefined;
-      const summary = `${d.rollout.state} ${d.steps.map((s) => `${s.nodeId}:${s.state}`).join(' ')}`;
-      if (summary !== last && t) t.comment(`rollout ${summary}`);
-      last = summary;
-      if (states.includes(d.rollout.state)) return d;
-      if (['failed', 'aborted', 'rolled_back', 'completed', 'paused'].includes(d.rollout.state)) {
-        throw new Error(`rollout ended ${d.rollout.state} (${d.rollout.code ?? ''} ${d.rollout.reason ?? ''}), wanted ${states.join('|')}`);
-      }
-      return undefined;
-    }, { what: `rollout ${id} to reach ${states.join('|')}`, timeoutMs, intervalMs: 500 });
+    return waitFor(
+      async () => {
+        const d = await this.rollout(id).catch(() => null);
+        if (!d) return undefined;
+        const summary = `${d.rollout.state} ${d.steps.map((s) => `${s.nodeId}:${s.state}`).join(' ')}`;
+        if (summary !== last && t) t.comment(`rollout ${summary}`);
+        last = summary;
+        if (states.includes(d.rollout.state)) return d;
+        if (['failed', 'aborted', 'rolled_back', 'completed', 'paused'].includes(d.rollout.state)) {
+          throw new Error(`rollout ended ${d.rollout.state} (${d.rollout.code ?? ''} ${d.rollout.reason ?? ''}), wanted ${states.join('|')}`);
+        }
+        return undefined;
+      },
+      { what: `rollout ${id} to reach ${states.join('|')}`, timeoutMs, intervalMs: 500 },
+    );
   }
 
   async events(rolloutId?: string): Promise<EventRow[]> {
@@ -479,11 +504,14 @@ export class Scenario {
   async waitHealthy(what: string, version?: string, timeoutMs = 90_000): Promise<NodeRow[]> {
     let last: NodeRow[] = [];
     try {
-      return await waitFor(async () => {
-        last = await this.nodes();
-        const ok = last.length === this.opts.hosts && last.every((n) => n.connected && n.healthy && (!version || n.version === version));
-        return ok ? last : undefined;
-      }, { what: what, timeoutMs, intervalMs: 300 });
+      return await waitFor(
+        async () => {
+          last = await this.nodes();
+          const ok = last.length === this.opts.hosts && last.every((n) => n.connected && n.healthy && (!version || n.version === version));
+          return ok ? last : undefined;
+        },
+        { what: what, timeoutMs, intervalMs: 300 },
+      );
     } catch (err) {
       const diag = await Promise.all(this.hosts.map(async (h) => `--- ${h.name}\n${(await h.journal(AGENT_UNIT, 15)).slice(-3000)}`));
       throw new Error(`${(err as Error).message}\nnodes: ${JSON.stringify(last)}\n${diag.join('\n')}`);
@@ -536,7 +564,19 @@ export class Scenario {
   }
 
   /** The agent's own view (`guts-upgrade-agent status --json` inside the host). */
-  async agentStatus(h: Host): Promise<{ status: Record<string, unknown>; lock: unknown; recentResults: { commandId: string; kind: string; outcome: string; code?: string; fromVersion: string | null; toVersion: string | null; runningVersion: string | null }[] }> {
+  async agentStatus(h: Host): Promise<{
+    status: Record<string, unknown>;
+    lock: unknown;
+    recentResults: {
+      commandId: string;
+      kind: string;
+      outcome: string;
+      code?: string;
+      fromVersion: string | null;
+      toVersion: string | null;
+      runningVersion: string | null;
+    }[];
+  }> {
     const r = await h.exec('/usr/bin/node', [AGENT_CLI, 'status', '--json', '--config', AGENT_CONFIG], { timeoutMs: 30_000 });
     if (r.code !== 0) throw new Error(`[${h.name}] agent status exited ${r.code}: ${r.stderr}`);
     return JSON.parse(r.stdout) as never;
@@ -544,7 +584,8 @@ export class Scenario {
 
   /** Rows of the agent's journal (commands and their final states), read with sqlite through the agent's own module. */
   async agentCommands(h: Host): Promise<{ id: string; kind: string; state: string; path: string }[]> {
-    const script = `const D=require(${JSON.stringify(path.join(REPO_ROOT, 'node_modules/better-sqlite3'))});` +
+    const script =
+      `const D=require(${JSON.stringify(path.join(REPO_ROOT, 'node_modules/better-sqlite3'))});` +
       `const db=new D(process.argv[1],{readonly:true});` +
       `console.log(JSON.stringify(db.prepare("SELECT c.id, c.kind, c.state, (SELECT group_concat(to_state, ',') FROM (SELECT to_state FROM transitions t WHERE t.command_id = c.id ORDER BY seq)) AS path FROM commands c ORDER BY c.created_at").all()))`;
     const dbFile = await this.agentJournalFile(h);

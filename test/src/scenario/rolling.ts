@@ -26,7 +26,10 @@ export async function rollingScenario(t: Test, o: { name: string; hosts: number;
   const done = await s.waitRollout(id, ['completed'], 240_000, t);
   const r1 = Date.now();
   t.equal(done.rollout.state, 'completed', 'rollout completed');
-  t.ok(done.steps.every((x) => x.state === 'upgraded'), `every step upgraded: ${done.steps.map((x) => `${x.nodeId}:${x.state}`).join(' ')}`);
+  t.ok(
+    done.steps.every((x) => x.state === 'upgraded'),
+    `every step upgraded: ${done.steps.map((x) => `${x.nodeId}:${x.state}`).join(' ')}`,
+  );
 
   // Let the last node settle a moment in the histories.
   await s.waitHealthy('all nodes healthy on the target', o.target);

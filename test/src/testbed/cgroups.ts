@@ -43,7 +43,12 @@ export function detectCgroups(): CgroupLayout {
       hierarchies.push({ key: '', mountpoint, version: 2, selfPath: selfByKey.get('') ?? '/' });
     } else if (fstype === 'cgroup') {
       const name = superOpts.find((o) => o.startsWith('name='));
-      const ctrls = superOpts.filter((o) => !['rw', 'ro', 'relatime', 'noexec', 'nosuid', 'nodev', 'none', 'xattr', 'clone_children'].includes(o) && !o.startsWith('name=') && !o.startsWith('release_agent'));
+      const ctrls = superOpts.filter(
+        (o) =>
+          !['rw', 'ro', 'relatime', 'noexec', 'nosuid', 'nodev', 'none', 'xattr', 'clone_children'].includes(o) &&
+          !o.startsWith('name=') &&
+          !o.startsWith('release_agent'),
+      );
       // A v1 hierarchy may carry several controllers (cpu,cpuacct); systemd needs them mounted together.
       const key = name ?? ctrls.join(',');
       const selfPath = selfByKey.get(name ?? ctrls[0] ?? '') ?? '/';

@@ -471,10 +471,13 @@ class HostImpl implements Host {
   async waitForUnit(unit: string, state = 'active', timeoutMs = 60_000): Promise<void> {
     let last = '';
     try {
-      await waitFor(async () => {
-        last = (await this.systemctl('is-active', unit)).stdout.trim();
-        return last === state ? true : undefined;
-      }, { what: `${this.name}: ${unit} ${state}`, timeoutMs, intervalMs: 200 });
+      await waitFor(
+        async () => {
+          last = (await this.systemctl('is-active', unit)).stdout.trim();
+          return last === state ? true : undefined;
+        },
+        { what: `${this.name}: ${unit} ${state}`, timeoutMs, intervalMs: 200 },
+      );
     } catch {
       throw new Error(`[${this.name}] ${unit} is ${last}, wanted ${state}; journal:\n${await this.journal(unit, 40)}`);
     }
@@ -584,15 +587,18 @@ class LabImpl implements Lab {
     });
     child.stdin?.on('error', () => {});
     // PID 1 of the new namespace is unshare's only child.
-    h.pid = await waitFor(async () => {
-      if (h.exited) throw new Error(`${h.exited}; see ${path.join(this.scratchDir, 'logs', `${h.name}.boot.log`)}`);
-      const kids = await fs.readFile(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').catch(() => '');
-      const first = kids.trim().split(/\s+/)[0];
-      if (!first) return undefined;
-      const exe = await fs.readlink(`/proc/${first}/exe`).catch(() => '');
-      // Until unshare has exec'd (sh still running) the child is not ours yet.
-      return exe === '' ? undefined : Number(first);
-    }, { what: `${h.name}: namespace PID 1`, timeoutMs: 15_000, intervalMs: 10 });
+    h.pid = await waitFor(
+      async () => {
+        if (h.exited) throw new Error(`${h.exited}; see ${path.join(this.scratchDir, 'logs', `${h.name}.boot.log`)}`);
+        const kids = await fs.readFile(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').catch(() => '');
+        const first = kids.trim().split(/\s+/)[0];
+        if (!first) return undefined;
+        const exe = await fs.readlink(`/proc/${first}/exe`).catch(() => '');
+        // Until unshare has exec'd (sh still running) the child is not ours yet.
+        return exe === '' ? undefined : Number(first);
+      },
+      { what: `${h.name}: namespace PID 1`, timeoutMs: 15_000, intervalMs: 10 },
+    );
     // Wire eth0 before systemd starts anything.
     const ipn = (...a: string[]): Promise<RunResult> => runOk('ip', ['-n', this.netns, ...a]);
     await ipn('link', 'add', 'name', h.link, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', String(h.pid));
@@ -606,15 +612,18 @@ class LabImpl implements Lab {
   }
 
   private async waitBooted(h: HostImpl, timeoutMs: number): Promise<void> {
-    await waitFor(async () => {
-      if (h.exited) throw new Error(`${h.exited}; see ${path.join(this.scratchDir, 'logs', `${h.name}.boot.log`)}`);
-      // Until pivot_root the PID 1 is still the boot script (bash).
-      const exe = await fs.readlink(`/proc/${h.pid}/exe`).catch(() => '');
-      if (!exe.endsWith('/systemd')) return undefined;
-      const r = await h.exec('systemctl', ['is-system-running', '--wait'], { timeoutMs: 10_000 });
-      const s = r.stdout.trim();
-      return s === 'running' || s === 'degraded' ? s : undefined;
-    }, { what: `${h.name}: systemd boot`, timeoutMs, intervalMs: 50 });
+    await waitFor(
+      async () => {
+        if (h.exited) throw new Error(`${h.exited}; see ${path.join(this.scratchDir, 'logs', `${h.name}.boot.log`)}`);
+        // Until pivot_root the PID 1 is still the boot script (bash).
+        const exe = await fs.readlink(`/proc/${h.pid}/exe`).catch(() => '');
+        if (!exe.endsWith('/systemd')) return undefined;
+        const r = await h.exec('systemctl', ['is-system-running', '--wait'], { timeoutMs: 10_000 });
+        const s = r.stdout.trim();
+        return s === 'running' || s === 'degraded' ? s : undefined;
+      },
+      { what: `${h.name}: systemd boot`, timeoutMs, intervalMs: 50 },
+    );
   }
 
   private wrapInLab(cmd: string, args: readonly string[]): string[] {
@@ -697,10 +706,13 @@ class LabImpl implements Lab {
     const h = this.hostImpl(host);
     await runOk('ip', ['-n', this.netns, 'link', 'set', 'dev', h.link, 'up']);
     // The bridge port goes through listening/learning before forwarding again.
-    await waitFor(async () => {
-      const r = await run('ip', ['-n', this.netns, '-d', 'link', 'show', 'dev', h.link]);
-      return /state forwarding/.test(r.stdout) || !/bridge_slave/.test(r.stdout) ? true : undefined;
-    }, { what: `${host} bridge port forwarding`, timeoutMs: 30_000, intervalMs: 50 });
+    await waitFor(
+      async () => {
+        const r = await run('ip', ['-n', this.netns, '-d', 'link', 'show', 'dev', h.link]);
+        return /state forwarding/.test(r.stdout) || !/bridge_slave/.test(r.stdout) ? true : undefined;
+      },
+      { what: `${host} bridge port forwarding`, timeoutMs: 30_000, intervalMs: 50 },
+    );
   }
 
   async netem(host: string, spec: string): Promise<void> {

@@ -80,14 +80,22 @@ export class ProcessDriver implements ServiceDriver {
     while (this.pid() !== null) {
       if (Date.now() > deadline) {
         // systemd's behaviour after TimeoutStopSec: SIGKILL.
-        try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
         await sleep(200);
         if (this.pid() !== null) throw new CodedError('E_STOP', `guts-node pid ${pid} did not stop`);
         break;
       }
       await sleep(50);
     }
-    try { fs.unlinkSync(this.config.service.pidFile); } catch { /* fine */ }
+    try {
+      fs.unlinkSync(this.config.service.pidFile);
+    } catch {
+      /* fine */
+    }
   }
 
   async logTail(lines: number) {

@@ -21,7 +21,10 @@ export class SystemdDriver implements ServiceDriver {
     const r = await this.systemctl(['show', '--property=LoadState', '--value', this.unit]);
     const loaded = r.code === 0 && r.stdout.trim() === 'loaded';
     const bin = fs.existsSync(this.config.node.binary);
-    return { ok: loaded && bin, detail: `unit ${this.unit} ${loaded ? 'loaded' : `not loaded (${r.stdout.trim() || r.stderr.trim()})`}; binary ${this.config.node.binary} ${bin ? 'present' : 'missing'}` };
+    return {
+      ok: loaded && bin,
+      detail: `unit ${this.unit} ${loaded ? 'loaded' : `not loaded (${r.stdout.trim() || r.stderr.trim()})`}; binary ${this.config.node.binary} ${bin ? 'present' : 'missing'}`,
+    };
   }
 
   async isActive() {

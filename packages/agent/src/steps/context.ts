@@ -8,7 +8,14 @@ import type { MetricsSample, NodeClient } from '../node-client.js';
 import type { ServiceDriver } from '../service/driver.js';
 
 export type ProgressState = 'started' | 'running' | 'done' | 'failed' | 'skipped';
-export interface ProgressEvent { commandId: string; step: StepName; state: ProgressState; message?: string; percent?: number; at: string }
+export interface ProgressEvent {
+  commandId: string;
+  step: StepName;
+  state: ProgressState;
+  message?: string;
+  percent?: number;
+  at: string;
+}
 
 /** What the pipeline persists in the journal's context column (survives a crash). */
 export interface UpgradeData {
@@ -45,11 +52,16 @@ export interface StepContext {
   afterJournal: AfterJournal;
 }
 
-export interface CheckExtra { waitedMs?: number; last?: string; measured?: boolean }
+export interface CheckExtra {
+  waitedMs?: number;
+  last?: string;
+  measured?: boolean;
+}
 
 export function addCheck(ctx: StepContext, name: string, ok: boolean, detail?: string, extra: CheckExtra = {}): void {
   ctx.checks.push({
-    name, ok,
+    name,
+    ok,
     ...(detail ? { detail: detail.slice(0, 4000) } : {}),
     ...(extra.waitedMs !== undefined ? { waitedMs: Math.max(0, Math.round(extra.waitedMs)) } : {}),
     ...(extra.last !== undefined ? { last: extra.last.slice(0, 256) } : {}),

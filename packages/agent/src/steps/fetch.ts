@@ -44,25 +44,31 @@ function download(url: string, file: string, offset: number, timeoutMs: number, 
         return;
       }
       let start = offset;
-      if (status === 200) start = 0; // server ignored Range: start over
+      if (status === 200)
+        start = 0; // server ignored Range: start over
       else if (status !== 206) {
         res.resume();
         reject(Object.assign(new Error(`HTTP ${status} from ${url}`), { permanent: status >= 400 && status < 500 && status !== 408 && status !== 429 }));
         return;
       }
-      const total = status === 206
-        ? Number(/\/(\d+)$/.exec(res.headers['content-range'] ?? '')?.[1] ?? NaN) || null
-        : Number(res.headers['content-length'] ?? NaN) || null;
+      const total =
+        status === 206 ? Number(/\/(\d+)$/.exec(res.headers['content-range'] ?? '')?.[1] ?? NaN) || null : Number(res.headers['content-length'] ?? NaN) || null;
       const out = fs.createWriteStream(file, { flags: start === 0 ? 'w' : 'a' });
       let written = start;
       settleBody = () => {
         res.unpipe(out);
         if (!out.writableEnded) out.end();
       };
-      res.on('data', (d: Buffer) => { written += d.length; onBytes(written, total); });
+      res.on('data', (d: Buffer) => {
+        written += d.length;
+        onBytes(written, total);
+      });
       res.on('error', fail);
       res.on('aborted', () => fail(new Error('connection aborted')));
-      out.on('error', (e) => { failure ??= e; reject(e); });
+      out.on('error', (e) => {
+        failure ??= e;
+        reject(e);
+      });
       out.on('finish', () => {
         if (failure) reject(failure);
         else if (total !== null && written < total) reject(new Error(`short body: ${written} of ${total} bytes`));
@@ -111,7 +117,10 @@ export async function fetchArtifact(ctx: StepContext): Promise<void> {
         await download(target.url, partial, have, config.fetch.timeoutMs, (n, total) => {
           if (total) {
             const pct = Math.floor((n / total) * 100);
-            if (pct >= lastPct + 10) { lastPct = pct; ctx.progress('fetch', 'running', `${n}/${total} bytes`, pct); }
+            if (pct >= lastPct + 10) {
+              lastPct = pct;
+              ctx.progress('fetch', 'running', `${n}/${total} bytes`, pct);
+            }
           }
         });
         break;

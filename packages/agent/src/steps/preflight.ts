@@ -28,10 +28,17 @@ export async function preflight(ctx: StepContext): Promise<void> {
   const installed = await binaryVersion(config.node.binary);
   const running = await ctx.node.runningVersion();
   const from = installed.version ?? running;
-  if (!from) throw new CodedError('E_SERVICE_MISSING', `cannot tell the installed version: ${config.node.binary} --version said ${JSON.stringify(installed.output.slice(0, 200))}`);
+  if (!from)
+    throw new CodedError(
+      'E_SERVICE_MISSING',
+      `cannot tell the installed version: ${config.node.binary} --version said ${JSON.stringify(installed.output.slice(0, 200))}`,
+    );
   const path = upgradePath(from, command.target.version, { allowDowngrade: opts.allowDowngrade === true });
   if (path.kind === 'major' && !path.downgrade && opts.approvedMajor !== true) {
-    throw new CodedError('E_MAJOR_NOT_APPROVED', `${path.from} -> ${path.to} is a major upgrade; it needs approvedMajor (coordinator) or --approve-major (CLI)`);
+    throw new CodedError(
+      'E_MAJOR_NOT_APPROVED',
+      `${path.from} -> ${path.to} is a major upgrade; it needs approvedMajor (coordinator) or --approve-major (CLI)`,
+    );
   }
   if (command.kind === 'upgrade' && path.migration === 'manual' && !config.commands.migrate) {
     throw new CodedError('E_CONFIG', `config commands.migrate: ${path.from} -> ${path.to} needs a manual migration and no migration command is configured`);
@@ -49,9 +56,7 @@ export async function preflight(ctx: StepContext): Promise<void> {
     const stagingFree = await freeBytes(config.stagingDir);
     const sameFs = fs.statSync(existingAncestor(config.backup.dir)).dev === fs.statSync(existingAncestor(config.stagingDir)).dev;
     const margin = config.diskMarginBytes;
-    const short = sameFs
-      ? backupFree < backupNeed + artifactNeed + margin
-      : backupFree < backupNeed + margin || stagingFree < artifactNeed + margin;
+    const short = sameFs ? backupFree < backupNeed + artifactNeed + margin : backupFree < backupNeed + margin || stagingFree < artifactNeed + margin;
     const detail = `need ~${backupNeed} B for the backup in ${config.backup.dir} (${backupFree} B free) and ~${artifactNeed} B for the artifact in ${config.stagingDir} (${stagingFree} B free), margin ${margin} B`;
     addCheck(ctx, 'disk-space', !short, detail);
     if (short) throw new CodedError('E_DISK_SPACE', detail);

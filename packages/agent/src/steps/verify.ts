@@ -43,19 +43,32 @@ function staysUp(ctx: StepContext, check: string): () => Promise<void> {
 /** The installed binary and the running process both claim `expected`; the process may take a while to say so. */
 export async function checkVersions(ctx: StepContext, expected: string, label: string): Promise<void> {
   const bin = await binaryVersion(ctx.config.node.binary);
-  addCheck(ctx, `${label}binary-version`, bin.version === expected, `--version: ${bin.output.slice(0, 200)}`, { last: bin.version ?? bin.output.slice(0, 100) });
-  if (bin.version !== expected) throw new CodedError('E_VERSION_MISMATCH', `${ctx.config.node.binary} --version says ${JSON.stringify(bin.output.slice(0, 200))}, expected ${expected}`);
+  addCheck(ctx, `${label}binary-version`, bin.version === expected, `--version: ${bin.output.slice(0, 200)}`, {
+    last: bin.version ?? bin.output.slice(0, 100),
+  });
+  if (bin.version !== expected)
+    throw new CodedError('E_VERSION_MISMATCH', `${ctx.config.node.binary} --version says ${JSON.stringify(bin.output.slice(0, 200))}, expected ${expected}`);
   const timeoutMs = ctx.config.checks.versionTimeoutMs;
   const up = staysUp(ctx, `${label}running-version`);
   const r = await pollUntil({
     ...polling(ctx),
-    read: async () => { await up(); return ctx.node.runningVersion(); },
+    read: async () => {
+      await up();
+      return ctx.node.runningVersion();
+    },
     done: (v) => v === expected,
     timeoutMs,
   });
   const seen = r.value ?? 'nothing';
-  addCheck(ctx, `${label}running-version`, r.ok, `the node reports ${seen}${r.ok ? '' : ` after ${r.waitedMs} ms, expected ${expected}`}`, { waitedMs: r.waitedMs, last: seen });
-  if (!r.ok) throw new CodedError('E_VERSION_MISMATCH', `the running node reports version ${r.value ?? '(none)'} after waiting ${r.waitedMs} ms (checks.versionTimeoutMs ${timeoutMs}), expected ${expected}`);
+  addCheck(ctx, `${label}running-version`, r.ok, `the node reports ${seen}${r.ok ? '' : ` after ${r.waitedMs} ms, expected ${expected}`}`, {
+    waitedMs: r.waitedMs,
+    last: seen,
+  });
+  if (!r.ok)
+    throw new CodedError(
+      'E_VERSION_MISMATCH',
+      `the running node reports version ${r.value ?? '(none)'} after waiting ${r.waitedMs} ms (checks.versionTimeoutMs ${timeoutMs}), expected ${expected}`,
+    );
 }
 
 const describeConsensus = (cs: ConsensusStatus | null) =>
@@ -68,7 +81,10 @@ async function checkConsensus(ctx: StepContext): Promise<void> {
   const up = staysUp(ctx, 'consensus');
   const r = await pollUntil({
     ...polling(ctx),
-    read: async () => { await up(); return ctx.node.consensus(); },
+    read: async () => {
+      await up();
+      return ctx.node.consensus();
+    },
     done: (cs) => !!cs && cs.enabled === true && typeof cs.finalized_height === 'number' && !starting.has(String(cs.state)),
     timeoutMs: c.consensusTimeoutMs,
     onPoll: (cs) => ctx.progress('verify', 'running', `waiting for consensus to leave ${[...starting].join('/')}: ${describeConsensus(cs)}`),
@@ -76,7 +92,10 @@ async function checkConsensus(ctx: StepContext): Promise<void> {
   const last = r.value ? String(r.value.state) : 'no consensus status';
   addCheck(ctx, 'consensus', r.ok, `${describeConsensus(r.value)}${r.ok ? '' : ` after ${r.waitedMs} ms`}`, { waitedMs: r.waitedMs, last });
   if (!r.ok) {
-    throw new CodedError('E_CONSENSUS', `consensus not active after ${r.waitedMs} ms (checks.consensusTimeoutMs ${c.consensusTimeoutMs}; starting states ${[...starting].join(', ')}): ${JSON.stringify(r.value)}`);
+    throw new CodedError(
+      'E_CONSENSUS',
+      `consensus not active after ${r.waitedMs} ms (checks.consensusTimeoutMs ${c.consensusTimeoutMs}; starting states ${[...starting].join(', ')}): ${JSON.stringify(r.value)}`,
+    );
   }
 }
 
@@ -107,7 +126,11 @@ function watchPeers(ctx: StepContext): { chainDone(): void; cancel(): void; resu
     const need = c.minPeers === 0 ? 'no minimum' : `need ${c.minPeers}`;
     if (cancelled) return { failed: null };
     if (!p.reported) {
-      addCheck(ctx, 'peers', true, `${describePeers(p)}; the chain checks judged the node (${need})`, { waitedMs: r.waitedMs, last: 'not reported', measured: false });
+      addCheck(ctx, 'peers', true, `${describePeers(p)}; the chain checks judged the node (${need})`, {
+        waitedMs: r.waitedMs,
+        last: 'not reported',
+        measured: false,
+      });
       return { failed: null };
     }
     if (r.ok || c.minPeers === 0) {
@@ -115,11 +138,22 @@ function watchPeers(ctx: StepContext): { chainDone(): void; cancel(): void; resu
       return { failed: null };
     }
     addCheck(ctx, 'peers', false, `${describePeers(p)} after ${r.waitedMs} ms, ${need}`, { waitedMs: r.waitedMs, last: String(p.count) });
-    return { failed: new CodedError('E_PEERS', `${p.count} peers connected (p2p ${p.status}) after waiting ${r.waitedMs} ms (checks.peersTimeoutMs ${c.peersTimeoutMs}), need at least ${c.minPeers}`) };
+    return {
+      failed: new CodedError(
+        'E_PEERS',
+        `${p.count} peers connected (p2p ${p.status}) after waiting ${r.waitedMs} ms (checks.peersTimeoutMs ${c.peersTimeoutMs}), need at least ${c.minPeers}`,
+      ),
+    };
   });
   return {
-    chainDone() { chainDone = true; wake.abort(); },
-    cancel() { cancelled = true; wake.abort(); },
+    chainDone() {
+      chainDone = true;
+      wake.abort();
+    },
+    cancel() {
+      cancelled = true;
+      wake.abort();
+    },
     result,
   };
 }
@@ -134,15 +168,25 @@ async function checkCaughtUp(ctx: StepContext, referenceHeight: number, distance
   const up = staysUp(ctx, 'caught-up');
   const r = await pollUntil({
     ...polling(ctx),
-    read: async () => { await up(); return (await ctx.node.consensus())?.finalized_height ?? -1; },
+    read: async () => {
+      await up();
+      return (await ctx.node.consensus())?.finalized_height ?? -1;
+    },
     done: (h) => h >= want,
     giveUp: stopped,
     timeoutMs: c.syncTimeoutMs,
     onPoll: (h) => ctx.progress('verify', 'running', `catching up: height ${h} of ${want}`),
   });
   if (r.gaveUp) throw new Stopped();
-  addCheck(ctx, 'caught-up', r.ok, `height ${r.value}, want >= ${want}${r.ok ? '' : ` after ${r.waitedMs} ms`}`, { waitedMs: r.waitedMs, last: String(r.value) });
-  if (!r.ok) throw new CodedError('E_SYNC_TIMEOUT', `finalized height ${r.value} did not reach ${want} (reference ${referenceHeight} - ${distance}) within ${c.syncTimeoutMs} ms`);
+  addCheck(ctx, 'caught-up', r.ok, `height ${r.value}, want >= ${want}${r.ok ? '' : ` after ${r.waitedMs} ms`}`, {
+    waitedMs: r.waitedMs,
+    last: String(r.value),
+  });
+  if (!r.ok)
+    throw new CodedError(
+      'E_SYNC_TIMEOUT',
+      `finalized height ${r.value} did not reach ${want} (reference ${referenceHeight} - ${distance}) within ${c.syncTimeoutMs} ms`,
+    );
 }
 
 /**
@@ -186,7 +230,10 @@ async function checkStable(ctx: StepContext, stopped: () => boolean): Promise<vo
     const up = staysUp(ctx, 'height-advancing');
     const r = await pollUntil({
       ...polling(ctx),
-      read: async () => { await up(); return height(); },
+      read: async () => {
+        await up();
+        return height();
+      },
       done: passed,
       giveUp: stopped,
       timeoutMs: Math.max(0, c.advanceTimeoutMs - (Date.now() - t0)),
@@ -219,13 +266,15 @@ function rates(s: MetricsSample, base?: MetricsSample): { errorRate: number; lat
 export async function verify(ctx: StepContext): Promise<void> {
   const c = ctx.config.checks;
   const cmd = ctx.command;
-  const opts = cmd.kind === 'upgrade' ? cmd.options ?? {} : {};
+  const opts = cmd.kind === 'upgrade' ? (cmd.options ?? {}) : {};
   await checkVersions(ctx, ctx.data.toVersion!, '');
   await checkConsensus(ctx);
 
   const peers = watchPeers(ctx);
   let peersFailed: CodedError | null = null;
-  void peers.result.then((r) => { peersFailed = r.failed; });
+  void peers.result.then((r) => {
+    peersFailed = r.failed;
+  });
   const stopped = () => peersFailed !== null;
   try {
     if (opts.referenceHeight !== undefined) await checkCaughtUp(ctx, opts.referenceHeight, opts.syncDistance ?? c.syncDistance, stopped);
@@ -260,8 +309,8 @@ export async function verify(ctx: StepContext): Promise<void> {
       // Too few requests in the window to judge: take the whole run since start instead.
       const now = after.requests >= 20 ? after : rates(parseMetrics(b));
       const errUp = now.errorRate - before.errorRate;
-      const latBad = now.latencyMs !== null && before.latencyMs !== null
-        && now.latencyMs > c.minLatencyMs && now.latencyMs > before.latencyMs * c.maxLatencyFactor;
+      const latBad =
+        now.latencyMs !== null && before.latencyMs !== null && now.latencyMs > c.minLatencyMs && now.latencyMs > before.latencyMs * c.maxLatencyFactor;
       const detail = `error rate ${before.errorRate.toFixed(4)} -> ${now.errorRate.toFixed(4)}, mean latency ${before.latencyMs?.toFixed(2) ?? '?'} -> ${now.latencyMs?.toFixed(2) ?? '?'} ms`;
       // A handful of requests cannot show a rate; judge only with enough traffic.
       const enough = now.requests >= 50;

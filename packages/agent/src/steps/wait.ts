@@ -43,7 +43,11 @@ function pause(ms: number, wake?: AbortSignal): Promise<void> {
   if (ms <= 0) return Promise.resolve();
   if (!wake || wake.aborted) return new Promise((r) => setTimeout(r, ms));
   return new Promise((resolve) => {
-    const done = () => { clearTimeout(timer); wake?.removeEventListener('abort', done); resolve(); };
+    const done = () => {
+      clearTimeout(timer);
+      wake?.removeEventListener('abort', done);
+      resolve();
+    };
     const timer = setTimeout(done, ms);
     wake?.addEventListener('abort', done, { once: true });
   });

@@ -38,7 +38,7 @@ export async function buildApi(opts: {
 }): Promise<FastifyInstance> {
   const { services, metrics } = opts;
   const app: FastifyInstance = Fastify({
-    loggerInstance: opts.log.child({ component: "api" }, { level: opts.log.levelVal >= 40 ? opts.log.level : "warn" }) as unknown as FastifyBaseLogger,
+    loggerInstance: opts.log.child({ component: 'api' }, { level: opts.log.levelVal >= 40 ? opts.log.level : 'warn' }) as unknown as FastifyBaseLogger,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false } },
     ...(opts.serverFactory ? { serverFactory: opts.serverFactory as never } : {}),
     bodyLimit: 256 * 1024,
@@ -63,7 +63,9 @@ export async function buildApi(opts: {
     operatorApi.addHook('onRequest', operatorAuth(services.operators));
     await operatorApi.register(nodeRoutes, { nodes: services.nodes });
     await operatorApi.register(rolloutRoutes, { rollouts: services.rollouts });
-    await operatorApi.register(fleetRoutes, { fleet: { watch: () => services.fleetWatch(), reportedSets: () => services.reportedSets(), confirmSet: (d, a) => services.confirmSet(d, a) } });
+    await operatorApi.register(fleetRoutes, {
+      fleet: { watch: () => services.fleetWatch(), reportedSets: () => services.reportedSets(), confirmSet: (d, a) => services.confirmSet(d, a) },
+    });
     await operatorApi.register(auditRoutes, { audit: services.audit });
   });
   return app;

@@ -22,7 +22,9 @@ function schemaFailure(err: FastifyError & { validation: AjvError[] }): { field:
   const v: AjvError = err.validation[0] ?? {};
   const missing = v.params?.missingProperty;
   const extra = v.params?.additionalProperty;
-  const path = String(v.instancePath ?? '').replace(/^\//, '').replace(/\//g, '.');
+  const path = String(v.instancePath ?? '')
+    .replace(/^\//, '')
+    .replace(/\//g, '.');
   const field = [err.validationContext ?? 'body', path, missing ?? extra].filter(Boolean).join('.');
   const reason = extra ? 'unknown property' : missing ? 'is required' : String(v.message ?? 'invalid');
   return { field, reason };

@@ -71,7 +71,9 @@ export const rolloutRoutes: FastifyPluginAsyncTypebox<RolloutRoutesOptions> = as
     return reply.status(201).send(rollouts.detail(r.id));
   });
 
-  app.get('/api/v1/rollouts', { schema: operatorRoute({ tags, querystring: ListQuery }) }, async (req) => ({ rollouts: rollouts.list(num(req.query.limit, 100)) }));
+  app.get('/api/v1/rollouts', { schema: operatorRoute({ tags, querystring: ListQuery }) }, async (req) => ({
+    rollouts: rollouts.list(num(req.query.limit, 100)),
+  }));
 
   app.get('/api/v1/rollouts/:id', { schema: operatorRoute({ tags, params: RolloutParams }) }, async (req) => rollouts.detail(req.params.id));
 

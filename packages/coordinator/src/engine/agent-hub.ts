@@ -133,8 +133,7 @@ export class AgentHub implements AgentTransport {
     const nodeId = String(req.headers['x-guts-node-id'] ?? '');
     const token = /^Bearer (.+)$/.exec(auth)?.[1];
     const row = nodeId ? this.d.store.node(nodeId) : undefined;
-    const ok =
-      !!token && !!row && row.revokedAt == null && timingSafeEqual(Buffer.from(hashToken(token), 'hex'), Buffer.from(row.tokenHash, 'hex'));
+    const ok = !!token && !!row && row.revokedAt == null && timingSafeEqual(Buffer.from(hashToken(token), 'hex'), Buffer.from(row.tokenHash, 'hex'));
     return { nodeId, ok, known: !!row };
   }
 
@@ -143,7 +142,13 @@ export class AgentHub implements AgentTransport {
     const { nodeId, ok, known } = this.authenticated(req);
     if (!ok) {
       this.d.log.warn({ nodeId }, 'agent refused: bad credentials');
-      this.d.store.appendEvent({ at: this.d.now(), actor: `agent:${nodeId || '?'}`, type: 'agent.refused', nodeId: known ? nodeId : null, data: { code: 'E_AUTH' } });
+      this.d.store.appendEvent({
+        at: this.d.now(),
+        actor: `agent:${nodeId || '?'}`,
+        type: 'agent.refused',
+        nodeId: known ? nodeId : null,
+        data: { code: 'E_AUTH' },
+      });
       this.refuse(ws, 'E_AUTH', 'unknown node, revoked node or bad token');
       return;
     }
@@ -201,7 +206,10 @@ export class AgentHub implements AgentTransport {
     const pubkey = claimed.toLowerCase();
     const row = this.d.store.node(nodeId);
     if (row?.pubkey && row.pubkey !== pubkey) {
-      return { code: 'E_BINDING_CHANGED', message: `node ${nodeId} is bound to validator ${row.pubkey.slice(0, 16)}…, but its agent now says ${pubkey.slice(0, 16)}…` };
+      return {
+        code: 'E_BINDING_CHANGED',
+        message: `node ${nodeId} is bound to validator ${row.pubkey.slice(0, 16)}…, but its agent now says ${pubkey.slice(0, 16)}…`,
+      };
     }
     const holder = this.d.store.nodeByPubkey(pubkey);
     if (holder && holder !== nodeId) return { code: 'E_BINDING_DUPLICATE', message: `validator ${pubkey.slice(0, 16)}… is already bound to node ${holder}` };
@@ -225,7 +233,13 @@ export class AgentHub implements AgentTransport {
     // scheduled tick commits them (with every other hello of this turn: one fsync for a reconnect storm).
     this.d.writes.queue(() => {
       this.persistStatus(id, hello.status, hello.agentVersion, now);
-      this.d.store.appendEvent({ at: now, actor: `agent:${id}`, type: 'agent.connected', nodeId: id, data: { agentVersion: hello.agentVersion, version: hello.status.nodeVersion, proto: hello.proto } });
+      this.d.store.appendEvent({
+        at: now,
+        actor: `agent:${id}`,
+        type: 'agent.connected',
+        nodeId: id,
+        data: { agentVersion: hello.agentVersion, version: hello.status.nodeVersion, proto: hello.proto },
+      });
       for (const r of hello.recentResults) this.onResult(id, r);
     }, true);
     ws.send(encode(coordinatorMessage('welcome', { heartbeatIntervalMs: this.d.heartbeatIntervalMs })));
@@ -284,7 +298,14 @@ export class AgentHub implements AgentTransport {
     // Persist only what changes the picture, not every heartbeat. The row is a display copy
     // (decisions use the live status; a restarted coordinator waits for the hello), so it
     // rides with the next transaction instead of costing an fsync of its own.
-    if (!before || before.nodeVersion !== msg.status.nodeVersion || before.isLeader !== msg.status.isLeader || before.health !== msg.status.health || before.ready !== msg.status.ready || (before.busy?.commandId ?? null) !== (msg.status.busy?.commandId ?? null)) {
+    if (
+      !before ||
+      before.nodeVersion !== msg.status.nodeVersion ||
+      before.isLeader !== msg.status.isLeader ||
+      before.health !== msg.status.health ||
+      before.ready !== msg.status.ready ||
+      (before.busy?.commandId ?? null) !== (msg.status.busy?.commandId ?? null)
+    ) {
       const status = msg.status;
       this.d.writes.queue(() => this.persistStatus(nodeId, status, null, now), false);
       // A node back up on the new version may finish its step: decide now, not at the next timer tick.
@@ -322,7 +343,14 @@ export class AgentHub implements AgentTransport {
     // next transaction (at most FLUSH_MS later). A kill -9 may lose the last FLUSH_MS of progress.
     this.d.writes.queue(() => {
       this.d.store.setProgressForCommand(msg.commandId, `${msg.step}:${msg.state}`, now);
-      this.d.store.appendEvent({ at: now, actor: `agent:${nodeId}`, type: 'node.progress', rolloutId: c.rolloutId, nodeId, data: { commandId: c.id, step: msg.step, state: msg.state, message: msg.message } });
+      this.d.store.appendEvent({
+        at: now,
+        actor: `agent:${nodeId}`,
+        type: 'node.progress',
+        rolloutId: c.rolloutId,
+        nodeId,
+        data: { commandId: c.id, step: msg.step, state: msg.state, message: msg.message },
+      });
     }, false);
     this.d.notify('progress', { nodeId, commandId: msg.commandId, step: msg.step, state: msg.state });
   }
@@ -331,7 +359,13 @@ export class AgentHub implements AgentTransport {
   private onResult(nodeId: string, r: Result): void {
     const c = this.d.store.command(r.commandId);
     if (!c || c.nodeId !== nodeId) {
-      this.d.store.appendEvent({ at: this.d.now(), actor: `agent:${nodeId}`, type: 'result.unknown', nodeId, data: { commandId: r.commandId, outcome: r.outcome } });
+      this.d.store.appendEvent({
+        at: this.d.now(),
+        actor: `agent:${nodeId}`,
+        type: 'result.unknown',
+        nodeId,
+        data: { commandId: r.commandId, outcome: r.outcome },
+      });
       return;
     }
     if (!canCommandMove(c.state, 'completed')) return;

@@ -268,7 +268,7 @@ export class ChainTracker {
     const alerts: ChainAlert[] = [];
     const set = this.adopted;
     if (!set) {
-      const have = unconfirmed ? this.reportedDigests().get(setDigest(unconfirmed))?.nodes.length ?? 0 : 0;
+      const have = unconfirmed ? (this.reportedDigests().get(setDigest(unconfirmed))?.nodes.length ?? 0) : 0;
       const need = unconfirmed ? reportersNeeded(unconfirmed.validators) : 1;
       alerts.push({
         code: 'CHAIN_SET_UNCONFIRMED',
@@ -279,20 +279,37 @@ export class ChainTracker {
       return emptyView(alerts, input.rules, unconfirmed ?? undefined);
     }
     if (disagreeing.length > 0) {
-      alerts.push({ code: 'CHAIN_SET_DISAGREEMENT', message: `node(s) ${disagreeing.join(', ')} report a validator set other than the adopted one (epoch ${set.epoch}); dispatch waits until the reports agree` });
+      alerts.push({
+        code: 'CHAIN_SET_DISAGREEMENT',
+        message: `node(s) ${disagreeing.join(', ')} report a validator set other than the adopted one (epoch ${set.epoch}); dispatch waits until the reports agree`,
+      });
     }
     const need = reportersNeeded(set.validators);
     const byPubkey = new Map<string, string>();
     for (const [node, pk] of input.bindings) byPubkey.set(pk, node);
     for (const [node, pk] of input.bindings) {
-      if (!set.validators.some((v) => v.pubkey === pk)) alerts.push({ code: 'BINDING_UNKNOWN', nodeId: node, message: `node ${node} is bound to ${pk.slice(0, 16)}…, which is not a validator of epoch ${set.epoch}` });
+      if (!set.validators.some((v) => v.pubkey === pk))
+        alerts.push({
+          code: 'BINDING_UNKNOWN',
+          nodeId: node,
+          message: `node ${node} is bound to ${pk.slice(0, 16)}…, which is not a validator of epoch ${set.epoch}`,
+        });
     }
     for (const n of input.nodes.values()) {
-      if (!input.bindings.has(n.id)) alerts.push({ code: 'BINDING_MISSING', nodeId: n.id, message: `node ${n.id} is not bound to a chain validator: set validatorPubkey in its agent config or register it with --pubkey` });
+      if (!input.bindings.has(n.id))
+        alerts.push({
+          code: 'BINDING_MISSING',
+          nodeId: n.id,
+          message: `node ${n.id} is not bound to a chain validator: set validatorPubkey in its agent config or register it with --pubkey`,
+        });
       const pk = input.bindings.get(n.id);
       // The node's own evidence: when it says it leads, the leader it names is itself.
       if (pk && n.healthy && n.isLeader && n.currentLeader && n.currentLeader.toLowerCase() !== pk) {
-        alerts.push({ code: 'BINDING_MISMATCH', nodeId: n.id, message: `node ${n.id} leads as ${n.currentLeader.slice(0, 16)}… but is bound to ${pk.slice(0, 16)}…` });
+        alerts.push({
+          code: 'BINDING_MISMATCH',
+          nodeId: n.id,
+          message: `node ${n.id} leads as ${n.currentLeader.slice(0, 16)}… but is bound to ${pk.slice(0, 16)}…`,
+        });
       }
     }
     const { blocks, believedAt } = this.believedTail();
@@ -304,13 +321,29 @@ export class ChainTracker {
       const nodeDown = managedBy != null && !node?.healthy;
       const live = !!l?.live && !nodeDown;
       const evidence = nodeDown ? `${l?.evidence ?? 'no chain evidence'}; its node ${managedBy} is not healthy` : (l?.evidence ?? 'no chain evidence');
-      return { name: v.name, pubkey: v.pubkey, weight: v.weight, active: v.active, managedBy, live, verdict: l?.verdict ?? 'no-turn', evidence, provenAt: l?.height != null ? (believedAt.get(l.height) ?? null) : null };
+      return {
+        name: v.name,
+        pubkey: v.pubkey,
+        weight: v.weight,
+        active: v.active,
+        managedBy,
+        live,
+        verdict: l?.verdict ?? 'no-turn',
+        evidence,
+        provenAt: l?.height != null ? (believedAt.get(l.height) ?? null) : null,
+      };
     });
     const byNode = new Map<string, ChainValidatorView>();
     for (const v of validators) if (v.managedBy) byNode.set(v.managedBy, v);
     const healthy = [...input.nodes.values()].filter((n) => n.healthy);
-    const referenceHeight = reachedByAtLeast(healthy.flatMap((n) => (n.finalizedHeight == null ? [] : [n.finalizedHeight])), need);
-    const agreedView = reachedByAtLeast(healthy.flatMap((n) => (n.view == null ? [] : [n.view])), need);
+    const referenceHeight = reachedByAtLeast(
+      healthy.flatMap((n) => (n.finalizedHeight == null ? [] : [n.finalizedHeight])),
+      need,
+    );
+    const agreedView = reachedByAtLeast(
+      healthy.flatMap((n) => (n.view == null ? [] : [n.view])),
+      need,
+    );
     const leaderPubkey = agreedView == null ? null : (leaderOfView(agreedView, set.validators)?.pubkey ?? null);
     contradictions(healthy, input.bindings, set, { referenceHeight, agreedView, top: blocks.at(-1)?.height ?? null }, alerts);
     const live = new Set(validators.filter((v) => v.live).map((v) => v.pubkey));
@@ -375,9 +408,11 @@ function contradictions(
     if (agreed.referenceHeight != null && n.finalizedHeight != null && n.finalizedHeight > agreed.referenceHeight + slackViews + 10) {
       why.push(`finalized height ${n.finalizedHeight} far above the ${agreed.referenceHeight} others reach`);
     }
-    if (agreed.agreedView != null && n.view != null && n.view > agreed.agreedView + slackViews) why.push(`view ${n.view} far above the agreed ${agreed.agreedView}`);
+    if (agreed.agreedView != null && n.view != null && n.view > agreed.agreedView + slackViews)
+      why.push(`view ${n.view} far above the agreed ${agreed.agreedView}`);
     const pk = bindings.get(n.id);
-    if (n.isLeader && n.view != null && pk && leaderOfView(n.view, set.validators)?.pubkey !== pk) why.push(`claims to lead view ${n.view}, which the chain's rule gives to another validator`);
+    if (n.isLeader && n.view != null && pk && leaderOfView(n.view, set.validators)?.pubkey !== pk)
+      why.push(`claims to lead view ${n.view}, which the chain's rule gives to another validator`);
     if (why.length > 0) alerts.push({ code: 'CHAIN_REPORT_CONTRADICTS', nodeId: n.id, message: `node ${n.id}: ${why.join('; ')}; its report is not believed` });
   }
 }

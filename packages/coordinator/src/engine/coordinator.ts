@@ -56,7 +56,12 @@ export class Coordinator extends EventEmitter {
     timers: Timers = realTimers,
   ) {
     super();
-    this.fleetSettings = { validators: config.validators, heartbeatTimeoutMs: config.heartbeat.timeoutMs, syncDistance: config.defaults.syncDistance, chain: config.chain };
+    this.fleetSettings = {
+      validators: config.validators,
+      heartbeatTimeoutMs: config.heartbeat.timeoutMs,
+      syncDistance: config.defaults.syncDistance,
+      chain: config.chain,
+    };
     this.chain = new ChainTracker({ load: () => store.chainState(), save: (adopted, confirmed) => store.saveChainState(adopted, confirmed, now()) });
     this.webhooks = new WebhookSender(store, config.webhooks, config.webhookRetry, log, (o) => this.emit('webhook', o));
     // The loop is created below; the queue and the hub only ever call it later, from a message or a timer.
@@ -64,19 +69,43 @@ export class Coordinator extends EventEmitter {
     this.writes = new WriteQueue(store, timers, log, wake);
     this.audit = new Audit(store, this.webhooks, now);
     this.hub = new AgentHub({
-      store, writes: this.writes, audit: this.audit, log, now, timers, heartbeatIntervalMs: config.heartbeat.intervalMs, wake,
+      store,
+      writes: this.writes,
+      audit: this.audit,
+      log,
+      now,
+      timers,
+      heartbeatIntervalMs: config.heartbeat.intervalMs,
+      wake,
       notify: (event, detail) => this.emit(event, detail),
       chain: this.chain,
     });
     this.loop = new RolloutLoop({
-      store, writes: this.writes, audit: this.audit, log,
+      store,
+      writes: this.writes,
+      audit: this.audit,
+      log,
       effects: { now, timers, agents: this.hub },
       chain: this.chain,
       settings: { tickMs: config.tickMs, fleet: this.fleetSettings, windows: config.windows },
       notify: (id) => this.emit('rollout', id),
     });
     const fleet = () => this.fleetView();
-    this.nodes = new NodeRegistry({ store, writes: this.writes, audit: this.audit, hub: { track: (id) => this.hub.track(id), forget: (id) => { this.hub.forget(id); this.chain.forget(id); } }, fleet, now, chainSet: () => this.chain.set });
+    this.nodes = new NodeRegistry({
+      store,
+      writes: this.writes,
+      audit: this.audit,
+      hub: {
+        track: (id) => this.hub.track(id),
+        forget: (id) => {
+          this.hub.forget(id);
+          this.chain.forget(id);
+        },
+      },
+      fleet,
+      now,
+      chainSet: () => this.chain.set,
+    });
     this.operators = new Operators(config.operators);
     this.rollouts = new RolloutService({ store, writes: this.writes, audit: this.audit, config, fleet, now, tick: () => this.loop.tick() });
   }

@@ -61,7 +61,8 @@ function leaderOf(nodes: Map<string, NodeView>): string | null {
   }
   if (leader) return leader;
   const votes = new Map<string, number>();
-  for (const v of nodes.values()) if (v.healthy && v.currentLeader && nodes.has(v.currentLeader)) votes.set(v.currentLeader, (votes.get(v.currentLeader) ?? 0) + 1);
+  for (const v of nodes.values())
+    if (v.healthy && v.currentLeader && nodes.has(v.currentLeader)) votes.set(v.currentLeader, (votes.get(v.currentLeader) ?? 0) + 1);
   let max = 0;
   for (const [id, c] of votes) if (c > max) [leader, max] = [id, c];
   return leader;
@@ -73,14 +74,27 @@ function leaderOf(nodes: Map<string, NodeView>): string | null {
  * on and the chain's rules; without one, n is the configured or registered
  * count and the leader the one the nodes name.
  */
-export function fleetView(rows: readonly NodeRow[], live: ReadonlyMap<string, LiveNode>, settings: FleetSettings, now: number, chain?: ChainTracker | null): FleetView {
+export function fleetView(
+  rows: readonly NodeRow[],
+  live: ReadonlyMap<string, LiveNode>,
+  settings: FleetSettings,
+  now: number,
+  chain?: ChainTracker | null,
+): FleetView {
   const nodes = new Map<string, NodeView>();
   for (const r of rows) nodes.set(r.id, nodeView(r, live.get(r.id), settings.heartbeatTimeoutMs, now));
   const bindings = new Map<string, string>();
   for (const r of rows) if (r.pubkey) bindings.set(r.id, r.pubkey);
   const cv = chain?.view({ nodes, bindings, now, ...(settings.chain ? { rules: settings.chain } : {}) }) ?? null;
   // Until a set is believed, n stays the configured or registered count (and nothing is dispatched).
-  if (cv) return { n: cv.validators.filter((v) => v.active).length || (settings.validators ?? rows.length), nodes, leader: chainLeader(cv), maxHeight: cv.referenceHeight, chain: cv };
+  if (cv)
+    return {
+      n: cv.validators.filter((v) => v.active).length || (settings.validators ?? rows.length),
+      nodes,
+      leader: chainLeader(cv),
+      maxHeight: cv.referenceHeight,
+      chain: cv,
+    };
   const n = settings.validators ?? rows.length;
   const heights: number[] = [];
   for (const v of nodes.values()) if (v.healthy && v.finalizedHeight != null) heights.push(v.finalizedHeight);
@@ -110,19 +124,30 @@ export function fleetWatch(fleet: FleetView, openCommands: readonly Pick<Command
   const { budget, weighted } = disruption({ fleet, steps: [], busyElsewhere: inFlight });
   const chain = fleet.chain ?? null;
   const alerts: { code: string; message: string }[] = [];
-  if (Object.keys(versions).length > 1) alerts.push({ code: 'VERSION_SKEW', message: `versions: ${Object.entries(versions).map(([v, c]) => `${v}×${c}`).join(', ')}` });
+  if (Object.keys(versions).length > 1)
+    alerts.push({
+      code: 'VERSION_SKEW',
+      message: `versions: ${Object.entries(versions)
+        .map(([v, c]) => `${v}×${c}`)
+        .join(', ')}`,
+    });
   if (spread > settings.syncDistance * 4) alerts.push({ code: 'HEIGHT_DIVERGENCE', message: `finalized heights differ by ${spread}` });
   if (down.length > 0) alerts.push({ code: 'NODES_DOWN', message: `down: ${down.join(', ')}` });
   // A node whose agent vanished mid-step stays counted as in flight (safe for f) until its
   // result arrives; say so loudly instead of showing a silent "upgrading".
   const lost = nodes.filter((v) => inFlight.has(v.id) && v.agent !== 'connected');
   if (lost.length > 0) {
-    alerts.push({ code: 'IN_FLIGHT_UNREACHABLE', message: `agent ${lost.map((v) => `${v.id} (${v.agent}, last seen ${v.lastSeenAt ? new Date(v.lastSeenAt).toISOString() : 'never'})`).join(', ')} stopped reporting mid-command; its node state is unknown and counts as down until its result arrives` });
+    alerts.push({
+      code: 'IN_FLIGHT_UNREACHABLE',
+      message: `agent ${lost.map((v) => `${v.id} (${v.agent}, last seen ${v.lastSeenAt ? new Date(v.lastSeenAt).toISOString() : 'never'})`).join(', ')} stopped reporting mid-command; its node state is unknown and counts as down until its result arrives`,
+    });
   }
   if (chain) {
     alerts.push(...chain.alerts);
-    if (chain.status === 'adopted' && chain.slack < 0) alerts.push({ code: 'QUORUM_AT_RISK', message: `weight proven live is ${chain.slack} below the quorum weight ${chain.quorumWeight}` });
-  } else if (down.length > faultTolerance(fleet.n)) alerts.push({ code: 'QUORUM_AT_RISK', message: `${down.length} nodes down exceeds f = ${faultTolerance(fleet.n)}` });
+    if (chain.status === 'adopted' && chain.slack < 0)
+      alerts.push({ code: 'QUORUM_AT_RISK', message: `weight proven live is ${chain.slack} below the quorum weight ${chain.quorumWeight}` });
+  } else if (down.length > faultTolerance(fleet.n))
+    alerts.push({ code: 'QUORUM_AT_RISK', message: `${down.length} nodes down exceeds f = ${faultTolerance(fleet.n)}` });
   return {
     n: fleet.n,
     f: faultTolerance(fleet.n),

@@ -51,10 +51,13 @@ export class NodeRegistry {
   /** A key another active node holds, or one the adopted set does not have, is refused. */
   private checkBinding(id: string, pubkey: string): void {
     const holder = this.d.store.nodeByPubkey(pubkey);
-    if (holder && holder !== id) throw new CodedError('E_BINDING_DUPLICATE', `validator ${pubkey.slice(0, 16)}… is already bound to node ${holder}`, { field: 'pubkey' });
+    if (holder && holder !== id)
+      throw new CodedError('E_BINDING_DUPLICATE', `validator ${pubkey.slice(0, 16)}… is already bound to node ${holder}`, { field: 'pubkey' });
     const set = this.d.chainSet();
     if (set && !set.validators.some((v) => v.pubkey === pubkey)) {
-      throw new CodedError('E_BINDING_UNKNOWN', `validator ${pubkey.slice(0, 16)}… is not in the chain's validator set of epoch ${set.epoch}`, { field: 'pubkey' });
+      throw new CodedError('E_BINDING_UNKNOWN', `validator ${pubkey.slice(0, 16)}… is not in the chain's validator set of epoch ${set.epoch}`, {
+        field: 'pubkey',
+      });
     }
   }
 
@@ -76,7 +79,13 @@ export class NodeRegistry {
     const fleet = this.d.fleet();
     return this.d.store.activeNodes().map((n) => {
       const v = fleet.nodes.get(n.id)!;
-      return { ...v, pubkey: n.pubkey, address: n.address, registeredAt: new Date(n.createdAt).toISOString(), lastSeenAt: v.lastSeenAt ? new Date(v.lastSeenAt).toISOString() : null };
+      return {
+        ...v,
+        pubkey: n.pubkey,
+        address: n.address,
+        registeredAt: new Date(n.createdAt).toISOString(),
+        lastSeenAt: v.lastSeenAt ? new Date(v.lastSeenAt).toISOString() : null,
+      };
     });
   }
 }

@@ -11,13 +11,7 @@ import { commandDigest, coordinatorMessage, encode, type Command } from '@guts-u
 import type { Store } from '../db.js';
 import type { FleetView, Rollout, Step } from '../model.js';
 import { decide, type Action } from '../sequencer.js';
-import {
-  ACTIVE_ROLLOUT_STATES,
-  IN_FLIGHT_STEP_STATES,
-  assertRolloutTransition,
-  assertStepTransition,
-  commandStatesInto,
-} from '../states.js';
+import { ACTIVE_ROLLOUT_STATES, IN_FLIGHT_STEP_STATES, assertRolloutTransition, assertStepTransition, commandStatesInto } from '../states.js';
 import { windowAllows, type WindowSpec } from '../windows.js';
 import type { Audit } from './audit.js';
 import type { ChainTracker } from './chain-view.js';
@@ -210,7 +204,12 @@ export class RolloutLoop {
           const s = stepState.get(a.nodeId);
           if (!s) throw new Error(`no step for ${a.nodeId}`);
           assertStepTransition(s.state, a.to);
-          store.updateStep(rollout.id, a.nodeId, { state: a.to, ...(a.code !== undefined ? { code: a.code } : {}), ...(a.message !== undefined ? { message: a.message } : {}), ...(a.patch ?? {}) }, now);
+          store.updateStep(
+            rollout.id,
+            a.nodeId,
+            { state: a.to, ...(a.code !== undefined ? { code: a.code } : {}), ...(a.message !== undefined ? { message: a.message } : {}), ...(a.patch ?? {}) },
+            now,
+          );
           stepState.set(a.nodeId, { ...s, state: a.to });
           break;
         }
@@ -223,7 +222,17 @@ export class RolloutLoop {
               ? coordinatorMessage('command', { ...base, kind: 'rollback', ...(s.fromVersion ? { toVersion: s.fromVersion } : {}) })
               : coordinatorMessage('command', { ...base, kind: a.command, target: rollout.target, ...(a.options ? { options: a.options } : {}) });
           const body = encode(cmd);
-          store.insertCommand({ id: a.commandId, nodeId: a.nodeId, rolloutId: rollout.id, kind: a.command, digest: commandDigest(cmd), body, state: 'pending', createdAt: now, updatedAt: now });
+          store.insertCommand({
+            id: a.commandId,
+            nodeId: a.nodeId,
+            rolloutId: rollout.id,
+            kind: a.command,
+            digest: commandDigest(cmd),
+            body,
+            state: 'pending',
+            createdAt: now,
+            updatedAt: now,
+          });
           store.updateStep(rollout.id, a.nodeId, { commandId: a.commandId, attempt, progress: null }, now);
           audit.record('command.sent', 'coordinator', rollout.id, a.nodeId, { commandId: a.commandId, kind: a.command, options: a.options });
           outgoing.push({ id: a.commandId, nodeId: a.nodeId, body });

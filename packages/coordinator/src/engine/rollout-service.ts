@@ -11,7 +11,15 @@ import type { Config } from '../config.js';
 import type { EventRow, Store } from '../db.js';
 import type { FleetView, Rollout, RolloutOptions, Strategy } from '../model.js';
 import { planRollout, type Plan, type RolloutRequest } from '../planner.js';
-import { ACTIONS, ACTIVE_ROLLOUT_STATES, IN_FLIGHT_STEP_STATES, ROLLOUT_STATES, assertRolloutTransition, type OperatorAction, type RolloutState } from '../states.js';
+import {
+  ACTIONS,
+  ACTIVE_ROLLOUT_STATES,
+  IN_FLIGHT_STEP_STATES,
+  ROLLOUT_STATES,
+  assertRolloutTransition,
+  type OperatorAction,
+  type RolloutState,
+} from '../states.js';
 import { windowAllows } from '../windows.js';
 import type { Audit } from './audit.js';
 import type { WriteQueue } from './write-queue.js';
@@ -43,7 +51,12 @@ export class RolloutService {
     const o = input.options ?? {};
     const strategy = input.strategy ?? 'rolling';
     return {
-      target: { version: input.target.version, url: input.target.url, sha256: input.target.sha256, ...(input.target.signature ? { signature: input.target.signature } : {}) },
+      target: {
+        version: input.target.version,
+        url: input.target.url,
+        sha256: input.target.sha256,
+        ...(input.target.signature ? { signature: input.target.signature } : {}),
+      },
       strategy,
       ...(input.nodes ? { nodes: input.nodes } : {}),
       options: {
@@ -104,8 +117,23 @@ export class RolloutService {
       const order = [...inWaves, ...plan.skip, ...plan.nodes.filter((n) => !inWaves.has(n) && !skip.has(n))];
       order.forEach((nodeId, position) => {
         store.insertStep({
-          rolloutId: id, nodeId, position, state: 'pending', commandId: null, attempt: 0, fromVersion: null, code: null, message: null,
-          downtimeMs: null, dispatchSeq: null, startedAt: null, resultAt: null, syncedAt: null, finishedAt: null, updatedAt: now, progress: null,
+          rolloutId: id,
+          nodeId,
+          position,
+          state: 'pending',
+          commandId: null,
+          attempt: 0,
+          fromVersion: null,
+          code: null,
+          message: null,
+          downtimeMs: null,
+          dispatchSeq: null,
+          startedAt: null,
+          resultAt: null,
+          syncedAt: null,
+          finishedAt: null,
+          updatedAt: now,
+          progress: null,
         });
         if (skip.has(nodeId)) store.updateStep(id, nodeId, { state: 'skipped', message: 'already at the target version', finishedAt: now }, now);
       });
@@ -125,9 +153,9 @@ export class RolloutService {
     const r = this.get(id);
     const fleet = this.d.fleet();
     // In-flight steps carry the agent link, so a lost agent never hides behind "upgrading".
-    const steps = this.d.store.steps(id).map((s) =>
-      IN_FLIGHT_STEP_STATES.includes(s.state) ? { ...s, agent: fleet.nodes.get(s.nodeId)?.agent ?? 'unreachable' } : s,
-    );
+    const steps = this.d.store
+      .steps(id)
+      .map((s) => (IN_FLIGHT_STEP_STATES.includes(s.state) ? { ...s, agent: fleet.nodes.get(s.nodeId)?.agent ?? 'unreachable' } : s));
     return { rollout: r, steps };
   }
 
@@ -189,7 +217,10 @@ const OPERATOR_ACTIONS: Record<OperatorAction, (c: ActionContext) => void> = {
   resume({ r, actor, reason, now, move, d }) {
     const gateTo = resumeInto(r, d, now);
     // A resumed rollout does not stop again on failures the operator has seen.
-    const failed = d.store.steps(r.id).filter((s) => s.state === 'failed').map((s) => s.nodeId);
+    const failed = d.store
+      .steps(r.id)
+      .filter((s) => s.state === 'failed')
+      .map((s) => s.nodeId);
     d.store.patchRolloutData(r.id, { handledFailures: [...new Set([...(r.data.handledFailures ?? []), ...failed])] }, now);
     move(gateTo);
     d.audit.record('rollout.resumed', actor, r.id, null, { reason, to: gateTo });
