@@ -333,12 +333,11 @@ function passGate(d: Decision): void {
  */
 function rollBack(d: Decision): void {
   const { rollout, fleet } = d;
-  const { budget } = disruption({ fleet, steps: currentSteps(d), busyElsewhere: d.input.busyElsewhere });
+  const { budget, weighted: byWeight } = disruption({ fleet, steps: currentSteps(d), busyElsewhere: d.input.busyElsewhere });
   const ownDown = stepsIn(d, 'upgrading', 'rolling_back').length;
   const toUndo = stepsIn(d, 'upgraded', 'verifying').sort((a, b) => (b.dispatchSeq ?? 0) - (a.dispatchSeq ?? 0));
   const verifyingToUndo = toUndo.filter((s) => d.states.get(s.nodeId) === 'verifying').length;
-  const weighted =
-    fleet.chain && rollout.strategy !== 'halt' ? disruption({ fleet, steps: currentSteps(d), busyElsewhere: d.input.busyElsewhere }).weighted : null;
+  const weighted = rollout.strategy !== 'halt' ? byWeight : null;
   let slots =
     rollout.strategy === 'halt'
       ? toUndo.length
