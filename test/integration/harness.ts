@@ -8,7 +8,7 @@ import { pino } from 'pino';
 import { api, buildConfig, startCoordinator, type RunningCoordinator } from '@guts-upgrade/coordinator';
 import type { EventsBody, FleetBody, NodeRegisteredBody, RolloutDetailBody } from '@guts-upgrade/coordinator';
 import { freePorts, waitFor, type SimTimings } from '@guts-upgrade/simulator';
-import { removeDir, startSimFleet, type SimFleet } from '@guts-upgrade/testkit';
+import { removeDir, startSimFleet, type SimFleet, type SimFleetOptions } from '@guts-upgrade/testkit';
 
 export const TOKEN = 'integration-operator-token';
 
@@ -47,7 +47,16 @@ const CONFIG = (port: number, db: string, windows: unknown[]) => ({
   logLevel: 'warn',
 });
 
-export async function makeRig(t: Tap, opts: { n: number; child?: boolean; windows?: unknown[]; timings?: Partial<SimTimings> }): Promise<Rig> {
+export async function makeRig(
+  t: Tap,
+  opts: {
+    n: number;
+    child?: boolean;
+    windows?: unknown[];
+    timings?: Partial<SimTimings>;
+    chain?: Partial<Pick<SimFleetOptions, 'weights' | 'unmanaged' | 'liar'>>;
+  },
+): Promise<Rig> {
   const dir = mkdtempSync(join(tmpdir(), 'guts-it-'));
   const port = (await freePorts(1))[0]!;
   const cfg = CONFIG(port, join(dir, 'coordinator.db'), opts.windows ?? []);
@@ -86,7 +95,14 @@ export async function makeRig(t: Tap, opts: { n: number; child?: boolean; window
   });
   const tokens: Record<string, string> = {};
   for (let i = 0; i < opts.n; i++) tokens[`v${i}`] = (await api<NodeRegisteredBody>(op, 'POST', '/api/v1/nodes', { id: `v${i}` })).token;
-  fleet = await startSimFleet({ n: opts.n, dir: join(dir, 'fleet'), coordinatorWsUrl: url.replace('http', 'ws'), tokens, timings: opts.timings });
+  fleet = await startSimFleet({
+    n: opts.n,
+    dir: join(dir, 'fleet'),
+    coordinatorWsUrl: url.replace('http', 'ws'),
+    tokens,
+    timings: opts.timings,
+    ...(opts.chain ?? {}),
+  });
   // Killed by a timeout, this process would otherwise leave the coordinator child behind with the fleet.
   if (proc) fleet.track((proc as ChildProcess).pid!);
   const rig: Rig = {

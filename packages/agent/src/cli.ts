@@ -143,7 +143,13 @@ async function daemon(agent: Agent, config: AgentConfig): Promise<number> {
   if (config.coordinator.url && config.coordinator.token) {
     conn = new Connection(
       agent,
-      { url: config.coordinator.url, token: config.coordinator.token, nodeId: config.nodeId, reconnectMaxMs: config.coordinator.reconnectMaxMs },
+      {
+        url: config.coordinator.url,
+        token: config.coordinator.token,
+        nodeId: config.nodeId,
+        validatorPubkey: config.validatorPubkey,
+        reconnectMaxMs: config.coordinator.reconnectMaxMs,
+      },
       log,
     );
     void conn.run();
@@ -341,7 +347,7 @@ export function buildProgram(result: { code: number }): CliCommand {
       const c = loadConfig(opts<object>(cmd).config);
       checkDaemonConfig(c);
       process.stdout.write(
-        `configuration valid: node ${c.nodeId}, ${c.service.driver} driver (${c.service.name}), state ${c.stateDir}, ` +
+        `configuration valid: node ${c.nodeId}${c.validatorPubkey ? ` (validator ${c.validatorPubkey.slice(0, 16)}…)` : ''}, ${c.service.driver} driver (${c.service.name}), state ${c.stateDir}, ` +
           `${c.coordinator.url ? `coordinator ${c.coordinator.url}` : 'no coordinator'}\n`,
       );
     });

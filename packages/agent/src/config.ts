@@ -16,6 +16,11 @@ export const DEFAULT_CONFIG_PATH = '/etc/guts-upgrade/agent.yaml';
 
 export interface AgentConfig {
   nodeId: string;
+  /**
+   * The public key (hex) of the chain validator this node runs as, sent in
+   * hello so the coordinator binds the node to its validator on the chain.
+   */
+  validatorPubkey: string | null;
   coordinator: { url: string | null; token: string | null; tokenFile: string | null; reconnectMaxMs: number };
   service: {
     driver: 'systemd' | 'process';
@@ -87,6 +92,7 @@ const N = (dflt: number, min = 0): Field => ({ kind: 'number', dflt, min });
 
 const SCHEMA: Record<string, Field | Record<string, Field>> = {
   nodeId: S(undefined, true),
+  validatorPubkey: NS(),
   coordinator: { url: NS(), token: NS(), tokenFile: NS(), reconnectMaxMs: I(30_000, 100) },
   service: {
     driver: { kind: 'enum', values: ['systemd', 'process'], dflt: 'systemd' },
@@ -250,6 +256,9 @@ export function resolveConfig(doc: Record<string, unknown>, env: NodeJS.ProcessE
   }
   const c = out as unknown as AgentConfig;
   if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(c.nodeId)) bad('nodeId', 'must match [A-Za-z0-9][A-Za-z0-9._-]{0,62}');
+  if (c.validatorPubkey !== null && !/^[0-9a-fA-F]{2,256}$/.test(c.validatorPubkey)) {
+    bad('validatorPubkey', `must be the validator's public key in hex (2 to 256 hex digits), got ${JSON.stringify(c.validatorPubkey)}`);
+  }
   const abs = (p: string) => path.resolve(baseDir, p);
   c.stateDir = abs(c.stateDir);
   c.node.binary = abs(c.node.binary);

@@ -15,6 +15,8 @@ export interface ConnectionOptions {
   url: string;
   token: string;
   nodeId: string;
+  /** The chain validator this node runs as (hex public key), sent in hello. */
+  validatorPubkey?: string | null;
   reconnectMaxMs: number;
   /** First reconnect delay. */
   reconnectBaseMs?: number;
@@ -120,7 +122,17 @@ export class Connection {
       const status = await this.agent.status();
       const recentResults = this.agent.journal.recentResults(20);
       if (this.stopped || ws.readyState !== WebSocket.OPEN) return;
-      ws.send(encode(agentMessage('hello', { nodeId: this.opts.nodeId, agentVersion: AGENT_VERSION, status, recentResults })));
+      ws.send(
+        encode(
+          agentMessage('hello', {
+            nodeId: this.opts.nodeId,
+            agentVersion: AGENT_VERSION,
+            ...(this.opts.validatorPubkey ? { validatorPubkey: this.opts.validatorPubkey } : {}),
+            status,
+            recentResults,
+          }),
+        ),
+      );
     } catch (err) {
       this.log.error({ err: (err as Error).message }, 'cannot send hello');
       ws.close(1011, 'hello failed');

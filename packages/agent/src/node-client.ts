@@ -1,9 +1,10 @@
 /**
  * Reads the node's own view of itself over its HTTP API: health, readiness,
- * consensus status, validators and Prometheus metrics. Every call has a timeout
+ * consensus status, the chain (validator set, recent finalized blocks) and
+ * Prometheus metrics. Every call has a timeout
  * and none throws: an unreachable node is a status, not an exception.
  */
-import type { Health, NodeMetrics, NodeStatus } from '@guts-upgrade/protocol';
+import type { ChainReport, Health, NodeMetrics, NodeStatus } from '@guts-upgrade/protocol';
 import { parseVersionOutput } from '@guts-upgrade/protocol';
 import semver from 'semver';
 
@@ -22,9 +23,14 @@ export interface HttpJson {
   body: unknown;
 }
 
+/** Most blocks a status carries (the protocol's cap). */
+export const CHAIN_BLOCKS = 64;
+
 export class NodeClient {
   /** The previous scrape, so heartbeats report latency over the last interval, not since start. */
   private lastScrape: MetricsSample | null = null;
+  /** The node's recent finalized blocks, contiguous by height, oldest first, kept between reads. */
+  private recent: ChainReport['blocks'] = [];
 
   constructor(
     readonly apiUrl: string,
@@ -66,6 +72,49 @@ export class NodeClient {
     const r = await this.json('/api/consensus/status');
     if (r?.status !== 200 || !r.body || typeof r.body !== 'object') return null;
     return r.body as ConsensusStatus;
+  }
+
+  /**
+   * The chain as the node reports it (/api/consensus/validators and
+   * /api/consensus/blocks), in the protocol's terms. A node without these
+   * endpoints, or one that answers something malformed, reports no set and
+   * no blocks: the coordinator then has nothing from this node to weigh.
+   */
+  async chain(): Promise<ChainReport> {
+    const [v, b] = await Promise.all([this.json('/api/consensus/validators'), this.json('/api/consensus/blocks')]);
+    return {
+      validators: v && v.status === 200 ? validatorSetOf(v.body) : null,
+      blocks: b && b.status === 200 ? await this.recentBlocks(blocksOf(b.body)) : [],
+    };
+  }
+
+  /**
+   * The node serves only its last 10 blocks: fewer views than a leader
+   * rotation spans. So the agent keeps what it read before and fills a gap
+   * below the latest ones from /api/consensus/blocks/{height} (all at once,
+   * each within the HTTP timeout), reporting up to CHAIN_BLOCKS contiguous
+   * blocks. A node whose chain went back or changed (a restore) starts over.
+   */
+  private async recentBlocks(latest: ChainReport['blocks']): Promise<ChainReport['blocks']> {
+    if (latest.length === 0) return [];
+    const top = latest[latest.length - 1]!.height;
+    const byHeight = new Map<number, ChainReport['blocks'][number]>();
+    const known = new Map(this.recent.map((x) => [x.height, x]));
+    const consistent = (this.recent.at(-1)?.height ?? 0) <= top && latest.every((x) => !known.has(x.height) || known.get(x.height)!.blockId === x.blockId);
+    if (consistent) for (const x of this.recent) byHeight.set(x.height, x);
+    for (const x of latest) byHeight.set(x.height, x);
+    const floor = Math.max(1, top - CHAIN_BLOCKS + 1);
+    const missing: number[] = [];
+    for (let h = top; h >= floor; h--) if (!byHeight.has(h)) missing.push(h);
+    if (missing.length > 0) {
+      const got = await Promise.all(missing.map((h) => this.json(`/api/consensus/blocks/${h}`)));
+      for (const r of got) if (r && r.status === 200) for (const x of blocksOf([r.body])) byHeight.set(x.height, x);
+    }
+    const run: ChainReport['blocks'] = [];
+    for (let h = top; h >= floor && byHeight.has(h); h--) run.push(byHeight.get(h)!);
+    run.reverse();
+    this.recent = run;
+    return run;
   }
 
   async metricsText(): Promise<string | null> {
@@ -129,7 +178,7 @@ export class NodeClient {
   }
 
   async status(busy: NodeStatus['busy']): Promise<NodeStatus> {
-    const [h, ready, cs, metrics] = await Promise.all([this.health(), this.ready(), this.consensus(), this.metricsStatus()]);
+    const [h, ready, cs, metrics, chain] = await Promise.all([this.health(), this.ready(), this.consensus(), this.metricsStatus(), this.chain()]);
     const p = h ? peerReadingOf(h.body) : null;
     const peers = p?.reported ? p.count : null;
     let health: Health = 'unknown';
@@ -150,9 +199,58 @@ export class NodeClient {
       view: int(cs?.view),
       peerCount: int(peers),
       ...(metrics ? { metrics } : {}),
+      chain,
       busy,
     };
   }
+}
+
+const HEX = /^[0-9a-fA-F]{2,256}$/;
+const count = (x: unknown): x is number => typeof x === 'number' && Number.isSafeInteger(x) && x >= 0;
+const record = (x: unknown): Record<string, unknown> | null => (x && typeof x === 'object' && !Array.isArray(x) ? (x as Record<string, unknown>) : null);
+
+/**
+ * /api/consensus/validators in the protocol's terms, or null when it is not
+ * a whole, well-formed set (a partial set would give a wrong quorum).
+ */
+export function validatorSetOf(body: unknown): ChainReport['validators'] {
+  const o = record(body);
+  if (!o || !count(o.epoch) || !count(o.total_weight) || !count(o.quorum_weight) || !Array.isArray(o.validators) || o.validators.length > 1024) return null;
+  const validators: NonNullable<ChainReport['validators']>['validators'] = [];
+  for (const raw of o.validators) {
+    const v = record(raw);
+    if (!v || typeof v.name !== 'string' || v.name.length > 128 || typeof v.pubkey !== 'string' || !HEX.test(v.pubkey) || !count(v.weight)) return null;
+    validators.push({ name: v.name, pubkey: v.pubkey, weight: v.weight, active: v.active !== false });
+  }
+  return { epoch: o.epoch, totalWeight: o.total_weight, quorumWeight: o.quorum_weight, validators };
+}
+
+/** /api/consensus/blocks in the protocol's terms, oldest first, at most CHAIN_BLOCKS; malformed entries are left out. */
+export function blocksOf(body: unknown): ChainReport['blocks'] {
+  if (!Array.isArray(body)) return [];
+  const out: ChainReport['blocks'] = [];
+  for (const raw of body) {
+    const b = record(raw);
+    if (
+      !b ||
+      !count(b.height) ||
+      typeof b.block_id !== 'string' ||
+      b.block_id.length > 128 ||
+      !count(b.view) ||
+      typeof b.producer !== 'string' ||
+      !HEX.test(b.producer)
+    )
+      continue;
+    out.push({
+      height: b.height,
+      blockId: b.block_id,
+      view: b.view,
+      producer: b.producer,
+      signatureCount: count(b.signature_count) ? b.signature_count : null,
+    });
+  }
+  out.sort((a, b) => a.height - b.height);
+  return out.slice(-CHAIN_BLOCKS);
 }
 
 /** A peers figure as the node reports it, or why there is none. */

@@ -42,6 +42,8 @@ export interface ClusterOptions {
   logLevel?: string;
   /** Validator names (default v0..v{n-1}). */
   names?: string[];
+  /** Genesis voting weight of each validator, in order (default 1 each). */
+  weights?: number[];
 }
 
 /** Distinct free TCP ports on host (bound together, then released). */
@@ -68,6 +70,10 @@ export async function createCluster(opts: ClusterOptions): Promise<NodeDescripto
   if (!Number.isInteger(n) || n < 1) throw new RangeError('n must be a positive integer');
   const ports = opts.basePort !== undefined ? Array.from({ length: 3 * n }, (_, i) => opts.basePort! + i) : await freePorts(3 * n, host);
   const names = opts.names ?? Array.from({ length: n }, (_, i) => `v${i}`);
+  const weights = opts.weights ?? names.map(() => 1);
+  if (weights.length !== names.length || !weights.every((w) => Number.isInteger(w) && w >= 0)) {
+    throw new RangeError(`weights must be ${names.length} non-negative integers, got ${JSON.stringify(opts.weights)}`);
+  }
   const genesis = opts.genesisTime ?? Date.now();
   const descs: NodeDescriptor[] = names.map((name, i) => {
     const dir = path.resolve(opts.dir, name);
@@ -100,7 +106,7 @@ export async function createCluster(opts: ClusterOptions): Promise<NodeDescripto
       log_level: opts.logLevel ?? 'info',
       log_format: 'json',
       genesis_time: genesis,
-      validators: descs.map((v) => ({ name: v.name, pubkey: v.pubkey, weight: 1, addr: v.apiAddr })),
+      validators: descs.map((v, i) => ({ name: v.name, pubkey: v.pubkey, weight: weights[i]!, addr: v.apiAddr })),
       sim: { ...(opts.timings ?? {}), ...(opts.nodeTimings?.[d.name] ?? {}) },
     };
     fs.writeFileSync(d.configPath, YAML.stringify(cfg));
@@ -203,6 +209,72 @@ export async function getJson<T = unknown>(url: string, timeoutMs = 1000): Promi
   } catch {
     return null;
   }
+}
+
+/**
+ * Moves one node to a new epoch (simulator control POST /sim/epoch): from
+ * then on it reports and uses these weights. Set it on every running node;
+ * a node that is down adopts it from its peers when it comes back.
+ */
+export async function setNodeEpoch(
+  d: Pick<NodeDescriptor, 'apiUrl'>,
+  epoch: number,
+  weights: number[],
+  active?: boolean[],
+  timeoutMs = 3000,
+): Promise<{ status: number; body: unknown } | null> {
+  try {
+    const res = await fetch(`${d.apiUrl}/sim/epoch`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ epoch, weights, ...(active ? { active } : {}) }),
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+    const text = await res.text();
+    let body: unknown = text;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      /* plain text */
+    }
+    return { status: res.status, body };
+  } catch {
+    return null;
+  }
+}
+
+/** /api/consensus/validators as the node reports it. */
+export interface ValidatorsReport {
+  epoch: number;
+  total_weight: number;
+  quorum_weight: number;
+  validator_count: number;
+  validators: { name: string; pubkey: string; weight: number; addr: string; active: boolean }[];
+}
+
+/** A block as /api/consensus/blocks reports it. */
+export interface BlockReport {
+  height: number;
+  block_id: string;
+  parent_id: string;
+  producer: string;
+  timestamp: number;
+  tx_count: number;
+  tx_root: string;
+  state_root: string;
+  view: number;
+  signature_count: number;
+}
+
+export async function consensusValidators(d: Pick<NodeDescriptor, 'apiUrl'>): Promise<ValidatorsReport | null> {
+  const r = await getJson<ValidatorsReport>(`${d.apiUrl}/api/consensus/validators`);
+  return r && r.status === 200 ? r.body : null;
+}
+
+/** The last 10 finalized blocks, oldest first. */
+export async function consensusBlocks(d: Pick<NodeDescriptor, 'apiUrl'>): Promise<BlockReport[] | null> {
+  const r = await getJson<BlockReport[]>(`${d.apiUrl}/api/consensus/blocks`);
+  return r && r.status === 200 && Array.isArray(r.body) ? r.body : null;
 }
 
 export interface ConsensusStatus {

@@ -78,9 +78,12 @@ export const DEFAULT_TIMINGS: SimTimings = {
 export interface ValidatorSpec {
   name: string;
   pubkey: string;
+  /** Voting weight in the genesis epoch (an epoch change may alter it: see Consensus.setEpoch). */
   weight: number;
   /** API address (host:port) that peers use for /p2p traffic. */
   addr: string;
+  /** Whether it votes and leads in the genesis epoch (default true). */
+  active: boolean;
 }
 
 export interface NodeConfig {
@@ -260,7 +263,7 @@ export function resolveConfig(args: ParsedArgs, env: NodeJS.ProcessEnv = process
 function parseValidators(raw: unknown, selfName: string, apiAddr: string): ValidatorSpec[] {
   if (raw === undefined) {
     // A lone node is a one-validator network: it finalizes alone.
-    return [{ name: selfName, pubkey: pubkeyFor(selfName), weight: 1, addr: apiAddr }];
+    return [{ name: selfName, pubkey: pubkeyFor(selfName), weight: 1, addr: apiAddr, active: true }];
   }
   if (!Array.isArray(raw) || raw.length === 0) throw new ConfigError('validators must be a non-empty list');
   const out: ValidatorSpec[] = raw.map((v, i) => {
@@ -270,7 +273,10 @@ function parseValidators(raw: unknown, selfName: string, apiAddr: string): Valid
     const addr = str(o.addr ?? o.api_addr);
     if (!name || !addr) throw new ConfigError(`validators[${i}] needs name and addr`);
     parseAddr(addr, `validators[${i}].addr`);
-    return { name, addr, pubkey: str(o.pubkey) ?? pubkeyFor(name), weight: o.weight === undefined ? 1 : num(o.weight, 'weight') };
+    const weight = o.weight === undefined ? 1 : num(o.weight, `validators[${i}].weight`);
+    if (!Number.isInteger(weight)) throw new ConfigError(`validators[${i}].weight must be an integer, got ${weight}`);
+    if (o.active !== undefined && typeof o.active !== 'boolean') throw new ConfigError(`validators[${i}].active must be true or false`);
+    return { name, addr, pubkey: str(o.pubkey) ?? pubkeyFor(name), weight, active: o.active !== false };
   });
   const names = new Set(out.map((v) => v.name));
   if (names.size !== out.length) throw new ConfigError('validator names must be unique');

@@ -1,16 +1,26 @@
 /**
- * Toy BFT in the shape of Simplex, slowed down so tests can watch it:
+ * Toy BFT in the shape of Simplex, slowed down so tests can watch it, on the
+ * chain's own rules (@guts-upgrade/protocol/chain, as crates/guts-consensus):
  * - the view advances every leader_term_ms (shared genesis_time, shared clock);
- * - the leader of a view is the first eligible validator in rotation order
- *   starting at view % n (eligible = reachable, started, not syncing), so a
- *   down leader is skipped;
+ * - the leader of view v is leaderOfView(v): index v mod k among the k active
+ *   validators of the current epoch, in the config's order. Nothing hands a
+ *   view on: when that validator is down (or not eligible: starting, syncing)
+ *   the view produces no block;
  * - the leader proposes a block every block_interval_ms and finalizes it only
- *   with acknowledgements from quorumSize(n) validators, itself included;
- * - a validator votes for one block per height and view, as in Simplex: the
- *   leader re-sends the same proposal for as long as its view lasts, so a
- *   vote already given still counts, and a later view's leader may win a vote
- *   that an earlier view's block had;
+ *   once the votes it holds weigh at least quorumWeightFor(active weight),
+ *   its own vote included. The certificate carries exactly the quorum: the
+ *   leader's own vote first, then the other votes, heaviest first (ties in
+ *   the config's order), only until the weight reaches the quorum weight; the
+ *   block's signature_count is the number of votes in that certificate;
+ * - each block records the view it was proposed in and its producer (the
+ *   leader's public key), so both are the chain's truth;
+ * - a validator votes only for the leader of the proposal's view, and for one
+ *   block per height and view, as in Simplex: the leader re-sends the same
+ *   proposal for as long as its view lasts, so a vote already given still
+ *   counts, and a later view's leader may win a vote that an earlier view's
+ *   block had;
  * - peers that are behind pull missing blocks at sync_blocks_per_sec;
+ * - a node adopts the highest epoch its peers report (see epoch.ts);
  * - after start() the engine connects to its peers one by one over
  *   p2p_warmup_ms; before start() it is `Starting` and takes no part, and a
  *   peer whose connection has not formed yet is neither polled nor answered
@@ -18,8 +28,9 @@
  * Node-to-node traffic is plain HTTP on the API address under /p2p/.
  */
 import crypto from 'node:crypto';
-import { quorumSize } from '@guts-upgrade/protocol/quorum';
+import { activeWeight, leaderOfView, quorumWeightFor } from '@guts-upgrade/protocol/chain';
 import type { NodeConfig, ValidatorSpec } from './config.js';
+import { type Epoch, EpochStore } from './epoch.js';
 import type { HistoryWriter } from './history.js';
 import type { Logger } from './log.js';
 import type { Block, ChainStore } from './storage.js';
@@ -31,6 +42,8 @@ export interface PeerStatus {
   finalized_height: number;
   view: number;
   version: string;
+  /** The epoch this node runs (absent from nodes before epochs). */
+  epoch?: Epoch;
 }
 
 interface PeerState {
@@ -44,8 +57,8 @@ export const CAUGHT_UP_DISTANCE = 2;
 
 export class Consensus {
   readonly n: number;
-  readonly quorum: number;
   readonly self: ValidatorSpec;
+  readonly epochs: EpochStore;
   private readonly peers = new Map<string, PeerState>();
   private timers: NodeJS.Timeout[] = [];
   private polledOnce = false;
@@ -69,9 +82,10 @@ export class Consensus {
     private readonly history: HistoryWriter,
     private readonly isReady: () => boolean,
     private readonly version: string,
+    epochs?: EpochStore,
   ) {
     this.n = cfg.validators.length;
-    this.quorum = quorumSize(this.n);
+    this.epochs = epochs ?? new EpochStore(cfg.validators, null);
     this.self = cfg.validators.find((v) => v.name === cfg.name)!;
     for (const v of cfg.validators) if (v.name !== cfg.name) this.peers.set(v.name, { reachable: false, status: null, lastSeen: 0 });
     if (this.peers.size === 0) this.polledOnce = true;
@@ -116,18 +130,20 @@ export class Consensus {
     return this.syncing ? 'Syncing' : 'Active';
   }
 
-  private eligible(v: ValidatorSpec): boolean {
-    if (v.name === this.self.name) return this.isReady() && this.running && !this.syncing;
-    const p = this.peers.get(v.name);
-    return !!p && p.reachable && !!p.status && p.status.ready && !p.status.syncing;
+  /** Total weight of the active validators in the current epoch. */
+  get activeWeight(): number {
+    return activeWeight(this.epochs.chainValidators());
   }
 
+  /** Weight a certificate needs: ceil(2/3 × active weight). */
+  get quorumWeight(): number {
+    return quorumWeightFor(this.activeWeight);
+  }
+
+  /** The leader of `view` by the chain's rule, up or not (a down leader's view is skipped). */
   leaderOf(view: number): ValidatorSpec | null {
-    for (let i = 0; i < this.n; i++) {
-      const v = this.cfg.validators[(view + i) % this.n]!;
-      if (this.eligible(v)) return v;
-    }
-    return null;
+    const l = leaderOfView(view, this.epochs.chainValidators());
+    return l ? (this.cfg.validators.find((v) => v.name === l.name) ?? null) : null;
   }
 
   get leader(): ValidatorSpec | null {
@@ -142,6 +158,7 @@ export class Consensus {
       finalized_height: this.height,
       view: this.view,
       version: this.version,
+      epoch: this.epochs.current,
     };
   }
 
@@ -203,6 +220,22 @@ export class Consensus {
       }),
     );
     this.polledOnce = true;
+    this.adoptPeerEpoch();
+  }
+
+  /** A node that missed an epoch change (it was down) takes it from its peers. */
+  private adoptPeerEpoch(): void {
+    let best: Epoch | null = null;
+    for (const p of this.peers.values()) {
+      const e = p.reachable ? p.status?.epoch : undefined;
+      if (e && e.epoch > (best?.epoch ?? this.epochs.current.epoch)) best = e;
+    }
+    if (!best) return;
+    try {
+      if (this.epochs.set(best)) this.log.info('adopted epoch from peers', { epoch: best.epoch, weights: best.weights });
+    } catch (e) {
+      this.log.warn('peer reports an epoch this node cannot adopt', { error: (e as Error).message });
+    }
   }
 
   private record(b: Block): void {
@@ -233,18 +266,40 @@ export class Consensus {
       this.lock = { height, view, id: proposal.block_id };
       const targets = this.others().filter((v) => this.peers.get(v.name)?.reachable);
       const acks = await Promise.all(targets.map((v) => this.call<{ ack: boolean }>(v, '/p2p/propose', proposal)));
-      const votes = 1 + acks.filter((a) => a?.ack === true).length;
-      if (votes < this.quorum || this.stopped || this.height + 1 !== height) {
-        this.log.debug('proposal not finalized', { height, votes, quorum: this.quorum });
+      const voters = targets.filter((_, i) => acks[i]?.ack === true);
+      const cert = this.certificate(voters);
+      if (!cert || this.stopped || this.height + 1 !== height || this.leaderOf(view)?.name !== this.self.name) {
+        this.log.debug('proposal not finalized', { height, view, votes: 1 + voters.length, quorum_weight: this.quorumWeight });
         return;
       }
-      const block: Block = { ...proposal, signature_count: votes };
+      const block: Block = { ...proposal, signature_count: cert.length };
       this.pendingTransactions = Math.max(0, this.pendingTransactions - txs);
       this.commitLocal(block);
       await Promise.all(targets.map((v) => this.call(v, '/p2p/commit', block)));
     } finally {
       this.proposing = false;
     }
+  }
+
+  /**
+   * The smallest certificate from the leader's own vote and these votes:
+   * its own first, then the heaviest, until the weight reaches the quorum
+   * weight. Null when all of them together do not reach it.
+   */
+  certificate(voters: readonly ValidatorSpec[]): ValidatorSpec[] | null {
+    const need = this.quorumWeight;
+    const cert = [this.self];
+    let weight = this.epochs.weightOf(this.self.name);
+    const order = new Map(this.cfg.validators.map((v, i) => [v.name, i]));
+    const rest = voters
+      .filter((v) => v.name !== this.self.name && this.epochs.weightOf(v.name) > 0)
+      .sort((a, b) => this.epochs.weightOf(b.name) - this.epochs.weightOf(a.name) || order.get(a.name)! - order.get(b.name)!);
+    for (const v of rest) {
+      if (weight >= need) break;
+      cert.push(v);
+      weight += this.epochs.weightOf(v.name);
+    }
+    return weight >= need ? cert : null;
   }
 
   private newProposal(height: number, parent: string, view: number): Block {
@@ -261,6 +316,7 @@ export class Consensus {
   onPropose(b: Block): boolean {
     if (!this.isReady() || !this.running || this.syncing) return false;
     if (b.height !== this.height + 1 || b.parent_id !== this.chain.tipId) return false;
+    if (b.producer !== this.leaderOf(b.view)?.pubkey) return false; // only the view's leader proposes
     const l = this.lock;
     if (l && l.height === b.height) {
       if (b.view < l.view) return false; // a leader whose view is over

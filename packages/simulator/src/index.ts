@@ -6,6 +6,7 @@ export * from './history.js';
 export * from './metrics.js';
 export * from './health.js';
 export * from './consensus.js';
+export * from './epoch.js';
 export { runNode, EXIT_SCHEMA } from './node.js';
 export { main } from './main.js';
 export * from './artifacts.js';

@@ -2,9 +2,10 @@
 import crypto from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
-import { quorumSize } from '@guts-upgrade/protocol/quorum';
+import { activeWeight, quorumWeightFor } from '@guts-upgrade/protocol/chain';
 import { parseAddr, type NodeConfig, type P2pReport } from './config.js';
 import { Consensus } from './consensus.js';
+import { EpochError, epochFileFor, EpochStore } from './epoch.js';
 import { HealthState } from './health.js';
 import { HistoryWriter } from './history.js';
 import type { Logger } from './log.js';
@@ -102,6 +103,7 @@ export async function runNode(cfg: NodeConfig, id: BuildIdentity, log: Logger): 
   const migration = checkSchema(cfg, version, log);
 
   let consensus: Consensus | null = null;
+  const epochs = new EpochStore(cfg.validators, epochFileFor(cfg.dataDir), (e) => log.warn('cannot keep the epoch', { error: e.message }));
   const p2pReport = fault === 'isolated' ? 'isolated' : cfg.sim.p2p_report;
   const sim = { ...cfg.sim, p2p_report: p2pReport };
   const health = new HealthState(() => p2pHealth(p2pReport, consensus, cfg.validators.length));
@@ -168,13 +170,15 @@ export async function runNode(cfg: NodeConfig, id: BuildIdentity, log: Logger): 
           });
         }
         case '/api/consensus/validators': {
-          const total = cfg.validators.reduce((s, v) => s + v.weight, 0);
+          // total_weight is the active validators' weight, the one the quorum is taken of.
+          const set = epochs.chainValidators();
+          const total = activeWeight(set);
           return reply(200, {
-            epoch: 0,
+            epoch: epochs.current.epoch,
             total_weight: total,
-            quorum_weight: quorumSize(total),
-            validator_count: cfg.validators.length,
-            validators: cfg.validators.map((v) => ({ name: v.name, pubkey: v.pubkey, weight: v.weight, addr: v.addr, active: true })),
+            quorum_weight: quorumWeightFor(total),
+            validator_count: set.length,
+            validators: set.map((v, i) => ({ name: v.name, pubkey: v.pubkey, weight: v.weight, addr: cfg.validators[i]!.addr, active: v.active })),
           });
         }
         case '/api/consensus/blocks': {
@@ -199,6 +203,17 @@ export async function runNode(cfg: NodeConfig, id: BuildIdentity, log: Logger): 
         return b ? reply(200, blockView(b)) : reply(404, `Block at height ${m[1]} not found`);
       }
     } else if (req.method === 'POST') {
+      if (p === '/sim/epoch') {
+        // Simulator control (not in the real node): change the validator set's weights from now on.
+        try {
+          const changed = epochs.set(await readJson(req));
+          if (changed) log.info('epoch changed', { epoch: epochs.current.epoch, weights: epochs.current.weights, active: epochs.current.active });
+          return reply(200, { ...epochs.current, changed });
+        } catch (e) {
+          if (e instanceof EpochError) return reply(e.status, { error: e.message });
+          throw e;
+        }
+      }
       if (p === '/api/consensus/transactions') {
         await readJson(req);
         if (consensus) consensus.pendingTransactions++;
@@ -292,7 +307,7 @@ export async function runNode(cfg: NodeConfig, id: BuildIdentity, log: Logger): 
   health.storageHealthy = true;
   health.storageReason = null;
   health.realtimeHealthy = true;
-  const engine = new Consensus({ ...cfg, sim }, chain, log, history, () => health.ready && health.storageHealthy, version);
+  const engine = new Consensus({ ...cfg, sim }, chain, log, history, () => health.ready && health.storageHealthy, version, epochs);
   consensus = engine;
   // The engine reports `Starting` (and takes no part) for consensus_start_ms after readiness.
   if (cfg.sim.consensus_start_ms > 0) {

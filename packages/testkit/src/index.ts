@@ -1,2 +1,3 @@
 export * from './fleet.js';
 export * from './reaper.js';
+export * from './liar.js';
