@@ -27,8 +27,8 @@ const alive = (pid: number) => {
 const OWNER = `
 import { spawn } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
-const { startReaper } = await import(process.argv[1]);
-const [identity, list, pidFile] = process.argv.slice(2);
+const [reaperModule, identity, list, pidFile] = process.argv.slice(2);
+const { startReaper } = await import(reaperModule);
 const { processStartTime } = await import(identity);
 const reaper = startReaper(list);
 const sleeper = () => { const c = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { detached: true, stdio: 'ignore' }); c.unref(); return c.pid; };
@@ -41,11 +41,22 @@ console.log(JSON.stringify({ a, b }));
 setInterval(() => {}, 1000);
 `;
 
+/**
+ * With -e the first argument lands in process.argv[1]. It must not be the reaper's
+ * path: the reaper module then takes itself for the watcher's main, reads the
+ * owner's empty stdin and exits the owner (a race the test lost now and then).
+ */
+const OWNER_ARGV1 = 'owner';
+
 t.test('processes tracked by a dead owner are killed, even when it dies by SIGKILL', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'guc-reap-'));
-  const owner = spawn(process.execPath, ['--input-type=module', '-e', OWNER, reaperModule, identityModule, join(dir, 'list'), join(dir, 'node.pid')], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const owner = spawn(
+    process.execPath,
+    ['--input-type=module', '-e', OWNER, OWNER_ARGV1, reaperModule, identityModule, join(dir, 'list'), join(dir, 'node.pid')],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   let out = '';
   owner.stdout!.on('data', (d) => (out += d));
   const pids = (await waitFor(() => (out.includes('\n') ? (JSON.parse(out) as { a: number; b: number }) : null), {
