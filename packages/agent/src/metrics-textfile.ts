@@ -55,7 +55,7 @@ function line(name: string, labels: Record<string, string> | undefined, value: n
   return `${name}${l} ${Number.isInteger(value) ? value : value.toFixed(3)}`;
 }
 
-/** The families of one snapshot; families without a sample (nothing to say yet) are left out. */
+/** The families of one snapshot; a family with nothing to say yet (no result so far) has no sample. */
 export function agentFamilies(s: AgentMetricsSnapshot): Family[] {
   const node = { node_id: s.nodeId };
   return [
@@ -135,11 +135,10 @@ export function agentFamilies(s: AgentMetricsSnapshot): Family[] {
   ];
 }
 
-/** Prometheus text exposition of a snapshot. */
+/** Prometheus text exposition of a snapshot; every family is declared (HELP, TYPE) even without a sample yet. */
 export function renderAgentMetrics(s: AgentMetricsSnapshot): string {
   const out: string[] = [];
   for (const f of agentFamilies(s)) {
-    if (f.samples.length === 0) continue;
     out.push(`# HELP ${f.name} ${f.help}`, `# TYPE ${f.name} ${f.type}`);
     for (const x of f.samples) out.push(line(f.name, x.labels, x.value));
   }
