@@ -277,7 +277,16 @@ t.test('coordinator API, roles, agent auth, rollouts and webhooks', async (t) =>
   );
   const types = new Set(hooks.map((h) => h.event));
   for (const e of ['rollout.started', 'node.upgraded', 'node.failed', 'rollout.paused', 'rollout.completed']) t.ok(types.has(e), `webhook ${e}`);
-  t.match(await api<string>({ url: c.url! }, 'GET', '/metrics'), /guts_upgrade_version_skew \d/);
+  const metrics = await api<string>({ url: c.url! }, 'GET', '/metrics');
+  t.match(metrics, /guts_upgrade_version_skew \d/);
+  // The results above, counted once each, and the downtime the fake agents reported, per node.
+  const sample = (re: RegExp) => Number(re.exec(metrics)?.[1] ?? Number.NaN);
+  t.ok(sample(/^guts_upgrade_command_results_total\{kind="upgrade",outcome="succeeded"\} (\d+)$/m) >= 1, 'upgrade results counted');
+  t.match(metrics, /^guts_upgrade_command_results_total\{kind="prepare",outcome="failed"\} 0$/m, 'every kind and outcome listed from 0');
+  t.ok(sample(/^guts_upgrade_node_downtime_seconds_count\{node="v\d"\} (\d+)$/m) >= 1, 'downtime observed per node');
+  t.match(metrics, /^guts_upgrade_node_downtime_seconds_bucket\{le="\+Inf",node="v\d"\} \d+$/m);
+  t.ok(sample(/^guts_upgrade_webhook_attempts_total\{outcome="retry"\} (\d+)$/m) >= 1, 'failed webhook attempts counted');
+  t.match(metrics, /^guts_upgrade_build_info\{version="\d+\.\d+\.\d+",node="v\d+\.\d+\.\d+"\} 1$/m);
 });
 
 import { createRequire } from 'node:module';
