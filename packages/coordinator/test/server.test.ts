@@ -246,6 +246,18 @@ t.test('coordinator API, roles, agent auth, rollouts and webhooks', async (t) =>
   const count = agents.filter((a) => a.version === '1.3.0').length;
   await new Promise((r) => setTimeout(r, 400));
   t.equal(agents.filter((a) => a.version === '1.3.0').length, count, 'nothing dispatched while paused');
+  // The paused rollout on /metrics: paused, its nodes by step state adding up to the rollout's nodes.
+  const pausedMetrics = await api<string>({ url: c.url! }, 'GET', '/metrics');
+  const r3id = r3.rollout.id;
+  t.match(pausedMetrics, new RegExp(`^guts_upgrade_rollout_paused\\{rollout="${r3id}"\\} 1$`, 'm'), 'rollout_paused 1');
+  t.match(pausedMetrics, new RegExp(`^guts_upgrade_rollout_info\\{rollout="${r3id}",state="paused",strategy="rolling",target="1\\.3\\.0"\\} 1$`, 'm'));
+  const byState = [...pausedMetrics.matchAll(new RegExp(`^guts_upgrade_rollout_nodes\\{rollout="${r3id}",state="(\\w+)"\\} (\\d+)$`, 'gm'))];
+  t.equal(
+    byState.reduce((sum, m) => sum + Number(m[2]), 0),
+    r3.rollout.nodes.length,
+    'rollout_nodes adds up to the rollout',
+  );
+  t.ok(Number(byState.find((m) => m[1] === 'upgraded')?.[2]) >= 1, 'the upgraded node counted');
   t.equal((await api<RolloutDetailBody>(op, 'POST', `/api/v1/rollouts/${r3.rollout.id}/resume`)).rollout.state, 'running');
   await waitFor(async () => agents.filter((a) => a.version === '1.3.0').length > count, { what: 'progress after resume', timeoutMs: 20_000, intervalMs: 25 });
   t.equal((await api<RolloutDetailBody>(op, 'POST', `/api/v1/rollouts/${r3.rollout.id}/abort`)).rollout.state, 'aborted');
