@@ -147,8 +147,8 @@ export const PACKAGES = [
           ],
           // "-": the agent starts (and reports) on a host where guts-node is not installed yet.
           [
-            'ReadWritePaths=/usr/local/bin /var/lib/guts /var/lib/guts-upgrade /etc/guts',
-            'ReadWritePaths=/usr/local/bin -/var/lib/guts /var/lib/guts-upgrade -/etc/guts',
+            'ReadWritePaths=/usr/local/bin /var/lib/guts /var/lib/guts-upgrade /etc/guts -/var/lib/node_exporter/textfile_collector',
+            'ReadWritePaths=/usr/local/bin -/var/lib/guts /var/lib/guts-upgrade -/etc/guts -/var/lib/node_exporter/textfile_collector',
           ],
         ]),
       },
