@@ -4,6 +4,7 @@ import { pino } from 'pino';
 import t from 'tap';
 import { Agent } from '../src/agent.js';
 import { TextfileWriter } from '../src/metrics-textfile.js';
+import { waitFor } from '@guts-upgrade/simulator';
 import { makeRig, upgradeArgs } from './helpers.js';
 
 t.test('the textfile shows a real upgrade: counters from the journal, downtime, version, backups', async (t) => {
@@ -33,4 +34,24 @@ t.test('the textfile shows a real upgrade: counters from the journal, downtime, 
     ['guts_upgrade_agent.prom'],
     'no temporary file left beside it',
   );
+});
+
+t.test('run: a missing textfile directory is refused before anything starts; a good one is written at start', async (t) => {
+  const rig = await makeRig(t);
+  await rig.startNode();
+  const dir = path.join(rig.dir, 'textfile_collector');
+  const file = path.join(dir, 'guts_upgrade_agent.prom');
+  rig.writeConfig({ metrics: { textfile: file } });
+  const refused = await rig.cli(['config', 'validate']);
+  t.equal(refused.code, 2, 'config validate exits 2');
+  t.match(refused.stderr, /E_CONFIG.*metrics\.textfile: directory .* does not exist/);
+  t.notOk(fs.existsSync(dir), 'nothing created');
+
+  fs.mkdirSync(dir);
+  const daemon = rig.spawnCli(['run']);
+  const exited = new Promise<number | null>((resolve) => daemon.on('close', (code) => resolve(code)));
+  await waitFor(() => fs.existsSync(file), { what: 'textfile written at start', timeoutMs: 15_000 });
+  t.match(fs.readFileSync(file, 'utf8'), /^guts_upgrade_agent_node_up\{node_id="v0"\} 1$/m);
+  daemon.kill('SIGTERM');
+  t.equal(await exited, 0, 'the daemon stops cleanly');
 });
