@@ -31,8 +31,17 @@ function doc(name) {
   return fs.readFileSync(path.join(ROOT, 'docs', name), 'utf8');
 }
 
+/** The Grafana dashboard and the Prometheus alert rules (docs/observability.md), as shipped with the coordinator. */
+function monitoring(pkg) {
+  return [
+    ['deploy/grafana/guts-upgrade.json', 'grafana/guts-upgrade.json'],
+    ['deploy/prometheus/guts-upgrade.rules.yml', 'prometheus/guts-upgrade.rules.yml'],
+    ['deploy/prometheus/guts-upgrade.rules.test.yml', 'prometheus/guts-upgrade.rules.test.yml'],
+  ].map(([src, dest]) => ({ path: `/usr/share/${pkg}/${dest}`, content: fs.readFileSync(path.join(ROOT, src), 'utf8') }));
+}
+
 function docs(pkg) {
-  return ['operating.md', 'errors.md', 'architecture.md']
+  return ['operating.md', 'errors.md', 'architecture.md', 'observability.md']
     .filter((d) => fs.existsSync(path.join(ROOT, 'docs', d)))
     .map((d) => ({ path: `/usr/share/doc/${pkg}/${d}`, content: doc(d) }));
 }
@@ -95,6 +104,8 @@ node:
 stateDir: /var/lib/guts-upgrade              # journal.sqlite, staging/, backups/
 backup: { retention: 3 }
 # releasePublicKey: /etc/guts-upgrade/release.pub   # when set, unsigned artifacts are refused
+# The agent's metrics for node_exporter's textfile collector (off by default; the directory must exist):
+# metrics: { textfile: /var/lib/node_exporter/textfile_collector/guts_upgrade_agent.prom }
 `;
 
 const COORDINATOR_YAML = `# guts-upgrade coordinator configuration (docs: /usr/share/doc/guts-upgrade-coordinator/operating.md).
@@ -136,8 +147,8 @@ export const PACKAGES = [
           ],
           // "-": the agent starts (and reports) on a host where guts-node is not installed yet.
           [
-            'ReadWritePaths=/usr/local/bin /var/lib/guts /var/lib/guts-upgrade /etc/guts',
-            'ReadWritePaths=/usr/local/bin -/var/lib/guts /var/lib/guts-upgrade -/etc/guts',
+            'ReadWritePaths=/usr/local/bin /var/lib/guts /var/lib/guts-upgrade /etc/guts -/var/lib/node_exporter/textfile_collector',
+            'ReadWritePaths=/usr/local/bin -/var/lib/guts /var/lib/guts-upgrade -/etc/guts -/var/lib/node_exporter/textfile_collector',
           ],
         ]),
       },
@@ -200,6 +211,7 @@ export const PACKAGES = [
       // 0600 root as shipped; the postinst gives it to the coordinator's group (0640) once that exists.
       { path: '/etc/guts-upgrade/coordinator.yaml', content: COORDINATOR_YAML, mode: 0o600, conffile: true },
       ...docs('guts-upgrade-coordinator'),
+      ...monitoring('guts-upgrade-coordinator'),
     ],
   },
 ];

@@ -31,6 +31,8 @@ export const AGENT_VERSION = '0.1.0';
 
 export interface Listener {
   progress?(ev: ProgressEvent): void;
+  /** A command's result was stored in the journal. */
+  result?(r: Result): void;
 }
 
 export type Submission =
@@ -183,6 +185,7 @@ export class Agent {
     this.journal.setContext(ctx.command.id, { checks: ctx.checks.slice(-64) });
     this.journal.finish(ctx.command.id, result);
     this.log.info({ commandId: result.commandId, outcome: result.outcome, code: result.code }, `command ${result.outcome}`);
+    for (const l of this.listeners) l.result?.(result);
   }
 
   /**

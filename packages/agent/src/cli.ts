@@ -27,6 +27,7 @@ import { pauseHookFromEnv } from './pause-hook.js';
 import { newBackupId } from './backup-store.js';
 import { DEFAULT_CONFIG_PATH, loadConfig, type AgentConfig } from './config.js';
 import { Connection } from './connection.js';
+import { checkTextfileDir, TextfileWriter } from './metrics-textfile.js';
 import { renderFindings, runDoctor } from './doctor.js';
 import { createLogger } from './log.js';
 import { binaryVersion } from './steps/preflight.js';
@@ -132,6 +133,7 @@ function checkDaemonConfig(config: AgentConfig): void {
   if (config.backup.schedule && !cron.validate(config.backup.schedule)) {
     throw new CodedError('E_CONFIG', `config backup.schedule: invalid cron expression ${JSON.stringify(config.backup.schedule)}`);
   }
+  if (config.metrics.textfile) checkTextfileDir(config.metrics.textfile);
 }
 
 async function daemon(agent: Agent, config: AgentConfig): Promise<number> {
@@ -175,13 +177,22 @@ async function daemon(agent: Agent, config: AgentConfig): Promise<number> {
       }
     });
   }
-  log.info({ nodeId: config.nodeId, driver: config.service.driver }, 'agent running');
+  const textfile = config.metrics.textfile ? new TextfileWriter(agent, config.metrics.textfile, config.metrics.intervalMs) : null;
+  await textfile?.start();
+  log.info({ nodeId: config.nodeId, driver: config.service.driver, metricsTextfile: config.metrics.textfile }, 'agent running');
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
       log.info({ signal: sig }, 'stopping; a running command is finished first');
       conn?.stop();
       task?.stop();
-      void agent.idle().then(() => resolve());
+      // The last result is in the file before the process goes.
+      void agent
+        .idle()
+        .then(() => textfile?.write())
+        .then(() => {
+          textfile?.stop();
+          resolve();
+        });
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));

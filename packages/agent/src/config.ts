@@ -74,6 +74,11 @@ export interface AgentConfig {
   logLevel: string;
   /** Disk space kept free beyond backup + artifact, bytes. */
   diskMarginBytes: number;
+  /**
+   * The agent's own metrics in node_exporter's textfile format (docs/observability.md):
+   * a *.prom file rewritten after each command result and every intervalMs; off when null.
+   */
+  metrics: { textfile: string | null; intervalMs: number };
 }
 
 type Kind = 'string' | 'nstring' | 'int' | 'number' | 'argv' | 'nargv' | 'list' | 'env' | 'enum';
@@ -137,6 +142,7 @@ const SCHEMA: Record<string, Field | Record<string, Field>> = {
   releasePublicKey: NS(),
   logLevel: { kind: 'enum', values: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], dflt: 'info' },
   diskMarginBytes: I(64 * 1024 * 1024),
+  metrics: { textfile: NS(), intervalMs: I(15_000, 1_000) },
 };
 
 function isField(v: Field | Record<string, Field>): v is Field {
@@ -298,6 +304,11 @@ export function resolveConfig(doc: Record<string, unknown>, env: NodeJS.ProcessE
     bad('backup.schedule', `must be a cron expression (5 or 6 fields), got ${JSON.stringify(c.backup.schedule)}`);
   }
   if (c.service.driver === 'systemd' && !/^[A-Za-z0-9@._-]+$/.test(c.service.name)) bad('service.name', 'is not a valid unit name');
+  if (c.metrics.textfile !== null) {
+    // node_exporter's textfile collector reads *.prom only: any other name would be silently ignored.
+    if (!c.metrics.textfile.endsWith('.prom')) bad('metrics.textfile', `must name a *.prom file, got ${JSON.stringify(c.metrics.textfile)}`);
+    c.metrics.textfile = abs(c.metrics.textfile);
+  }
   return c;
 }
 

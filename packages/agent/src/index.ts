@@ -9,3 +9,4 @@ export * from './connection.js';
 export * from './service/driver.js';
 export { ProcessDriver } from './service/process.js';
 export { SystemdDriver } from './service/systemd.js';
+export * from './metrics-textfile.js';

@@ -209,6 +209,24 @@ export class Journal {
     );
   }
 
+  /**
+   * Finished commands by kind and outcome, over the whole journal (it is never pruned),
+   * so the metrics built from them are counters that survive an agent restart.
+   */
+  resultCounts(): { kind: string; outcome: string; count: number }[] {
+    return this.db
+      .prepare("SELECT kind, json_extract(result, '$.outcome') AS outcome, COUNT(*) AS count FROM commands WHERE result IS NOT NULL GROUP BY 1, 2")
+      .all() as { kind: string; outcome: string; count: number }[];
+  }
+
+  /** The latest result that measured a downtime (the node was stopped), if any. */
+  lastDowntime(): Result | null {
+    const r = this.db.prepare("SELECT result FROM commands WHERE json_extract(result, '$.downtimeMs') IS NOT NULL ORDER BY finished_at DESC LIMIT 1").get() as
+      | { result: string }
+      | undefined;
+    return r ? (JSON.parse(r.result) as Result) : null;
+  }
+
   /** The last upgrade that committed, for the rollback command. */
   lastCommittedUpgrade(): CommandRow | null {
     const r = this.db.prepare(`SELECT * FROM commands WHERE kind = 'upgrade' AND state = 'succeeded' ORDER BY finished_at DESC LIMIT 1`).get() as

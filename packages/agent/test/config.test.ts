@@ -1,5 +1,9 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import t from 'tap';
 import { resolveConfig } from '../src/config.js';
+import { checkTextfileDir, writeAtomically } from '../src/metrics-textfile.js';
 
 t.test('config validation names the key; env overrides', async (t) => {
   t.throws(() => resolveConfig({}, {}), { code: 'E_CONFIG', message: /nodeId: is required/ });
@@ -17,4 +21,23 @@ t.test('config validation names the key; env overrides', async (t) => {
   t.equal(c.nodeId, 'b');
   t.equal(c.coordinator.url, 'wss://c');
   t.equal(c.backup.dir, '/var/lib/guts-upgrade/backups');
+});
+
+t.test('metrics.textfile: off by default, a *.prom path, its directory checked before run', async (t) => {
+  t.equal(resolveConfig({ nodeId: 'a' }, {}, '/').metrics.textfile, null, 'off by default');
+  t.throws(() => resolveConfig({ nodeId: 'a', metrics: { textfile: '/tmp/guts.txt' } }, {}), {
+    code: 'E_CONFIG',
+    message: /metrics\.textfile: must name a \*\.prom file/,
+  });
+  t.throws(() => resolveConfig({ nodeId: 'a', metrics: { intervalMs: 10 } }, {}), { code: 'E_CONFIG', message: /metrics\.intervalMs: must be >= 1000/ });
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'guts-textfile-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const c = resolveConfig({ nodeId: 'a', metrics: { textfile: 'tf/agent.prom' } }, {}, dir);
+  t.equal(c.metrics.textfile, path.join(dir, 'tf/agent.prom'), 'resolved against the config file directory');
+  t.throws(() => checkTextfileDir(c.metrics.textfile!), { code: 'E_CONFIG', message: /directory .*tf does not exist/ });
+  t.same(fs.readdirSync(dir), [], 'nothing created');
+  fs.mkdirSync(path.join(dir, 'tf'));
+  checkTextfileDir(c.metrics.textfile!);
+  writeAtomically(c.metrics.textfile!, 'guts_upgrade_agent_busy{node_id="a"} 0\n');
+  t.same(fs.readdirSync(path.join(dir, 'tf')), ['agent.prom'], 'written by rename: no temporary file left');
 });

@@ -1,154 +1,270 @@
-/** Prometheus metrics, computed from the fleet watch at scrape time. */
-import { Counter, Gauge, Registry } from 'prom-client';
+/**
+ * Prometheus metrics. Gauges are computed from the fleet watch and the store at
+ * scrape time; counters and the downtime histogram are fed by the coordinator's
+ * events and only ever grow (a restart starts them again at zero, which rate()
+ * and increase() handle). docs/observability.md lists every name.
+ */
+import { COMMAND_KINDS, OUTCOMES } from '@guts-upgrade/protocol';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { ResultEvent } from './engine/agent-hub.js';
 import type { Coordinator } from './engine/coordinator.js';
+import { ACTIVE_ROLLOUT_STATES, STEP_STATES } from './states.js';
+import { PRODUCT_VERSION } from './version.js';
+
+/** Webhook attempt outcomes, listed so each series exists (at 0) before its first attempt. */
+const WEBHOOK_OUTCOMES = ['delivered', 'retry', 'dead'] as const;
+
+/**
+ * Downtime buckets, seconds: a patch restart takes a second or two, a migration
+ * minutes; past 30 minutes the exact figure no longer changes what anyone does.
+ */
+export const DOWNTIME_BUCKETS = [0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800];
 
 export class Metrics {
   readonly registry = new Registry();
-  private readonly webhookTotal: Counter<'outcome'>;
 
   constructor(coordinator: Coordinator) {
     const r = this.registry;
-    const c = coordinator;
-    const fleet = () => c.fleetWatch();
+    // process_cpu_*_seconds_total, process_resident_memory_bytes, process_start_time_seconds, nodejs_heap_*:
+    // the standard names, so the usual Node.js dashboards and alerts work on the coordinator too.
+    collectDefaultMetrics({ register: r });
     new Gauge({
-      name: 'guts_upgrade_validators',
-      help: 'Validator-set size n',
+      name: 'guts_upgrade_build_info',
+      help: 'The coordinator build (value 1): its version and the Node.js runtime it runs on',
+      labelNames: ['version', 'node'],
       registers: [r],
-      collect() {
-        this.set(fleet().n);
-      },
-    });
-    new Gauge({
-      name: 'guts_upgrade_fault_tolerance',
-      help: 'f = floor((n-1)/3)',
-      registers: [r],
-      collect() {
-        this.set(fleet().f);
-      },
-    });
-    new Gauge({
-      name: 'guts_upgrade_disruption_budget',
-      help: 'Nodes that may still be taken down now',
-      registers: [r],
-      collect() {
-        this.set(fleet().disruptionBudget);
-      },
-    });
-    // The chain's own budget, in voting weight (absent until the agents report the chain's set).
-    new Gauge({
-      name: 'guts_upgrade_chain_slack',
-      help: 'Voting weight proven live beyond the quorum weight, after the commands in flight',
-      registers: [r],
-      collect() {
-        this.reset();
-        const ch = fleet().chain;
-        if (ch) this.set(ch.slackAfterInFlight ?? ch.slack);
-      },
-    });
-    new Gauge({
-      name: 'guts_upgrade_chain_quorum_weight',
-      help: "The chain's quorum weight in the adopted validator set",
-      registers: [r],
-      collect() {
-        this.reset();
-        const ch = fleet().chain;
-        if (ch) this.set(ch.quorumWeight);
-      },
-    });
-    new Gauge({
-      name: 'guts_upgrade_chain_validator_live',
-      help: 'Validator proven live by finalized blocks (1) or not (0)',
-      labelNames: ['validator', 'managed'],
-      registers: [r],
-      collect() {
-        this.reset();
-        for (const v of fleet().chain?.validators ?? []) this.set({ validator: v.name, managed: v.managed ? 'yes' : 'no' }, v.live ? 1 : 0);
-      },
-    });
-    new Gauge({
-      name: 'guts_upgrade_nodes_down',
-      help: 'Registered nodes not healthy',
-      registers: [r],
-      collect() {
-        this.set(fleet().down.length);
-      },
-    });
-    new Gauge({
-      name: 'guts_upgrade_version_skew',
-      help: 'Distinct guts-node versions running in the fleet',
-      registers: [r],
-      collect() {
-        this.set(Object.keys(fleet().versions).length);
-      },
-    });
-    new Gauge({
-      name: 'guts_upgrade_finalized_height_spread',
-      help: 'Max minus min finalized height among healthy nodes',
-      registers: [r],
-      collect() {
-        this.set(fleet().heights.spread);
-      },
-    });
-    new Gauge({
-      name: 'guts_upgrade_node_up',
-      help: 'Node healthy (1) or not (0)',
-      labelNames: ['node'],
-      registers: [r],
-      collect() {
-        this.reset();
-        for (const n of fleet().nodes) this.set({ node: n.id }, n.healthy ? 1 : 0);
-      },
-    });
-    new Gauge({
-      name: 'guts_upgrade_node_version',
-      help: 'Version a node runs (value 1)',
-      labelNames: ['node', 'version'],
-      registers: [r],
-      collect() {
-        this.reset();
-        for (const n of fleet().nodes) if (n.version) this.set({ node: n.id, version: n.version }, 1);
-      },
-    });
-    new Gauge({
-      name: 'guts_upgrade_node_finalized_height',
-      help: 'Finalized height reported by each node',
-      labelNames: ['node'],
-      registers: [r],
-      collect() {
-        this.reset();
-        for (const n of fleet().nodes) if (n.finalizedHeight != null) this.set({ node: n.id }, n.finalizedHeight);
-      },
-    });
-    new Gauge({
-      name: 'guts_upgrade_rollouts',
-      help: 'Rollouts by state',
-      labelNames: ['state'],
-      registers: [r],
-      collect() {
-        this.reset();
-        for (const [state, n] of Object.entries(c.rollouts.countByState())) this.set({ state }, n);
-      },
-    });
-    new Gauge({
-      name: 'guts_upgrade_command_results',
-      help: 'Command results received since start',
-      labelNames: ['kind', 'outcome'],
-      registers: [r],
-      collect() {
-        this.reset();
-        for (const { kind, outcome, count } of c.hub.results.entries()) this.set({ kind, outcome }, count);
-      },
-    });
-    this.webhookTotal = new Counter({
-      name: 'guts_upgrade_webhook_attempts_total',
-      help: 'Webhook delivery attempts',
-      labelNames: ['outcome'],
-      registers: [r],
-    });
-    c.on('webhook', (o: string) => this.webhookTotal.inc({ outcome: o }));
+    }).set({ version: PRODUCT_VERSION, node: process.version }, 1);
+    fleetMetrics(r, coordinator);
+    rolloutMetrics(r, coordinator);
+    eventMetrics(r, coordinator);
   }
 
   render(): Promise<string> {
     return this.registry.metrics();
   }
+}
+
+/** The fleet and the chain as the agents report them. */
+function fleetMetrics(r: Registry, c: Coordinator): void {
+  const fleet = () => c.fleetWatch();
+  new Gauge({
+    name: 'guts_upgrade_validators',
+    help: 'Validator-set size n',
+    registers: [r],
+    collect() {
+      this.set(fleet().n);
+    },
+  });
+  new Gauge({
+    name: 'guts_upgrade_fault_tolerance',
+    help: 'f = floor((n-1)/3)',
+    registers: [r],
+    collect() {
+      this.set(fleet().f);
+    },
+  });
+  new Gauge({
+    name: 'guts_upgrade_disruption_budget',
+    help: 'Nodes that may still be taken down now',
+    registers: [r],
+    collect() {
+      this.set(fleet().disruptionBudget);
+    },
+  });
+  // The chain's own budget, in voting weight (absent until the agents report the chain's set).
+  new Gauge({
+    name: 'guts_upgrade_chain_slack',
+    help: 'Voting weight proven live beyond the quorum weight, after the commands in flight',
+    registers: [r],
+    collect() {
+      this.reset();
+      const ch = fleet().chain;
+      if (ch) this.set(ch.slackAfterInFlight ?? ch.slack);
+    },
+  });
+  new Gauge({
+    name: 'guts_upgrade_chain_slack_margin',
+    help: 'Voting weight the coordinator keeps in reserve beyond the quorum before it takes a node down (config chain.slackMargin)',
+    registers: [r],
+    collect() {
+      this.reset();
+      const ch = fleet().chain;
+      if (ch) this.set(ch.margin);
+    },
+  });
+  new Gauge({
+    name: 'guts_upgrade_chain_quorum_weight',
+    help: "The chain's quorum weight in the adopted validator set",
+    registers: [r],
+    collect() {
+      this.reset();
+      const ch = fleet().chain;
+      if (ch) this.set(ch.quorumWeight);
+    },
+  });
+  new Gauge({
+    name: 'guts_upgrade_chain_validator_live',
+    help: 'Validator proven live by finalized blocks (1) or not (0)',
+    labelNames: ['validator', 'managed'],
+    registers: [r],
+    collect() {
+      this.reset();
+      for (const v of fleet().chain?.validators ?? []) this.set({ validator: v.name, managed: v.managed ? 'yes' : 'no' }, v.live ? 1 : 0);
+    },
+  });
+  // With the slack it tells whether any managed validator can be taken down at all (the slack-exhausted alert).
+  new Gauge({
+    name: 'guts_upgrade_chain_validator_weight',
+    help: "Validator's voting weight in the adopted set",
+    labelNames: ['validator', 'managed'],
+    registers: [r],
+    collect() {
+      this.reset();
+      for (const v of fleet().chain?.validators ?? []) this.set({ validator: v.name, managed: v.managed ? 'yes' : 'no' }, v.weight);
+    },
+  });
+  new Gauge({
+    name: 'guts_upgrade_nodes_down',
+    help: 'Registered nodes not healthy',
+    registers: [r],
+    collect() {
+      this.set(fleet().down.length);
+    },
+  });
+  new Gauge({
+    name: 'guts_upgrade_version_skew',
+    help: 'Distinct guts-node versions running in the fleet',
+    registers: [r],
+    collect() {
+      this.set(Object.keys(fleet().versions).length);
+    },
+  });
+  new Gauge({
+    name: 'guts_upgrade_finalized_height_spread',
+    help: 'Max minus min finalized height among healthy nodes',
+    registers: [r],
+    collect() {
+      this.set(fleet().heights.spread);
+    },
+  });
+  new Gauge({
+    name: 'guts_upgrade_node_up',
+    help: 'Node healthy (1) or not (0)',
+    labelNames: ['node'],
+    registers: [r],
+    collect() {
+      this.reset();
+      for (const n of fleet().nodes) this.set({ node: n.id }, n.healthy ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'guts_upgrade_node_version_info',
+    help: 'Version a node runs (value 1)',
+    labelNames: ['node', 'version'],
+    registers: [r],
+    collect() {
+      this.reset();
+      for (const n of fleet().nodes) if (n.version) this.set({ node: n.id, version: n.version }, 1);
+    },
+  });
+  new Gauge({
+    name: 'guts_upgrade_node_finalized_height',
+    help: 'Finalized height reported by each node',
+    labelNames: ['node'],
+    registers: [r],
+    collect() {
+      this.reset();
+      for (const n of fleet().nodes) if (n.finalizedHeight != null) this.set({ node: n.id }, n.finalizedHeight);
+    },
+  });
+}
+
+/** Rollouts: how many in each state, and the progress of each one still under way. */
+function rolloutMetrics(r: Registry, c: Coordinator): void {
+  const active = () => c.store.rolloutsInStates(ACTIVE_ROLLOUT_STATES);
+  new Gauge({
+    name: 'guts_upgrade_rollouts',
+    help: 'Rollouts by state',
+    labelNames: ['state'],
+    registers: [r],
+    collect() {
+      this.reset();
+      for (const [state, n] of Object.entries(c.rollouts.countByState())) this.set({ state }, n);
+    },
+  });
+  new Gauge({
+    name: 'guts_upgrade_rollout_info',
+    help: 'A rollout under way (value 1): its state, strategy and target version',
+    labelNames: ['rollout', 'state', 'strategy', 'target'],
+    registers: [r],
+    collect() {
+      this.reset();
+      for (const ro of active()) this.set({ rollout: ro.id, state: ro.state, strategy: ro.strategy, target: ro.target.version }, 1);
+    },
+  });
+  // Every step state listed (0 included), so done / total is one division in a dashboard.
+  new Gauge({
+    name: 'guts_upgrade_rollout_nodes',
+    help: "Nodes of a rollout under way, by their step's state",
+    labelNames: ['rollout', 'state'],
+    registers: [r],
+    collect() {
+      this.reset();
+      for (const ro of active()) {
+        const counts = new Map<string, number>(STEP_STATES.map((s) => [s, 0]));
+        for (const s of c.store.steps(ro.id)) counts.set(s.state, (counts.get(s.state) ?? 0) + 1);
+        for (const [state, n] of counts) this.set({ rollout: ro.id, state }, n);
+      }
+    },
+  });
+  new Gauge({
+    name: 'guts_upgrade_rollout_paused',
+    help: 'A rollout under way is paused (1) or not (0): it waits for an operator',
+    labelNames: ['rollout'],
+    registers: [r],
+    collect() {
+      this.reset();
+      for (const ro of active()) this.set({ rollout: ro.id }, ro.state === 'paused' ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'guts_upgrade_rollout_waiting',
+    help: 'A rollout under way holds its next dispatch for the network slack (1) or not (0)',
+    labelNames: ['rollout'],
+    registers: [r],
+    collect() {
+      this.reset();
+      for (const ro of active()) this.set({ rollout: ro.id }, ro.data.waiting ? 1 : 0);
+    },
+  });
+}
+
+/** Counters and the downtime histogram, fed once per recorded result or webhook attempt. */
+function eventMetrics(r: Registry, c: Coordinator): void {
+  const results = new Counter({
+    name: 'guts_upgrade_command_results_total',
+    help: 'Command results recorded since the coordinator started, by command kind and outcome',
+    labelNames: ['kind', 'outcome'],
+    registers: [r],
+  });
+  for (const kind of COMMAND_KINDS) for (const outcome of OUTCOMES) results.inc({ kind, outcome }, 0);
+  const downtime = new Histogram({
+    name: 'guts_upgrade_node_downtime_seconds',
+    help: 'Stop-to-ready time of a node in a command, as its agent measured it',
+    labelNames: ['node'],
+    buckets: DOWNTIME_BUCKETS,
+    registers: [r],
+  });
+  c.on('result', (e: ResultEvent) => {
+    results.inc({ kind: e.kind, outcome: e.outcome });
+    if (e.downtimeMs !== null) downtime.observe({ node: e.nodeId }, e.downtimeMs / 1000);
+  });
+  const webhooks = new Counter({
+    name: 'guts_upgrade_webhook_attempts_total',
+    help: 'Webhook delivery attempts by outcome: delivered, retry (failed, retried later) or dead (failed, given up)',
+    labelNames: ['outcome'],
+    registers: [r],
+  });
+  for (const outcome of WEBHOOK_OUTCOMES) webhooks.inc({ outcome }, 0);
+  c.on('webhook', (o: string) => webhooks.inc({ outcome: o }));
 }

@@ -246,6 +246,18 @@ t.test('coordinator API, roles, agent auth, rollouts and webhooks', async (t) =>
   const count = agents.filter((a) => a.version === '1.3.0').length;
   await new Promise((r) => setTimeout(r, 400));
   t.equal(agents.filter((a) => a.version === '1.3.0').length, count, 'nothing dispatched while paused');
+  // The paused rollout on /metrics: paused, its nodes by step state adding up to the rollout's nodes.
+  const pausedMetrics = await api<string>({ url: c.url! }, 'GET', '/metrics');
+  const r3id = r3.rollout.id;
+  t.match(pausedMetrics, new RegExp(`^guts_upgrade_rollout_paused\\{rollout="${r3id}"\\} 1$`, 'm'), 'rollout_paused 1');
+  t.match(pausedMetrics, new RegExp(`^guts_upgrade_rollout_info\\{rollout="${r3id}",state="paused",strategy="rolling",target="1\\.3\\.0"\\} 1$`, 'm'));
+  const byState = [...pausedMetrics.matchAll(new RegExp(`^guts_upgrade_rollout_nodes\\{rollout="${r3id}",state="(\\w+)"\\} (\\d+)$`, 'gm'))];
+  t.equal(
+    byState.reduce((sum, m) => sum + Number(m[2]), 0),
+    r3.rollout.nodes.length,
+    'rollout_nodes adds up to the rollout',
+  );
+  t.ok(Number(byState.find((m) => m[1] === 'upgraded')?.[2]) >= 1, 'the upgraded node counted');
   t.equal((await api<RolloutDetailBody>(op, 'POST', `/api/v1/rollouts/${r3.rollout.id}/resume`)).rollout.state, 'running');
   await waitFor(async () => agents.filter((a) => a.version === '1.3.0').length > count, { what: 'progress after resume', timeoutMs: 20_000, intervalMs: 25 });
   t.equal((await api<RolloutDetailBody>(op, 'POST', `/api/v1/rollouts/${r3.rollout.id}/abort`)).rollout.state, 'aborted');
@@ -277,7 +289,16 @@ t.test('coordinator API, roles, agent auth, rollouts and webhooks', async (t) =>
   );
   const types = new Set(hooks.map((h) => h.event));
   for (const e of ['rollout.started', 'node.upgraded', 'node.failed', 'rollout.paused', 'rollout.completed']) t.ok(types.has(e), `webhook ${e}`);
-  t.match(await api<string>({ url: c.url! }, 'GET', '/metrics'), /guts_upgrade_version_skew \d/);
+  const metrics = await api<string>({ url: c.url! }, 'GET', '/metrics');
+  t.match(metrics, /guts_upgrade_version_skew \d/);
+  // The results above, counted once each, and the downtime the fake agents reported, per node.
+  const sample = (re: RegExp) => Number(re.exec(metrics)?.[1] ?? Number.NaN);
+  t.ok(sample(/^guts_upgrade_command_results_total\{kind="upgrade",outcome="succeeded"\} (\d+)$/m) >= 1, 'upgrade results counted');
+  t.match(metrics, /^guts_upgrade_command_results_total\{kind="prepare",outcome="failed"\} 0$/m, 'every kind and outcome listed from 0');
+  t.ok(sample(/^guts_upgrade_node_downtime_seconds_count\{node="v\d"\} (\d+)$/m) >= 1, 'downtime observed per node');
+  t.match(metrics, /^guts_upgrade_node_downtime_seconds_bucket\{le="\+Inf",node="v\d"\} \d+$/m);
+  t.ok(sample(/^guts_upgrade_webhook_attempts_total\{outcome="retry"\} (\d+)$/m) >= 1, 'failed webhook attempts counted');
+  t.match(metrics, /^guts_upgrade_build_info\{version="\d+\.\d+\.\d+",node="v\d+\.\d+\.\d+"\} 1$/m);
 });
 
 import { createRequire } from 'node:module';

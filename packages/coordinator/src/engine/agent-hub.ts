@@ -30,21 +30,13 @@ import type { WriteQueue } from './write-queue.js';
 /** How long a new connection may take to say hello. */
 const HELLO_TIMEOUT_MS = 15_000;
 
-/** Command results received since start, by command kind and outcome (the metrics read them). */
-export class ResultCounts {
-  private readonly counts = new Map<CommandKind, Map<Outcome, number>>();
-
-  add(kind: CommandKind, outcome: Outcome): void {
-    const byOutcome = this.counts.get(kind) ?? new Map<Outcome, number>();
-    byOutcome.set(outcome, (byOutcome.get(outcome) ?? 0) + 1);
-    this.counts.set(kind, byOutcome);
-  }
-
-  entries(): { kind: CommandKind; outcome: Outcome; count: number }[] {
-    const out: { kind: CommandKind; outcome: Outcome; count: number }[] = [];
-    for (const [kind, byOutcome] of this.counts) for (const [outcome, count] of byOutcome) out.push({ kind, outcome, count });
-    return out;
-  }
+/** A command result as recorded, for listeners (the metrics count results and observe downtime). */
+export interface ResultEvent {
+  nodeId: string;
+  kind: CommandKind;
+  outcome: Outcome;
+  /** Stop to ready as the agent measured it; absent when the node was not stopped. */
+  downtimeMs: number | null;
 }
 
 export interface AgentHubDeps {
@@ -58,7 +50,7 @@ export interface AgentHubDeps {
   /** Asks the rollout loop for a tick soon (something that may change a decision arrived). */
   wake: () => void;
   /** Tells listeners the fleet picture or a node's progress changed. */
-  notify: (event: 'fleet' | 'progress', detail?: unknown) => void;
+  notify: (event: 'fleet' | 'progress' | 'result', detail?: unknown) => void;
   /** What the agents say about the chain, weighed against each other. */
   chain: ChainTracker;
 }
@@ -68,7 +60,6 @@ export class AgentHub implements AgentTransport {
   private readonly sockets = new Map<string, WebSocket>();
   private readonly toRedeliver = new Set<string>();
   private stopped = false;
-  readonly results = new ResultCounts();
   commandsSent = 0;
 
   constructor(private readonly d: AgentHubDeps) {
@@ -374,7 +365,8 @@ export class AgentHub implements AgentTransport {
       { outcome: r.outcome, code: r.code ?? null, message: r.message ?? null, runningVersion: r.runningVersion, downtimeMs: r.downtimeMs ?? null, result: r },
       this.d.now(),
     );
-    this.results.add(c.kind, r.outcome);
+    // Once per command: a re-sent result returned above, so a counter fed from this only grows by real results.
+    this.d.notify('result', { nodeId, kind: c.kind, outcome: r.outcome, downtimeMs: r.downtimeMs ?? null } satisfies ResultEvent);
     this.d.audit.record('command.result', `agent:${nodeId}`, c.rolloutId, nodeId, {
       commandId: c.id,
       kind: c.kind,

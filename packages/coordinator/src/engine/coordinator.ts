@@ -34,7 +34,8 @@ export { PROTOCOL_VERSION } from '@guts-upgrade/protocol';
 
 /**
  * Emits 'webhook' (outcome of each delivery attempt), 'rollout' (id of a rollout the loop changed),
- * 'fleet' (an agent's status or link changed) and 'progress' (an agent reported a step).
+ * 'fleet' (an agent's status or link changed), 'progress' (an agent reported a step) and 'result'
+ * (a command's result was recorded, once per command: a ResultEvent).
  */
 export class Coordinator extends EventEmitter {
   readonly webhooks: WebhookSender;
