@@ -371,7 +371,15 @@ export class AgentHub implements AgentTransport {
     if (!canCommandMove(c.state, 'completed')) return;
     this.d.store.completeCommand(
       c.id,
-      { outcome: r.outcome, code: r.code ?? null, message: r.message ?? null, runningVersion: r.runningVersion, downtimeMs: r.downtimeMs ?? null, result: r },
+      {
+        outcome: r.outcome,
+        code: r.code ?? null,
+        message: r.message ?? null,
+        runningVersion: r.runningVersion,
+        downtimeMs: r.downtimeMs ?? null,
+        stoppedAtView: r.stoppedAtView ?? null,
+        result: r,
+      },
       this.d.now(),
     );
     this.results.add(c.kind, r.outcome);
