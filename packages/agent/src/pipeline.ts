@@ -71,6 +71,7 @@ export async function buildResult(ctx: StepContext, o: Outcome, startedAt: strin
     ...(o.message ? { message: o.message.slice(0, 4000) } : {}),
     ...(d.path ? { migration: d.path.migration } : {}),
     ...(d.stoppedAt && d.readyAt ? { downtimeMs: Math.max(0, d.readyAt - d.stoppedAt) } : {}),
+    ...(d.stoppedAtView != null ? { stoppedAtView: d.stoppedAtView } : {}),
     ...(o.rollback ? { rollback: o.rollback } : {}),
     evidence: { checks, journalTail: [...transitions, ...tail].slice(-200).map((l) => l.slice(0, 4000)) },
     startedAt,

@@ -145,6 +145,11 @@ export const MIGRATIONS: Migration[] = [
       );
     `,
   },
+  {
+    version: 4,
+    name: 'the consensus view at which an agent last stopped its node',
+    sql: 'ALTER TABLE commands ADD COLUMN stopped_at_view INTEGER;',
+  },
 ];
 
 export function hashToken(token: string): string {
@@ -184,7 +189,7 @@ export interface EventRow {
 type Raw = Record<string, unknown>;
 /** Every column of a command but its body and stored result (large, and not needed to decide). */
 const LIGHT_COMMAND_COLUMNS =
-  "id, node_id, rollout_id, kind, digest, '' AS body, state, outcome, code, message, running_version, downtime_ms, created_at, updated_at";
+  "id, node_id, rollout_id, kind, digest, '' AS body, state, outcome, code, message, running_version, downtime_ms, stopped_at_view, created_at, updated_at";
 const json = <T>(v: unknown, d: T): T => (typeof v === 'string' ? (JSON.parse(v) as T) : d);
 const num = (v: unknown): number | null => (v == null ? null : Number(v));
 const str = (v: unknown): string | null => (v == null ? null : String(v));
@@ -270,6 +275,7 @@ function commandFrom(r: Raw): CommandRecord {
     message: str(r.message),
     runningVersion: str(r.running_version),
     downtimeMs: num(r.downtime_ms),
+    stoppedAtView: num(r.stopped_at_view),
     createdAt: Number(r.created_at),
     updatedAt: Number(r.updated_at),
   };
@@ -556,7 +562,7 @@ export class Store {
 
   // ---------------------------------------------------------------- commands
 
-  insertCommand(c: Omit<CommandRecord, 'outcome' | 'code' | 'message' | 'runningVersion' | 'downtimeMs'>): void {
+  insertCommand(c: Omit<CommandRecord, 'outcome' | 'code' | 'message' | 'runningVersion' | 'downtimeMs' | 'stoppedAtView'>): void {
     this.stmt('INSERT INTO commands (id, node_id, rollout_id, kind, digest, body, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)').run(
       c.id,
       c.nodeId,
@@ -605,12 +611,20 @@ export class Store {
 
   completeCommand(
     id: string,
-    r: { outcome: Outcome; code: string | null; message: string | null; runningVersion: string | null; downtimeMs: number | null; result: unknown },
+    r: {
+      outcome: Outcome;
+      code: string | null;
+      message: string | null;
+      runningVersion: string | null;
+      downtimeMs: number | null;
+      stoppedAtView: number | null;
+      result: unknown;
+    },
     now: number,
   ): void {
     this.stmt(
-      'UPDATE commands SET state = ?, outcome = ?, code = ?, message = ?, running_version = ?, downtime_ms = ?, result = ?, updated_at = ? WHERE id = ?',
-    ).run('completed' satisfies CommandState, r.outcome, r.code, r.message, r.runningVersion, r.downtimeMs, JSON.stringify(r.result), now, id);
+      'UPDATE commands SET state = ?, outcome = ?, code = ?, message = ?, running_version = ?, downtime_ms = ?, stopped_at_view = ?, result = ?, updated_at = ? WHERE id = ?',
+    ).run('completed' satisfies CommandState, r.outcome, r.code, r.message, r.runningVersion, r.downtimeMs, r.stoppedAtView, JSON.stringify(r.result), now, id);
   }
 
   // ---------------------------------------------------------------- events

@@ -48,6 +48,8 @@ export interface RolloutData {
   dispatchSeq?: number;
   /** Why dispatch waits right now (the network slack gate), or null when it does not. */
   waiting?: string | null;
+  /** A rollback that was paused: resume goes on rolling back, not upgrading again. */
+  pausedFrom?: 'rolling_back' | null;
 }
 
 export interface Rollout {
@@ -105,6 +107,8 @@ export interface CommandRecord {
   message: string | null;
   runningVersion: string | null;
   downtimeMs: number | null;
+  /** The node's consensus view when its agent last stopped it (null: not reported). */
+  stoppedAtView: number | null;
   createdAt: number;
   updatedAt: number;
 }

@@ -8,6 +8,7 @@
  */
 import { disruptionBudget, faultTolerance, type CommandKind, type ErrorCode, type UpgradeOptions } from '@guts-upgrade/protocol';
 import { baselineOf, DEFAULT_CANARY_LIMITS, judgeCanary, type CanaryLimits, type Counters } from './canary.js';
+import type { ChainValidatorView } from './engine/chain-view.js';
 import type { CommandRecord, FleetView, NodeView, Rollout, RolloutData, Step } from './model.js';
 import { neverSafe, neverSafeMessage, nodeWeight, slackShortfall, weightBudget, type WeightBudget } from './weight-budget.js';
 import { IN_FLIGHT_STEP_STATES, TERMINAL_ROLLOUT_STATES, isCommandFinished, type RolloutState, type StepState } from './states.js';
@@ -50,7 +51,7 @@ export function isSynced(node: NodeView | undefined, version: string, fleet: Fle
 }
 
 /** Nodes that are down or at risk right now, split into "in flight" (ours or others') and "unhealthy". */
-export function disruption(input: Pick<SequencerInput, 'fleet' | 'steps' | 'busyElsewhere'>): {
+export function disruption(input: Pick<SequencerInput, 'fleet' | 'steps' | 'busyElsewhere' | 'commands'>): {
   inFlight: Set<string>;
   unhealthy: Set<string>;
   budget: number;
@@ -71,8 +72,44 @@ export function disruption(input: Pick<SequencerInput, 'fleet' | 'steps' | 'busy
   const f = faultTolerance(input.fleet.n);
   const budget = disruptionBudget(input.fleet.n, unhealthy.size + unknown, Math.min(inFlight.size, input.fleet.n));
   const chain = input.fleet.chain;
-  const weighted = chain ? weightBudget(chain, inFlight, chain.margin) : null;
+  const weighted = chain
+    ? weightBudget(chain, chain.requireProducedBlock ? new Set([...inFlight, ...notBackOnChain(chain, input.steps, input.commands)]) : inFlight, chain.margin)
+    : null;
   return { inFlight, unhealthy, budget, f, weighted };
+}
+
+/**
+ * Whether the chain shows a node that was stopped taking part again: a finalized block it produced
+ * in a leader view of its own after the stop. A block from before the stop proves nothing about the
+ * node now, and a node still catching up does not vote.
+ *
+ * "After the stop" is read on the chain's own clock when the agent reported the node's view at the
+ * stop (protocol 1.2): the proving block's view must be later. The coordinator's clock is not enough:
+ * a block made just before the stop can come to be believed (f + 1 reports) after the result, so it
+ * looked like proof (npm run sim, seeds 117, 162, 168). Without the view (an older agent), the
+ * block must have been believed after `since`.
+ */
+function shownBackOnChain(v: ChainValidatorView | undefined, stoppedAtView: number | null, since: number): boolean {
+  if (v?.verdict !== 'produced') return false;
+  if (stoppedAtView != null) return v.provenView != null && v.provenView > stoppedAtView;
+  return v.provenAt != null && v.provenAt > since;
+}
+
+/**
+ * Nodes a command of this rollout took down and brought back (rolled back, or failed after their
+ * agent rolled them back) that the chain has not shown back yet (shownBackOnChain). Until then their
+ * weight counts as down, as for an upgraded node. Found by the simulation (npm run sim, seed 7): a
+ * rollback took the next node down while the one rolled back just before was still syncing.
+ */
+function notBackOnChain(chain: NonNullable<FleetView['chain']>, steps: readonly Step[], commands: ReadonlyMap<string, CommandRecord>): string[] {
+  const out: string[] = [];
+  for (const s of steps) {
+    if (s.state !== 'rolled_back' && s.state !== 'failed') continue;
+    const cmd = s.commandId ? commands.get(s.commandId) : undefined;
+    const since = s.finishedAt ?? Infinity; // moved in this very decision: it ended now
+    if (!shownBackOnChain(chain.byNode.get(s.nodeId), cmd?.stoppedAtView ?? null, since)) out.push(s.nodeId);
+  }
+  return out;
 }
 
 // ============================================================== the decision
@@ -137,7 +174,11 @@ function stepsIn(d: Decision, ...states: StepState[]): Step[] {
 
 /** The steps with their state as of this decision. */
 function currentSteps(d: Decision): Step[] {
-  return d.input.steps.map((s) => ({ ...s, state: d.states.get(s.nodeId)! }));
+  // A step that ended in this decision ended now (its finishedAt is in the action, not yet in the row).
+  return d.input.steps.map((s) => {
+    const state = d.states.get(s.nodeId)!;
+    return state === s.state ? s : { ...s, state, finishedAt: d.now };
+  });
 }
 
 function moveRollout(d: Decision, to: RolloutState, code: ErrorCode | null = null, reason: string | null = null): void {
@@ -228,9 +269,8 @@ function referenceNodes(d: Decision): NodeView[] {
 function backOnChain(d: Decision, step: Step): boolean {
   const chain = d.fleet.chain;
   if (!chain?.requireProducedBlock) return true;
-  const v = chain.byNode.get(step.nodeId);
-  if (!v) return false;
-  return v.verdict === 'produced' && v.provenAt != null && v.provenAt > (step.resultAt ?? 0);
+  const cmd = step.commandId ? d.input.commands.get(step.commandId) : undefined;
+  return shownBackOnChain(chain.byNode.get(step.nodeId), cmd?.stoppedAtView ?? null, step.resultAt ?? 0);
 }
 
 /**
@@ -333,9 +373,13 @@ function passGate(d: Decision): void {
  */
 function rollBack(d: Decision): void {
   const { rollout, fleet } = d;
-  const { budget, weighted: byWeight } = disruption({ fleet, steps: currentSteps(d), busyElsewhere: d.input.busyElsewhere });
+  for (const step of undoneByHand(d)) {
+    moveStep(d, step.nodeId, 'rolled_back', { patch: { finishedAt: d.now } });
+    emit(d, 'node.rolled_back', step.nodeId, { runningVersion: step.fromVersion, by: 'hand' });
+  }
+  const { budget, weighted: byWeight } = disruption({ fleet, steps: currentSteps(d), busyElsewhere: d.input.busyElsewhere, commands: d.input.commands });
   const ownDown = stepsIn(d, 'upgrading', 'rolling_back').length;
-  const toUndo = stepsIn(d, 'upgraded', 'verifying').sort((a, b) => (b.dispatchSeq ?? 0) - (a.dispatchSeq ?? 0));
+  const toUndo = [...stepsIn(d, 'upgraded', 'verifying'), ...leftOnTarget(d)].sort((a, b) => (b.dispatchSeq ?? 0) - (a.dispatchSeq ?? 0));
   const verifyingToUndo = toUndo.filter((s) => d.states.get(s.nodeId) === 'verifying').length;
   const weighted = rollout.strategy !== 'halt' ? byWeight : null;
   let slots =
@@ -345,24 +389,77 @@ function rollBack(d: Decision): void {
         ? Math.max(1, rollout.options.maxUnavailable) - ownDown
         : Math.min(Math.max(1, rollout.options.maxUnavailable) - ownDown, budget + verifyingToUndo);
   let slack = weighted?.slack ?? 0;
+  let blockedBy: number | null = null;
   for (const step of toUndo) {
     if (slots <= 0) break;
     const node = fleet.nodes.get(step.nodeId);
     if (!node?.connected || node.busy) continue;
     if (weighted && fleet.chain) {
-      // A verifying node already counts as in flight; undoing an upgraded one takes its weight down.
-      const cost = d.states.get(step.nodeId) === 'verifying' ? 0 : (nodeWeight(fleet.chain, step.nodeId) ?? Infinity);
-      if (cost > slack) continue;
+      // A node proven down costs nothing and goes whatever the slack: undoing it is what brings its
+      // weight back. One the slack does not count may still be up in truth (only not proven back):
+      // with the slack already below zero, taking it down too could stop the chain (seed 7).
+      const down = provenDown(d, step);
+      const cost = down ? 0 : rollbackCost(d, step, weighted);
+      if (!down && (cost > slack || slack < 0)) {
+        blockedBy ??= cost;
+        continue;
+      }
       slack -= cost;
     }
     dispatch(d, step, 'rollback');
     slots--;
   }
   saveDispatchSeq(d);
-  if (stepsIn(d, 'upgrading', 'rolling_back', 'upgraded', 'verifying').length > 0) return;
+  if (stepsIn(d, 'upgrading', 'rolling_back', 'upgraded', 'verifying').length + leftOnTarget(d).length > 0) {
+    // Waiting on the chain's slack says so, as dispatch does (npm run sim, seed 2417).
+    noteWaiting(
+      d,
+      blockedBy != null && weighted && stepsIn(d, 'rolling_back').length === 0 ? slackShortfall(weighted, blockedBy, fleet.chain?.margin ?? 0) : null,
+    );
+    pauseRollbackIfNeverSafe(d);
+    return;
+  }
+  noteWaiting(d, null);
   const rollbackFailed = stepsIn(d, 'failed').some((s) => s.code === 'E_ROLLBACK_FAILED' || s.code === 'E_RESTORE');
   if (rollbackFailed) moveRollout(d, 'failed', 'E_ROLLBACK_FAILED', 'a node could not be rolled back');
   else moveRollout(d, 'rolled_back', rollout.code, rollout.reason);
+}
+
+/**
+ * Upgraded nodes that report their old version again: undone by hand (guts-upgrade-agent rollback
+ * on the host, what a rollback paused E_DISRUPTION_BUDGET asks for). Nothing is sent to them; a
+ * rollback command would only wait for a slack the set never has (npm run sim, seed 5).
+ */
+function undoneByHand(d: Decision): Step[] {
+  const target = d.rollout.target.version;
+  return stepsIn(d, 'upgraded').filter((s) => {
+    const node = d.fleet.nodes.get(s.nodeId);
+    return s.fromVersion != null && s.fromVersion !== target && node?.healthy === true && node.version === s.fromVersion;
+  });
+}
+
+/**
+ * Nodes whose upgrade the agent reported done but the coordinator failed for not syncing back
+ * (E_SYNC_TIMEOUT): they still run the target, so a rollback undoes them too. Left alone, the
+ * weight they keep down could hold every other rollback back forever (npm run sim, seed 2417).
+ */
+function leftOnTarget(d: Decision): Step[] {
+  return stepsIn(d, 'failed').filter((s) => s.code === 'E_SYNC_TIMEOUT' && d.fleet.nodes.get(s.nodeId)?.version === d.rollout.target.version);
+}
+
+/**
+ * The weight a rollback takes out of the slack: none for a node the slack does not count as live
+ * (in flight, not shown back on the chain, or not live), its whole weight otherwise.
+ */
+function rollbackCost(d: Decision, step: Step, weighted: WeightBudget): number {
+  if (d.states.get(step.nodeId) === 'verifying' || weighted.notLive.some((v) => v.managedBy === step.nodeId)) return 0;
+  return nodeWeight(d.fleet.chain!, step.nodeId) ?? Infinity;
+}
+
+/** Down in truth: unhealthy by its agent and not live on the chain (a bad build broke it; npm run sim, seed 73). */
+function provenDown(d: Decision, step: Step): boolean {
+  const node = d.fleet.nodes.get(step.nodeId);
+  return d.states.get(step.nodeId) !== 'verifying' && !node?.healthy && d.fleet.chain?.byNode.get(step.nodeId)?.live === false;
 }
 
 // -------------------------------------------------------------- running or soaking: new failures
@@ -463,6 +560,7 @@ function rollingUpgrade(d: Decision): void {
   const pending = stepsIn(d, 'pending');
   const lastStable = lastStableAt(d);
   if (startCanarySoak(d)) return;
+  if (canaryLost(d)) return;
   if (pending.length === 0) return finishRolling(d);
   if (lastStable > 0 && d.now - lastStable < d.rollout.options.stabilizationMs) return;
   skipUpToDate(d, pending);
@@ -488,6 +586,27 @@ function pauseIfNeverSafe(d: Decision, left: Step[]): boolean {
   moveRollout(d, 'paused', 'E_DISRUPTION_BUDGET', reason);
   emit(d, 'rollout.paused', undefined, { code: 'E_DISRUPTION_BUDGET', nodes: offenders.map((o) => o.nodeId), epoch: chain.epoch });
   return true;
+}
+
+/**
+ * A rollback that can only wait forever pauses instead: nothing of it is in flight, and every node
+ * left to undo is heavier than any slack the set can have (an epoch made it so after its upgrade;
+ * npm run sim, seed 5). Resuming goes on rolling back (data.pausedFrom).
+ */
+function pauseRollbackIfNeverSafe(d: Decision): void {
+  const chain = d.fleet.chain;
+  if (d.rollout.strategy === 'halt' || chain?.status !== 'adopted') return;
+  if (stepsIn(d, 'upgrading', 'rolling_back', 'verifying').length > 0) return;
+  const left = stepsIn(d, 'upgraded').filter((s) => chain.byNode.get(s.nodeId)?.live !== false || d.fleet.nodes.get(s.nodeId)?.healthy);
+  const offenders = neverSafe(
+    chain,
+    left.map((s) => s.nodeId),
+  );
+  if (left.length === 0 || offenders.length < left.length) return;
+  const reason = neverSafeMessage(chain, offenders, 'rollback');
+  moveRollout(d, 'paused', 'E_DISRUPTION_BUDGET', reason);
+  patchData(d, { pausedFrom: 'rolling_back' });
+  emit(d, 'rollout.paused', undefined, { code: 'E_DISRUPTION_BUDGET', nodes: offenders.map((o) => o.nodeId), epoch: chain.epoch });
 }
 
 /** Records why dispatch waits (once per new reason), or clears it when dispatch goes on. */
@@ -519,6 +638,27 @@ function startCanarySoak(d: Decision): boolean {
   patchData(d, { soakStartedAt: now, soakStartHeight: fleet.nodes.get(canary.nodeId)?.finalizedHeight ?? null, soakMetrics });
   emit(d, 'canary.soaking', canary.nodeId, { soakMs: rollout.options.soakMs });
   moveRollout(d, 'soaking');
+  return true;
+}
+
+/**
+ * The canary failed and the operator resumed anyway: only the canary may go before its soak, so
+ * nothing would ever be dispatched again and the rollout would wait forever without a reason
+ * (npm run sim, seed 616). It fails as a failed canary does. Returns whether it did.
+ */
+function canaryLost(d: Decision): boolean {
+  const { rollout } = d;
+  if (rollout.strategy !== 'canary' || rollout.data.soakPassed) return false;
+  const canary = d.input.steps.find((s) => s.nodeId === rollout.options.canary);
+  const state = canary ? d.states.get(canary.nodeId) : undefined;
+  if (state !== 'failed' && state !== 'rolled_back') return false;
+  moveRollout(
+    d,
+    'failed',
+    'E_CANARY_FAILED',
+    `canary ${canary!.nodeId} ${state === 'failed' ? 'failed its upgrade' : 'was rolled back'}; the rollout cannot go on without a canary that passed its soak`,
+  );
+  emit(d, 'rollout.failed', undefined, { nodes: [canary!.nodeId], code: 'E_CANARY_FAILED' });
   return true;
 }
 
@@ -559,7 +699,7 @@ function dispatchWave(d: Decision, candidates: Step[]): void {
   const { rollout, fleet } = d;
   if (candidates.length === 0) return;
   const eligible = candidates.filter((s) => !(rollout.strategy === 'canary' && !rollout.data.soakPassed) || s.nodeId === rollout.options.canary);
-  const { budget, weighted } = disruption({ fleet, steps: currentSteps(d), busyElsewhere: d.input.busyElsewhere });
+  const { budget, weighted } = disruption({ fleet, steps: currentSteps(d), busyElsewhere: d.input.busyElsewhere, commands: d.input.commands });
   if (weighted && fleet.chain) return dispatchWeightedWave(d, eligible, weighted);
   let slots = Math.min(budget, rollout.options.maxUnavailable);
   if (slots <= 0) return;

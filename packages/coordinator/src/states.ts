@@ -62,7 +62,8 @@ export const STEP_TRANSITIONS: Record<StepState, readonly StepState[]> = {
   prepared: ['upgrading', 'preparing'],
   upgrading: ['verifying', 'failed'],
   verifying: ['upgraded', 'failed', 'rolling_back'],
-  upgraded: ['rolling_back'],
+  // rolled_back directly: undone by hand on its host (it reports its old version again)
+  upgraded: ['rolling_back', 'rolled_back'],
   // rolled back by its own agent already; a failed rollback can be retried
   failed: ['rolling_back'],
   rolling_back: ['rolled_back', 'failed'],

@@ -69,7 +69,18 @@ export function neverSafe(chain: ChainView, nodeIds: readonly string[]): { nodeI
   return out;
 }
 
-export function neverSafeMessage(chain: ChainView, offenders: { nodeId: string; validator: ChainValidatorView }[]): string {
+/** What the operator can do about a node too heavy to take down: for an upgrade, and for undoing one. */
+const NEVER_SAFE_NEXT = {
+  upgrade: 'upgrade with the halt strategy inside a maintenance window',
+  rollback:
+    'roll it back by hand inside a maintenance window (guts-upgrade-agent rollback on its host), or resume the rollout once a new epoch gives the set more slack',
+} as const;
+
+export function neverSafeMessage(
+  chain: ChainView,
+  offenders: { nodeId: string; validator: ChainValidatorView }[],
+  action: keyof typeof NEVER_SAFE_NEXT = 'upgrade',
+): string {
   const list = offenders.map((o) => `${o.nodeId} (validator ${o.validator.name}, weight ${o.validator.weight})`).join(', ');
-  return `${list} can never be taken down while the chain finalizes: the largest slack of epoch ${chain.epoch} is ${chain.largestSlack} (total ${chain.totalWeight} − quorum ${chain.quorumWeight}); upgrade with the halt strategy inside a maintenance window`;
+  return `${list} can never be taken down while the chain finalizes: the largest slack of epoch ${chain.epoch} is ${chain.largestSlack} (total ${chain.totalWeight} − quorum ${chain.quorumWeight}); ${NEVER_SAFE_NEXT[action]}`;
 }

@@ -141,6 +141,7 @@ export class World {
           message: null,
           runningVersion: null,
           downtimeMs: null,
+          stoppedAtView: null,
           createdAt: this.now,
           updatedAt: this.now,
         });

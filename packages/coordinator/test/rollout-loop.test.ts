@@ -179,7 +179,11 @@ t.test('the rollout loop on a real store with a counting transport', async (t) =
       clock += 1000;
       const before = wakes;
       writes.queue(() => {
-        store.completeCommand(s.command.id, { outcome: 'succeeded', code: null, message: null, runningVersion: '1.1.0', downtimeMs: 10, result: {} }, clock);
+        store.completeCommand(
+          s.command.id,
+          { outcome: 'succeeded', code: null, message: null, runningVersion: '1.1.0', downtimeMs: 10, stoppedAtView: null, result: {} },
+          clock,
+        );
       }, true);
       t.equal(wakes, before + 1, 'a result wakes the loop');
       agents.connect(s.nodeId, status({ nodeVersion: '1.1.0', isLeader: false, finalizedHeight: 100 }));

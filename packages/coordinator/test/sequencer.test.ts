@@ -82,6 +82,7 @@ t.test('a step already in flight (persisted before a crash) blocks the next wave
     message: null,
     runningVersion: null,
     downtimeMs: null,
+    stoppedAtView: null,
     createdAt: 0,
     updatedAt: 0,
   });

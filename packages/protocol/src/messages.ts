@@ -155,6 +155,13 @@ export const ResultSchema = Type.Object({
   migration: Type.Optional(Type.Union([Type.Literal('none'), Type.Literal('automatic'), Type.Literal('manual')])),
   /** Stop to ready, as the agent measured it. */
   downtimeMs: Type.Optional(Type.Number({ minimum: 0 })),
+  /**
+   * The node's consensus view when the agent last stopped it (protocol 1.2). A
+   * block the node produced before that stop has a view at or below it, so
+   * only a block in a later view shows the node back on the chain, however late
+   * the coordinator comes to believe the earlier one.
+   */
+  stoppedAtView: Type.Optional(Type.Integer({ minimum: 0 })),
   rollback: Type.Optional(Type.Object({ mode: Type.Union([Type.Literal('binary'), Type.Literal('binary+data')]), ok: Type.Boolean() })),
   evidence: Type.Optional(
     Type.Object({

@@ -28,6 +28,8 @@ export interface UpgradeData {
   /** Set before anything may change the data dir (manual migrate, or first start of a migrating build). */
   migrationRan?: boolean;
   stoppedAt?: number;
+  /** The node's consensus view at its last stop: only a block in a later view proves it back. */
+  stoppedAtView?: number;
   readyAt?: number;
   baseline?: MetricsSample | null;
   failure?: { code: string; message: string; step: string };

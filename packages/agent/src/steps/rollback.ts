@@ -7,6 +7,7 @@ import { CodedError } from '@guts-upgrade/protocol';
 import { copyFileAtomic, sha256File } from '../util.js';
 import { addCheck, type StepContext } from './context.js';
 import { bakPath } from './install.js';
+import { noteStopView } from './stop.js';
 import { startAndWaitReady } from './start.js';
 import { checkVersions } from './verify.js';
 
@@ -32,6 +33,7 @@ export async function rollbackToOld(ctx: StepContext): Promise<{ mode: RollbackM
   const from = ctx.data.fromVersion;
   const attempt = async (m: RollbackMode) => {
     ctx.progress('rollback', 'running', `rolling back (${m}) to ${from}`);
+    await noteStopView(ctx);
     await ctx.driver.stop();
     await restoreOldBinary(ctx);
     if (m === 'binary+data') {

@@ -362,7 +362,15 @@ export class AgentHub implements AgentTransport {
     if (!canCommandMove(c.state, 'completed')) return;
     this.d.store.completeCommand(
       c.id,
-      { outcome: r.outcome, code: r.code ?? null, message: r.message ?? null, runningVersion: r.runningVersion, downtimeMs: r.downtimeMs ?? null, result: r },
+      {
+        outcome: r.outcome,
+        code: r.code ?? null,
+        message: r.message ?? null,
+        runningVersion: r.runningVersion,
+        downtimeMs: r.downtimeMs ?? null,
+        stoppedAtView: r.stoppedAtView ?? null,
+        result: r,
+      },
       this.d.now(),
     );
     // Once per command: a re-sent result returned above, so a counter fed from this only grows by real results.

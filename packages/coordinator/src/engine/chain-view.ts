@@ -46,6 +46,8 @@ export interface ChainValidatorView {
   evidence: string;
   /** When the block that proves it live was first believed (coordinator time). */
   provenAt: number | null;
+  /** The view of that block: the chain's own clock, which a late belief cannot move. */
+  provenView: number | null;
 }
 
 export interface ChainAlert {
@@ -331,6 +333,7 @@ export class ChainTracker {
         verdict: l?.verdict ?? 'no-turn',
         evidence,
         provenAt: l?.height != null ? (believedAt.get(l.height) ?? null) : null,
+        provenView: l?.verdict === 'produced' ? l.view : null,
       };
     });
     const byNode = new Map<string, ChainValidatorView>();

@@ -121,7 +121,7 @@ export function fleetWatch(fleet: FleetView, openCommands: readonly Pick<Command
   const spread = minH != null && maxH != null ? maxH - minH : 0;
   const down = nodes.filter((v) => !v.healthy).map((v) => v.id);
   const inFlight = new Set(openCommands.filter((c) => c.kind !== 'prepare').map((c) => c.nodeId));
-  const { budget, weighted } = disruption({ fleet, steps: [], busyElsewhere: inFlight });
+  const { budget, weighted } = disruption({ fleet, steps: [], busyElsewhere: inFlight, commands: new Map() });
   const chain = fleet.chain ?? null;
   const alerts: { code: string; message: string }[] = [];
   if (Object.keys(versions).length > 1)

@@ -210,7 +210,8 @@ interface ActionContext {
 
 /** What each operator action writes; each runs inside the action's transaction. */
 const OPERATOR_ACTIONS: Record<OperatorAction, (c: ActionContext) => void> = {
-  pause({ r, actor, reason, move, d }) {
+  pause({ r, actor, reason, now, move, d }) {
+    if (r.state === 'rolling_back') d.store.patchRolloutData(r.id, { pausedFrom: 'rolling_back' }, now);
     move('paused', null, reason ?? `paused by ${actor}`);
     d.audit.record('rollout.paused', actor, r.id, null, { reason });
   },
@@ -221,7 +222,7 @@ const OPERATOR_ACTIONS: Record<OperatorAction, (c: ActionContext) => void> = {
       .steps(r.id)
       .filter((s) => s.state === 'failed')
       .map((s) => s.nodeId);
-    d.store.patchRolloutData(r.id, { handledFailures: [...new Set([...(r.data.handledFailures ?? []), ...failed])] }, now);
+    d.store.patchRolloutData(r.id, { handledFailures: [...new Set([...(r.data.handledFailures ?? []), ...failed])], pausedFrom: null }, now);
     move(gateTo);
     d.audit.record('rollout.resumed', actor, r.id, null, { reason, to: gateTo });
   },
@@ -241,11 +242,12 @@ const OPERATOR_ACTIONS: Record<OperatorAction, (c: ActionContext) => void> = {
 };
 
 /**
- * A paused rollout resumes into its gate: awaiting approval when it needs one, scheduled when its
+ * A paused rollback resumes rolling back. Otherwise a paused rollout resumes into its gate: awaiting approval when it needs one, scheduled when its
  * window is closed and nothing was dispatched yet (a halt already sent, or any node touched, keeps
  * it running), else running.
  */
 function resumeInto(r: Rollout, d: RolloutServiceDeps, now: number): RolloutState {
+  if (r.data.pausedFrom === 'rolling_back') return 'rolling_back';
   if (r.options.requireApproval && r.data.approvedAt == null) return 'awaiting_approval';
   const anyDispatched = d.store.steps(r.id).some((s) => s.dispatchSeq != null || s.state !== 'pending');
   if (r.options.window && !windowAllows(r.options.window, d.config.windows, now) && r.data.haltSentAt == null && !anyDispatched) return 'scheduled';
