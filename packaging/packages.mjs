@@ -89,6 +89,9 @@ const AGENT_YAML = `# guts-upgrade agent configuration (docs: /usr/share/doc/gut
 # Until nodeId and the coordinator are set, the agent refuses to start (exit 2).
 
 # nodeId: v0                                 # this validator's name, as registered with \`guts-upgrade nodes add\`
+# validatorPubkey: 9f3c…                      # the chain validator this node runs as (pubkey in hex, as
+#                                            # /api/consensus/validators lists it); until a node is bound
+#                                            # (here or with \`nodes add --pubkey\`), rollouts wait for it
 coordinator:
   # url: wss://coordinator.example:7443
   tokenFile: /etc/guts-upgrade/agent.token   # the token \`guts-upgrade nodes add\` printed; mode 0600

@@ -174,6 +174,7 @@ else
         `${JSON.stringify(
           {
             nodeId: h.name,
+            validatorPubkey: pubkeyFor(h.name),
             coordinator: { url: `ws://v0:${COORD_PORT}`, tokenFile: '/etc/guts-upgrade/agent.token', reconnectMaxMs: 2000 },
             service: { driver: 'systemd', name: 'guts-node', stopTimeoutMs: 20_000 },
             node: {

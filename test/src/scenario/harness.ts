@@ -299,10 +299,11 @@ export class Scenario {
     this.apiBase = `http://127.0.0.1:${fwd.port}`;
     await this.startCoordinator();
 
-    // Register every node; each agent gets its token.
+    // Register every node, bound to its chain validator (the coordinator dispatches
+    // nothing to a node it cannot place on the chain); each agent gets its token.
     const tokens = new Map<string, string>();
     for (const h of lab.hosts) {
-      const r = await this.api<{ token: string }>('POST', '/api/v1/nodes', { id: h.name, address: h.addr });
+      const r = await this.api<{ token: string }>('POST', '/api/v1/nodes', { id: h.name, address: h.addr, pubkey: pubkeyFor(h.name) });
       tokens.set(h.name, r.token);
     }
 
