@@ -11,6 +11,8 @@ import { freePorts, waitFor, type SimTimings } from '@guts-upgrade/simulator';
 import { removeDir, startSimFleet, type SimFleet, type SimFleetOptions } from '@guts-upgrade/testkit';
 
 export const TOKEN = 'integration-operator-token';
+/** A viewer's token: it may read everything and change nothing. */
+export const VIEWER_TOKEN = 'integration-viewer-token';
 
 /** The coordinator daemon, found through the bin its package declares. */
 function serverCli(): string {
@@ -36,13 +38,18 @@ export interface Rig {
   waitRollout(id: string, states?: string[]): Promise<RolloutDetailBody>;
 }
 
-const CONFIG = (port: number, db: string, windows: unknown[]) => ({
+const CONFIG = (port: number, db: string, windows: unknown[], webhooks: unknown[], canaryLimits: Record<string, number>) => ({
   listen: { host: '127.0.0.1', port },
   db,
-  operators: [{ name: 'it', token: TOKEN, role: 'operator' }],
+  operators: [
+    { name: 'it', token: TOKEN, role: 'operator' },
+    { name: 'watcher', token: VIEWER_TOKEN, role: 'viewer' },
+  ],
   heartbeat: { intervalMs: 500, timeoutMs: 5000 },
-  defaults: { stabilizationMs: 500, soakMs: 2000, syncDistance: 5, syncTimeoutMs: 30_000, haltTimeoutMs: 60_000 },
+  defaults: { stabilizationMs: 500, soakMs: 2000, syncDistance: 5, syncTimeoutMs: 30_000, haltTimeoutMs: 60_000, canaryLimits },
   windows,
+  webhooks,
+  webhookRetry: { maxAttempts: 3, baseDelayMs: 200, timeoutMs: 2000 },
   tickMs: 100,
   logLevel: 'warn',
 });
@@ -53,13 +60,17 @@ export async function makeRig(
     n: number;
     child?: boolean;
     windows?: unknown[];
+    /** Webhooks as the coordinator's configuration takes them ({ url, secret, events? }). */
+    webhooks?: unknown[];
+    /** The coordinator's default canary limits, over its own. */
+    canaryLimits?: Record<string, number>;
     timings?: Partial<SimTimings>;
     chain?: Partial<Pick<SimFleetOptions, 'weights' | 'unmanaged' | 'liar'>>;
   },
 ): Promise<Rig> {
   const dir = mkdtempSync(join(tmpdir(), 'guts-it-'));
   const port = (await freePorts(1))[0]!;
-  const cfg = CONFIG(port, join(dir, 'coordinator.db'), opts.windows ?? []);
+  const cfg = CONFIG(port, join(dir, 'coordinator.db'), opts.windows ?? [], opts.webhooks ?? [], opts.canaryLimits ?? {});
   let coordinator: RunningCoordinator | null = null;
   let proc: ChildProcess | null = null;
   let fleet: SimFleet | null = null;

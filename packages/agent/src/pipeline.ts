@@ -12,7 +12,7 @@
  * node leaves the data dir still), so downtime pays for the delta alone.
  */
 import fs from 'node:fs';
-import { CodedError, errorCodeOf, type CheckResult, type ErrorCode, type Result, type StepName } from '@guts-upgrade/protocol';
+import { boundNodeLog, CodedError, errorCodeOf, NODE_LOG_LINES, type CheckResult, type ErrorCode, type Result, type StepName } from '@guts-upgrade/protocol';
 import type { State } from './state.js';
 import { backup, sealBackup } from './steps/backup.js';
 import type { StepContext } from './steps/context.js';
@@ -48,13 +48,20 @@ export interface Outcome {
   code?: Result['code'];
   message?: string;
   rollback?: Result['rollback'];
+  /** The node's log as it stood at the failure (a rollback restarts the node and buries it). */
+  nodeLog?: string[];
+}
+
+async function nodeLogNow(ctx: StepContext): Promise<string[]> {
+  return boundNodeLog(await ctx.driver.logTail(NODE_LOG_LINES).catch(() => []));
 }
 
 /** Builds the wire result from what the context recorded. */
 export async function buildResult(ctx: StepContext, o: Outcome, startedAt: string): Promise<Result> {
   const d = ctx.data;
   const failed = o.outcome !== 'succeeded';
-  const tail = failed ? await ctx.driver.logTail(30).catch(() => []) : [];
+  // The node's own words on a failure, bounded as the protocol says (the coordinator keeps no more).
+  const nodeLog = failed ? (o.nodeLog ?? (await nodeLogNow(ctx))) : [];
   const transitions = ctx.journal.transitions(ctx.command.id).map((t) => `${t.at} ${t.from ?? '-'} -> ${t.to}${t.detail ? ` (${t.detail})` : ''}`);
   const checks: CheckResult[] = ctx.checks.slice(-64);
   const running = await ctx.node.runningVersion();
@@ -73,7 +80,7 @@ export async function buildResult(ctx: StepContext, o: Outcome, startedAt: strin
     ...(d.stoppedAt && d.readyAt ? { downtimeMs: Math.max(0, d.readyAt - d.stoppedAt) } : {}),
     ...(d.stoppedAtView != null ? { stoppedAtView: d.stoppedAtView } : {}),
     ...(o.rollback ? { rollback: o.rollback } : {}),
-    evidence: { checks, journalTail: [...transitions, ...tail].slice(-200).map((l) => l.slice(0, 4000)) },
+    evidence: { checks, journalTail: transitions.slice(-200).map((l) => l.slice(0, 4000)), ...(failed ? { nodeLog } : {}) },
     startedAt,
     finishedAt: isoNow(),
   };
@@ -89,6 +96,7 @@ export async function buildResult(ctx: StepContext, o: Outcome, startedAt: strin
 export async function rollBackAfter(ctx: StepContext, failure: Failure, startedAt: string): Promise<Result> {
   const { code, message } = failure;
   ctx.save({ failure: { code, message, step: ctx.journal.get(ctx.command.id)?.state ?? '?' } });
+  const nodeLog = await nodeLogNow(ctx);
   ctx.journal.transition(ctx.command.id, 'rollback', `${code}: ${message}`.slice(0, 1000));
   ctx.progress('rollback', 'started', message);
   await ctx.afterJournal('rollback');
@@ -96,7 +104,7 @@ export async function rollBackAfter(ctx: StepContext, failure: Failure, startedA
   if (rb.ok) {
     ctx.journal.transition(ctx.command.id, 'rolled_back');
     ctx.progress('rollback', 'done', `back on ${ctx.data.fromVersion} (${rb.mode})`);
-    return buildResult(ctx, { outcome: 'rolled_back', code, message, rollback: { mode: rb.mode, ok: true } }, startedAt);
+    return buildResult(ctx, { outcome: 'rolled_back', code, message, rollback: { mode: rb.mode, ok: true }, nodeLog }, startedAt);
   }
   ctx.journal.transition(ctx.command.id, 'failed', 'rollback failed');
   ctx.progress('rollback', 'failed', rb.error);
@@ -107,6 +115,7 @@ export async function rollBackAfter(ctx: StepContext, failure: Failure, startedA
       code: 'E_ROLLBACK_FAILED',
       message: `${code}: ${message}; then the rollback failed: ${rb.error}`,
       rollback: { mode: rb.mode, ok: false },
+      nodeLog,
     },
     startedAt,
   );

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import t from 'tap';
+import { NODE_LOG_LINES } from '@guts-upgrade/protocol';
 import { makeRig, parseResult, sha, treeHash, upgradeArgs } from './helpers.js';
 
 t.test('every bad 1.1.0 build is rolled back automatically, ending healthy on 1.0.0', async (t) => {
@@ -36,7 +37,15 @@ t.test('every bad 1.1.0 build is rolled back automatically, ending healthy on 1.
     t.equal(res.code, expect[fault]!.code, `${fault}: code ${res.code} ${res.message}`);
     t.same(res.rollback, { mode: expect[fault]!.mode, ok: true }, `${fault}: rollback mode`);
     t.equal(res.runningVersion, '1.0.0', `${fault}: running 1.0.0 again`);
-    t.ok((res.evidence.journalTail?.length ?? 0) > 0, `${fault}: evidence has log lines`);
+    t.ok((res.evidence.journalTail?.length ?? 0) > 0, `${fault}: evidence has the command's journal`);
+    const nodeLog = res.evidence.nodeLog ?? [];
+    t.ok(nodeLog.length > 0 && nodeLog.length <= NODE_LOG_LINES, `${fault}: evidence has the node's log (${nodeLog.length} lines)`);
+    // Read before the rollback restarted the old version: the failing build's own words are there.
+    if (fault === 'exits')
+      t.ok(
+        nodeLog.some((l) => l.includes('panicked during start-up')),
+        `${fault}: the panic line is in the node log`,
+      );
     t.equal(sha(rig.binary), oldSha, `${fault}: old binary back`);
     t.equal(await rig.healthVersion(), '1.0.0', `${fault}: healthy on 1.0.0`);
     const ready = await fetch(`${rig.node.apiUrl}/health/ready`);

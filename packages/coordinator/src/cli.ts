@@ -14,7 +14,7 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { asArgParser, ERROR_CODES, httpUrlArg, isErrorCode, nonNegativeIntArg, pubkeyArg, sha256Arg } from '@guts-upgrade/protocol';
+import { asArgParser, ERROR_CODES, httpUrlArg, isErrorCode, nonNegativeIntArg, pubkeyArg, sha256Arg, type FailureEvidence } from '@guts-upgrade/protocol';
 import {
   api,
   ApiError,
@@ -87,6 +87,7 @@ interface RolloutFlags extends TargetFlags {
   autoRollback?: boolean;
   allowDowngrade?: boolean;
   requireApproval?: boolean;
+  requireJudgedSoak?: boolean;
 }
 
 /** Flag name → API option key, for the numeric and boolean rollout options passed through as they are. */
@@ -102,6 +103,7 @@ const PASS_THROUGH: (keyof RolloutFlags)[] = [
   'autoRollback',
   'allowDowngrade',
   'requireApproval',
+  'requireJudgedSoak',
 ];
 
 export function rolloutBody(f: RolloutFlags): Record<string, unknown> {
@@ -133,7 +135,8 @@ function withRolloutFlags(cmd: Command): Command {
     .option('--window <name>', 'start only inside this configured maintenance window')
     .option('--auto-rollback', 'roll every upgraded node back when a node fails')
     .option('--allow-downgrade', 'allow a target older than the running version')
-    .option('--require-approval', 'wait for `rollout approve` before starting');
+    .option('--require-approval', 'wait for `rollout approve` before starting')
+    .option('--require-judged-soak', "fail the canary's soak when its metrics judged nothing (too few requests, no reference)");
 }
 
 // ---- rendering
@@ -158,7 +161,25 @@ export function renderRollout(d: RolloutDetailBody): string {
       `  ${s.nodeId.padEnd(15)} ${s.state.padEnd(13)} ${(s.progress ?? '').padEnd(21)} ${(s.downtimeMs != null ? `${Math.round(s.downtimeMs)}ms` : '-').padStart(8)}  ${fmtTime(s.startedAt).padEnd(8)}  ${s.code ?? ''}`,
     );
   }
+  for (const s of d.steps) if (s.code && s.state === 'failed') lines.push(...renderFailure(s));
   return lines.join('\n');
+}
+
+/** A failed node's evidence under the table: what failed, the check that decided it, the node's own last words. */
+export function renderFailure(s: Pick<RolloutDetailBody['steps'][number], 'nodeId' | 'code' | 'message' | 'evidence'>): string[] {
+  const out = [`  ${s.nodeId} failed ${s.code}${s.message ? `: ${s.message}` : ''}`];
+  const ev = s.evidence;
+  if (ev?.check) {
+    const extra = [ev.check.last !== undefined ? `last ${ev.check.last}` : '', ev.check.waitedMs !== undefined ? `waited ${ev.check.waitedMs} ms` : ''].filter(
+      Boolean,
+    );
+    out.push(`    check ${ev.check.name}: ${ev.check.detail}${extra.length ? ` (${extra.join(', ')})` : ''}`);
+  }
+  if (ev?.nodeLog.length) {
+    out.push(`    node log, last ${ev.nodeLog.length} line${ev.nodeLog.length === 1 ? '' : 's'}:`);
+    for (const l of ev.nodeLog) out.push(`      | ${l}`);
+  } else out.push('    node log: none sent (an agent older than protocol 1.3, or the node wrote nothing)');
+  return out;
 }
 
 function renderPlan(p: Plan): string {
@@ -178,6 +199,15 @@ function renderPlan(p: Plan): string {
     ...(p.window ? [`  window ${p.window.name}: ${p.window.open ? 'open' : `closed, next ${p.window.nextOpening}`}`] : []),
     ...p.warnings.map((w: string) => `  warning: ${w}`),
   ].join('\n');
+}
+
+/** A passed soak, saying plainly when its metrics judged nothing. */
+type SoakData = { metrics?: { judged?: boolean; detail?: string } };
+function soakLine(nodeId: string | null, data: SoakData): string {
+  const m = data.metrics;
+  return m?.judged === false
+    ? `canary ${nodeId ?? ''} passed its soak, but its metrics judged nothing: ${m.detail ?? 'no detail'}`
+    : `canary ${nodeId ?? ''} passed its soak${m?.detail ? `: ${m.detail}` : ''}`;
 }
 
 /** What an operator can do about a paused rollout, as commands to copy. */
@@ -378,7 +408,11 @@ async function watch(t: ApiTarget, id: string, json: boolean, io: CliIo): Promis
       else if (e.type === 'node.progress')
         io.out(`${e.at.slice(11, 23)}   ${e.nodeId} ${e.data.step} ${e.data.state}${e.data.message ? `: ${e.data.message}` : ''}\n`);
       else if (e.type === 'rollout.waiting') io.out(`${e.at.slice(11, 23)} waiting: ${e.data.reason}\n`);
-      else if (e.type !== 'command.sent') io.out(`${e.at.slice(11, 23)} ${e.type} ${e.nodeId ?? ''} ${e.data.code ?? ''}\n`);
+      else if (e.type === 'canary.passed') io.out(`${e.at.slice(11, 23)} ${soakLine(e.nodeId, e.data as SoakData)}\n`);
+      else if (e.type === 'node.failed' && (e.data.evidence as FailureEvidence | undefined)?.check) {
+        const c = (e.data.evidence as FailureEvidence).check!;
+        io.out(`${e.at.slice(11, 23)} node.failed ${e.nodeId ?? ''} ${e.data.code ?? ''}: check ${c.name}: ${c.detail}\n`);
+      } else if (e.type !== 'command.sent') io.out(`${e.at.slice(11, 23)} ${e.type} ${e.nodeId ?? ''} ${e.data.code ?? ''}\n`);
     }
     const text = renderRollout(r);
     if (json && text !== last) io.out(`${JSON.stringify({ rollout: r.rollout, steps: r.steps })}\n`);

@@ -6,7 +6,7 @@
  */
 import Database from 'better-sqlite3';
 import { createHash } from 'node:crypto';
-import type { CommandKind, ErrorCode, Outcome } from '@guts-upgrade/protocol';
+import type { CommandKind, ErrorCode, FailureEvidence, Outcome, Result } from '@guts-upgrade/protocol';
 import type { CommandRecord, CommandState, Rollout, RolloutData, Step } from './model.js';
 import { COMMAND_OPEN_STATES, type RolloutState, type StepState } from './states.js';
 
@@ -150,6 +150,11 @@ export const MIGRATIONS: Migration[] = [
     name: 'the consensus view at which an agent last stopped its node',
     sql: 'ALTER TABLE commands ADD COLUMN stopped_at_view INTEGER;',
   },
+  {
+    version: 5,
+    name: "a failed step's evidence: the failing check and the node's last log lines",
+    sql: 'ALTER TABLE steps ADD COLUMN evidence TEXT;',
+  },
 ];
 
 export function hashToken(token: string): string {
@@ -258,6 +263,7 @@ function stepFrom(r: Raw): Step {
     finishedAt: num(r.finished_at),
     updatedAt: Number(r.updated_at),
     progress: str(r.progress),
+    evidence: json<FailureEvidence | null>(r.evidence, null),
   };
 }
 
@@ -537,10 +543,12 @@ export class Store {
       finishedAt: 'finished_at',
       updatedAt: 'updated_at',
       progress: 'progress',
+      evidence: 'evidence',
     };
     const entries = Object.entries({ ...patch, updatedAt: now }).filter(([, v]) => v !== undefined);
     const sql = `UPDATE steps SET ${entries.map(([k]) => `${cols[k as keyof Step]} = ?`).join(', ')} WHERE rollout_id = ? AND node_id = ?`;
-    this.stmt(sql).run(...entries.map(([, v]) => v as string | number | null), rolloutId, nodeId);
+    const value = (v: unknown) => (v !== null && typeof v === 'object' ? JSON.stringify(v) : (v as string | number | null));
+    this.stmt(sql).run(...entries.map(([, v]) => value(v)), rolloutId, nodeId);
   }
 
   rolloutsWithStepsIn(states: readonly string[]): string[] {
@@ -579,6 +587,12 @@ export class Store {
   command(id: string): CommandRecord | undefined {
     const r = this.stmt('SELECT * FROM commands WHERE id = ?').get(id) as Raw | undefined;
     return r ? commandFrom(r) : undefined;
+  }
+
+  /** The result an agent sent for a command, as it was received (null: none yet). */
+  commandResult(id: string): Result | null {
+    const r = this.stmt('SELECT result FROM commands WHERE id = ?').get(id) as { result: string | null } | undefined;
+    return json<Result | null>(r?.result, null);
   }
 
   /** The commands of a rollout for the sequencer, without their bodies (and stored results): the loop runs this on every tick. */

@@ -1,5 +1,5 @@
 /** The coordinator's records, shared by the pure sequencer, the store and the API. */
-import type { Artifact, CommandKind, ErrorCode, Health, NodeMetrics, Outcome, PathKind } from '@guts-upgrade/protocol';
+import type { Artifact, CommandKind, ErrorCode, FailureEvidence, Health, NodeMetrics, Outcome, PathKind } from '@guts-upgrade/protocol';
 import type { ChainView } from './engine/chain-view.js';
 import type { Baseline, CanaryLimits, Counters } from './canary.js';
 import type { CommandState, RolloutState, StepState } from './states.js';
@@ -25,6 +25,8 @@ export interface RolloutOptions {
   /** Name of a configured maintenance window; the rollout only starts inside it. */
   window: string | null;
   requireApproval: boolean;
+  /** A soak whose metrics judged nothing (too few requests, no reference) fails instead of passing. */
+  requireJudgedSoak?: boolean;
   /** Metrics limits for the canary soak (absent in rollouts created before they existed: defaults). */
   canaryLimits?: CanaryLimits;
 }
@@ -90,6 +92,8 @@ export interface Step {
   updatedAt: number;
   /** Latest progress reported by the agent for the current command. */
   progress: string | null;
+  /** Why the step failed, in the agent's words: the failing check and the node's last log lines. */
+  evidence?: FailureEvidence | null;
 }
 
 export type { CommandState } from './states.js';

@@ -529,8 +529,11 @@ function soak(d: Decision): void {
     limits: d.limits,
   });
   if (!verdict.ok) return failSoak(d, canary, `metrics: ${verdict.detail}`);
+  if (!verdict.judged && rollout.options.requireJudgedSoak) {
+    return failSoak(d, canary, `its metrics judged nothing (${verdict.detail}) and the rollout requires a judged soak`, 'E_CANARY_UNJUDGED');
+  }
   patchData(d, { soakPassed: true, lastStableAt: now });
-  emit(d, 'canary.passed', canary, { metrics: verdict });
+  emit(d, 'canary.passed', canary, { judged: verdict.judged, metrics: verdict });
   moveRollout(d, 'running');
 }
 
@@ -543,9 +546,9 @@ function soakFault(d: Decision, node: NodeView): string | null {
   return null;
 }
 
-function failSoak(d: Decision, canary: string, why: string): void {
-  moveRollout(d, 'rolling_back', 'E_CANARY_FAILED', `canary ${canary} failed its soak: ${why}`);
-  emit(d, 'rollout.rolling_back', canary, { code: 'E_CANARY_FAILED', why });
+function failSoak(d: Decision, canary: string, why: string, code: 'E_CANARY_FAILED' | 'E_CANARY_UNJUDGED' = 'E_CANARY_FAILED'): void {
+  moveRollout(d, 'rolling_back', code, `canary ${canary} failed its soak: ${why}`);
+  emit(d, 'rollout.rolling_back', canary, { code, why });
 }
 
 // -------------------------------------------------------------- running: rolling and canary

@@ -58,9 +58,13 @@ t.test('judgeCanary: restarts, too little traffic, baseline fallback', async (t)
 });
 
 t.test('sequencer: a canary whose error rate regresses during the soak is rolled back with E_CANARY_FAILED', async (t) => {
-  const soak = (canaryNow: NodeMetrics, limits?: Partial<CanaryLimits>) => {
+  const soak = (canaryNow: NodeMetrics, limits?: Partial<CanaryLimits>, requireJudgedSoak = false) => {
     const w = new World(
-      rolloutOf(['v0', 'v1', 'v2', 'v3'], { strategy: 'canary' }, { canary: 'v1', soakMs: 500, ...(limits ? { canaryLimits: { ...L, ...limits } } : {}) }),
+      rolloutOf(
+        ['v0', 'v1', 'v2', 'v3'],
+        { strategy: 'canary' },
+        { canary: 'v1', soakMs: 500, requireJudgedSoak, ...(limits ? { canaryLimits: { ...L, ...limits } } : {}) },
+      ),
       stepsOf(['v0', 'v1', 'v2', 'v3']),
       fleetOf(4, 0),
     );
@@ -106,4 +110,15 @@ t.test('sequencer: a canary whose error rate regresses during the soak is rolled
 
   const loose = soak(m(600, 120), { maxErrorRateIncrease: 0.5 });
   t.equal(loose.rollout.state, 'running', 'the limits are configurable per rollout');
+
+  // 10 requests on the canary during the soak, 50 needed: the metrics judge nothing.
+  const quiet = soak(m(10, 0));
+  t.equal(quiet.rollout.state, 'running', 'an unjudged soak passes by default');
+  t.match(quiet.events.find((e) => e.type === 'canary.passed')?.data, { judged: false, metrics: { detail: /only 10 requests/ } }, 'and says it judged nothing');
+  const strict = soak(m(10, 0), undefined, true);
+  t.equal(strict.rollout.state, 'rolling_back', 'a rollout that requires a judged soak does not pass it');
+  t.equal(strict.rollout.code, 'E_CANARY_UNJUDGED');
+  t.notOk(strict.events.some((e) => e.type === 'canary.passed'));
+  const judged = soak(m(600, 6), undefined, true);
+  t.equal(judged.rollout.state, 'running', 'a judged soak passes either way');
 });

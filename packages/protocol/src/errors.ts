@@ -206,6 +206,11 @@ export const ERROR_CODES = {
     action: 'Check the agent on that host (`systemctl status guts-upgrade-agent`) and its network to the coordinator.',
   },
   E_CANARY_FAILED: { message: 'The canary failed its soak checks.', action: "Read the soak verdict in the rollout's events; the canary was rolled back." },
+  E_CANARY_UNJUDGED: {
+    message: "The canary's soak judged nothing and the rollout requires a judged soak.",
+    action:
+      'Send traffic to the canary during the soak, lengthen it (--soak-ms) or lower canaryLimits.minRequests, then start the rollout again; the canary was rolled back.',
+  },
   E_CHAIN_STALL: {
     message: 'The chain stopped finalizing.',
     action: "Check the validators' consensus (`guts-upgrade fleet`, `guts-upgrade-agent doctor` on each); consider `guts-upgrade rollout rollback <id>`.",

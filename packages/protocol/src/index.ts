@@ -4,5 +4,6 @@ export * from './chain.js';
 export * from './version-path.js';
 export * from './signature.js';
 export * from './messages.js';
+export * from './evidence.js';
 export * from './codec.js';
 export * from './cli-args.js';

@@ -7,6 +7,7 @@
  */
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
+import { NODE_LOG_LINE_CHARS, NODE_LOG_LINES } from './evidence.js';
 
 // ---------------------------------------------------------------- primitives
 
@@ -167,6 +168,11 @@ export const ResultSchema = Type.Object({
     Type.Object({
       checks: Type.Array(CheckResultSchema, { maxItems: 64 }),
       journalTail: Type.Optional(Type.Array(Type.String({ maxLength: 4096 }), { maxItems: 200 })),
+      /**
+       * The node's own last log lines (journald under systemd, the log file
+       * otherwise), on a failure (protocol 1.3); bounded by boundNodeLog.
+       */
+      nodeLog: Type.Optional(Type.Array(Type.String({ maxLength: NODE_LOG_LINE_CHARS }), { maxItems: NODE_LOG_LINES })),
     }),
   ),
   startedAt: TimestampSchema,

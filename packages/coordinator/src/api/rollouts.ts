@@ -39,6 +39,7 @@ const RolloutOptions = Type.Object(
     canary: Type.Optional(NodeId),
     window: Type.Optional(Type.String({ minLength: 1, maxLength: 128 })),
     requireApproval: Type.Optional(Type.Boolean()),
+    requireJudgedSoak: Type.Optional(Type.Boolean()),
     canaryLimits: Type.Optional(CanaryLimits),
   },
   { additionalProperties: false },

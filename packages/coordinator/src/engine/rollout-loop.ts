@@ -7,7 +7,7 @@
  * counting transport, and a simulation can drive it with a virtual clock.
  */
 import type { Logger } from 'pino';
-import { commandDigest, coordinatorMessage, encode, type Command } from '@guts-upgrade/protocol';
+import { commandDigest, coordinatorMessage, encode, failureEvidence, type Command } from '@guts-upgrade/protocol';
 import type { Store } from '../db.js';
 import type { FleetView, Rollout, Step } from '../model.js';
 import { decide, type Action } from '../sequencer.js';
@@ -18,6 +18,9 @@ import type { ChainTracker } from './chain-view.js';
 import type { Cancel, LoopEffects } from './effects.js';
 import { fleetView, type FleetSettings } from './fleet-view.js';
 import type { WriteQueue } from './write-queue.js';
+
+/** The events that say a node failed: each carries the failed step's evidence. */
+const EVIDENCE_EVENTS = new Set(['node.failed', 'node.rollback_failed']);
 
 export interface LoopSettings {
   tickMs: number;
@@ -204,13 +207,21 @@ export class RolloutLoop {
           const s = stepState.get(a.nodeId);
           if (!s) throw new Error(`no step for ${a.nodeId}`);
           assertStepTransition(s.state, a.to);
+          // A failure keeps its evidence on the step: later commands (an auto-rollback) replace the step's command.
+          const evidence = a.to === 'failed' && s.commandId ? failureEvidence(store.commandResult(s.commandId)) : null;
           store.updateStep(
             rollout.id,
             a.nodeId,
-            { state: a.to, ...(a.code !== undefined ? { code: a.code } : {}), ...(a.message !== undefined ? { message: a.message } : {}), ...(a.patch ?? {}) },
+            {
+              state: a.to,
+              ...(a.code !== undefined ? { code: a.code } : {}),
+              ...(a.message !== undefined ? { message: a.message } : {}),
+              ...(a.patch ?? {}),
+              ...(evidence ? { evidence } : {}),
+            },
             now,
           );
-          stepState.set(a.nodeId, { ...s, state: a.to });
+          stepState.set(a.nodeId, { ...s, state: a.to, ...(evidence ? { evidence } : {}) });
           break;
         }
         case 'send': {
@@ -238,9 +249,12 @@ export class RolloutLoop {
           outgoing.push({ id: a.commandId, nodeId: a.nodeId, body });
           break;
         }
-        case 'event':
-          audit.record(a.type, 'coordinator', rollout.id, a.nodeId ?? null, a.data ?? {});
+        case 'event': {
+          // A node's failure travels with its evidence (the API, the CLI and webhooks read it here).
+          const evidence = EVIDENCE_EVENTS.has(a.type) && a.nodeId ? stepState.get(a.nodeId)?.evidence : null;
+          audit.record(a.type, 'coordinator', rollout.id, a.nodeId ?? null, { ...(a.data ?? {}), ...(evidence ? { evidence } : {}) });
           break;
+        }
       }
     }
   }

@@ -71,6 +71,7 @@ export class RolloutService {
         canary: o.canary ?? null,
         window: o.window ?? null,
         requireApproval: o.requireApproval ?? false,
+        requireJudgedSoak: o.requireJudgedSoak ?? false,
         canaryLimits: { ...d.canaryLimits, ...(o.canaryLimits ?? {}) },
       },
     };
