@@ -21,8 +21,10 @@ import { operatorAuth } from './auth.js';
 import { fleetRoutes } from './fleet.js';
 import { healthRoutes } from './health.js';
 import { nodeRoutes } from './nodes.js';
+import { pageRoutes } from './page.js';
 import { errorHandler, sendError } from './replies.js';
 import { rolloutRoutes } from './rollouts.js';
+import { operatorRoute } from './schemas.js';
 
 export type { Principal } from '../engine/operators.js';
 
@@ -58,9 +60,12 @@ export async function buildApi(opts: {
   acceptEmptyJson(app);
 
   await app.register(healthRoutes, { metrics, ready: opts.ready });
+  await app.register(pageRoutes);
   // Everything under /api/v1 needs an operator token (a viewer's only reads).
   await app.register(async (operatorApi) => {
     operatorApi.addHook('onRequest', operatorAuth(services.operators));
+    // Who the token belongs to: the page asks, to offer the buttons only to an operator.
+    operatorApi.get('/api/v1/whoami', { schema: operatorRoute({ tags: ['auth'] }) }, async (req) => ({ name: req.principal!.name, role: req.principal!.role }));
     await operatorApi.register(nodeRoutes, { nodes: services.nodes });
     await operatorApi.register(rolloutRoutes, { rollouts: services.rollouts });
     await operatorApi.register(fleetRoutes, {
