@@ -167,7 +167,9 @@ export function renderRollout(d: RolloutDetailBody): string {
 
 /** A failed node's evidence under the table: what failed, the check that decided it, the node's own last words. */
 export function renderFailure(s: Pick<RolloutDetailBody['steps'][number], 'nodeId' | 'code' | 'message' | 'evidence'>): string[] {
-  const out = [`  ${s.nodeId} failed ${s.code}${s.message ? `: ${s.message}` : ''}`];
+  // A message often starts with its own code already; say it once.
+  const message = s.message?.startsWith(`${s.code}: `) ? s.message.slice(`${s.code}: `.length) : s.message;
+  const out = [`  ${s.nodeId} failed ${s.code}${message ? `: ${message}` : ''}`];
   const ev = s.evidence;
   if (ev?.check) {
     const extra = [ev.check.last !== undefined ? `last ${ev.check.last}` : '', ev.check.waitedMs !== undefined ? `waited ${ev.check.waitedMs} ms` : ''].filter(

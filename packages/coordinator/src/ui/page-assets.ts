@@ -195,7 +195,8 @@ export const PAGE_JS = `'use strict';
     var failures = $('failures');
     while (failures.firstChild) failures.removeChild(failures.firstChild);
     d.steps.filter(function (s) { return s.state === 'failed' && s.evidence; }).forEach(function (s) {
-      failures.appendChild(el('h3', s.nodeId + ' failed ' + (s.code || '') + (s.message ? ': ' + s.message : ''), 'bad'));
+      var message = s.message && s.message.indexOf(s.code + ': ') === 0 ? s.message.slice(s.code.length + 2) : s.message;
+      failures.appendChild(el('h3', s.nodeId + ' failed ' + (s.code || '') + (message ? ': ' + message : ''), 'bad'));
       if (s.evidence.check) failures.appendChild(el('p', 'check ' + s.evidence.check.name + ': ' + s.evidence.check.detail));
       if (s.evidence.nodeLog.length) failures.appendChild(el('pre', s.evidence.nodeLog.join('\\n'), 'log'));
     });
