@@ -34,6 +34,13 @@ t.test('an agent that disconnects mid-step: shown unreachable, still counted in 
   );
   t.equal(seen.f.disruptionBudget, 0, 'no budget left while its state is unknown');
   await stopped;
+  // Away long enough, the loss is said once as an event (and to webhooks), not only in the fleet's alerts.
+  const lost = await waitFor(
+    async () =>
+      (await api<EventsBody>(rig.op, 'GET', `/api/v1/rollouts/${id}/events`)).events.find((e) => e.type === 'node.agent_lost' && e.nodeId === node.id),
+    { what: 'node.agent_lost', timeoutMs: 90_000, intervalMs: 500 },
+  );
+  t.match(lost.data, { code: 'E_AGENT_LOST', message: /has not reported for \d+ s during (upgrading|verifying)/ }, String(lost.data.message));
   rig.fleet.startAgent(node);
   const d = await rig.waitRollout(id);
   t.equal(d.rollout.state, 'completed', d.rollout.reason ?? '');
@@ -43,6 +50,11 @@ t.test('an agent that disconnects mid-step: shown unreachable, still counted in 
   const events = (await api<EventsBody>(rig.op, 'GET', `/api/v1/rollouts/${id}/events`)).events;
   const results = events.filter((e) => e.type === 'command.result' && e.nodeId === node.id);
   t.equal(results.length, 1, 'its one result arrived after it reconnected');
+  t.equal(events.filter((e) => e.type === 'node.agent_lost').length, 1, 'the loss said once');
+  t.ok(
+    events.some((e) => e.type === 'node.agent_back' && e.nodeId === node.id),
+    'and its return',
+  );
   t.equal(results[0]?.data.outcome, 'succeeded');
   const f = await api<FleetBody>(rig.op, 'GET', '/api/v1/fleet');
   t.same(f.versions, { '1.1.0': 4 });

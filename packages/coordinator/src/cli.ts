@@ -410,6 +410,7 @@ async function watch(t: ApiTarget, id: string, json: boolean, io: CliIo): Promis
       else if (e.type === 'node.progress')
         io.out(`${e.at.slice(11, 23)}   ${e.nodeId} ${e.data.step} ${e.data.state}${e.data.message ? `: ${e.data.message}` : ''}\n`);
       else if (e.type === 'rollout.waiting') io.out(`${e.at.slice(11, 23)} waiting: ${e.data.reason}\n`);
+      else if (e.type === 'node.agent_lost') io.out(`${e.at.slice(11, 23)} node.agent_lost ${e.nodeId ?? ''} E_AGENT_LOST: ${e.data.message}\n`);
       else if (e.type === 'canary.passed') io.out(`${e.at.slice(11, 23)} ${soakLine(e.nodeId, e.data as SoakData)}\n`);
       else if (e.type === 'node.failed' && (e.data.evidence as FailureEvidence | undefined)?.check) {
         const c = (e.data.evidence as FailureEvidence).check!;

@@ -50,6 +50,8 @@ export interface RolloutData {
   dispatchSeq?: number;
   /** Why dispatch waits right now (the network slack gate), or null when it does not. */
   waiting?: string | null;
+  /** In-flight nodes whose agent was reported lost (node.agent_lost) and is not back yet. */
+  lostAgents?: string[];
   /** A rollback that was paused: resume goes on rolling back, not upgrading again. */
   pausedFrom?: 'rolling_back' | null;
 }

@@ -124,6 +124,7 @@ function notBackOnChain(chain: NonNullable<FleetView['chain']>, steps: readonly 
 export function decide(input: SequencerInput): Action[] {
   const d = startDecision(input);
   advanceSteps(d);
+  watchInFlightAgents(d);
   const { state, strategy } = input.rollout;
   const failures = newFailures(d);
   if (TERMINAL_ROLLOUT_STATES.includes(state) || state === 'paused') return d.out; // results are recorded, nothing dispatched
@@ -288,6 +289,46 @@ function advanceSteps(d: Decision): void {
     const handler = STEP_ADVANCES[step.state];
     handler?.(d, step, answered);
   }
+}
+
+/**
+ * How long an in-flight node's agent may stay away before the operator is told. Its node's
+ * state is unknown meanwhile; it stays counted as down (in flight) until its result arrives,
+ * so safety never depends on this, only the operator's knowing does.
+ */
+export const AGENT_LOST_MS = 30_000;
+
+/**
+ * Says once when the agent of a node in flight has been unreachable for AGENT_LOST_MS
+ * (node.agent_lost, E_AGENT_LOST, also to webhooks) and once when it is back
+ * (node.agent_back). Nothing moves: the step waits for the agent's result.
+ */
+function watchInFlightAgents(d: Decision): void {
+  const lost = new Set(d.rollout.data.lostAgents ?? []);
+  const before = lost.size;
+  const changed: string[] = [];
+  for (const step of stepsIn(d, ...IN_FLIGHT_STEP_STATES)) {
+    const node = d.fleet.nodes.get(step.nodeId);
+    const away = node?.agent !== 'connected';
+    const since = Math.max(node?.lastSeenAt ?? 0, step.startedAt ?? 0);
+    if (away && !lost.has(step.nodeId) && d.now - since >= AGENT_LOST_MS) {
+      lost.add(step.nodeId);
+      const seen = node?.lastSeenAt ? new Date(node.lastSeenAt).toISOString() : 'never';
+      emit(d, 'node.agent_lost', step.nodeId, {
+        code: 'E_AGENT_LOST',
+        step: step.state,
+        message: `the agent of ${step.nodeId} has not reported for ${Math.round((d.now - since) / 1000)} s during ${step.state} (last seen ${seen}); its node counts as down until its result arrives`,
+      });
+      changed.push(step.nodeId);
+    } else if (!away && lost.has(step.nodeId)) {
+      lost.delete(step.nodeId);
+      emit(d, 'node.agent_back', step.nodeId, { step: step.state });
+      changed.push(step.nodeId);
+    }
+  }
+  // A node that left flight while its agent was away (its result came in a hello) is no longer watched.
+  for (const id of lost) if (!IN_FLIGHT_STEP_STATES.includes(d.states.get(id)!)) lost.delete(id);
+  if (changed.length > 0 || lost.size !== before) patchData(d, { lostAgents: [...lost] });
 }
 
 type StepAdvance = (d: Decision, step: Step, answered: CommandRecord | undefined) => void;

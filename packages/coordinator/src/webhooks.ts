@@ -19,6 +19,8 @@ export const WEBHOOK_EVENTS = [
   'node.upgraded',
   'node.failed',
   'node.rolled_back',
+  'node.agent_lost',
+  'node.agent_back',
   'rollout.paused',
   'rollout.resumed',
   'rollout.completed',

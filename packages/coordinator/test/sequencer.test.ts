@@ -1,5 +1,6 @@
 import t from 'tap';
 import { World, fleetOf, node, rolloutOf, stepsOf } from './helpers.js';
+import { AGENT_LOST_MS } from '../src/sequencer.js';
 import { planRollout } from '../src/planner.js';
 import { SHA } from './helpers.js';
 
@@ -316,4 +317,33 @@ t.test('planner: waves, leader last, budget and path errors', async (t) => {
   t.equal(halt.waves.length, 1);
   const c = planRollout({ target: { version: '1.1.0', url: 'http://x/a', sha256: SHA }, strategy: 'canary', options: opts }, fleetOf(4, 0), [], 0);
   t.same(c.waves, [['v1'], ['v2'], ['v3'], ['v0']]);
+});
+
+t.test('an agent lost mid-step is reported once (E_AGENT_LOST), and its return once; nothing else moves', async (t) => {
+  const w = new World(rolloutOf(['v0', 'v1', 'v2', 'v3']), stepsOf(['v0', 'v1', 'v2', 'v3']), fleetOf(4, 3));
+  w.tick();
+  const id = w.inFlight()[0]!;
+  const node = w.fleet.nodes.get(id)!;
+  w.fleet.nodes.set(id, { ...node, connected: false, agent: 'unreachable', lastSeenAt: w.now });
+  w.advance(AGENT_LOST_MS - 1000);
+  w.tick();
+  t.notOk(
+    w.events.some((e) => e.type === 'node.agent_lost'),
+    'not before AGENT_LOST_MS',
+  );
+  w.advance(2000);
+  w.tick();
+  w.advance(5000);
+  w.tick();
+  const lost = w.events.filter((e) => e.type === 'node.agent_lost');
+  t.equal(lost.length, 1, 'said once');
+  t.match(lost[0], { nodeId: id, data: { code: 'E_AGENT_LOST', step: 'upgrading', message: /has not reported for 3\d s during upgrading/ } });
+  t.same(w.rollout.data.lostAgents, [id]);
+  t.same(w.inFlight(), [id], 'still in flight: nobody else dispatched');
+  t.equal(w.rollout.state, 'running');
+  w.fleet.nodes.set(id, { ...w.fleet.nodes.get(id)!, connected: true, agent: 'connected', lastSeenAt: w.now });
+  w.tick();
+  w.tick();
+  t.equal(w.events.filter((e) => e.type === 'node.agent_back' && e.nodeId === id).length, 1, 'its return said once');
+  t.same(w.rollout.data.lostAgents, []);
 });

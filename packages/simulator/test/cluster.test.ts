@@ -44,7 +44,19 @@ for (const n of [4, 7]) {
   t.test(`${n}-node cluster: finalizes, stalls without quorum, resumes`, async (t) => {
     const ds = await createCluster({ n, dir: path.join(tmp, `c${n}`), timings });
     const kids = ds.map(start);
-    await waitFor(async () => minOf(await clusterHeights(ds)) >= 5, { timeoutMs: DEADLINE_MS, what: 'all nodes at height 5' });
+    // A timeout says what it saw: the heights, and any node that exited (with its last lines).
+    let seen = '';
+    await waitFor(
+      async () => {
+        const hs = await clusterHeights(ds);
+        const dead = kids.filter((k) => k.exitCode !== null || k.signalCode !== null);
+        seen = `heights ${hs.join(',')}${dead.map((k) => `; ${ds[kids.indexOf(k)]!.name} exited ${k.exitCode ?? k.signalCode}: ${k.lines.slice(-3).join(' | ')}`).join('')}`;
+        return minOf(hs) >= 5;
+      },
+      { timeoutMs: DEADLINE_MS, what: 'all nodes at height 5' },
+    ).catch((e: Error) => {
+      throw new Error(`${e.message} (${seen})`);
+    });
     t.pass('all nodes finalized blocks');
 
     const f = faultTolerance(n);
