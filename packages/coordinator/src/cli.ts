@@ -14,7 +14,7 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { asArgParser, ERROR_CODES, httpUrlArg, isErrorCode, nonNegativeIntArg, pubkeyArg, sha256Arg, type FailureEvidence } from '@guts-upgrade/protocol';
+import { asArgParser, ERROR_CODES, httpUrlArg, isErrorCode, nonNegativeIntArg, pubkeyArg, sha256Arg } from '@guts-upgrade/protocol';
 import {
   api,
   ApiError,
@@ -27,7 +27,8 @@ import {
   type RolloutDetailBody,
   type RolloutListBody,
 } from './client.js';
-import type { Plan } from './planner.js';
+import { FINAL_BAD, renderPlan, renderRollout } from './cli-render.js';
+import { watch } from './cli-watch.js';
 import { STRATEGIES } from './model.js';
 import { ACTIONS, type OperatorAction } from './states.js';
 import { PRODUCT_VERSION } from './version.js';
@@ -40,6 +41,8 @@ export interface CliIo {
   env: NodeJS.ProcessEnv;
   out(s: string): void;
   err(s: string): void;
+  /** Standard output is a terminal: watch redraws its table in place there. */
+  isTTY?: boolean;
 }
 
 interface GlobalOpts {
@@ -137,94 +140,6 @@ function withRolloutFlags(cmd: Command): Command {
     .option('--allow-downgrade', 'allow a target older than the running version')
     .option('--require-approval', 'wait for `rollout approve` before starting')
     .option('--require-judged-soak', "fail the canary's soak when its metrics judged nothing (too few requests, no reference)");
-}
-
-// ---- rendering
-
-const FINAL_OK = ['completed'];
-const FINAL_BAD = ['failed', 'aborted', 'rolled_back'];
-
-function fmtTime(ms: number | null): string {
-  return ms == null ? '-' : new Date(ms).toISOString().slice(11, 19);
-}
-
-export function renderRollout(d: RolloutDetailBody): string {
-  const r = d.rollout;
-  const lines = [
-    `rollout ${r.id}  ${r.strategy}  ${r.fromVersion ?? '?'} -> ${r.target.version}  state=${r.state}${r.code ? `  code=${r.code}` : ''}`,
-    ...(r.reason ? [`  reason: ${r.reason}`] : []),
-    `  waves: ${r.waves.map((w: string[]) => `[${w.join(' ')}]`).join(' ')}`,
-    '  node            step          progress              downtime  started   code',
-  ];
-  for (const s of d.steps) {
-    lines.push(
-      `  ${s.nodeId.padEnd(15)} ${s.state.padEnd(13)} ${(s.progress ?? '').padEnd(21)} ${(s.downtimeMs != null ? `${Math.round(s.downtimeMs)}ms` : '-').padStart(8)}  ${fmtTime(s.startedAt).padEnd(8)}  ${s.code ?? ''}`,
-    );
-  }
-  for (const s of d.steps) if (s.code && s.state === 'failed') lines.push(...renderFailure(s));
-  return lines.join('\n');
-}
-
-/** A failed node's evidence under the table: what failed, the check that decided it, the node's own last words. */
-export function renderFailure(s: Pick<RolloutDetailBody['steps'][number], 'nodeId' | 'code' | 'message' | 'evidence'>): string[] {
-  // A message often starts with its own code already; say it once.
-  const message = s.message?.startsWith(`${s.code}: `) ? s.message.slice(`${s.code}: `.length) : s.message;
-  const out = [`  ${s.nodeId} failed ${s.code}${message ? `: ${message}` : ''}`];
-  const ev = s.evidence;
-  if (ev?.check) {
-    const extra = [ev.check.last !== undefined ? `last ${ev.check.last}` : '', ev.check.waitedMs !== undefined ? `waited ${ev.check.waitedMs} ms` : ''].filter(
-      Boolean,
-    );
-    out.push(`    check ${ev.check.name}: ${ev.check.detail}${extra.length ? ` (${extra.join(', ')})` : ''}`);
-  }
-  if (ev?.nodeLog.length) {
-    out.push(`    node log, last ${ev.nodeLog.length} line${ev.nodeLog.length === 1 ? '' : 's'}:`);
-    for (const l of ev.nodeLog) out.push(`      | ${l}`);
-  } else out.push('    node log: none sent (an agent older than protocol 1.3, or the node wrote nothing)');
-  return out;
-}
-
-function renderPlan(p: Plan): string {
-  return [
-    `plan ${p.strategy}: ${p.fromVersion ?? '?'} -> ${p.target.version} (${p.path?.kind ?? 'n/a'}) n=${p.n} f=${p.f} maxUnavailable=${p.maxUnavailable}`,
-    ...p.waves.map(
-      (w: string[], i: number) =>
-        `  wave ${i + 1}: ${w.join(', ')}${p.chain ? `  (weight ${p.chain.waveWeights[i]} down, slack left ${p.chain.slackLeft[i]})` : ''}`,
-    ),
-    ...(p.chain
-      ? [
-          `  chain: epoch ${p.chain.epoch}, total weight ${p.chain.totalWeight}, quorum ${p.chain.quorumWeight}, largest slack ${p.chain.largestSlack}, slack proven now ${p.chain.slackNow}`,
-        ]
-      : []),
-    ...(p.skip.length ? [`  skip (already on target): ${p.skip.join(', ')}`] : []),
-    ...(p.requiresApproval ? ['  requires approval'] : []),
-    ...(p.window ? [`  window ${p.window.name}: ${p.window.open ? 'open' : `closed, next ${p.window.nextOpening}`}`] : []),
-    ...p.warnings.map((w: string) => `  warning: ${w}`),
-  ].join('\n');
-}
-
-/** A passed soak, saying plainly when its metrics judged nothing. */
-type SoakData = { metrics?: { judged?: boolean; detail?: string } };
-function soakLine(nodeId: string | null, data: SoakData): string {
-  const m = data.metrics;
-  return m?.judged === false
-    ? `canary ${nodeId ?? ''} passed its soak, but its metrics judged nothing: ${m.detail ?? 'no detail'}`
-    : `canary ${nodeId ?? ''} passed its soak${m?.detail ? `: ${m.detail}` : ''}`;
-}
-
-/** What an operator can do about a paused rollout, as commands to copy. */
-export function pausedAdvice(id: string, reason: string | null): string {
-  return [
-    `rollout ${id} is paused${reason ? `: ${reason}` : ''}`,
-    'it waits for an operator; next, one of:',
-    `  guts-upgrade rollout resume ${id}      # continue where it stopped`,
-    `  guts-upgrade rollout abort ${id}       # stop here; upgraded nodes stay upgraded`,
-    `  guts-upgrade rollout rollback ${id}    # return every upgraded node to its previous version`,
-  ].join('\n');
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
 
 // ---- the program
@@ -398,42 +313,6 @@ export function buildProgram(io: CliIo, result: { code: number }): Command {
   return program;
 }
 
-async function watch(t: ApiTarget, id: string, json: boolean, io: CliIo): Promise<number> {
-  let last = '';
-  let after = 0;
-  for (;;) {
-    const r = await api<RolloutDetailBody>(t, 'GET', `/api/v1/rollouts/${id}`);
-    const ev = await api<EventsBody>(t, 'GET', `/api/v1/rollouts/${id}/events?after=${after}`);
-    for (const e of ev.events) {
-      after = e.seq;
-      if (json) io.out(`${JSON.stringify({ event: e })}\n`);
-      else if (e.type === 'node.progress')
-        io.out(`${e.at.slice(11, 23)}   ${e.nodeId} ${e.data.step} ${e.data.state}${e.data.message ? `: ${e.data.message}` : ''}\n`);
-      else if (e.type === 'rollout.waiting') io.out(`${e.at.slice(11, 23)} waiting: ${e.data.reason}\n`);
-      else if (e.type === 'node.agent_lost') io.out(`${e.at.slice(11, 23)} node.agent_lost ${e.nodeId ?? ''} E_AGENT_LOST: ${e.data.message}\n`);
-      else if (e.type === 'canary.passed') io.out(`${e.at.slice(11, 23)} ${soakLine(e.nodeId, e.data as SoakData)}\n`);
-      else if (e.type === 'node.failed' && (e.data.evidence as FailureEvidence | undefined)?.check) {
-        const c = (e.data.evidence as FailureEvidence).check!;
-        io.out(`${e.at.slice(11, 23)} node.failed ${e.nodeId ?? ''} ${e.data.code ?? ''}: check ${c.name}: ${c.detail}\n`);
-      } else if (e.type !== 'command.sent') io.out(`${e.at.slice(11, 23)} ${e.type} ${e.nodeId ?? ''} ${e.data.code ?? ''}\n`);
-    }
-    const text = renderRollout(r);
-    if (json && text !== last) io.out(`${JSON.stringify({ rollout: r.rollout, steps: r.steps })}\n`);
-    last = text;
-    const state: string = r.rollout.state;
-    if (FINAL_OK.includes(state) || FINAL_BAD.includes(state)) {
-      if (!json) io.out(`${text}\n`);
-      return FINAL_OK.includes(state) ? EXIT.OK : EXIT.ROLLOUT_FAILED;
-    }
-    if (state === 'paused') {
-      // A paused rollout waits for a person: say so and hand the terminal back instead of polling forever.
-      if (!json) io.out(`${text}\n${pausedAdvice(r.rollout.id, r.rollout.reason ?? null)}\n`);
-      return EXIT.PAUSED;
-    }
-    await sleep(Number(io.env.GUTS_UPGRADE_WATCH_MS ?? 500));
-  }
-}
-
 /**
  * `--version` once named the rollout's target; it now prints the CLI's version wherever it
  * stands. After a subcommand it is almost surely the old habit, and printing a version
@@ -446,8 +325,8 @@ function oldTargetFlag(argv: string[]): boolean {
   return i < argv.length && argv.slice(i + 1).some((a) => a === '--version' || a.startsWith('--version='));
 }
 
-export async function runCli(argv: string[], env: NodeJS.ProcessEnv, out: (s: string) => void, err: (s: string) => void): Promise<number> {
-  const io: CliIo = { env, out, err };
+export async function runCli(argv: string[], env: NodeJS.ProcessEnv, out: (s: string) => void, err: (s: string) => void, isTTY = false): Promise<number> {
+  const io: CliIo = { env, out, err, isTTY };
   const result: { code: number } = { code: EXIT.OK };
   const program = buildProgram(io, result);
   if (argv.length === 0) {
@@ -486,6 +365,7 @@ if (isMain) {
     process.env,
     (s) => process.stdout.write(s),
     (s) => process.stderr.write(s),
+    !!process.stdout.isTTY,
   ).then((code) => process.exit(code));
 }
 
