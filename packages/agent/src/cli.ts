@@ -130,9 +130,6 @@ function withTargetFlags(cmd: CliCommand): CliCommand {
 function checkDaemonConfig(config: AgentConfig): void {
   if (config.coordinator.url && !config.coordinator.token)
     throw new CodedError('E_CONFIG', 'config coordinator.token: is required with coordinator.url (or coordinator.tokenFile)');
-  if (config.backup.schedule && !cron.validate(config.backup.schedule)) {
-    throw new CodedError('E_CONFIG', `config backup.schedule: invalid cron expression ${JSON.stringify(config.backup.schedule)}`);
-  }
   if (config.metrics.textfile) checkTextfileDir(config.metrics.textfile);
 }
 
@@ -158,24 +155,29 @@ async function daemon(agent: Agent, config: AgentConfig): Promise<number> {
   } else log.warn('no coordinator.url configured: running without a coordinator');
   let task: { stop(): unknown } | null = null;
   if (config.backup.schedule) {
-    task = cron.schedule(config.backup.schedule, async () => {
-      const id = newBackupId();
-      try {
-        agent.journal.acquire(`backup:${id}`);
-      } catch (err) {
-        log.info({ err: (err as Error).message }, 'scheduled backup skipped: busy');
-        return;
-      }
-      try {
-        const v = (await binaryVersion(config.node.binary)).version;
-        await agent.backups.createOnline(id, v);
-        log.info({ backupId: id }, 'scheduled backup done');
-      } catch (err) {
-        log.error({ err: (err as Error).message }, 'scheduled backup failed');
-      } finally {
-        agent.journal.release(`backup:${id}`);
-      }
-    });
+    // In UTC, as the coordinator's maintenance windows: one reading of a cron line for the fleet.
+    task = cron.schedule(
+      config.backup.schedule,
+      async () => {
+        const id = newBackupId();
+        try {
+          agent.journal.acquire(`backup:${id}`);
+        } catch (err) {
+          log.info({ err: (err as Error).message }, 'scheduled backup skipped: busy');
+          return;
+        }
+        try {
+          const v = (await binaryVersion(config.node.binary)).version;
+          await agent.backups.createOnline(id, v);
+          log.info({ backupId: id }, 'scheduled backup done');
+        } catch (err) {
+          log.error({ err: (err as Error).message }, 'scheduled backup failed');
+        } finally {
+          agent.journal.release(`backup:${id}`);
+        }
+      },
+      { timezone: 'UTC' },
+    );
   }
   const textfile = config.metrics.textfile ? new TextfileWriter(agent, config.metrics.textfile, config.metrics.intervalMs) : null;
   await textfile?.start();

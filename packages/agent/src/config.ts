@@ -10,7 +10,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
-import { CodedError } from '@guts-upgrade/protocol';
+import { CodedError, cronProblem, durationProblem, parseDurationMs } from '@guts-upgrade/protocol';
 
 export const DEFAULT_CONFIG_PATH = '/etc/guts-upgrade/agent.yaml';
 
@@ -81,7 +81,7 @@ export interface AgentConfig {
   metrics: { textfile: string | null; intervalMs: number };
 }
 
-type Kind = 'string' | 'nstring' | 'int' | 'number' | 'argv' | 'nargv' | 'list' | 'env' | 'enum';
+type Kind = 'string' | 'nstring' | 'int' | 'number' | 'ms' | 'cron' | 'argv' | 'nargv' | 'list' | 'env' | 'enum';
 interface Field {
   kind: Kind;
   dflt?: unknown;
@@ -94,11 +94,13 @@ const S = (dflt?: string, required = false): Field => ({ kind: 'string', dflt, r
 const NS = (dflt: string | null = null): Field => ({ kind: 'nstring', dflt });
 const I = (dflt: number, min = 0): Field => ({ kind: 'int', dflt, min });
 const N = (dflt: number, min = 0): Field => ({ kind: 'number', dflt, min });
+/** A duration, in the syntax both daemons share: milliseconds, or "30s", "2m", "1h30m". */
+const D = (dflt: number, min = 0): Field => ({ kind: 'ms', dflt, min });
 
 const SCHEMA: Record<string, Field | Record<string, Field>> = {
   nodeId: S(undefined, true),
   validatorPubkey: NS(),
-  coordinator: { url: NS(), token: NS(), tokenFile: NS(), reconnectMaxMs: I(30_000, 100) },
+  coordinator: { url: NS(), token: NS(), tokenFile: NS(), reconnectMaxMs: D(30_000, 100) },
   service: {
     driver: { kind: 'enum', values: ['systemd', 'process'], dflt: 'systemd' },
     name: S('guts-node'),
@@ -106,7 +108,7 @@ const SCHEMA: Record<string, Field | Record<string, Field>> = {
     env: { kind: 'env', dflt: {} },
     pidFile: NS(),
     logFile: NS(),
-    stopTimeoutMs: I(30_000, 100),
+    stopTimeoutMs: D(30_000, 100),
   },
   node: {
     binary: S('/usr/local/bin/guts-node'),
@@ -117,23 +119,23 @@ const SCHEMA: Record<string, Field | Record<string, Field>> = {
   },
   stateDir: S('/var/lib/guts-upgrade'),
   stagingDir: NS(),
-  backup: { dir: NS(), retention: I(3, 1), schedule: NS() },
-  fetch: { retries: I(5), backoffMs: I(500), timeoutMs: I(60_000, 100) },
+  backup: { dir: NS(), retention: I(3, 1), schedule: { kind: 'cron', dflt: null } },
+  fetch: { retries: I(5), backoffMs: D(500), timeoutMs: D(60_000, 100) },
   checks: {
-    readyTimeoutMs: I(120_000, 100),
-    versionTimeoutMs: I(60_000, 100),
-    consensusTimeoutMs: I(120_000, 100),
+    readyTimeoutMs: D(120_000, 100),
+    versionTimeoutMs: D(60_000, 100),
+    consensusTimeoutMs: D(120_000, 100),
     consensusStartingStates: { kind: 'list', dflt: ['Starting'] },
-    peersTimeoutMs: I(120_000, 100),
-    advanceTimeoutMs: I(120_000, 100),
-    pollMaxMs: I(2_000, 50),
-    syncTimeoutMs: I(300_000, 100),
+    peersTimeoutMs: D(120_000, 100),
+    advanceTimeoutMs: D(120_000, 100),
+    pollMaxMs: D(2_000, 50),
+    syncTimeoutMs: D(300_000, 100),
     syncDistance: I(5),
-    advanceWindowMs: I(10_000),
-    stabilizeMs: I(5_000),
+    advanceWindowMs: D(10_000),
+    stabilizeMs: D(5_000),
     minPeers: I(0),
-    httpTimeoutMs: I(3_000, 50),
-    commandTimeoutMs: I(600_000, 100),
+    httpTimeoutMs: D(3_000, 50),
+    commandTimeoutMs: D(600_000, 100),
     maxErrorRateIncrease: N(0.05),
     maxLatencyFactor: N(3),
     minLatencyMs: N(50),
@@ -142,7 +144,7 @@ const SCHEMA: Record<string, Field | Record<string, Field>> = {
   releasePublicKey: NS(),
   logLevel: { kind: 'enum', values: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], dflt: 'info' },
   diskMarginBytes: I(64 * 1024 * 1024),
-  metrics: { textfile: NS(), intervalMs: I(15_000, 1_000) },
+  metrics: { textfile: NS(), intervalMs: D(15_000, 1_000) },
 };
 
 function isField(v: Field | Record<string, Field>): v is Field {
@@ -175,6 +177,17 @@ function coerce(key: string, f: Field, raw: unknown, fromEnv: boolean): unknown 
     case 'enum':
       if (typeof raw !== 'string' || !f.values!.includes(raw)) bad(key, `must be one of ${f.values!.join(', ')}, got ${JSON.stringify(raw)}`);
       return raw;
+    case 'ms': {
+      const n = parseDurationMs(raw);
+      if (n === null) bad(key, durationProblem(raw)!);
+      if (n < (f.min ?? 0)) bad(key, `must be at least ${f.min ?? 0} ms, got ${n}`);
+      return n;
+    }
+    case 'cron': {
+      const problem = cronProblem(raw);
+      if (problem) bad(key, problem);
+      return raw;
+    }
     case 'int':
     case 'number': {
       const n = typeof raw === 'number' ? raw : fromEnv && typeof raw === 'string' ? Number(raw) : NaN;

@@ -89,5 +89,5 @@ t.test('config: every waiting check has its own deadline', async (t) => {
     code: 'E_CONFIG',
     message: /checks\.consensusStartingStates: must be a list of names/,
   });
-  t.throws(() => resolveConfig({ nodeId: 'a', checks: { pollMaxMs: 10 } }, {}), { code: 'E_CONFIG', message: /checks\.pollMaxMs: must be >= 50/ });
+  t.throws(() => resolveConfig({ nodeId: 'a', checks: { pollMaxMs: 10 } }, {}), { code: 'E_CONFIG', message: /checks\.pollMaxMs: must be at least 50 ms/ });
 });

@@ -7,7 +7,9 @@ import { checkTextfileDir, writeAtomically } from '../src/metrics-textfile.js';
 
 t.test('config validation names the key; env overrides', async (t) => {
   t.throws(() => resolveConfig({}, {}), { code: 'E_CONFIG', message: /nodeId: is required/ });
-  t.throws(() => resolveConfig({ nodeId: 'a', checks: { readyTimeoutMs: 'soon' } }, {}), { message: /checks\.readyTimeoutMs: must be a number/ });
+  t.throws(() => resolveConfig({ nodeId: 'a', checks: { readyTimeoutMs: 'soon' } }, {}), {
+    message: /checks\.readyTimeoutMs: must be milliseconds or a duration like "30s"/,
+  });
   t.throws(() => resolveConfig({ nodeId: 'a', commands: { migrate: 'guts-node migrate' } }, {}), { message: /commands\.migrate: must be an array of strings/ });
   t.throws(() => resolveConfig({ nodeId: 'a', nope: 1 }, {}), { message: /nope: is not a known key/ });
   t.throws(() => resolveConfig({ nodeId: 'a', coordinator: { url: 'http://x' } }, {}), { message: /coordinator\.url: must be a ws/ });
@@ -29,7 +31,10 @@ t.test('metrics.textfile: off by default, a *.prom path, its directory checked b
     code: 'E_CONFIG',
     message: /metrics\.textfile: must name a \*\.prom file/,
   });
-  t.throws(() => resolveConfig({ nodeId: 'a', metrics: { intervalMs: 10 } }, {}), { code: 'E_CONFIG', message: /metrics\.intervalMs: must be >= 1000/ });
+  t.throws(() => resolveConfig({ nodeId: 'a', metrics: { intervalMs: 10 } }, {}), {
+    code: 'E_CONFIG',
+    message: /metrics\.intervalMs: must be at least 1000 ms/,
+  });
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'guts-textfile-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const c = resolveConfig({ nodeId: 'a', metrics: { textfile: 'tf/agent.prom' } }, {}, dir);
@@ -40,4 +45,34 @@ t.test('metrics.textfile: off by default, a *.prom path, its directory checked b
   checkTextfileDir(c.metrics.textfile!);
   writeAtomically(c.metrics.textfile!, 'guts_upgrade_agent_busy{node_id="a"} 0\n');
   t.same(fs.readdirSync(path.join(dir, 'tf')), ['agent.prom'], 'written by rename: no temporary file left');
+});
+
+t.test('durations and schedules in the syntax both daemons share, checked at load', async (t) => {
+  const c = resolveConfig(
+    {
+      nodeId: 'a',
+      checks: { readyTimeoutMs: '2m', consensusTimeoutMs: '1h30m', stabilizeMs: 1500 },
+      service: { stopTimeoutMs: '30s' },
+      backup: { schedule: '0 3 * * *' },
+    },
+    { GUTS_UPGRADE_CHECKS__PEERS_TIMEOUT_MS: '90s' },
+    '/',
+  );
+  t.same(
+    [c.checks.readyTimeoutMs, c.checks.consensusTimeoutMs, c.checks.stabilizeMs, c.service.stopTimeoutMs, c.checks.peersTimeoutMs],
+    [120_000, 5_400_000, 1500, 30_000, 90_000],
+  );
+  t.equal(c.backup.schedule, '0 3 * * *');
+  t.throws(() => resolveConfig({ nodeId: 'a', backup: { schedule: '0 25 * * *' } }, {}), {
+    code: 'E_CONFIG',
+    message: /backup\.schedule: invalid cron expression "0 25 \* \* \*"/,
+  });
+  t.throws(() => resolveConfig({ nodeId: 'a', checks: { pollMaxMs: '10ms' } }, {}), {
+    code: 'E_CONFIG',
+    message: /checks\.pollMaxMs: must be at least 50 ms, got 10/,
+  });
+  t.throws(() => resolveConfig({ nodeId: 'a', fetch: { timeoutMs: '1.5s' } }, {}), {
+    code: 'E_CONFIG',
+    message: /fetch\.timeoutMs: must be milliseconds or a duration/,
+  });
 });

@@ -5,11 +5,11 @@
  */
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
-import { CodedError } from '@guts-upgrade/protocol';
+import { CodedError, cronProblem, durationProblem, parseDurationMs } from '@guts-upgrade/protocol';
 import { DEFAULT_CANARY_LIMITS, type CanaryLimits } from './canary.js';
 import { hashToken } from './db.js';
 import type { RolloutOptions } from './model.js';
-import { parseDuration, validateCron, type WindowSpec } from './windows.js';
+import type { WindowSpec } from './windows.js';
 
 export type Role = 'viewer' | 'operator';
 
@@ -92,14 +92,11 @@ function int(v: unknown, key: string, min: number, max = Number.MAX_SAFE_INTEGER
   if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) fail(key, `must be an integer in [${min}, ${max}], got ${JSON.stringify(v)}`);
   return n;
 }
+/** A duration in the syntax both daemons share (protocol's schedule.ts): milliseconds, or "30s", "4h", "1h30m". */
 function ms(v: unknown, key: string): number {
-  if (typeof v === 'number' && Number.isInteger(v) && v >= 0) return v;
-  if (typeof v === 'string') {
-    if (/^\d+$/.test(v)) return Number(v);
-    const d = parseDuration(v);
-    if (d != null) return d;
-  }
-  fail(key, `must be milliseconds or a duration like "30s", got ${JSON.stringify(v)}`);
+  const d = parseDurationMs(v);
+  if (d === null) fail(key, durationProblem(v)!);
+  return d;
 }
 function string(v: unknown, key: string): string {
   if (typeof v !== 'string' || v.length === 0) fail(key, 'must be a non-empty string');
@@ -250,10 +247,18 @@ export function buildConfig(doc: unknown, env: NodeJS.ProcessEnv = {}, flags: Re
       if (names.has(name)) fail(`${k}.name`, `duplicate window ${name}`);
       names.add(name);
       const cron = string(e.cron, `${k}.cron`);
-      const bad = validateCron(cron);
+      const bad = cronProblem(cron);
       if (bad) fail(`${k}.cron`, bad);
-      const durationMs = parseDuration(e.duration);
-      if (durationMs == null) fail(`${k}.duration`, 'must be a duration like "2h" or minutes');
+      // A bare number here once meant minutes; in the shared syntax it means milliseconds. Neither
+      // reading is safe to guess for a window, so a window's length must name its unit.
+      if (typeof e.duration === 'number' || (typeof e.duration === 'string' && /^\s*\d+\s*$/.test(e.duration))) {
+        fail(
+          `${k}.duration`,
+          `must name its unit, like "2h" or "90m" (a bare number was minutes before, milliseconds elsewhere), got ${JSON.stringify(e.duration)}`,
+        );
+      }
+      const durationMs = ms(e.duration, `${k}.duration`);
+      if (durationMs <= 0) fail(`${k}.duration`, 'must be longer than zero');
       return { name, cron, durationMs };
     });
   }

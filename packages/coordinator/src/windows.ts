@@ -50,11 +50,6 @@ function fields(cron: string): Fields {
   return f;
 }
 
-export function validateCron(cron: string): string | null {
-  const v = validateDetailed(cron);
-  return v.valid ? null : v.errors.map((e) => `${e.field}: ${e.message}`).join('; ');
-}
-
 function dayMatches(f: Fields, d: Date): boolean {
   const domOk = f.dom.has(d.getUTCDate());
   const dowOk = f.dow.has(d.getUTCDay());
@@ -113,17 +108,6 @@ export function nextOpening(w: WindowSpec, now: number): number | null {
     m += 60_000;
   }
   return null;
-}
-
-/** Parses "90m", "2h", "30s", "1500ms" or a number of minutes. */
-export function parseDuration(input: unknown): number | null {
-  if (typeof input === 'number' && Number.isFinite(input) && input > 0) return input * 60_000;
-  if (typeof input !== 'string') return null;
-  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)$/.exec(input.trim());
-  if (!m) return null;
-  const mult = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 'ms'];
-  const v = Number(m[1]) * mult;
-  return v > 0 ? v : null;
 }
 
 /** Whether a rollout may run now as far as its window goes: no window, or its named window is open. */

@@ -7,3 +7,4 @@ export * from './messages.js';
 export * from './evidence.js';
 export * from './codec.js';
 export * from './cli-args.js';
+export * from './schedule.js';

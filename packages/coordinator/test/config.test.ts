@@ -1,0 +1,34 @@
+import t from 'tap';
+import { buildConfig } from '../src/config.js';
+
+const base = { db: ':memory:', operators: [{ name: 'alice', token: 'operator-token-0123456789', role: 'operator' }] };
+
+t.test("durations and schedules in the agent's syntax, checked at load", async (t) => {
+  const c = buildConfig({
+    ...base,
+    heartbeat: { intervalMs: '2s', timeoutMs: 10000 },
+    windows: [
+      { name: 'sunday-night', cron: '0 2 * * 0', duration: '4h' },
+      { name: 'short', cron: '*/30 * * * * *', duration: '1h30m' },
+    ],
+    defaults: { soakMs: '10m', stabilizationMs: '30s' },
+  });
+  t.same([c.heartbeat.intervalMs, c.heartbeat.timeoutMs], [2000, 10_000]);
+  t.same(
+    c.windows.map((w) => w.durationMs),
+    [14_400_000, 5_400_000],
+  );
+  t.same([c.defaults.soakMs, c.defaults.stabilizationMs], [600_000, 30_000]);
+});
+
+t.test('bad durations and schedules are refused, naming the key', async (t) => {
+  const refused: [unknown, RegExp][] = [
+    [{ windows: [{ name: 'w', cron: '0 2 * * 0', duration: 120 }] }, /windows\[0\]\.duration: must name its unit, like "2h" or "90m"/],
+    [{ windows: [{ name: 'w', cron: '0 2 * * 0', duration: '120' }] }, /windows\[0\]\.duration: must name its unit/],
+    [{ windows: [{ name: 'w', cron: '0 2 * * 0', duration: '0s' }] }, /windows\[0\]\.duration: must be longer than zero/],
+    [{ windows: [{ name: 'w', cron: '0 2 * * 0', duration: 'soon' }] }, /windows\[0\]\.duration: must be milliseconds or a duration like "30s"/],
+    [{ windows: [{ name: 'w', cron: '0 25 * * *', duration: '1h' }] }, /windows\[0\]\.cron: invalid cron expression "0 25 \* \* \*"/],
+    [{ defaults: { soakMs: '1.5m' } }, /defaults\.soakMs: must be milliseconds or a duration/],
+  ];
+  for (const [extra, msg] of refused) t.throws(() => buildConfig({ ...base, ...(extra as object) }), { code: 'E_CONFIG', message: msg }, JSON.stringify(extra));
+});
