@@ -43,10 +43,21 @@ function logCommands(c: AgentConfig): string[] {
     : [`tail -n 100 ${c.service.logFile}`];
 }
 
-const service: Check = async ({ config, driver }) => {
+const service: Check = async ({ config, driver, node }) => {
   const exists = await driver.exists();
   if (!exists.ok) return finding('service', 'fail', exists.detail, [...logCommands(config), 'guts-upgrade-agent config validate']);
   if (await driver.isActive()) return finding('service', 'ok', `${config.service.name} is running (${config.service.driver} driver)`);
+  const running = await node.runningVersion();
+  if (running !== null) {
+    // Someone else's node: an upgrade would stop nothing and the new build would not bind (E_FOREIGN_NODE).
+    const port = new URL(config.node.apiUrl).port || '80';
+    return finding(
+      'service',
+      'fail',
+      `${config.service.name} is not running, yet guts-node ${running} answers on ${config.node.apiUrl}: it was started outside the agent`,
+      [`ss -ltnp 'sport = :${port}'    # which process holds the API port`, 'stop that process, then start the node the agent manages', ...logCommands(config)],
+    );
+  }
   const tail = (await driver.logTail(10)).join('\n    ');
   return finding('service', 'fail', `${config.service.name} is not running${tail ? `; its last log lines:\n    ${tail}` : ''}`, [
     ...logCommands(config),

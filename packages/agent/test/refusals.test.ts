@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
 import { generateReleaseKeyPair, signArtifactDigest } from '@guts-upgrade/protocol';
+import { spawnNode, stopNode, waitFor } from '@guts-upgrade/simulator';
 import { makeRig, parseResult, sha, treeHash, upgradeArgs } from './helpers.js';
 
 t.test('bad artifacts and paths are refused with nothing changed', async (t) => {
@@ -125,4 +126,34 @@ t.test('disk full and backup I/O errors abort before the node is stopped', { ski
   );
   t.equal(rig.driver.pid(), pidBefore, 'the node was never stopped');
   t.equal(await rig.healthVersion(), '1.0.0');
+});
+
+t.test('a node started outside the agent (no pid it recorded) is refused as foreign, and left running untouched', async (t) => {
+  const rig = await makeRig(t);
+  // Started by hand, as an older tool would: the same binary and config, but no pid file.
+  const byHand = spawnNode(rig.binary, rig.node.configPath, { env: { PATH: process.env.PATH } });
+  t.teardown(() => stopNode(byHand));
+  await waitFor(async () => (await fetch(`${rig.node.apiUrl}/health/ready`).catch(() => null))?.status === 200, { what: 'the hand-started node ready' });
+  t.equal(rig.driver.pid(), null, 'the agent recorded no pid');
+  const binBefore = sha(rig.binary);
+  const r = await rig.cli(upgradeArgs(rig.artifact('1.1.0')));
+  const res = parseResult(r.stdout);
+  t.equal(res.outcome, 'failed');
+  t.equal(res.code, 'E_FOREIGN_NODE', res.message ?? '');
+  t.match(
+    res.message,
+    /guts-node 1\.0\.0 answers on http:\/\/127\.0\.0\.1:\d+, but the agent does not run it \(no live pid in .*guts-node\.pid\); nothing was changed/,
+  );
+  t.match(
+    res.evidence?.checks.find((c) => c.name === 'node-is-ours'),
+    { ok: false },
+    'the check says so',
+  );
+  t.equal(sha(rig.binary), binBefore, 'the binary is untouched');
+  t.equal(byHand.exitCode, null, 'the hand-started node still runs');
+  t.equal(await rig.healthVersion(), '1.0.0');
+  const doctor = await rig.cli(['doctor']);
+  t.equal(doctor.code, 1, 'doctor fails the host');
+  t.match(doctor.stdout, /guts-node 1\.0\.0 answers on \S+: it was started outside the agent/, 'and says why');
+  t.match(doctor.stdout, /ss -ltnp 'sport = :\d+'/, 'with the command that finds the process');
 });

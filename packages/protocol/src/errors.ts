@@ -74,6 +74,11 @@ export const ERROR_CODES = {
     message: 'The guts-node service or binary could not be found.',
     action: 'Check `node.binary` and `service` in the agent configuration and that the unit exists (`systemctl status guts-node`).',
   },
+  E_FOREIGN_NODE: {
+    message: 'A guts-node answers on the node API, but it is not the process the agent runs.',
+    action:
+      'A node was started outside the agent (by hand or an older tool): find it (`ss -ltnp` on the API port), stop it, then start the node the agent manages (`systemctl start guts-node`, or let the process driver start it) and retry.',
+  },
   E_FETCH: {
     message: 'The artifact could not be downloaded.',
     action: 'Check the artifact URL is reachable from the host (`curl -I URL`); the agent retries with resume before it gives up.',

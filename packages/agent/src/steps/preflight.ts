@@ -27,6 +27,17 @@ export async function preflight(ctx: StepContext): Promise<void> {
 
   const installed = await binaryVersion(config.node.binary);
   const running = await ctx.node.runningVersion();
+  // The node to upgrade must be the process the agent runs. A node that answers while the
+  // service is not running was started by someone else: stopping "ours" would not stop it,
+  // the new build would fail to bind its port, and the old node would answer every check.
+  if (running !== null && !(await ctx.driver.isActive())) {
+    const where = ctx.driver.kind === 'process' ? `no live pid in ${config.service.pidFile}` : `unit ${config.service.name} is not active`;
+    addCheck(ctx, 'node-is-ours', false, `guts-node ${running} answers on ${config.node.apiUrl}, but ${where}`);
+    throw new CodedError(
+      'E_FOREIGN_NODE',
+      `guts-node ${running} answers on ${config.node.apiUrl}, but the agent does not run it (${where}); nothing was changed`,
+    );
+  }
   const from = installed.version ?? running;
   if (!from)
     throw new CodedError(
