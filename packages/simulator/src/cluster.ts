@@ -47,16 +47,40 @@ export interface ClusterOptions {
 }
 
 /** Distinct free TCP ports on host (bound together, then released). */
+/**
+ * Ports below the kernel's ephemeral range (10000 up to its start), or null when that
+ * range starts too low to leave room. A port the kernel hands out for listen(0) comes from
+ * the ephemeral range, and so does the local port of every outgoing connection: between
+ * freePorts() closing it and the node binding it, one of the many HTTP polls of a busy
+ * machine could take it, and the node would die on EADDRINUSE.
+ */
+function quietRange(): [number, number] | null {
+  try {
+    const low = Number(fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+    return Number.isInteger(low) && low > 12_000 ? [10_000, low - 1] : null;
+  } catch {
+    return null;
+  }
+}
+
+function listenOn(port: number, host: string): Promise<net.Server | null> {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.once('error', () => resolve(null));
+    s.listen(port, host, () => resolve(s));
+  });
+}
+
+/** Ports free right now, chosen at random below the ephemeral range (see quietRange). */
 export async function freePorts(count: number, host = '127.0.0.1'): Promise<number[]> {
   const servers: net.Server[] = [];
+  const range = quietRange();
   try {
-    for (let i = 0; i < count; i++) {
-      const s = net.createServer();
-      await new Promise<void>((res, rej) => {
-        s.once('error', rej);
-        s.listen(0, host, () => res());
-      });
-      servers.push(s);
+    for (let tries = 0; servers.length < count; tries++) {
+      const port = range && tries < count * 50 ? range[0] + Math.floor(Math.random() * (range[1] - range[0] + 1)) : 0;
+      const s = await listenOn(port, host);
+      if (s) servers.push(s);
+      else if (port === 0) throw new Error(`cannot listen on ${host}`);
     }
     return servers.map((s) => (s.address() as net.AddressInfo).port);
   } finally {

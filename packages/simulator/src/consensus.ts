@@ -6,7 +6,8 @@
  *   validators of the current epoch, in the config's order. Nothing hands a
  *   view on: when that validator is down (or not eligible: starting, syncing)
  *   the view produces no block;
- * - the leader proposes a block every block_interval_ms and finalizes it only
+ * - the leader proposes a block every block_interval_ms and finalizes it only,
+ *   within its own view,
  *   once the votes it holds weigh at least quorumWeightFor(active weight),
  *   its own vote included. The certificate carries exactly the quorum: the
  *   leader's own vote first, then the other votes, heaviest first (ties in
@@ -18,7 +19,8 @@
  *   block per height and view, as in Simplex: the leader re-sends the same
  *   proposal for as long as its view lasts, so a vote already given still
  *   counts, and a later view's leader may win a vote that an earlier view's
- *   block had;
+ *   block had, once the voter has asked that earlier leader whether it
+ *   finalized its block (a finalized block is taken instead);
  * - peers that are behind pull missing blocks at sync_blocks_per_sec;
  * - a node adopts the highest epoch its peers report (see epoch.ts);
  * - after start() the engine connects to its peers one by one over
@@ -64,8 +66,8 @@ export class Consensus {
   private polledOnce = false;
   private proposing = false;
   private syncingBusy = false;
-  /** The vote this validator gave last: one block per height and view. */
-  private lock: { height: number; view: number; id: string } | null = null;
+  /** The vote this validator gave last: one block per height and view (and who proposed it). */
+  private lock: { height: number; view: number; id: string; producer: string } | null = null;
   /** This leader's proposal for (height, view), re-sent unchanged until one of them moves. */
   private pending: Block | null = null;
   pendingTransactions = 0;
@@ -263,12 +265,14 @@ export class Consensus {
       const proposal = p && p.height === height && p.view === view && p.parent_id === parent ? p : this.newProposal(height, parent, view);
       this.pending = proposal;
       const txs = proposal.tx_count;
-      this.lock = { height, view, id: proposal.block_id };
+      this.lock = { height, view, id: proposal.block_id, producer: this.self.name };
       const targets = this.others().filter((v) => this.peers.get(v.name)?.reachable);
-      const acks = await Promise.all(targets.map((v) => this.call<{ ack: boolean }>(v, '/p2p/propose', proposal)));
-      const voters = targets.filter((_, i) => acks[i]?.ack === true);
+      const voters = await this.collectVotes(targets, proposal);
       const cert = this.certificate(voters);
-      if (!cert || this.stopped || this.height + 1 !== height || this.leaderOf(view)?.name !== this.self.name) {
+      // Only within its own view: once the view is over, the next leader may already hold the
+      // votes for another block at this height, and finalizing this one late would fork the chain
+      // (every node then stuck at this height, each side short of a quorum; seen in CI under load).
+      if (!cert || this.stopped || this.height + 1 !== height || this.view !== view || this.leaderOf(view)?.name !== this.self.name) {
         this.log.debug('proposal not finalized', { height, view, votes: 1 + voters.length, quorum_weight: this.quorumWeight });
         return;
       }
@@ -279,6 +283,26 @@ export class Consensus {
     } finally {
       this.proposing = false;
     }
+  }
+
+  /**
+   * Asks every target for its vote and returns the voters as soon as they and the leader
+   * weigh a quorum (or once every answer is in): one slow or partitioned peer must not hold
+   * the block past the leader's view, after which it may no longer finalize it.
+   */
+  private collectVotes(targets: readonly ValidatorSpec[], proposal: Block): Promise<ValidatorSpec[]> {
+    return new Promise((resolve) => {
+      const voters: ValidatorSpec[] = [];
+      let pending = targets.length;
+      if (pending === 0) return resolve(voters);
+      for (const v of targets) {
+        void this.call<{ ack: boolean }>(v, '/p2p/propose', proposal).then((a) => {
+          if (a?.ack === true) voters.push(v);
+          pending--;
+          if (pending === 0 || this.certificate(voters)) resolve([...voters]);
+        });
+      }
+    });
   }
 
   /**
@@ -313,17 +337,34 @@ export class Consensus {
   }
 
   /** A peer asks for our vote on its proposal. */
-  onPropose(b: Block): boolean {
-    if (!this.isReady() || !this.running || this.syncing) return false;
-    if (b.height !== this.height + 1 || b.parent_id !== this.chain.tipId) return false;
-    if (b.producer !== this.leaderOf(b.view)?.pubkey) return false; // only the view's leader proposes
+  async onPropose(b: Block): Promise<boolean> {
+    if (!this.votable(b)) return false;
     const l = this.lock;
     if (l && l.height === b.height) {
       if (b.view < l.view) return false; // a leader whose view is over
       if (b.view === l.view && b.block_id !== l.id) return false; // one vote per view
+      if (b.view > l.view && b.block_id !== l.id && l.producer !== this.self.name) {
+        // We voted for another block at this height in an earlier view: its leader may have
+        // finalized it, its commit still on the way. Ask it first; a finalized block wins.
+        const earlier = this.cfg.validators.find((v) => v.name === l.producer);
+        const got = earlier ? await this.call<Block[]>(earlier, `/p2p/blocks?from=${b.height}&limit=1`) : null;
+        const done = got?.[0];
+        if (done && done.height === this.height + 1 && done.parent_id === this.chain.tipId) {
+          this.commitLocal(done);
+          return false;
+        }
+        if (!this.votable(b)) return false; // the chain moved while we asked
+      }
     }
-    this.lock = { height: b.height, view: b.view, id: b.block_id };
+    this.lock = { height: b.height, view: b.view, id: b.block_id, producer: b.producer_name };
     return true;
+  }
+
+  /** Whether a proposal could get our vote at all: we take part, it extends our tip, its view's leader sent it. */
+  private votable(b: Block): boolean {
+    if (!this.isReady() || !this.running || this.syncing) return false;
+    if (b.height !== this.height + 1 || b.parent_id !== this.chain.tipId) return false;
+    return b.producer === this.leaderOf(b.view)?.pubkey; // only the view's leader proposes
   }
 
   /** A finalized block from its leader; gaps are filled by the sync loop. */

@@ -222,7 +222,7 @@ export async function runNode(cfg: NodeConfig, id: BuildIdentity, log: Logger): 
       if (p === '/p2p/propose' || p === '/p2p/commit') {
         const b = (await readJson(req)) as Block;
         if (!consensus || !health.storageHealthy) return reply(503, 'unavailable');
-        if (p === '/p2p/propose') return reply(200, { ack: consensus.onPropose(b) });
+        if (p === '/p2p/propose') return reply(200, { ack: await consensus.onPropose(b) });
         consensus.onCommit(b);
         return reply(200, { ok: true });
       }

@@ -33,13 +33,13 @@ t.test('a validator votes once per height and view; a later view may take the vo
     view,
     signature_count: 0,
   });
-  t.equal(c.onPropose(block('a', v)), true, 'first proposal of a view: voted');
-  t.equal(c.onPropose(block('b', v)), false, 'another block in the same view: refused');
-  t.equal(c.onPropose(block('a', v)), true, 'the same proposal re-sent: the vote stands');
-  t.equal(c.onPropose(block('c', v + 1)), true, "the next view's leader gets the vote at once");
-  t.equal(c.onPropose(block('d', v)), false, 'a leader whose view is over: refused');
-  t.equal(c.onPropose({ ...block('e', v + 2), height: 2 }), false, 'not the next height: refused');
-  t.equal(c.onPropose({ ...block('f', v + 3), producer: c.leaderOf(v + 4)!.pubkey }), false, "a proposal not from its view's leader: refused");
+  t.equal(await c.onPropose(block('a', v)), true, 'first proposal of a view: voted');
+  t.equal(await c.onPropose(block('b', v)), false, 'another block in the same view: refused');
+  t.equal(await c.onPropose(block('a', v)), true, 'the same proposal re-sent: the vote stands');
+  t.equal(await c.onPropose(block('c', v + 1)), true, "the next view's leader gets the vote at once");
+  t.equal(await c.onPropose(block('d', v)), false, 'a leader whose view is over: refused');
+  t.equal(await c.onPropose({ ...block('e', v + 2), height: 2 }), false, 'not the next height: refused');
+  t.equal(await c.onPropose({ ...block('f', v + 3), producer: c.leaderOf(v + 4)!.pubkey }), false, "a proposal not from its view's leader: refused");
 });
 
 t.test('the leader rule, the weighted quorum and minimal certificates, offline', async (t) => {
