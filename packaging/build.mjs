@@ -24,7 +24,9 @@ import { PACKAGES, NODE_VERSION } from './packages.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const OUT = process.env.GUTS_UPGRADE_PACKAGE_OUT ?? path.join(ROOT, 'out', 'packages');
-const CACHE = path.join(ROOT, 'out', 'cache');
+// GUTS_UPGRADE_PACKAGE_CACHE moves it out of the checkout, so fresh clones on one machine
+// (CI's) share the runtime and the compiled addon; entries are keyed by their versions.
+const CACHE = process.env.GUTS_UPGRADE_PACKAGE_CACHE ?? path.join(ROOT, 'out', 'cache');
 const VERSION = readJson(path.join(ROOT, 'package.json')).version;
 const SQLITE_VERSION = readJson(path.join(ROOT, 'node_modules/better-sqlite3/package.json')).version;
 // The files of better-sqlite3 (and the two tiny modules it loads its addon with) that run.
