@@ -1,9 +1,13 @@
 /**
- * What the operator CLI prints for a rollout, a plan and a pause: plain text
- * functions of the API's answers, shared by the commands and by watch.
+ * What the operator CLI prints for a rollout, a plan and a pause (plain text
+ * functions of the API's answers) and the codes it exits with, shared by the
+ * commands and by watch.
  */
 import type { RolloutDetailBody } from './client.js';
 import type { Plan } from './planner.js';
+
+/** Exit codes (also in the header of cli.ts and in docs/operating.md). */
+export const EXIT = { OK: 0, ROLLOUT_FAILED: 1, USAGE: 2, API: 3, UNREACHABLE: 4, PAUSED: 5 } as const;
 
 export const FINAL_OK = ['completed'];
 export const FINAL_BAD = ['failed', 'aborted', 'rolled_back'];

@@ -10,7 +10,7 @@
  */
 import type { FailureEvidence } from '@guts-upgrade/protocol';
 import { api, type ApiTarget, type EventsBody, type FleetBody, type RolloutDetailBody } from './client.js';
-import { FINAL_BAD, FINAL_OK, pausedAdvice, renderFailure, renderRollout, soakLine, type SoakData } from './cli-render.js';
+import { EXIT, FINAL_BAD, FINAL_OK, pausedAdvice, renderFailure, renderRollout, soakLine, type SoakData } from './cli-render.js';
 import type { EventRow } from './db.js';
 import { IN_FLIGHT_STEP_STATES, type StepState } from './states.js';
 
@@ -20,8 +20,6 @@ export interface WatchIo {
   /** Whether standard output is a terminal (the frame is redrawn in place only there). */
   isTTY?: boolean;
 }
-
-export const WATCH_EXIT = { OK: 0, ROLLOUT_FAILED: 1, PAUSED: 5 } as const;
 
 /** Colour only for a person at a terminal who did not say NO_COLOR (https://no-color.org). */
 export function colourAllowed(env: NodeJS.ProcessEnv, isTTY: boolean | undefined): boolean {
@@ -147,12 +145,12 @@ export async function watch(t: ApiTarget, id: string, json: boolean, io: WatchIo
       // each failed node's evidence in full (its log lines).
       const failures = r.steps.filter((s) => s.state === 'failed' && s.code).flatMap((s) => renderFailure(s));
       if (!json) io.out(live ? (failures.length ? `${failures.join('\n')}\n` : '') : `${text}\n`);
-      return FINAL_OK.includes(state) ? WATCH_EXIT.OK : WATCH_EXIT.ROLLOUT_FAILED;
+      return FINAL_OK.includes(state) ? EXIT.OK : EXIT.ROLLOUT_FAILED;
     }
     if (state === 'paused') {
       // A paused rollout waits for a person: say so and hand the terminal back instead of polling forever.
       if (!json) io.out(`${live ? '' : `${text}\n`}${pausedAdvice(r.rollout.id, r.rollout.reason ?? null)}\n`);
-      return WATCH_EXIT.PAUSED;
+      return EXIT.PAUSED;
     }
     await sleep(Number(io.env.GUTS_UPGRADE_WATCH_MS ?? 500));
   }

@@ -27,22 +27,18 @@ import {
   type RolloutDetailBody,
   type RolloutListBody,
 } from './client.js';
-import { FINAL_BAD, renderPlan, renderRollout } from './cli-render.js';
-import { watch } from './cli-watch.js';
+import { EXIT, FINAL_BAD, renderPlan, renderRollout } from './cli-render.js';
+import { watch, type WatchIo } from './cli-watch.js';
 import { STRATEGIES } from './model.js';
 import { ACTIONS, type OperatorAction } from './states.js';
 import { PRODUCT_VERSION } from './version.js';
 
-export const EXIT = { OK: 0, ROLLOUT_FAILED: 1, USAGE: 2, API: 3, UNREACHABLE: 4, PAUSED: 5 } as const;
+export { EXIT } from './cli-render.js';
 
 export const DEFAULT_URL = 'http://127.0.0.1:7600';
 
-export interface CliIo {
-  env: NodeJS.ProcessEnv;
-  out(s: string): void;
+export interface CliIo extends WatchIo {
   err(s: string): void;
-  /** Standard output is a terminal: watch redraws its table in place there. */
-  isTTY?: boolean;
 }
 
 interface GlobalOpts {

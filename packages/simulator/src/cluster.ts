@@ -46,7 +46,6 @@ export interface ClusterOptions {
   weights?: number[];
 }
 
-/** Distinct free TCP ports on host (bound together, then released). */
 /**
  * Ports below the kernel's ephemeral range (10000 up to its start), or null when that
  * range starts too low to leave room. A port the kernel hands out for listen(0) comes from
@@ -71,7 +70,7 @@ function listenOn(port: number, host: string): Promise<net.Server | null> {
   });
 }
 
-/** Ports free right now, chosen at random below the ephemeral range (see quietRange). */
+/** Distinct free TCP ports on host (bound together, then released), chosen at random below the ephemeral range (see quietRange). */
 export async function freePorts(count: number, host = '127.0.0.1'): Promise<number[]> {
   const servers: net.Server[] = [];
   const range = quietRange();
