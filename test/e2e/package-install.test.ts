@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import { pubkeyFor } from '@guts-upgrade/simulator';
+import { sectionBlocks } from '../src/docs/commands.js';
 import { FAST_TIMINGS, NODE_API_PORT } from '../src/scenario/harness.js';
 import { preflight, provisionGutsNode, REPO_ROOT, startLab, type Host } from '../src/testbed/index.js';
 import { waitFor } from '@guts-upgrade/simulator';
@@ -255,6 +256,31 @@ else
       const v = await sh(h, '/usr/local/bin/guts-node --version');
       t.match(v.stdout, '1.1.0', `${h.name}: the installed guts-node is 1.1.0`);
     }
+
+    // --- docs/runbook.md, run as written on the hosts it is for.
+    const runbook = path.join(REPO_ROOT, 'docs/runbook.md');
+    // The coordinator's database: an online backup on its host, while it runs.
+    const [backupBlock] = sectionBlocks(runbook, "The coordinator's database");
+    const bk = await sh(v0, backupBlock!);
+    t.equal(bk.code, 0, `v0: the runbook's backup command: ${bk.stderr}`);
+    const copy = (await sh(v0, 'ls /var/backups/guts-upgrade-coordinator-*.db')).stdout.trim().split('\n')[0]!;
+    const inCopy = await sh(v0, `sqlite3 ${copy} "SELECT state FROM rollouts WHERE id = '${id}'"`);
+    t.equal(inCopy.stdout.trim(), 'completed', `v0: the copy ${copy} holds the completed rollout`);
+    // A private CA for an agent: the drop-in as written, then the restarted agent has it and reconnects.
+    const v1 = lab.host('v1');
+    const mkCa = await sh(v1, 'openssl req -x509 -newkey ed25519 -nodes -keyout /tmp/ca.key -out /etc/guts-upgrade/ca.crt -subj /CN=guts-test-ca -days 1');
+    t.equal(mkCa.code, 0, `v1: a test CA: ${mkCa.stderr}`);
+    const [caBlock] = sectionBlocks(runbook, 'TLS with a private CA');
+    const ca = await sh(v1, caBlock!);
+    t.equal(ca.code, 0, `v1: the runbook's CA drop-in: ${ca.stderr}`);
+    const environ = await sh(v1, "tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value guts-upgrade-agent)/environ");
+    t.match(environ.stdout, /^NODE_EXTRA_CA_CERTS=\/etc\/guts-upgrade\/ca\.crt$/m, 'v1: the restarted agent runs with the CA');
+    await waitFor(async () => ((await nodes()).find((n) => n.id === 'v1')?.connected ? true : undefined), {
+      what: 'v1 reconnected after the restart',
+      timeoutMs: 60_000,
+      intervalMs: 500,
+    });
+    t.notMatch(await v1.journal('guts-upgrade-agent', 50), /Ignoring extra certs/, 'v1: Node loaded the CA file');
 
     // --- removing the agent package stops its service and keeps its state.
     const v3 = lab.host('v3');

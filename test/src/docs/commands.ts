@@ -97,3 +97,27 @@ export function docCommands(repoRoot: string): DocCommand[] {
   ];
   return files.flatMap((rel) => docCommandsIn(path.join(repoRoot, rel), rel));
 }
+
+/**
+ * The indented code blocks of one `## ` section of a doc, each as the shell text it shows
+ * (indent removed, line continuations kept), for tests that run a recipe as written.
+ */
+export function sectionBlocks(file: string, heading: string): string[] {
+  const lines = readFileSync(file, 'utf8').split('\n');
+  const start = lines.indexOf(`## ${heading}`);
+  if (start < 0) throw new Error(`${file} has no section "## ${heading}"`);
+  const end = lines.findIndex((l, i) => i > start && l.startsWith('## '));
+  const blocks: string[] = [];
+  let cur: string[] = [];
+  for (const line of lines.slice(start + 1, end < 0 ? undefined : end)) {
+    if (/^ {4}/.test(line)) cur.push(line.slice(4));
+    else if (line.trim() === '' && cur.length)
+      continue; // a blank line inside a block
+    else if (cur.length) {
+      blocks.push(cur.join('\n'));
+      cur = [];
+    }
+  }
+  if (cur.length) blocks.push(cur.join('\n'));
+  return blocks;
+}
