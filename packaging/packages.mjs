@@ -53,7 +53,7 @@ function scripts(pkg, unit, configHint, tmpfiles, user) {
     postinst: `#!/bin/sh
 set -e
 if [ "$1" = configure ]; then
-${user ? `  systemd-sysusers ${pkg}.conf\n` : ''}${tmpfiles ? `  systemd-tmpfiles --create ${pkg}.conf\n` : ''}${user ? `  # First install only: the config's group becomes the service's, so it can read its secrets.\n  if [ -z "$2" ]; then chown root:${user} ${configHint}; chmod 0640 ${configHint}; fi\n` : ''}  ${reload}
+${user ? `  systemd-sysusers ${pkg}.conf\n` : ''}${tmpfiles ? `  systemd-tmpfiles --create ${pkg}.conf\n` : ''}  ${reload}
   # Not enabled, not started: the example config is not a configured service.
   if [ -z "$2" ]; then
     echo "${pkg}: edit ${configHint}, then: systemctl enable --now ${unit}"
@@ -112,8 +112,8 @@ backup: { retention: 3 }
 `;
 
 const COORDINATOR_YAML = `# guts-upgrade coordinator configuration (docs: /usr/share/doc/guts-upgrade-coordinator/operating.md).
-# It holds secrets: root:guts-upgrade-coordinator, mode 0640 (readable by the
-# service's user only).
+# It holds secrets: keep it root:root, mode 0600. systemd gives the service a
+# private copy at start (LoadCredential= in its unit); restart it after a change.
 # Check it with
 #   guts-upgrade-coordinator config validate --config /etc/guts-upgrade/coordinator.yaml
 # then \`systemctl enable --now guts-upgrade-coordinator\`.
@@ -123,8 +123,9 @@ listen: { host: 127.0.0.1, port: 7600 }
 operators: []
 #  - { name: alice, tokenSha256: <sha256 hex of the token>, role: operator }
 #  - { name: grafana, tokenSha256: <hex>, role: viewer }
-# The TLS key likewise: root:guts-upgrade-coordinator, mode 0640.
-# tls: { cert: /etc/guts-upgrade/tls.crt, key: /etc/guts-upgrade/tls.key }
+# TLS: the pair root:root 0600, loaded as credentials by a drop-in (runbook,
+# "TLS with a private CA"); relative names are found beside this file.
+# tls: { cert: tls.crt, key: tls.key }
 `;
 
 export const PACKAGES = [
@@ -195,14 +196,11 @@ export const PACKAGES = [
         content: unitFrom('guts-upgrade-coordinator.service', [
           ['Documentation=file:///usr/share/doc/guts-upgrade/architecture.md', 'Documentation=file:///usr/share/doc/guts-upgrade-coordinator/operating.md'],
           [
-            '# Operator tokens, TLS key paths and webhook secrets live in the config file.\nExecStart=/usr/bin/env node /opt/guts-upgrade/packages/coordinator/dist/src/server-cli.js --config /etc/guts-upgrade/coordinator.yaml',
-            [
-              '# Operator tokens and webhook secrets live in the config file: root:guts-upgrade-coordinator 0640.',
-              `ExecStart=${COORD_LIB}/node/bin/node ${COORD_LIB}/lib/guts-upgrade-coordinator.mjs --config /etc/guts-upgrade/coordinator.yaml`,
-            ].join('\n'),
+            'ExecStart=/usr/bin/env node /opt/guts-upgrade/packages/coordinator/dist/src/server-cli.js --config %d/coordinator.yaml',
+            `ExecStart=${COORD_LIB}/node/bin/node ${COORD_LIB}/lib/guts-upgrade-coordinator.mjs --config %d/coordinator.yaml`,
           ],
           // A fixed system user (sysusers.d) instead of DynamicUser=: it owns the database
-          // across restarts and upgrades, and the config's group lets it, and only it, read the secrets.
+          // across restarts and upgrades. The secrets reach it only as credentials.
           ['DynamicUser=yes', 'User=guts-upgrade-coordinator\nGroup=guts-upgrade-coordinator'],
         ]),
       },
@@ -211,7 +209,7 @@ export const PACKAGES = [
         content:
           '# The coordinator\'s own system user; its state is /var/lib/guts-upgrade-coordinator.\nu guts-upgrade-coordinator - "guts-upgrade coordinator" /var/lib/guts-upgrade-coordinator\n',
       },
-      // 0600 root as shipped; the postinst gives it to the coordinator's group (0640) once that exists.
+      // root's alone: the service gets it as a credential (LoadCredential= in the unit).
       { path: '/etc/guts-upgrade/coordinator.yaml', content: COORDINATOR_YAML, mode: 0o600, conffile: true },
       ...docs('guts-upgrade-coordinator'),
       ...monitoring('guts-upgrade-coordinator'),

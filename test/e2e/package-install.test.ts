@@ -97,8 +97,8 @@ else
     const mode = await sh(v0, 'stat -c %a:%U:%G /etc/guts-upgrade/coordinator.yaml /etc/guts-upgrade/agent.yaml /var/lib/guts-upgrade');
     t.same(
       mode.stdout.trim().split('\n'),
-      ['640:root:guts-upgrade-coordinator', '600:root:root', '700:root:root'],
-      "the configs holding secrets are readable only by root and the coordinator's own user; the agent state is root-only",
+      ['600:root:root', '600:root:root', '700:root:root'],
+      'the configs holding secrets are root-only (the coordinator gets its copy as a credential); the agent state is root-only',
     );
 
     // --- guts-node 1.0.0 on every host (the simulator, with its own runtime).
@@ -144,8 +144,7 @@ else
         'tickMs: 200',
         '',
       ].join('\n'),
-      0o640,
-      'root:guts-upgrade-coordinator',
+      0o600,
     );
     const valid = await sh(v0, 'guts-upgrade-coordinator config validate --config /etc/guts-upgrade/coordinator.yaml');
     t.equal(valid.code, 0, `coordinator config validates: ${valid.stderr}`);
@@ -162,6 +161,15 @@ else
       },
       { what: 'the packaged coordinator answers', timeoutMs: 60_000, intervalMs: 500 },
     );
+    // Its secrets reach it as a credential: it runs on the private copy, and its user cannot read /etc's file.
+    const cmdline = await sh(v0, "tr '\\0' ' ' < /proc/$(systemctl show -p MainPID --value guts-upgrade-coordinator)/cmdline");
+    t.match(
+      cmdline.stdout,
+      '--config /run/credentials/guts-upgrade-coordinator.service/coordinator.yaml',
+      'v0: the coordinator reads its config from its credentials',
+    );
+    const peek = await sh(v0, 'runuser -u guts-upgrade-coordinator -- cat /etc/guts-upgrade/coordinator.yaml');
+    t.not(peek.code, 0, "v0: the coordinator's user cannot read /etc/guts-upgrade/coordinator.yaml");
 
     // --- every node registered with the CLI; each agent gets its token in a 0600 file.
     for (const h of lab.hosts) {
@@ -270,7 +278,7 @@ else
     const v1 = lab.host('v1');
     const mkCa = await sh(v1, 'openssl req -x509 -newkey ed25519 -nodes -keyout /tmp/ca.key -out /etc/guts-upgrade/ca.crt -subj /CN=guts-test-ca -days 1');
     t.equal(mkCa.code, 0, `v1: a test CA: ${mkCa.stderr}`);
-    const [caBlock] = sectionBlocks(runbook, 'TLS with a private CA');
+    const [coordinatorTlsBlock, caBlock] = sectionBlocks(runbook, 'TLS with a private CA');
     const ca = await sh(v1, caBlock!);
     t.equal(ca.code, 0, `v1: the runbook's CA drop-in: ${ca.stderr}`);
     const environ = await sh(v1, "tr '\\0' '\\n' < /proc/$(systemctl show -p MainPID --value guts-upgrade-agent)/environ");
@@ -281,6 +289,33 @@ else
       intervalMs: 500,
     });
     t.notMatch(await v1.journal('guts-upgrade-agent', 50), /Ignoring extra certs/, 'v1: Node loaded the CA file');
+    // TLS for the coordinator: the pair root-only in /etc, the runbook's credentials drop-in as
+    // written; then the CLI, trusting the (self-signed) certificate, reaches it over https.
+    const mkCert = await sh(
+      v0,
+      'openssl req -x509 -newkey ed25519 -nodes -keyout /etc/guts-upgrade/tls.key -out /etc/guts-upgrade/tls.crt -subj /CN=v0 -addext subjectAltName=DNS:v0 -days 1 && chmod 0600 /etc/guts-upgrade/tls.key /etc/guts-upgrade/tls.crt',
+    );
+    t.equal(mkCert.code, 0, `v0: a certificate for v0: ${mkCert.stderr}`);
+    const tls = await sh(v0, coordinatorTlsBlock!);
+    t.equal(tls.code, 0, `v0: the runbook's TLS drop-in for the coordinator: ${tls.stdout}${tls.stderr}`);
+    const overTls = (cmd: string) =>
+      sh(v0, cmd, { GUTS_UPGRADE_TOKEN: token, GUTS_UPGRADE_URL: `https://v0:${COORD_PORT}`, NODE_EXTRA_CA_CERTS: '/etc/guts-upgrade/tls.crt' });
+    const listed = await waitFor(
+      async () => {
+        const r = await overTls('guts-upgrade nodes list --json');
+        return r.code === 0 ? r : undefined;
+      },
+      { what: 'the coordinator answers over TLS', timeoutMs: 60_000, intervalMs: 500 },
+    ).catch(async (err: Error) => {
+      throw new Error(`${err.message}\n${(await overTls('guts-upgrade nodes list')).stderr}\n${await v0.journal('guts-upgrade-coordinator', 30)}`);
+    });
+    t.equal(
+      (JSON.parse(listed.stdout) as { nodes: unknown[] }).nodes.length,
+      HOSTS.length,
+      'v0: guts-upgrade nodes list over https with the TLS pair from credentials',
+    );
+    const plain = await cli('guts-upgrade nodes list');
+    t.not(plain.code, 0, 'v0: plain http is no longer served');
 
     // --- removing the agent package stops its service and keeps its state.
     const v3 = lab.host('v3');

@@ -4,6 +4,7 @@
  * never silently falls back to a default.
  */
 import { readFileSync } from 'node:fs';
+import { dirname, resolve as resolvePath } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { CodedError, cronProblem, durationProblem, parseDurationMs } from '@guts-upgrade/protocol';
 import { DEFAULT_CANARY_LIMITS, type CanaryLimits } from './canary.js';
@@ -122,7 +123,13 @@ export function canaryLimits(v: unknown, key: string, base: CanaryLimits): Canar
 }
 
 /** Builds a Config from a parsed YAML document merged with env and flag overrides. */
-export function buildConfig(doc: unknown, env: NodeJS.ProcessEnv = {}, flags: Record<string, string | undefined> = {}): Config {
+/**
+ * `baseDir` is where relative file names in the document (the TLS pair) are
+ * found: the config file's own directory. Under systemd the config arrives as a
+ * credential (LoadCredential=), and a TLS pair loaded beside it is then named by
+ * its credential name alone.
+ */
+export function buildConfig(doc: unknown, env: NodeJS.ProcessEnv = {}, flags: Record<string, string | undefined> = {}, baseDir = process.cwd()): Config {
   const root = obj(doc, '(root)');
   only(root, '', [
     'listen',
@@ -155,8 +162,8 @@ export function buildConfig(doc: unknown, env: NodeJS.ProcessEnv = {}, flags: Re
   if (root.tls !== undefined && root.tls !== null) {
     const tls = obj(root.tls, 'tls');
     only(tls, 'tls', ['cert', 'key']);
-    const certPath = string(tls.cert, 'tls.cert');
-    const keyPath = string(tls.key, 'tls.key');
+    const certPath = resolvePath(baseDir, string(tls.cert, 'tls.cert'));
+    const keyPath = resolvePath(baseDir, string(tls.key, 'tls.key'));
     try {
       c.tls = { cert: readFileSync(certPath, 'utf8'), key: readFileSync(keyPath, 'utf8') };
     } catch (err) {
@@ -296,5 +303,5 @@ export function loadConfig(path: string | undefined, env: NodeJS.ProcessEnv, fla
       throw new CodedError('E_CONFIG', `config ${path} is not valid YAML: ${(err as Error).message}`, { key: 'config' });
     }
   }
-  return buildConfig(doc, env, flags);
+  return buildConfig(doc, env, flags, path ? dirname(path) : process.cwd());
 }

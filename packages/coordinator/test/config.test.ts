@@ -1,5 +1,8 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import t from 'tap';
-import { buildConfig } from '../src/config.js';
+import { buildConfig, loadConfig } from '../src/config.js';
 
 const base = { db: ':memory:', operators: [{ name: 'alice', token: 'operator-token-0123456789', role: 'operator' }] };
 
@@ -31,4 +34,19 @@ t.test('bad durations and schedules are refused, naming the key', async (t) => {
     [{ defaults: { soakMs: '1.5m' } }, /defaults\.soakMs: must be milliseconds or a duration/],
   ];
   for (const [extra, msg] of refused) t.throws(() => buildConfig({ ...base, ...(extra as object) }), { code: 'E_CONFIG', message: msg }, JSON.stringify(extra));
+});
+
+t.test("relative TLS file names are found beside the config file (systemd's credentials directory)", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'coord-cred-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'tls.crt'), 'CERT');
+  writeFileSync(join(dir, 'tls.key'), 'KEY');
+  const file = join(dir, 'coordinator.yaml');
+  writeFileSync(file, "db: ':memory:'\noperators: [{ name: alice, token: operator-token-0123456789, role: operator }]\ntls: { cert: tls.crt, key: tls.key }\n");
+  t.same(loadConfig(file, {}, {}).tls, { cert: 'CERT', key: 'KEY' });
+  writeFileSync(
+    file,
+    "db: ':memory:'\noperators: [{ name: alice, token: operator-token-0123456789, role: operator }]\ntls: { cert: tls.crt, key: missing.key }\n",
+  );
+  t.throws(() => loadConfig(file, {}, {}), { code: 'E_CONFIG', message: new RegExp(`tls: cannot read: .*${join(dir, 'missing.key')}`) });
 });
