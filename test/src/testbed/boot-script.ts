@@ -134,6 +134,12 @@ pivot_root . run/gutslab-oldroot
 cd /
 umount -l /run/gutslab-oldroot
 rmdir /run/gutslab-oldroot
+# A real host's systemd makes / shared at boot, but not when it finds itself in a
+# container (container= below), and unshare left every mount private. Services
+# need it shared: systemd sets up LoadCredential= in a child mount namespace and
+# the mount reaches the service only by propagation. Shared within this host's
+# own namespace only: nothing propagates to the machine's tree, already detached.
+mount --make-rshared /
 ip link set dev lo up
 exec env -i container=gutslab PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   /lib/systemd/systemd --system --unit=multi-user.target --log-target=journal --show-status=no
