@@ -25,7 +25,7 @@ import {
 import { Agent, newCommandId } from './agent.js';
 import { pauseHookFromEnv } from './pause-hook.js';
 import { newBackupId } from './backup-store.js';
-import { DEFAULT_CONFIG_PATH, loadConfig, type AgentConfig } from './config.js';
+import { cleartextToRemote, DEFAULT_CONFIG_PATH, loadConfig, type AgentConfig } from './config.js';
 import { Connection } from './connection.js';
 import { checkTextfileDir, TextfileWriter } from './metrics-textfile.js';
 import { renderFindings, runDoctor } from './doctor.js';
@@ -148,9 +148,16 @@ async function daemon(agent: Agent, config: AgentConfig): Promise<number> {
         nodeId: config.nodeId,
         validatorPubkey: config.validatorPubkey,
         reconnectMaxMs: config.coordinator.reconnectMaxMs,
+        ca: config.coordinator.ca,
       },
       log,
     );
+    if (cleartextToRemote(config.coordinator.url)) {
+      log.warn(
+        { url: config.coordinator.url },
+        'coordinator.allowInsecure: the token and every command cross the network in clear (ws://); use wss:// with coordinator.caFile',
+      );
+    }
     void conn.run();
   } else log.warn('no coordinator.url configured: running without a coordinator');
   let task: { stop(): unknown } | null = null;

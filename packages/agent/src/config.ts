@@ -10,7 +10,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
-import { CodedError, cronProblem, durationProblem, parseDurationMs } from '@guts-upgrade/protocol';
+import { CodedError, cronProblem, durationProblem, parseDurationMs, tokenProblem } from '@guts-upgrade/protocol';
 
 export const DEFAULT_CONFIG_PATH = '/etc/guts-upgrade/agent.yaml';
 
@@ -21,7 +21,18 @@ export interface AgentConfig {
    * hello so the coordinator binds the node to its validator on the chain.
    */
   validatorPubkey: string | null;
-  coordinator: { url: string | null; token: string | null; tokenFile: string | null; reconnectMaxMs: number };
+  coordinator: {
+    url: string | null;
+    token: string | null;
+    tokenFile: string | null;
+    reconnectMaxMs: number;
+    /** A PEM file of the CA that signed the coordinator's certificate (a private CA), trusted besides the system's. */
+    caFile: string | null;
+    /** The file's PEM text, read at load. */
+    ca: string | null;
+    /** ws:// to a host other than loopback sends the token in clear: refused unless this is set. */
+    allowInsecure: boolean;
+  };
   service: {
     driver: 'systemd' | 'process';
     /** systemd unit name. */
@@ -81,7 +92,7 @@ export interface AgentConfig {
   metrics: { textfile: string | null; intervalMs: number };
 }
 
-type Kind = 'string' | 'nstring' | 'int' | 'number' | 'ms' | 'cron' | 'argv' | 'nargv' | 'list' | 'env' | 'enum';
+type Kind = 'string' | 'nstring' | 'int' | 'number' | 'bool' | 'ms' | 'cron' | 'argv' | 'nargv' | 'list' | 'env' | 'enum';
 interface Field {
   kind: Kind;
   dflt?: unknown;
@@ -100,7 +111,14 @@ const D = (dflt: number, min = 0): Field => ({ kind: 'ms', dflt, min });
 const SCHEMA: Record<string, Field | Record<string, Field>> = {
   nodeId: S(undefined, true),
   validatorPubkey: NS(),
-  coordinator: { url: NS(), token: NS(), tokenFile: NS(), reconnectMaxMs: D(30_000, 100) },
+  coordinator: {
+    url: NS(),
+    token: NS(),
+    tokenFile: NS(),
+    reconnectMaxMs: D(30_000, 100),
+    caFile: NS(),
+    allowInsecure: { kind: 'bool', dflt: false },
+  },
   service: {
     driver: { kind: 'enum', values: ['systemd', 'process'], dflt: 'systemd' },
     name: S('guts-node'),
@@ -177,6 +195,10 @@ function coerce(key: string, f: Field, raw: unknown, fromEnv: boolean): unknown 
     case 'enum':
       if (typeof raw !== 'string' || !f.values!.includes(raw)) bad(key, `must be one of ${f.values!.join(', ')}, got ${JSON.stringify(raw)}`);
       return raw;
+    case 'bool':
+      if (raw === true || raw === false) return raw;
+      if (fromEnv && (raw === 'true' || raw === 'false')) return raw === 'true';
+      return bad(key, `must be true or false, got ${JSON.stringify(raw)}`);
     case 'ms': {
       const n = parseDurationMs(raw);
       if (n === null) bad(key, durationProblem(raw)!);
@@ -297,13 +319,27 @@ export function resolveConfig(doc: Record<string, unknown>, env: NodeJS.ProcessE
   if (c.coordinator.url !== null) {
     if (!/^wss?:\/\/\S+$/.test(c.coordinator.url)) bad('coordinator.url', `must be a ws:// or wss:// URL, got ${JSON.stringify(c.coordinator.url)}`);
     c.coordinator.url = c.coordinator.url.replace(/\/+$/, '');
-  }
-  if (c.coordinator.token === null && c.coordinator.tokenFile !== null) {
-    try {
-      c.coordinator.token = fs.readFileSync(abs(c.coordinator.tokenFile), 'utf8').trim();
-    } catch (err) {
-      bad('coordinator.tokenFile', `cannot be read: ${(err as Error).message}`);
+    if (cleartextToRemote(c.coordinator.url) && !c.coordinator.allowInsecure) {
+      bad(
+        'coordinator.url',
+        `${c.coordinator.url} would send the agent's token in clear over the network: use wss:// (with coordinator.caFile for a private CA), or set coordinator.allowInsecure: true on a network you trust`,
+      );
     }
+  }
+  c.coordinator.ca = null;
+  if (c.coordinator.caFile !== null) {
+    c.coordinator.caFile = abs(c.coordinator.caFile);
+    try {
+      c.coordinator.ca = fs.readFileSync(c.coordinator.caFile, 'utf8');
+    } catch (err) {
+      bad('coordinator.caFile', `cannot be read: ${(err as Error).message}`);
+    }
+    if (!c.coordinator.ca.includes('BEGIN CERTIFICATE')) bad('coordinator.caFile', `${c.coordinator.caFile} holds no PEM certificate`);
+  }
+  if (c.coordinator.token === null && c.coordinator.tokenFile !== null) c.coordinator.token = readTokenFile(abs(c.coordinator.tokenFile));
+  if (c.coordinator.token !== null) {
+    const problem = tokenProblem(c.coordinator.token);
+    if (problem) bad(c.coordinator.tokenFile !== null ? 'coordinator.tokenFile' : 'coordinator.token', problem);
   }
   if (c.releasePublicKey !== null && !c.releasePublicKey.includes('BEGIN PUBLIC KEY')) {
     try {
@@ -323,6 +359,31 @@ export function resolveConfig(doc: Record<string, unknown>, env: NodeJS.ProcessE
     c.metrics.textfile = abs(c.metrics.textfile);
   }
   return c;
+}
+
+/** ws:// to anything but this host: the token and every command would cross the network in clear. */
+export function cleartextToRemote(url: string): boolean {
+  if (!url.startsWith('ws://')) return false;
+  const host = new URL(url).hostname.replace(/^\[|\]$/g, '');
+  return !(host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host));
+}
+
+/** The agent's token file: like an SSH key, refused when anyone but its owner may read it. */
+function readTokenFile(file: string): string {
+  let st: fs.Stats;
+  try {
+    st = fs.statSync(file);
+  } catch (err) {
+    return bad('coordinator.tokenFile', `cannot be read: ${(err as Error).message}`);
+  }
+  if ((st.mode & 0o077) !== 0) {
+    bad('coordinator.tokenFile', `${file} is mode ${(st.mode & 0o777).toString(8).padStart(4, '0')}, open to others than its owner: chmod 0600 ${file}`);
+  }
+  try {
+    return fs.readFileSync(file, 'utf8').trim();
+  } catch (err) {
+    return bad('coordinator.tokenFile', `cannot be read: ${(err as Error).message}`);
+  }
 }
 
 export function loadConfig(file: string = DEFAULT_CONFIG_PATH, env: NodeJS.ProcessEnv = process.env): AgentConfig {

@@ -5,6 +5,7 @@
  * the socket: a command in flight finishes (or rolls back) on its own, and its
  * result reaches the coordinator through hello.recentResults on reconnect.
  */
+import { rootCertificates } from 'node:tls';
 import WebSocket from 'ws';
 import type { Logger } from 'pino';
 import { agentMessage, decodeCoordinatorMessage, encode, PROTOCOL_VERSION, type AgentMessage, type Command, type Result } from '@guts-upgrade/protocol';
@@ -18,6 +19,8 @@ export interface ConnectionOptions {
   /** The chain validator this node runs as (hex public key), sent in hello. */
   validatorPubkey?: string | null;
   reconnectMaxMs: number;
+  /** PEM of a private CA trusted, besides the system's, for a wss:// coordinator. */
+  ca?: string | null;
   /** First reconnect delay. */
   reconnectBaseMs?: number;
 }
@@ -84,6 +87,8 @@ export class Connection {
         headers: { authorization: `Bearer ${this.opts.token}`, 'x-guts-node-id': this.opts.nodeId },
         handshakeTimeout: 10_000,
         maxPayload: 1024 * 1024,
+        // `ca` replaces Node's trust store, so the system's roots go along with the private CA.
+        ...(this.opts.ca ? { ca: [...rootCertificates, this.opts.ca] } : {}),
       });
       this.ws = ws;
       let refused: string | null = null;

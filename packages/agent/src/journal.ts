@@ -60,8 +60,15 @@ export class Journal {
 
   constructor(stateDir: string) {
     fs.mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-    this.db = new Database(path.join(stateDir, 'journal.sqlite'));
+    // The journal holds command history, artifact URLs and the backup catalogue: root's
+    // alone, also when the directory or file came from an older, laxer install.
+    fs.chmodSync(stateDir, 0o700);
+    const file = path.join(stateDir, 'journal.sqlite');
+    if (!fs.existsSync(file)) fs.closeSync(fs.openSync(file, 'a', 0o600));
+    this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
+    // SQLite gives its -wal and -shm files the database file's mode, so 0600 carries over.
+    for (const f of [file, `${file}-wal`, `${file}-shm`]) if (fs.existsSync(f)) fs.chmodSync(f, 0o600);
     this.db.pragma('synchronous = FULL');
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(`

@@ -114,7 +114,7 @@ t.test('hello names the validator; heartbeats carry chain.validators and chain.b
   const rig = await makeRig(t, { peers: 3 });
   await rig.startNode();
   const coord = await fakeCoordinator(t);
-  rig.writeConfig({ coordinator: { url: coord.url, token: 'sekret', reconnectMaxMs: 500 }, validatorPubkey: rig.node.pubkey });
+  rig.writeConfig({ coordinator: { url: coord.url, token: 'sekret-agent-token-0123', reconnectMaxMs: 500 }, validatorPubkey: rig.node.pubkey });
   const validate = await rig.cli(['config', 'validate']);
   t.equal(validate.code, 0, validate.stderr);
   const agent = rig.spawnCli(['run']);

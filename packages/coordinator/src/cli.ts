@@ -11,7 +11,7 @@
  *             2 usage error; 3 API error (refused request); 4 coordinator unreachable;
  *             5 the rollout paused and waits for an operator (watch).
  */
-import { realpathSync } from 'node:fs';
+import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { asArgParser, ERROR_CODES, httpUrlArg, isErrorCode, nonNegativeIntArg, pubkeyArg, sha256Arg } from '@guts-upgrade/protocol';
@@ -45,6 +45,7 @@ interface GlobalOpts {
   url?: string;
   socket?: string;
   token?: string;
+  cacert?: string;
   json?: boolean;
 }
 
@@ -53,6 +54,18 @@ interface GlobalOpts {
 const nonNegativeInt = asArgParser(nonNegativeIntArg, InvalidArgumentError);
 const sha256Hex = asArgParser(sha256Arg, InvalidArgumentError);
 const httpUrl = asArgParser(httpUrlArg, InvalidArgumentError);
+
+/** A PEM CA file, read when the flag is parsed so a wrong path is a usage error before any request. */
+function caFile(v: string): string {
+  let pem: string;
+  try {
+    pem = readFileSync(v, 'utf8');
+  } catch (err) {
+    throw new InvalidArgumentError(`cannot read ${v}: ${(err as Error).message}`);
+  }
+  if (!pem.includes('BEGIN CERTIFICATE')) throw new InvalidArgumentError(`${v} holds no PEM certificate`);
+  return pem;
+}
 
 function nodeList(v: string): string[] {
   const ids = v
@@ -151,6 +164,7 @@ export function buildProgram(io: CliIo, result: { code: number }): Command {
     .option('--url <url>', `the coordinator's API (env GUTS_UPGRADE_URL; default ${DEFAULT_URL})`)
     .option('--socket <path>', "the coordinator's unix socket instead of --url (env GUTS_UPGRADE_SOCKET)")
     .option('--token <token>', 'bearer token of an operator or viewer (env GUTS_UPGRADE_TOKEN)')
+    .option('--cacert <file>', "a private CA's PEM certificate to trust, besides the system's, for an https:// --url", caFile)
     .option('--json', 'print the API answer as JSON (watch: NDJSON, one line per change)')
     .showHelpAfterError('(run with --help for usage)')
     .configureOutput({ writeOut: io.out, writeErr: io.err })
@@ -162,6 +176,7 @@ export function buildProgram(io: CliIo, result: { code: number }): Command {
     const token = g.token ?? io.env.GUTS_UPGRADE_TOKEN;
     const t: ApiTarget = socket ? { socket } : { url: g.url ?? io.env.GUTS_UPGRADE_URL ?? DEFAULT_URL };
     if (token) t.token = token;
+    if (g.cacert) t.ca = g.cacert;
     return { t, json: !!g.json };
   };
   const show = (json: boolean, v: unknown, text: () => string) => io.out(`${json ? JSON.stringify(v, null, 2) : text()}\n`);

@@ -1,6 +1,7 @@
 /** A small HTTP client for the API over TCP or a unix socket (used by the CLI, the demo and tests). */
 import { request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
+import { rootCertificates } from 'node:tls';
 import type { EventRow } from './db.js';
 import type { FleetWatch } from './engine/fleet-view.js';
 import type { NodeListing } from './engine/node-registry.js';
@@ -38,6 +39,8 @@ export interface ApiTarget {
   url?: string;
   socket?: string;
   token?: string;
+  /** PEM of a private CA trusted besides the system's (https only). */
+  ca?: string;
 }
 
 export class ApiError extends Error {
@@ -58,6 +61,8 @@ export async function api<T = unknown>(target: ApiTarget, method: string, path: 
     method,
     ...(target.socket ? { socketPath: target.socket } : { host: base?.hostname ?? '127.0.0.1', port: base?.port || (base?.protocol === 'https:' ? 443 : 80) }),
     path,
+    // `ca` replaces Node's trust store, so the system's roots go along with the private CA.
+    ...(target.ca ? { ca: [...rootCertificates, target.ca] } : {}),
     headers: {
       ...(target.token ? { authorization: `Bearer ${target.token}` } : {}),
       ...(payload !== undefined ? { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) } : {}),

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, resolve as resolvePath } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import { CodedError, cronProblem, durationProblem, parseDurationMs } from '@guts-upgrade/protocol';
+import { CodedError, cronProblem, durationProblem, parseDurationMs, tokenProblem } from '@guts-upgrade/protocol';
 import { DEFAULT_CANARY_LIMITS, type CanaryLimits } from './canary.js';
 import { hashToken } from './db.js';
 import type { RolloutOptions } from './model.js';
@@ -192,13 +192,16 @@ export function buildConfig(doc: unknown, env: NodeJS.ProcessEnv = {}, flags: Re
         if (!/^[0-9a-f]{64}$/.test(tokenHash)) fail(`${k}.tokenSha256`, 'must be 64 hex characters');
       } else {
         const token = string(e.token, `${k}.token`);
-        if (token.length < 16) fail(`${k}.token`, 'must be at least 16 characters');
+        const problem = tokenProblem(token);
+        if (problem) fail(`${k}.token`, problem);
         tokenHash = hashToken(token);
       }
       return { name, tokenHash, role };
     });
   }
   if (env.GUTS_UPGRADE_OPERATOR_TOKEN) {
+    const problem = tokenProblem(env.GUTS_UPGRADE_OPERATOR_TOKEN);
+    if (problem) fail('GUTS_UPGRADE_OPERATOR_TOKEN', problem);
     c.operators.push({ name: 'env-operator', tokenHash: hashToken(env.GUTS_UPGRADE_OPERATOR_TOKEN), role: 'operator' });
   }
 

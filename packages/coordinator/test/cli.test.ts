@@ -3,7 +3,11 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
+import { pino } from 'pino';
+import { makeTestTls } from '@guts-upgrade/simulator';
 import { EXIT, rolloutBody, runCli } from '../src/cli.js';
+import { buildConfig } from '../src/config.js';
+import { startCoordinator } from '../src/server.js';
 import { main as serverMain } from '../src/server-cli.js';
 
 const HEX = 'ab'.repeat(32);
@@ -87,6 +91,46 @@ t.test('the coordinator refuses a configuration with no operator token, with exi
   t.equal(await serverMain(['--config', file], io), 2, 'the daemon refuses the same configuration');
   t.equal(await serverMain(['config', 'validate', '--config', file], { ...io, env: { GUTS_UPGRADE_OPERATOR_TOKEN: 'an-operator-token-of-length' } }), 0);
   t.match(out, /configuration valid/);
+  err = '';
+  t.equal(await serverMain(['config', 'validate', '--config', file], { ...io, env: { GUTS_UPGRADE_OPERATOR_TOKEN: 'short' } }), 2);
+  t.match(err, /GUTS_UPGRADE_OPERATOR_TOKEN: must be at least 16 characters/, "the environment's operator token has the YAML's minimum length");
   t.equal(await serverMain(['config', 'validate', '--config', join(dir, 'missing.yaml')], io), 2);
   t.equal(await serverMain(['--bogus'], io), 2);
+});
+
+t.test('--cacert: an https coordinator signed by a private CA is trusted when named, refused otherwise', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'guts-cli-tls-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const tls = makeTestTls(join(dir, 'tls'), { ips: ['127.0.0.1'] });
+  const token = 'operator-token-0123456789';
+  const config = buildConfig(
+    {
+      listen: { host: '127.0.0.1', port: 0 },
+      db: join(dir, 'c.db'),
+      operators: [{ name: 'alice', token, role: 'operator' }],
+      tls: { cert: 'tls/tls.crt', key: 'tls/tls.key' },
+    },
+    {},
+    {},
+    dir,
+  );
+  const c = await startCoordinator(config, { log: pino({ level: 'silent' }) });
+  t.teardown(() => c.close());
+  t.match(c.url, /^https:\/\//);
+  const run = (...argv: string[]) => cli(['--url', c.url!, '--token', token, ...argv]);
+  const trusted = await run('--cacert', tls.ca, 'nodes', 'list', '--json');
+  t.equal(trusted.code, EXIT.OK, trusted.err);
+  t.same(JSON.parse(trusted.out), { nodes: [] });
+  const untrusted = await run('nodes', 'list');
+  t.not(untrusted.code, EXIT.OK, 'without the CA the certificate is refused');
+  const junk = join(dir, 'junk.pem');
+  writeFileSync(junk, 'nope');
+  for (const [file, msg] of [
+    [join(dir, 'missing.pem'), /--cacert.*cannot read/],
+    [junk, /--cacert.*holds no PEM certificate/],
+  ] as const) {
+    const r = await run('--cacert', file, 'nodes', 'list');
+    t.equal(r.code, EXIT.USAGE, file);
+    t.match(r.err, msg, file);
+  }
 });

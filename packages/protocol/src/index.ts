@@ -8,3 +8,4 @@ export * from './evidence.js';
 export * from './codec.js';
 export * from './cli-args.js';
 export * from './schedule.js';
+export * from './tokens.js';

@@ -12,3 +12,4 @@ export { main } from './main.js';
 export * from './artifacts.js';
 export * from './artifact-server.js';
 export * from './cluster.js';
+export * from './test-tls.js';

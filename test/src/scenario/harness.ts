@@ -10,7 +10,7 @@
  *                                               artifact server 198.18.0.1:7700
  *                                               sampler (GET /health of every node)
  *   host vN 198.18.0.(11+N): systemd ─ guts-node.service (simulator launcher at /usr/local/bin/guts-node)
- *                                    └ guts-upgrade-agent.service (ws://lab:7600/agent)
+ *                                    └ guts-upgrade-agent.service (wss://lab:7600/agent, the test CA)
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, promises as fs, readFileSync, statSync, writeFileSync } from 'node:fs';
@@ -30,6 +30,8 @@ import {
   type HistoryEntry,
   type SimTimings,
 } from '@guts-upgrade/simulator';
+import { api as coordinatorApi, ApiError as ClientApiError } from '@guts-upgrade/coordinator';
+import { makeTestTls, type TestTls } from '@guts-upgrade/simulator';
 import { isClean, leftovers, provisionGutsNode, REPO_ROOT, sleep, startLab, type Host, type Lab, type Leftovers } from '../testbed/index.js';
 import type { EventRow, Sample } from './measure.js';
 
@@ -37,6 +39,8 @@ export const COORD_PORT = 7600;
 export const ARTIFACT_PORT = 7700;
 export const NODE_API_PORT = 8080;
 export const AGENT_CONFIG = '/etc/guts-upgrade/agent.yaml';
+/** The test CA on each host, named by the agent's coordinator.caFile. */
+export const AGENT_CA_FILE = '/etc/guts-upgrade/ca.crt';
 export const AGENT_UNIT = 'guts-upgrade-agent.service';
 export const NODE_UNIT = 'guts-node.service';
 export const HISTORY_FILE = '/var/lib/guts/history.jsonl';
@@ -198,6 +202,8 @@ export class Scenario {
   coordinator: ChildProcess | null = null;
   coordinatorStarts = 0;
   apiBase = '';
+  tls: TestTls | null = null;
+  caPem = '';
   /** Wall-clock time the cluster was seen healthy (start of measurements). */
   t0 = 0;
 
@@ -280,10 +286,14 @@ export class Scenario {
       env: cleanEnv(),
       logFile: path.join(this.scratch, 'artifact-server.log'),
     });
-    // Coordinator.
+    // Coordinator, over TLS as deployed: agents refuse ws:// to another host. The
+    // certificate names lab (for the agents) and 127.0.0.1 (the forward the test reads through).
+    this.tls = makeTestTls(path.join(this.scratch, 'tls'), { dns: ['lab'], ips: ['127.0.0.1', lab.labAddr] });
+    this.caPem = readFileSync(this.tls.ca, 'utf8');
     const cfg = merge(
       {
         listen: { host: lab.labAddr, port: COORD_PORT },
+        tls: { cert: this.tls.cert, key: this.tls.key },
         db: this.dbPath,
         operators: [{ name: 'e2e', token: this.operatorToken, role: 'operator' }],
         heartbeat: { intervalMs: 1000, timeoutMs: 4000 },
@@ -296,7 +306,7 @@ export class Scenario {
     );
     await fs.writeFile(this.coordinatorConfigPath, JSON.stringify(cfg, null, 2));
     const fwd = await lab.forward(COORD_PORT);
-    this.apiBase = `http://127.0.0.1:${fwd.port}`;
+    this.apiBase = `https://127.0.0.1:${fwd.port}`;
     await this.startCoordinator();
 
     // Register every node, bound to its chain validator (the coordinator dispatches
@@ -344,6 +354,7 @@ export class Scenario {
     // The agent, from the project's unit file, running this checkout.
     await Promise.all(
       lab.hosts.map(async (h) => {
+        await h.writeFile(AGENT_CA_FILE, this.caPem, 0o644);
         await h.writeFile(AGENT_CONFIG, `${JSON.stringify(this.agentConfig(h, tokens.get(h.name)!), null, 2)}\n`, 0o600);
         await h.installUnit(AGENT_UNIT, { enable: true, start: true });
       }),
@@ -364,7 +375,7 @@ export class Scenario {
     return merge(
       {
         nodeId: h.name,
-        coordinator: { url: `ws://lab:${COORD_PORT}`, token, reconnectMaxMs: 2000 },
+        coordinator: { url: `wss://lab:${COORD_PORT}`, token, caFile: AGENT_CA_FILE, reconnectMaxMs: 2000 },
         service: { driver: 'systemd', name: 'guts-node', stopTimeoutMs: 20_000 },
         node: {
           binary: '/usr/local/bin/guts-node',
@@ -411,8 +422,8 @@ export class Scenario {
         if (child.exitCode !== null || child.signalCode !== null) {
           throw new Error(`coordinator exited ${child.exitCode ?? child.signalCode}: ${await this.coordinatorLog()}`);
         }
-        const r = await fetch(`${this.apiBase}/health/ready`, { signal: AbortSignal.timeout(2000) }).catch(() => null);
-        return r?.status === 200 ? true : undefined;
+        const ready = await coordinatorApi({ url: this.apiBase, ca: this.caPem }, 'GET', '/health/ready').catch(() => null);
+        return ready !== null ? true : undefined;
       },
       { what: 'coordinator ready', timeoutMs: 60_000, intervalMs: 200 },
     );
@@ -432,22 +443,14 @@ export class Scenario {
     return (await fs.readFile(f, 'utf8').catch(() => '')).split('\n').slice(-30).join('\n');
   }
 
+  /** The API over https, trusting the test CA (the product's own client: global fetch takes no CA). */
   async api<T = unknown>(method: string, p: string, body?: unknown): Promise<T> {
-    const r = await fetch(`${this.apiBase}${p}`, {
-      method,
-      headers: { authorization: `Bearer ${this.operatorToken}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-      signal: AbortSignal.timeout(15_000),
-    });
-    const text = await r.text();
-    let parsed: unknown = text;
     try {
-      parsed = JSON.parse(text);
-    } catch {
-      /* not JSON */
+      return await coordinatorApi<T>({ url: this.apiBase, token: this.operatorToken, ca: this.caPem }, method, p, body);
+    } catch (err) {
+      if (err instanceof ClientApiError) throw new ApiError(err.status, err.body, `${method} ${p}`);
+      throw err;
     }
-    if (r.status >= 300) throw new ApiError(r.status, parsed, `${method} ${p}`);
-    return parsed as T;
   }
 
   artifact(version: string, fault: Fault = 'none'): Artifact {
