@@ -17,6 +17,7 @@ import {
   errorCodeOf,
   httpUrlArg,
   nonNegativeIntArg,
+  positiveIntArg,
   PROTOCOL_VERSION,
   sha256Arg,
   type Command,
@@ -46,12 +47,14 @@ interface CommonOpts {
 const nonNegativeInt = asArgParser(nonNegativeIntArg, InvalidArgumentError);
 const sha256Hex = asArgParser(sha256Arg, InvalidArgumentError);
 const httpUrl = asArgParser(httpUrlArg, InvalidArgumentError);
+const positiveInt = asArgParser(positiveIntArg, InvalidArgumentError);
 
 interface TargetOpts extends CommonOpts {
   to: string;
   url: string;
   sha256: string;
   signature?: string;
+  length?: number;
   allowDowngrade?: boolean;
   approveMajor?: boolean;
   requireStaged?: boolean;
@@ -112,7 +115,13 @@ function targetCommand(kind: 'upgrade' | 'prepare', o: TargetOpts): Command {
     id: o.id ?? newCommandId(`cli-${kind}`),
     kind,
     issuedAt: isoNow(),
-    target: { version: o.to, url: o.url, sha256: o.sha256, ...(o.signature ? { signature: o.signature } : {}) },
+    target: {
+      version: o.to,
+      url: o.url,
+      sha256: o.sha256,
+      ...(o.signature ? { signature: o.signature } : {}),
+      ...(o.length !== undefined ? { length: o.length } : {}),
+    },
     options,
   } as Command;
 }
@@ -123,6 +132,7 @@ function withTargetFlags(cmd: CliCommand): CliCommand {
     .requiredOption('--url <url>', 'where to download the guts-node binary', httpUrl)
     .requiredOption('--sha256 <hex>', "the binary's sha256", sha256Hex)
     .option('--signature <base64>', "the release key's signature over the sha256")
+    .option('--length <bytes>', "the binary's size: the download stops there (default: config fetch.maxBytes)", positiveInt)
     .option('--id <id>', 'command id (default: generated)');
 }
 

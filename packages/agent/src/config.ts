@@ -54,7 +54,15 @@ export interface AgentConfig {
   stateDir: string;
   stagingDir: string;
   backup: { dir: string; retention: number; schedule: string | null };
-  fetch: { retries: number; backoffMs: number; timeoutMs: number };
+  fetch: {
+    retries: number;
+    backoffMs: number;
+    timeoutMs: number;
+    /** The download's size bound when the command gives no artifact length; a length above it is refused too. */
+    maxBytes: number;
+    /** Origins (scheme://host[:port]) a redirect may lead to besides the artifact URL's own; normalized by URL. */
+    allowedOrigins: string[];
+  };
   checks: {
     readyTimeoutMs: number;
     /** Until the running process reports the target version. */
@@ -92,7 +100,7 @@ export interface AgentConfig {
   metrics: { textfile: string | null; intervalMs: number };
 }
 
-type Kind = 'string' | 'nstring' | 'int' | 'number' | 'bool' | 'ms' | 'cron' | 'argv' | 'nargv' | 'list' | 'env' | 'enum';
+type Kind = 'string' | 'nstring' | 'int' | 'number' | 'bool' | 'ms' | 'cron' | 'argv' | 'nargv' | 'list' | 'origins' | 'env' | 'enum';
 interface Field {
   kind: Kind;
   dflt?: unknown;
@@ -138,7 +146,14 @@ const SCHEMA: Record<string, Field | Record<string, Field>> = {
   stateDir: S('/var/lib/guts-upgrade'),
   stagingDir: NS(),
   backup: { dir: NS(), retention: I(3, 1), schedule: { kind: 'cron', dflt: null } },
-  fetch: { retries: I(5), backoffMs: D(500), timeoutMs: D(60_000, 100) },
+  fetch: {
+    retries: I(5),
+    backoffMs: D(500),
+    timeoutMs: D(60_000, 100),
+    // 1 GiB: far above any guts-node binary, far below what fills a staging disk.
+    maxBytes: I(1024 ** 3, 1),
+    allowedOrigins: { kind: 'origins', dflt: [] },
+  },
   checks: {
     readyTimeoutMs: D(120_000, 100),
     versionTimeoutMs: D(60_000, 100),
@@ -231,6 +246,18 @@ function coerce(key: string, f: Field, raw: unknown, fromEnv: boolean): unknown 
         bad(key, 'must be a list of names (1 to 64 characters each)');
       return v;
     }
+    case 'origins': {
+      let v = raw;
+      if (fromEnv && typeof raw === 'string') {
+        try {
+          v = JSON.parse(raw);
+        } catch {
+          bad(key, 'must be a JSON array of origins in the environment');
+        }
+      }
+      if (!Array.isArray(v)) bad(key, 'must be a list of origins such as "https://mirror.example:8443"');
+      return (v as unknown[]).map((o) => originOf(key, o));
+    }
     case 'argv':
     case 'nargv': {
       let v = raw;
@@ -260,6 +287,32 @@ function coerce(key: string, f: Field, raw: unknown, fromEnv: boolean): unknown 
       return v;
     }
   }
+}
+
+/**
+ * An origin exactly as URL normalizes it (lower-case host, default port dropped),
+ * so the fetch step compares strings; a path, query or credentials would suggest
+ * a narrower rule than the origin check applies, so they are refused.
+ */
+function originOf(key: string, raw: unknown): string {
+  let u: URL | null = null;
+  try {
+    u = typeof raw === 'string' ? new URL(raw) : null;
+  } catch {
+    /* reported below */
+  }
+  if (
+    !u ||
+    (u.protocol !== 'http:' && u.protocol !== 'https:') ||
+    u.username ||
+    u.password ||
+    u.search ||
+    u.hash ||
+    (u.pathname !== '/' && u.pathname !== '')
+  ) {
+    bad(key, `must list origins as scheme://host[:port] (http or https, no path), got ${JSON.stringify(raw)}`);
+  }
+  return u.origin;
 }
 
 export function parseConfigText(text: string, file: string): Record<string, unknown> {

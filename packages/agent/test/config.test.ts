@@ -76,3 +76,30 @@ t.test('durations and schedules in the syntax both daemons share, checked at loa
     message: /fetch\.timeoutMs: must be milliseconds or a duration/,
   });
 });
+
+t.test('fetch.maxBytes and fetch.allowedOrigins: a bound by default, origins normalized, anything else refused', async (t) => {
+  const dflt = resolveConfig({ nodeId: 'a' }, {}, '/');
+  t.equal(dflt.fetch.maxBytes, 1024 ** 3, '1 GiB by default');
+  t.same(dflt.fetch.allowedOrigins, [], 'no other origin by default');
+  const c = resolveConfig({ nodeId: 'a', fetch: { maxBytes: 1000, allowedOrigins: ['HTTPS://Mirror.Example:443/', 'http://10.0.0.5:8080'] } }, {}, '/');
+  t.equal(c.fetch.maxBytes, 1000);
+  t.same(c.fetch.allowedOrigins, ['https://mirror.example', 'http://10.0.0.5:8080'], 'compared as URL.origin');
+  const env = resolveConfig({ nodeId: 'a' }, { GUTS_UPGRADE_FETCH__MAX_BYTES: '2048', GUTS_UPGRADE_FETCH__ALLOWED_ORIGINS: '["https://m.example"]' }, '/');
+  t.equal(env.fetch.maxBytes, 2048);
+  t.same(env.fetch.allowedOrigins, ['https://m.example']);
+  t.throws(() => resolveConfig({ nodeId: 'a', fetch: { maxBytes: 0 } }, {}), { code: 'E_CONFIG', message: /fetch\.maxBytes: must be >= 1/ });
+  for (const bad of ['https://m.example/releases', 'ftp://m.example', 'm.example', 'https://user:pw@m.example', 'https://m.example/?q=1']) {
+    t.throws(
+      () => resolveConfig({ nodeId: 'a', fetch: { allowedOrigins: [bad] } }, {}),
+      {
+        code: 'E_CONFIG',
+        message: /fetch\.allowedOrigins: must list origins as scheme:\/\/host\[:port\]/,
+      },
+      bad,
+    );
+  }
+  t.throws(() => resolveConfig({ nodeId: 'a', fetch: { allowedOrigins: 'https://m.example' } }, {}), {
+    code: 'E_CONFIG',
+    message: /fetch\.allowedOrigins: must be a list/,
+  });
+});

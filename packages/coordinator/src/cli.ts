@@ -14,7 +14,7 @@
 import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { asArgParser, ERROR_CODES, httpUrlArg, isErrorCode, nonNegativeIntArg, pubkeyArg, sha256Arg } from '@guts-upgrade/protocol';
+import { asArgParser, ERROR_CODES, httpUrlArg, isErrorCode, nonNegativeIntArg, positiveIntArg, pubkeyArg, sha256Arg } from '@guts-upgrade/protocol';
 import {
   api,
   ApiError,
@@ -54,6 +54,7 @@ interface GlobalOpts {
 const nonNegativeInt = asArgParser(nonNegativeIntArg, InvalidArgumentError);
 const sha256Hex = asArgParser(sha256Arg, InvalidArgumentError);
 const httpUrl = asArgParser(httpUrlArg, InvalidArgumentError);
+const positiveInt = asArgParser(positiveIntArg, InvalidArgumentError);
 
 /** A PEM CA file, read when the flag is parsed so a wrong path is a usage error before any request. */
 function caFile(v: string): string {
@@ -83,6 +84,7 @@ interface TargetFlags {
   artifactUrl: string;
   sha256: string;
   signature?: string;
+  artifactLength?: number;
 }
 
 interface RolloutFlags extends TargetFlags {
@@ -122,7 +124,13 @@ export function rolloutBody(f: RolloutFlags): Record<string, unknown> {
   const options: Record<string, unknown> = {};
   for (const k of PASS_THROUGH) if (f[k] !== undefined) options[k] = f[k];
   return {
-    target: { version: f.to, url: f.artifactUrl, sha256: f.sha256, ...(f.signature ? { signature: f.signature } : {}) },
+    target: {
+      version: f.to,
+      url: f.artifactUrl,
+      sha256: f.sha256,
+      ...(f.signature ? { signature: f.signature } : {}),
+      ...(f.artifactLength !== undefined ? { length: f.artifactLength } : {}),
+    },
     ...(f.strategy ? { strategy: f.strategy } : {}),
     ...(f.nodes ? { nodes: f.nodes } : {}),
     ...(Object.keys(options).length ? { options } : {}),
@@ -135,6 +143,7 @@ function withRolloutFlags(cmd: Command): Command {
     .requiredOption('--artifact-url <url>', 'where agents download the guts-node binary', httpUrl)
     .requiredOption('--sha256 <hex>', "the binary's sha256 (64 hex characters)", sha256Hex)
     .option('--signature <base64>', "the release key's signature over the sha256")
+    .option('--artifact-length <bytes>', "the binary's size: agents stop its download there (default: each agent's fetch.maxBytes)", positiveInt)
     .addOption(new Option('--strategy <name>', 'how to sequence the nodes').choices([...STRATEGIES]))
     .option('--nodes <ids>', 'only these nodes, comma-separated (default: all)', nodeList)
     .option('--max-unavailable <n>', 'nodes down at once (never more than f)', nonNegativeInt)

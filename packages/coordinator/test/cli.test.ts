@@ -38,6 +38,12 @@ t.test('the rollout body carries the target and only the options given', async (
     strategy: 'canary',
     options: { soakMs: 600000, requireApproval: true },
   });
+  t.same(rolloutBody({ to: '1.1.0', artifactUrl: 'http://a/b', sha256: HEX, artifactLength: 395 }).target, {
+    version: '1.1.0',
+    url: 'http://a/b',
+    sha256: HEX,
+    length: 395,
+  });
 });
 
 t.test('usage errors exit 2 and name the problem', async (t) => {
@@ -45,6 +51,7 @@ t.test('usage errors exit 2 and name the problem', async (t) => {
     [['plan', '--to', '1.1.0', '--artifact-url', 'http://x/y'], /--sha256/],
     [['plan', '--to', '1.1.0', '--artifact-url', 'http://x/y', '--sha256', 'xyz'], /64 hex/],
     [['plan', '--to', '1.1.0', '--artifact-url', 'ftp://x/y', '--sha256', HEX], /http\(s\) URL/],
+    [['plan', '--to', '1.1.0', '--artifact-url', 'http://x/y', '--sha256', HEX, '--artifact-length', '0'], /must be a positive integer/],
     [['rollout', 'start', '--to', '1.1.0', '--artifact-url', 'http://x/y', '--sha256', HEX, '--strategy', 'yolo'], /rolling, canary, halt|Allowed choices/],
     [['rollout', 'start', '--to', '1.1.0', '--artifact-url', 'http://x/y', '--sha256', HEX, '--soak-ms', '-5'], /non-negative integer|unknown option/],
     [['rollout', 'pause'], /missing required argument/],

@@ -185,8 +185,9 @@ t.test('coordinator API, roles, agent auth, rollouts and webhooks', async (t) =>
   const plan = (await api<PlanBody>(op, 'POST', '/api/v1/rollouts/plan', { target })).plan;
   t.equal(plan.waves.at(-1)?.[0], 'v0', 'leader last in the plan');
   t.equal((await api<RolloutListBody>(op, 'GET', '/api/v1/rollouts')).rollouts.length, 0, 'plan is a dry run');
-  const created = await api<RolloutDetailBody>(op, 'POST', '/api/v1/rollouts', { target, options: { stabilizationMs: 0 } });
+  const created = await api<RolloutDetailBody>(op, 'POST', '/api/v1/rollouts', { target: { ...target, length: 4096 }, options: { stabilizationMs: 0 } });
   const id = created.rollout.id;
+  t.equal(created.rollout.target.length, 4096, "the artifact's length is kept for the agents' commands");
   const conflict = await err(api<RolloutDetailBody>(op, 'POST', '/api/v1/rollouts', { target, nodes: ['v1'] }));
   t.equal(conflict.status, 409);
   t.equal(conflict.code, 'E_CONFLICT');

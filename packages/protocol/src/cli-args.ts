@@ -9,6 +9,12 @@ export function nonNegativeIntArg(v: string): number {
   return n;
 }
 
+export function positiveIntArg(v: string): number {
+  const n = nonNegativeIntArg(v);
+  if (n === 0) throw new Error('must be a positive integer');
+  return n;
+}
+
 export function sha256Arg(v: string): string {
   if (!/^[0-9a-fA-F]{64}$/.test(v)) throw new Error("must be 64 hex characters (the artifact's sha256)");
   return v.toLowerCase();

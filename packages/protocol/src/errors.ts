@@ -81,7 +81,18 @@ export const ERROR_CODES = {
   },
   E_FETCH: {
     message: 'The artifact could not be downloaded.',
-    action: 'Check the artifact URL is reachable from the host (`curl -I URL`); the agent retries with resume before it gives up.',
+    action:
+      "Check the artifact URL is reachable from the host (`curl -I URL`); the reason (HTTP status or network error) is in the agent's log only, never in the result. The agent retries with resume before it gives up.",
+  },
+  E_FETCH_TOO_LARGE: {
+    message: 'The artifact download passed its size bound (the length in the command, else fetch.maxBytes) and was cut off there.',
+    action:
+      'Check the URL serves the release binary; if the release really is larger, give its length with the command or raise `fetch.maxBytes` in the agent configuration. Nothing was kept in staging.',
+  },
+  E_FETCH_REDIRECT: {
+    message: 'The artifact URL redirected more than 5 times, or to an origin the agent does not allow.',
+    action:
+      "Give the artifact's final URL (`curl -sIL URL` shows the redirects), or list the mirror's origin in `fetch.allowedOrigins` in the agent configuration; the agent's log names the refused redirect.",
   },
   E_CHECKSUM: {
     message: 'The artifact sha256 does not match the expected checksum.',

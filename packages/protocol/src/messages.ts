@@ -111,6 +111,13 @@ export const ArtifactSchema = Type.Object({
   sha256: Sha256Schema,
   /** Base64 ed25519 signature over the digest statement (see signature.ts). */
   signature: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9+/]{86}==$' })),
+  /**
+   * The artifact's size in bytes (protocol 1.4). When given, the agent stops the
+   * download at this many bytes instead of at its configured `fetch.maxBytes`,
+   * and refuses a length above that cap. Optional: older coordinators omit it,
+   * older agents ignore it.
+   */
+  length: Type.Optional(Type.Integer({ minimum: 1, maximum: Number.MAX_SAFE_INTEGER })),
 });
 export type Artifact = Static<typeof ArtifactSchema>;
 

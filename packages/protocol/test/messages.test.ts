@@ -113,12 +113,25 @@ t.test('malformed commands name the field', async (t) => {
     ['bad id', { ...base, id: '' }, /id/],
     ['bad signature', { ...base, target: { ...target, signature: 'short' } }, /target\.signature/],
     ['bad option type', { ...base, options: { allowDowngrade: 'yes' } }, /options\.allowDowngrade/],
+    ['length zero', { ...base, target: { ...target, length: 0 } }, /target\.length/],
+    ['length not an integer', { ...base, target: { ...target, length: 1.5 } }, /target\.length/],
+    ['length a string', { ...base, target: { ...target, length: '395' } }, /target\.length/],
   ];
   for (const [name, value, pattern] of cases) {
     const d = decodeCoordinatorMessage(JSON.stringify(value));
     t.equal(d.ok, false, name);
     if (!d.ok) t.match(d.error, pattern, `${name}: ${d.error}`);
   }
+});
+
+t.test("an artifact's length is optional (protocol 1.4): commands with and without it decode", async (t) => {
+  const base = upgrade() as Record<string, unknown>;
+  const withLength = { ...base, target: { ...(base.target as object), length: 395 } };
+  const d = decodeCoordinatorMessage(JSON.stringify(withLength));
+  t.ok(d.ok, 'a command carrying the length');
+  if (d.ok && d.message.type === 'command' && d.message.kind === 'upgrade') t.equal(d.message.target.length, 395);
+  t.ok(decodeCoordinatorMessage(JSON.stringify({ ...base, proto: '1.3' })).ok, 'a 1.3 coordinator without it');
+  t.not(commandDigest(withLength as Command), commandDigest(base as Command), 'the length is part of what a command asks for');
 });
 
 t.test('protocol versions: another major is refused, a newer minor accepted', async (t) => {

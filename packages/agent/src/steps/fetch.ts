@@ -6,79 +6,16 @@
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import http from 'node:http';
-import https from 'node:https';
 import path from 'node:path';
 import { CodedError, verifyArtifactDigest, type Artifact } from '@guts-upgrade/protocol';
+import { DownloadError, MAX_REDIRECTS, download } from '../download.js';
+import type { AgentConfig } from '../config.js';
 import { fsyncPath, sha256File, sleep } from '../util.js';
 import { addCheck, type StepContext } from './context.js';
 import { binaryVersion } from './preflight.js';
 
 export function stagedPath(stagingDir: string, sha256: string): string {
   return path.join(stagingDir, sha256);
-}
-
-/**
- * One GET (with Range from `offset`), appending to `file`. Resolves with the
- * bytes now on disk. On a cut connection it rejects only once what arrived is
- * flushed to `file`: destroying the write stream instead would drop the
- * buffered bytes, and the retry would start from an earlier offset (or zero).
- */
-function download(url: string, file: string, offset: number, timeoutMs: number, onBytes: (n: number, total: number | null) => void): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const mod = url.startsWith('https:') ? https : http;
-    const headers: Record<string, string> = offset > 0 ? { range: `bytes=${offset}-` } : {};
-    let failure: Error | null = null;
-    let settleBody: (() => void) | null = null;
-    const fail = (e: Error) => {
-      if (failure) return;
-      failure = e;
-      if (settleBody) settleBody();
-      else reject(e);
-    };
-    const req = mod.get(url, { headers, timeout: timeoutMs }, (res) => {
-      const status = res.statusCode ?? 0;
-      if (status >= 300 && status < 400 && res.headers.location) {
-        res.resume();
-        download(new URL(res.headers.location, url).toString(), file, offset, timeoutMs, onBytes).then(resolve, reject);
-        return;
-      }
-      let start = offset;
-      if (status === 200)
-        start = 0; // server ignored Range: start over
-      else if (status !== 206) {
-        res.resume();
-        reject(Object.assign(new Error(`HTTP ${status} from ${url}`), { permanent: status >= 400 && status < 500 && status !== 408 && status !== 429 }));
-        return;
-      }
-      const total =
-        status === 206 ? Number(/\/(\d+)$/.exec(res.headers['content-range'] ?? '')?.[1] ?? NaN) || null : Number(res.headers['content-length'] ?? NaN) || null;
-      const out = fs.createWriteStream(file, { flags: start === 0 ? 'w' : 'a' });
-      let written = start;
-      settleBody = () => {
-        res.unpipe(out);
-        if (!out.writableEnded) out.end();
-      };
-      res.on('data', (d: Buffer) => {
-        written += d.length;
-        onBytes(written, total);
-      });
-      res.on('error', fail);
-      res.on('aborted', () => fail(new Error('connection aborted')));
-      out.on('error', (e) => {
-        failure ??= e;
-        reject(e);
-      });
-      out.on('finish', () => {
-        if (failure) reject(failure);
-        else if (total !== null && written < total) reject(new Error(`short body: ${written} of ${total} bytes`));
-        else resolve(written);
-      });
-      res.pipe(out);
-    });
-    req.on('timeout', () => req.destroy(new Error(`no data from ${url} for ${timeoutMs} ms`)));
-    req.on('error', fail);
-  });
 }
 
 export async function fetchArtifact(ctx: StepContext): Promise<void> {
@@ -109,38 +46,54 @@ export async function fetchArtifact(ctx: StepContext): Promise<void> {
   if (staged) {
     ctx.progress('fetch', 'running', `using the staged artifact ${final}`);
   } else {
+    const bound = downloadBound(target, config);
     const attempts = config.fetch.retries + 1;
+    const limits = { maxBytes: bound.bytes, allowedOrigins: config.fetch.allowedOrigins, timeoutMs: config.fetch.timeoutMs };
     let lastPct = -10;
     for (let i = 0; ; i++) {
-      const have = fs.existsSync(partial) ? fs.statSync(partial).size : 0;
+      let have = fs.existsSync(partial) ? fs.statSync(partial).size : 0;
+      // Left by an attempt under a larger bound: it cannot be resumed within this one.
+      if (have > bound.bytes) {
+        fs.rmSync(partial, { force: true });
+        have = 0;
+      }
+      if (target.length !== undefined && have === target.length) break; // all there: the checksum decides
       try {
-        await download(target.url, partial, have, config.fetch.timeoutMs, (n, total) => {
-          if (total) {
-            const pct = Math.floor((n / total) * 100);
-            if (pct >= lastPct + 10) {
-              lastPct = pct;
-              ctx.progress('fetch', 'running', `${n}/${total} bytes`, pct);
-            }
+        await download(target.url, partial, have, limits, (n) => {
+          // Percent of the length the command gave only: counts against the remote's own figures would report what it sent.
+          if (target.length === undefined) return;
+          const pct = Math.floor((n / target.length) * 100);
+          if (pct >= lastPct + 10) {
+            lastPct = pct;
+            ctx.progress('fetch', 'running', `${n}/${target.length} bytes`, pct);
           }
         });
         break;
       } catch (err) {
-        const permanent = (err as { permanent?: boolean }).permanent === true;
-        ctx.log.warn({ err: (err as Error).message, attempt: i + 1 }, 'artifact download failed');
+        const permanent = err instanceof DownloadError && err.permanent;
+        const onDisk = fs.existsSync(partial) ? fs.statSync(partial).size : 0;
+        // The remote's words (status, redirect target, network error) stay in this log.
+        ctx.log.warn({ err: (err as Error).message, url: target.url, attempt: i + 1, bytesOnDisk: onDisk }, 'artifact download failed');
         if (permanent || i + 1 >= attempts) {
           fs.rmSync(partial, { force: true });
-          throw new CodedError('E_FETCH', `cannot download ${target.url} after ${i + 1} attempt(s): ${(err as Error).message}`);
+          throw fetchFailure(err, target.url, bound);
         }
         const delay = Math.min(config.fetch.backoffMs * 2 ** i, 30_000) * (0.5 + Math.random() / 2);
-        ctx.progress('fetch', 'running', `retrying in ${Math.round(delay)} ms (resume from byte ${fs.existsSync(partial) ? fs.statSync(partial).size : 0})`);
+        ctx.progress('fetch', 'running', `attempt ${i + 1} failed; retrying in ${Math.round(delay)} ms, resuming what arrived`);
         await sleep(delay);
       }
     }
     const sum = await sha256File(partial);
-    addCheck(ctx, 'checksum', sum === target.sha256, `expected ${target.sha256}, got ${sum}`);
-    if (sum !== target.sha256) {
+    const match = sum === target.sha256;
+    // Only the expected digest travels: the digest of what arrived would tell the sender about content it could not see.
+    addCheck(ctx, 'checksum', match, match ? `sha256 ${target.sha256}` : `the download does not match the expected sha256 ${target.sha256}`);
+    if (!match) {
+      ctx.log.warn({ url: target.url, expected: target.sha256, got: sum }, 'artifact checksum mismatch');
       fs.rmSync(partial, { force: true });
-      throw new CodedError('E_CHECKSUM', `artifact ${target.url} has sha256 ${sum}, expected ${target.sha256}`);
+      throw new CodedError(
+        'E_CHECKSUM',
+        `the artifact downloaded from ${target.url} does not match the expected sha256 ${target.sha256}; it was deleted (the agent's log has the digest it had)`,
+      );
     }
     fs.chmodSync(partial, 0o755);
     fsyncPath(partial);
@@ -156,6 +109,34 @@ export async function fetchArtifact(ctx: StepContext): Promise<void> {
     throw new CodedError('E_VERSION_MISMATCH', `the artifact's --version says ${JSON.stringify(v.output.slice(0, 200))}, expected guts-node ${target.version}`);
   }
   ctx.save({ artifactFile: final });
+}
+
+/** The most bytes the download may bring: the command's length when it gives one, else fetch.maxBytes. */
+export function downloadBound(target: Artifact, config: AgentConfig): { bytes: number; source: string } {
+  const cap = config.fetch.maxBytes;
+  if (target.length === undefined) return { bytes: cap, source: 'config fetch.maxBytes' };
+  if (target.length > cap) {
+    throw new CodedError(
+      'E_FETCH_TOO_LARGE',
+      `${target.version} is given as ${target.length} bytes, more than config fetch.maxBytes (${cap}); nothing was downloaded`,
+    );
+  }
+  return { bytes: target.length, source: "the artifact's length in the command" };
+}
+
+/** The coded error for a failed download: it names what failed, never what the remote answered. */
+function fetchFailure(err: unknown, url: string, bound: { bytes: number; source: string }): CodedError {
+  if (err instanceof DownloadError && err.code === 'E_FETCH_TOO_LARGE') {
+    return new CodedError(
+      'E_FETCH_TOO_LARGE',
+      `the download from ${url} passed ${bound.bytes} bytes (${bound.source}); it was cut off there and nothing was kept`,
+    );
+  }
+  if (err instanceof DownloadError && err.code === 'E_FETCH_REDIRECT') {
+    const what = err.redirect === 'too-many' ? `more than ${MAX_REDIRECTS} redirects` : 'a redirect to another origin, not in config fetch.allowedOrigins';
+    return new CodedError('E_FETCH_REDIRECT', `the download from ${url} met ${what}; nothing was kept (the agent's log names the redirect)`);
+  }
+  return new CodedError('E_FETCH', `cannot download ${url}; the reason (HTTP status or network error) is in the agent's log`);
 }
 
 async function normalized(v: string): Promise<string> {

@@ -25,7 +25,7 @@ import type { Audit } from './audit.js';
 import type { WriteQueue } from './write-queue.js';
 
 export interface RolloutInput {
-  target: { version: string; url: string; sha256: string; signature?: string };
+  target: { version: string; url: string; sha256: string; signature?: string; length?: number };
   strategy?: Strategy;
   nodes?: string[];
   options?: Partial<Omit<RolloutOptions, 'canaryLimits'>> & { canaryLimits?: Partial<CanaryLimits> };
@@ -56,6 +56,8 @@ export class RolloutService {
         url: input.target.url,
         sha256: input.target.sha256,
         ...(input.target.signature ? { signature: input.target.signature } : {}),
+        // Protocol 1.4: agents stop the download at this many bytes; older agents ignore it.
+        ...(input.target.length !== undefined ? { length: input.target.length } : {}),
       },
       strategy,
       ...(input.nodes ? { nodes: input.nodes } : {}),
