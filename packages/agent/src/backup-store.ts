@@ -8,7 +8,8 @@
  *
  * Data entries are relative to the data dir. Restore = extract base, extract
  * delta over it, delete `deleted` (files gone since the base). The catalogue
- * (journal table `backups`) keeps each archive's sha256, checked before restore.
+ * (journal table `backups`) keeps each archive's sha256, checked before restore
+ * together with every path the catalogue and the archives name (backup-paths.ts).
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -19,7 +20,8 @@ import * as tar from 'tar';
 import { CodedError } from '@guts-upgrade/protocol';
 import type { AgentConfig } from './config.js';
 import type { ArchiveEntry, BackupMeta, BackupRow, Journal } from './journal.js';
-import { copyFileAtomic, fsyncPath, sha256File } from './util.js';
+import { checkCatalogue, inside, inspectArchive, unsafe, type RestoreTargets } from './backup-paths.js';
+import { copyFileAtomic, fsyncPath } from './util.js';
 
 interface Stamp {
   size: number;
@@ -83,6 +85,16 @@ async function writeTar(file: string, cwd: string, entries: string[]): Promise<{
   const onDisk = fs.statSync(file).size;
   if (onDisk !== size) throw new Error(`archive is ${onDisk} bytes on disk but ${size} bytes were written`);
   return { sha256: hash.digest('hex'), size };
+}
+
+/** A data dir swapped in by a restore, with the one it replaced still kept beside it. */
+export interface DataSwap {
+  /** Where the replaced data dir waits (null: there was none). */
+  readonly previous: string | null;
+  /** Keeps the restored data: removes the replaced dir. */
+  commit(): void;
+  /** Puts the replaced data dir back in place of the restored one. */
+  undo(): void;
 }
 
 export class BackupStore {
@@ -215,38 +227,60 @@ export class BackupStore {
     return row;
   }
 
+  /** The configured paths a restore writes to (a catalogue row may only name these). */
+  private targets(): RestoreTargets {
+    return { dataDir: this.config.node.dataDir, binary: this.config.node.binary, config: this.config.node.config };
+  }
+
   private async verifyArchive(id: string, entry: ArchiveEntry | undefined): Promise<void> {
     if (!entry) return;
-    const file = path.join(this.dirOf(id), entry.file);
-    let sum: string;
+    let seen: Awaited<ReturnType<typeof inspectArchive>>;
     try {
-      sum = await sha256File(file);
+      seen = await inspectArchive(path.join(this.dirOf(id), entry.file));
     } catch (err) {
       throw new CodedError('E_RESTORE', `backup ${id}: cannot read ${entry.file}: ${(err as Error).message}`);
     }
-    if (sum !== entry.sha256) throw new CodedError('E_RESTORE', `backup ${id}: ${entry.file} checksum mismatch (catalogue ${entry.sha256}, file ${sum})`);
+    if (seen.sha256 !== entry.sha256)
+      throw new CodedError('E_RESTORE', `backup ${id}: ${entry.file} checksum mismatch (catalogue ${entry.sha256}, file ${seen.sha256})`);
+    if (seen.problem) throw unsafe(id, 'archive', entry.file, `has a ${seen.problem}`);
   }
 
+  /**
+   * A backup fit to restore: complete, its archives as catalogued, and every path
+   * it names inside where it may write (E_RESTORE_UNSAFE otherwise). Reads only.
+   */
   async verify(id: string): Promise<BackupRow> {
     const row = this.journal.getBackup(id);
     if (!row) throw new CodedError('E_RESTORE', `no backup ${id}`);
     if (row.status !== 'complete') throw new CodedError('E_RESTORE', `backup ${id} is incomplete`);
+    checkCatalogue(row, this.targets());
     for (const e of [row.meta.binary, row.meta.config, row.meta.dataBase, row.meta.dataDelta]) await this.verifyArchive(id, e);
     return row;
   }
 
-  /** Restores the data dir: extract into a sibling, check the file list, then swap it in. */
+  /** Restores the data dir for good (the rollback path); see swapInData. */
   async restoreData(id: string): Promise<void> {
+    (await this.swapInData(id)).commit();
+  }
+
+  /**
+   * Extracts the data into a sibling, checks it against the catalogue, then swaps
+   * it in. The data dir it replaces is kept beside it until the swap is committed
+   * or undone, so a restore that fails later (the node does not start) can put
+   * it back. On failure here the data dir is as it was.
+   */
+  async swapInData(id: string): Promise<DataSwap> {
     const row = await this.verify(id);
-    const dataDir = row.meta.dataDir ?? this.config.node.dataDir;
+    const dataDir = this.config.node.dataDir;
     const tmp = `${dataDir}.restore-${id}`;
     const old = `${dataDir}.replaced-${id}`;
+    let hadDir = false;
     try {
       fs.rmSync(tmp, { recursive: true, force: true });
       fs.mkdirSync(tmp, { recursive: true, mode: 0o700 });
       await tar.x({ file: path.join(this.dirOf(id), row.meta.dataBase!.file), cwd: tmp, preservePaths: false });
-      if (row.meta.dataDelta) await tar.x({ file: path.join(this.dirOf(id), row.meta.dataDelta.file), cwd: tmp });
-      for (const d of row.meta.deleted ?? []) fs.rmSync(path.join(tmp, d), { recursive: true, force: true });
+      if (row.meta.dataDelta) await tar.x({ file: path.join(this.dirOf(id), row.meta.dataDelta.file), cwd: tmp, preservePaths: false });
+      for (const d of row.meta.deleted ?? []) fs.rmSync(inside(tmp, d, id, 'deleted entry'), { recursive: true, force: true });
       const got = walk(tmp).files;
       for (const [f, size] of Object.entries(row.meta.files ?? {})) {
         if (!got[f] || got[f].size !== size) throw new Error(`restored ${f} does not match the catalogue`);
@@ -259,22 +293,32 @@ export class BackupStore {
         fs.chmodSync(tmp, st.mode & 0o7777);
         if (process.getuid?.() === 0) fs.chownSync(tmp, st.uid, st.gid);
         fs.renameSync(dataDir, old);
+        hadDir = true;
       }
       fs.renameSync(tmp, dataDir);
       fsyncPath(path.dirname(dataDir));
-      fs.rmSync(old, { recursive: true, force: true });
     } catch (err) {
-      if (err instanceof CodedError) throw err;
       // Never leave the data dir missing: put the previous one back if the swap failed half way.
       if (!fs.existsSync(dataDir) && fs.existsSync(old)) fs.renameSync(old, dataDir);
+      fs.rmSync(tmp, { recursive: true, force: true });
+      if (err instanceof CodedError) throw err;
       throw new CodedError('E_RESTORE', `restore of ${id} into ${dataDir} failed: ${(err as Error).message}`);
     }
+    return {
+      previous: hadDir ? old : null,
+      commit: () => fs.rmSync(old, { recursive: true, force: true }),
+      undo: () => {
+        fs.rmSync(dataDir, { recursive: true, force: true });
+        if (hadDir) fs.renameSync(old, dataDir);
+        fsyncPath(path.dirname(dataDir));
+      },
+    };
   }
 
   /** Restores the binary from binary.tar, atomically. */
   async restoreBinary(id: string): Promise<void> {
     const row = await this.verify(id);
-    const target = row.meta.binaryPath ?? this.config.node.binary;
+    const target = this.config.node.binary;
     const tmp = fs.mkdtempSync(path.join(this.dirOf(id), 'x-'));
     try {
       await tar.x({ file: path.join(this.dirOf(id), row.meta.binary!.file), cwd: tmp });
@@ -287,7 +331,7 @@ export class BackupStore {
   async restoreConfig(id: string): Promise<void> {
     const row = await this.verify(id);
     if (!row.meta.config) return;
-    const target = row.meta.configPath ?? this.config.node.config;
+    const target = this.config.node.config;
     const tmp = fs.mkdtempSync(path.join(this.dirOf(id), 'x-'));
     try {
       await tar.x({ file: path.join(this.dirOf(id), row.meta.config.file), cwd: tmp });

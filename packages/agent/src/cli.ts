@@ -30,6 +30,7 @@ import { cleartextToRemote, DEFAULT_CONFIG_PATH, loadConfig, type AgentConfig } 
 import { Connection } from './connection.js';
 import { checkTextfileDir, TextfileWriter } from './metrics-textfile.js';
 import { renderFindings, runDoctor } from './doctor.js';
+import { restoreBackup } from './restore.js';
 import { createLogger } from './log.js';
 import { binaryVersion } from './steps/preflight.js';
 import { isoNow } from './util.js';
@@ -434,24 +435,12 @@ async function backupCreate(agent: Agent, config: AgentConfig, json: boolean): P
 }
 
 async function backupRestore(agent: Agent, config: AgentConfig, id: string): Promise<number> {
-  await agent.backups.verify(id);
   const op = `restore:${id}`;
   agent.journal.acquire(op);
   try {
-    process.stderr.write(`stopping ${config.service.name}\n`);
-    await agent.driver.stop();
-    process.stderr.write(`restoring binary, config and data from ${id}\n`);
-    await agent.backups.restoreBinary(id);
-    await agent.backups.restoreConfig(id);
-    await agent.backups.restoreData(id);
-    process.stderr.write('starting the node\n');
-    await agent.driver.start();
-    const deadline = Date.now() + config.checks.readyTimeoutMs;
-    while (!(await agent.node.ready())) {
-      if (Date.now() > deadline) throw new CodedError('E_HEALTH_TIMEOUT', `the node was not ready ${config.checks.readyTimeoutMs} ms after the restore`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
-    process.stdout.write(`restored ${id}; node ready on ${(await agent.node.runningVersion()) ?? '?'}\n`);
+    const say = (line: string) => process.stderr.write(`${line}\n`);
+    const version = await restoreBackup({ config, driver: agent.driver, node: agent.node, backups: agent.backups, say }, id);
+    process.stdout.write(`restored ${id}; node ready on ${version ?? '?'}\n`);
     return EXIT.OK;
   } finally {
     agent.journal.release(op);

@@ -121,7 +121,13 @@ export const ERROR_CODES = {
   },
   E_RESTORE: {
     message: 'A backup could not be restored.',
-    action: 'Run `guts-upgrade-agent backup list` and restore another complete backup with `guts-upgrade-agent backup restore <id>`.',
+    action:
+      'What the restore replaced was put back (binary, config and data dir; the node restarted if it had been running): run `guts-upgrade-agent backup list` and restore another complete backup with `guts-upgrade-agent backup restore <id>`.',
+  },
+  E_RESTORE_UNSAFE: {
+    message: "A backup's catalogue or archive names a path outside the data dir (or a data dir other than the configured one).",
+    action:
+      'Nothing was changed. The backup is corrupt or was tampered with: restore another one (`guts-upgrade-agent backup list`) and find out who could write to the backup dir and the agent journal.',
   },
   E_STOP: {
     message: 'The service did not stop.',
