@@ -17,6 +17,7 @@ import {
   type StepName,
 } from '@guts-upgrade/protocol';
 import { BackupStore } from './backup-store.js';
+import { resolveIdentities, type Identities } from './run-as.js';
 import type { AgentConfig } from './config.js';
 import { Journal, type CommandRow } from './journal.js';
 import { NodeClient } from './node-client.js';
@@ -90,6 +91,7 @@ export class Agent {
   private context(row: CommandRow): StepContext {
     const data = { ...(row.context as UpgradeData) };
     const checks = [...(data.checks ?? [])];
+    let identities: Promise<Identities> | undefined;
     const ctx: StepContext = {
       config: this.config,
       journal: this.journal,
@@ -101,6 +103,15 @@ export class Agent {
       data,
       checks,
       afterJournal: this.afterJournal,
+      identities: () =>
+        (identities ??= resolveIdentities(this.config, this.driver).then((ids) => {
+          if (ids.asRootBecause)
+            ctx.log.warn(
+              { reason: ids.asRootBecause },
+              'the candidate binary and its commands run as root: run guts-node under its own user, or name it as node.user',
+            );
+          return ids;
+        })),
       save: (patch) => {
         Object.assign(data, patch);
         this.journal.setContext(row.id, patch as Record<string, unknown>);

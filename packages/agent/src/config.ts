@@ -50,6 +50,8 @@ export interface AgentConfig {
     config: string;
     apiUrl: string;
     metricsUrl: string | null;
+    /** The user guts-node runs as; candidates' migrations and checks run as it. Null: the unit's User=, else the data's owner. */
+    user: string | null;
   };
   stateDir: string;
   stagingDir: string;
@@ -142,6 +144,7 @@ const SCHEMA: Record<string, Field | Record<string, Field>> = {
     config: S('/etc/guts/config.yaml'),
     apiUrl: S('http://127.0.0.1:8080'),
     metricsUrl: NS('http://127.0.0.1:9090/metrics'),
+    user: NS(),
   },
   stateDir: S('/var/lib/guts-upgrade'),
   stagingDir: NS(),

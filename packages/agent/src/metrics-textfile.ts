@@ -153,7 +153,8 @@ export function renderAgentMetrics(s: AgentMetricsSnapshot): string {
 export function writeAtomically(file: string, text: string): void {
   const tmp = path.join(path.dirname(file), `.${path.basename(file)}.${process.pid}.tmp`);
   try {
-    fs.writeFileSync(tmp, text, { mode: 0o644 });
+    fs.writeFileSync(tmp, text);
+    fs.chmodSync(tmp, 0o644); // node_exporter's user reads it; the agent's umask (0077) would not let it
     fs.renameSync(tmp, file);
   } catch (err) {
     fs.rmSync(tmp, { force: true });

@@ -54,7 +54,8 @@ export interface RunResult {
 }
 
 /** Runs an argv (never a shell) with a timeout; output is capped. */
-export function runArgv(argv: string[], opts: { timeoutMs: number; env?: NodeJS.ProcessEnv; cwd?: string }): Promise<RunResult> {
+/** `uid`/`gid`: run as that user (the agent must be root; libuv also drops supplementary groups). */
+export function runArgv(argv: string[], opts: { timeoutMs: number; env?: NodeJS.ProcessEnv; cwd?: string; uid?: number; gid?: number }): Promise<RunResult> {
   return new Promise((resolve) => {
     const [cmd, ...args] = argv;
     let stdout = '';
@@ -63,7 +64,13 @@ export function runArgv(argv: string[], opts: { timeoutMs: number; env?: NodeJS.
     const cap = (s: string, add: string) => (s.length > 65536 ? s : s + add);
     let child: ChildProcessByStdio<null, Readable, Readable>;
     try {
-      child = spawn(cmd!, args, { env: opts.env ?? process.env, cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+      child = spawn(cmd!, args, {
+        env: opts.env ?? process.env,
+        cwd: opts.cwd,
+        stdio: ['ignore', 'pipe', 'pipe'],
+        ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
+        ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
+      });
     } catch (err) {
       resolve({ code: null, signal: null, stdout: '', stderr: (err as Error).message, timedOut: false });
       return;

@@ -16,6 +16,8 @@ export interface ServiceDriver {
   stop(): Promise<void>;
   /** Last log lines of the node, for evidence on failure. */
   logTail(lines: number): Promise<string[]>;
+  /** The user the service runs the node as ('root' when none is set), or null when the driver cannot tell. */
+  runsAs(): Promise<string | null>;
 }
 
 export function createDriver(config: AgentConfig): ServiceDriver {

@@ -98,6 +98,11 @@ export class ProcessDriver implements ServiceDriver {
     }
   }
 
+  /** The process driver starts the node as the agent itself: it cannot name another user. */
+  async runsAs() {
+    return null;
+  }
+
   async logTail(lines: number) {
     return tailFile(this.config.service.logFile, lines);
   }

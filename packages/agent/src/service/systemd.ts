@@ -49,6 +49,12 @@ export class SystemdDriver implements ServiceDriver {
     }
   }
 
+  async runsAs() {
+    const r = await this.systemctl(['show', '--property=User', '--value', this.unit]);
+    if (r.code !== 0) return null;
+    return r.stdout.trim() || 'root';
+  }
+
   async logTail(lines: number) {
     const r = await runArgv(['journalctl', '-u', this.unit, '-n', String(lines), '--no-pager', '-o', 'cat'], { timeoutMs: 10_000 });
     return tailLines(r.stdout, lines);

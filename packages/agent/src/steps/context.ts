@@ -6,6 +6,7 @@ import type { Journal } from '../journal.js';
 import type { AfterJournal } from '../pause-hook.js';
 import type { MetricsSample, NodeClient } from '../node-client.js';
 import type { ServiceDriver } from '../service/driver.js';
+import type { Identities } from '../run-as.js';
 
 export type ProgressState = 'started' | 'running' | 'done' | 'failed' | 'skipped';
 export interface ProgressEvent {
@@ -52,6 +53,8 @@ export interface StepContext {
   progress(step: StepName, state: ProgressState, message?: string, percent?: number): void;
   /** Called after each step is journaled, before its side effects (the crash tests pause there). */
   afterJournal: AfterJournal;
+  /** Who runs the candidate and the node's commands (run-as.ts), resolved once per command. */
+  identities(): Promise<Identities>;
 }
 
 export interface CheckExtra {

@@ -101,7 +101,8 @@ export async function fetchArtifact(ctx: StepContext): Promise<void> {
     fsyncPath(config.stagingDir);
   }
   fs.chmodSync(final, 0o755);
-  const v = await binaryVersion(final);
+  // The first run of a file fetched from the network: not as root.
+  const v = await binaryVersion(final, 60_000, (await ctx.identities()).node);
   const ok = v.version === (await normalized(target.version));
   addCheck(ctx, 'artifact-version', ok, `--version printed ${JSON.stringify(v.output.slice(0, 200))}`);
   if (!ok) {

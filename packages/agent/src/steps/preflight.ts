@@ -2,13 +2,15 @@ import fs from 'node:fs';
 import { CodedError, parseVersionOutput, upgradePath, type UpgradeOptions } from '@guts-upgrade/protocol';
 import { parseMetrics } from '../node-client.js';
 import { dirSize, existingAncestor, freeBytes, runArgv, sha256File } from '../util.js';
+import { runStagedAs, type RunAs } from '../run-as.js';
 import { addCheck, type StepContext } from './context.js';
 
 /** `<binary> --version` -> X.Y.Z or null. */
 // Generous: on a loaded host an interpreter-based binary can take seconds to
 // print its version, and a timeout here would be misread as a wrong build.
-export async function binaryVersion(binary: string, timeoutMs = 60_000): Promise<{ version: string | null; output: string }> {
-  const r = await runArgv([binary, '--version'], { timeoutMs });
+// `as`: a binary not yet trusted (a candidate) runs as that user, from a copy it can read.
+export async function binaryVersion(binary: string, timeoutMs = 60_000, as: RunAs | null = null): Promise<{ version: string | null; output: string }> {
+  const r = as ? await runStagedAs(binary, ['--version'], as, timeoutMs) : await runArgv([binary, '--version'], { timeoutMs });
   const output = (r.stdout + r.stderr).trim() + (r.timedOut ? ` (no answer within ${timeoutMs} ms; killed)` : '');
   return { version: r.code === 0 ? parseVersionOutput(r.stdout) : null, output: output.trim() };
 }

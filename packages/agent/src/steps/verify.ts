@@ -2,6 +2,7 @@ import { CodedError } from '@guts-upgrade/protocol';
 import { fillArgv } from '../config.js';
 import { parseMetrics, type ConsensusStatus, type MetricsSample, type PeerReading } from '../node-client.js';
 import { runArgv, sleep, tailLines } from '../util.js';
+import { asUser } from '../run-as.js';
 import { addCheck, type StepContext } from './context.js';
 import { placeholders } from './migrate.js';
 import { binaryVersion } from './preflight.js';
@@ -42,7 +43,7 @@ function staysUp(ctx: StepContext, check: string): () => Promise<void> {
 
 /** The installed binary and the running process both claim `expected`; the process may take a while to say so. */
 export async function checkVersions(ctx: StepContext, expected: string, label: string): Promise<void> {
-  const bin = await binaryVersion(ctx.config.node.binary);
+  const bin = await binaryVersion(ctx.config.node.binary, 60_000, (await ctx.identities()).node);
   addCheck(ctx, `${label}binary-version`, bin.version === expected, `--version: ${bin.output.slice(0, 200)}`, {
     last: bin.version ?? bin.output.slice(0, 100),
   });
@@ -292,7 +293,7 @@ export async function verify(ctx: StepContext): Promise<void> {
 
   if (ctx.config.commands.smoke) {
     const argv = fillArgv(ctx.config.commands.smoke, placeholders(ctx));
-    const r = await runArgv(argv, { timeoutMs: c.commandTimeoutMs });
+    const r = await runArgv(argv, { timeoutMs: c.commandTimeoutMs, ...asUser((await ctx.identities()).node) });
     const out = tailLines(`${r.stdout}\n${r.stderr}`, 10).join('\n');
     addCheck(ctx, 'smoke', r.code === 0, `exit ${r.code ?? r.signal}: ${out}`);
     if (r.code !== 0) throw new CodedError('E_SMOKE', `smoke command exited ${r.code ?? r.signal}: ${out.slice(-1000)}`);
