@@ -33,7 +33,7 @@ t.test('weights, unmanaged validators, an epoch change and a lying agent', async
     liar: 'v1',
     dir,
     coordinatorWsUrl: `ws://127.0.0.1:${(wss.address() as { port: number }).port}`,
-    tokens: { v0: 'a', v1: 'b' },
+    tokens: { v0: 'agent-token-v0-0123456789', v1: 'agent-token-v1-0123456789' },
   });
   t.teardown(async () => {
     await fleet.close();
