@@ -4,6 +4,7 @@ import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
+import { endless } from './endless-body.js';
 import { download, DownloadError, MAX_REDIRECTS, type DownloadLimits } from '../src/download.js';
 
 interface Served {
@@ -25,23 +26,6 @@ async function serve(t: Tap, handler: (req: http.IncomingMessage, res: http.Serv
   });
   const { port } = server.address() as { port: number };
   return { origin: `http://127.0.0.1:${port}`, requests };
-}
-
-/** A body that never ends: only a client that stops reading ends the response. */
-function endless(res: http.ServerResponse, announce?: number): void {
-  res.writeHead(200, announce ? { 'content-length': String(announce) } : {});
-  const chunk = Buffer.alloc(64 * 1024, 0x61);
-  let open = true;
-  res.on('close', () => {
-    open = false;
-  });
-  const pump = () => {
-    while (open && res.write(chunk)) {
-      /* keep writing */
-    }
-    if (open) res.once('drain', pump);
-  };
-  pump();
 }
 
 function tmpFile(t: Tap): string {

@@ -13,6 +13,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import t from 'tap';
+import { endless } from './endless-body.js';
 import { PROTOCOL_VERSION, type Artifact, type Command, type Result } from '@guts-upgrade/protocol';
 import { Agent } from '../src/agent.js';
 import { resolveConfig } from '../src/config.js';
@@ -37,23 +38,6 @@ async function serve(t: Tap, handler: (req: http.IncomingMessage, res: http.Serv
     return new Promise<void>((r) => server.close(() => r()));
   });
   return { origin: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`, requests };
-}
-
-/** A body that never ends: only a client that stops reading ends the response. */
-function endless(res: http.ServerResponse): void {
-  res.writeHead(200);
-  const chunk = Buffer.alloc(64 * 1024, 0x61);
-  let open = true;
-  res.on('close', () => {
-    open = false;
-  });
-  const pump = () => {
-    while (open && res.write(chunk)) {
-      /* keep writing */
-    }
-    if (open) res.once('drain', pump);
-  };
-  pump();
 }
 
 /** A port nothing listens on: the node API of a host whose node is down. */
