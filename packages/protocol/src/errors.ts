@@ -9,7 +9,7 @@
  */
 export interface ErrorCodeInfo {
   readonly message: string;
-  readonly httpStatus?: 400 | 401 | 403 | 404 | 409;
+  readonly httpStatus?: 400 | 401 | 403 | 404 | 409 | 413 | 429;
   /** What an operator does next when they see this code (docs/errors.md shows it beside the meaning). */
   readonly action: string;
 }
@@ -34,6 +34,22 @@ export const ERROR_CODES = {
     message: 'The credentials are valid but the role may not do this.',
     httpStatus: 403,
     action: 'Use an operator token; viewer tokens may only read.',
+  },
+  E_BODY_TOO_LARGE: {
+    message: 'A request body is larger than the API accepts.',
+    httpStatus: 413,
+    action: 'Send a smaller body: no API request needs more than 256 KiB (a long node list or reason is the usual cause); nothing was changed.',
+  },
+  E_DUPLICATE_KEY: {
+    message: 'A JSON body names the same key twice in one object.',
+    httpStatus: 400,
+    action: 'Send each key once (the error names the field): which of two values was meant cannot be told, so nothing was changed.',
+  },
+  E_RATE_LIMITED: {
+    message: 'Too many API requests for one token, or too many messages from one agent, in too short a time.',
+    httpStatus: 429,
+    action:
+      "Wait the Retry-After seconds and retry slower; an agent cut off reconnects by itself: find why it sends so much (`journalctl -u guts-upgrade-agent`). Raise `limits.api` or `limits.agentMessages` in the coordinator's configuration only for load you expect.",
   },
   E_DUPLICATE_COMMAND: {
     message: 'A command id was delivered again with different content.',
@@ -217,6 +233,11 @@ export const ERROR_CODES = {
     message: 'The reported validator set was not found or cannot be confirmed.',
     httpStatus: 409,
     action: 'Read the reported sets and their digests in `guts-upgrade fleet`, then confirm one with `guts-upgrade chain confirm <digest>`.',
+  },
+  E_ALREADY_AT_TARGET: {
+    message: 'Every node of the rollout already runs the target version.',
+    httpStatus: 409,
+    action: 'Nothing to do, and no rollout was created: check the target version and the node list against `guts-upgrade fleet`.',
   },
   E_WINDOW_CLOSED: {
     message: 'No approved maintenance window is open.',
