@@ -49,6 +49,17 @@ export interface Config {
    * view of its own before the next wave (docs/chain-safety.md).
    */
   chain: { slackMargin: number; requireProducedBlock: boolean };
+  /** What one agent, one token or one stranger may cost the coordinator (docs/operating.md, "Limits"). */
+  limits: Limits;
+}
+
+export interface Limits {
+  /** Per agent, a token bucket: refilled at perSecond, holding at most burst; an agent past it is cut off. */
+  agentMessages: { perSecond: number; burst: number };
+  /** Per operator token (per client address without a known token): at most max requests in each windowMs. */
+  api: { max: number; windowMs: number };
+  /** Refused agent handshakes are counted; the log gets at most one line about them per this interval. */
+  refusedLogIntervalMs: number;
 }
 
 export const DEFAULT_CONFIG: Config = {
@@ -73,6 +84,11 @@ export const DEFAULT_CONFIG: Config = {
   tickMs: 500,
   logLevel: 'info',
   chain: { slackMargin: 0, requireProducedBlock: true },
+  // An agent sends a heartbeat every few seconds and a handful of progress messages per step: 50/s
+  // with a burst of 200 is far above any agent's own traffic and far below what hurts. An operator's
+  // page polls 4 requests a second and the CLI's watch fewer; 6000 a minute (100/s) leaves room for
+  // scripts and tests that poll every 25 ms, and still stops a runaway loop.
+  limits: { agentMessages: { perSecond: 50, burst: 200 }, api: { max: 6000, windowMs: 60_000 }, refusedLogIntervalMs: 60_000 },
 };
 
 function fail(key: string, reason: string): never {
@@ -145,6 +161,7 @@ export function buildConfig(doc: unknown, env: NodeJS.ProcessEnv = {}, flags: Re
     'tickMs',
     'logLevel',
     'chain',
+    'limits',
   ]);
   const c: Config = structuredClone(DEFAULT_CONFIG);
 
@@ -282,6 +299,8 @@ export function buildConfig(doc: unknown, env: NodeJS.ProcessEnv = {}, flags: Re
   if (d.syncDistance !== undefined) c.defaults.syncDistance = int(d.syncDistance, 'defaults.syncDistance', 0, 1_000_000);
   if (d.canaryLimits !== undefined) c.defaults.canaryLimits = canaryLimits(d.canaryLimits, 'defaults.canaryLimits', c.defaults.canaryLimits);
 
+  c.limits = limits(root.limits);
+
   if (root.tickMs !== undefined) c.tickMs = int(root.tickMs, 'tickMs', 10, 60_000);
   const level = flags['log-level'] ?? env.GUTS_UPGRADE_LOG_LEVEL ?? root.logLevel;
   if (level !== undefined) {
@@ -289,6 +308,32 @@ export function buildConfig(doc: unknown, env: NodeJS.ProcessEnv = {}, flags: Re
     c.logLevel = String(level);
   }
   return c;
+}
+
+function limits(v: unknown): Limits {
+  const base = DEFAULT_CONFIG.limits;
+  const o = obj(v, 'limits');
+  only(o, 'limits', ['agentMessages', 'api', 'refusedLogIntervalMs']);
+  const am = obj(o.agentMessages, 'limits.agentMessages');
+  only(am, 'limits.agentMessages', ['perSecond', 'burst']);
+  const a = obj(o.api, 'limits.api');
+  only(a, 'limits.api', ['max', 'windowMs']);
+  const out: Limits = {
+    agentMessages: {
+      perSecond: am.perSecond !== undefined ? int(am.perSecond, 'limits.agentMessages.perSecond', 1, 100_000) : base.agentMessages.perSecond,
+      burst: am.burst !== undefined ? int(am.burst, 'limits.agentMessages.burst', 1, 1_000_000) : base.agentMessages.burst,
+    },
+    api: {
+      max: a.max !== undefined ? int(a.max, 'limits.api.max', 1, 100_000_000) : base.api.max,
+      windowMs: a.windowMs !== undefined ? ms(a.windowMs, 'limits.api.windowMs') : base.api.windowMs,
+    },
+    refusedLogIntervalMs: o.refusedLogIntervalMs !== undefined ? ms(o.refusedLogIntervalMs, 'limits.refusedLogIntervalMs') : base.refusedLogIntervalMs,
+  };
+  // A burst below the rate would cut off an agent that keeps to the rate but sends a second's worth at once.
+  if (out.agentMessages.burst < out.agentMessages.perSecond) fail('limits.agentMessages.burst', `must be at least perSecond (${out.agentMessages.perSecond})`);
+  if (out.api.windowMs < 1000 || out.api.windowMs > 86_400_000) fail('limits.api.windowMs', 'must be within [1s, 1d]');
+  if (out.refusedLogIntervalMs < 1000 || out.refusedLogIntervalMs > 86_400_000) fail('limits.refusedLogIntervalMs', 'must be within [1s, 1d]');
+  return out;
 }
 
 export function loadConfig(path: string | undefined, env: NodeJS.ProcessEnv, flags: Record<string, string | undefined>): Config {

@@ -8,11 +8,16 @@ import { COMMAND_KINDS, OUTCOMES } from '@guts-upgrade/protocol';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ResultEvent } from './engine/agent-hub.js';
 import type { Coordinator } from './engine/coordinator.js';
+import { REFUSAL_REASONS } from './engine/refusal-log.js';
 import { ACTIVE_ROLLOUT_STATES, STEP_STATES } from './states.js';
 import { PRODUCT_VERSION } from './version.js';
 
 /** Webhook attempt outcomes, listed so each series exists (at 0) before its first attempt. */
 const WEBHOOK_OUTCOMES = ['delivered', 'retry', 'dead'] as const;
+
+/** Who an API request was counted against: an operator's token, or (no known token) the client's address. */
+export const API_CLIENTS = ['operator', 'address'] as const;
+export type ApiClient = (typeof API_CLIENTS)[number];
 
 /**
  * Downtime buckets, seconds: a patch restart takes a second or two, a migration
@@ -22,6 +27,7 @@ export const DOWNTIME_BUCKETS = [0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 18
 
 export class Metrics {
   readonly registry = new Registry();
+  private readonly apiLimited: Counter<'client'>;
 
   constructor(coordinator: Coordinator) {
     const r = this.registry;
@@ -37,6 +43,19 @@ export class Metrics {
     fleetMetrics(r, coordinator);
     rolloutMetrics(r, coordinator);
     eventMetrics(r, coordinator);
+    limitMetrics(r, coordinator);
+    this.apiLimited = new Counter({
+      name: 'guts_upgrade_api_rate_limited_total',
+      help: 'API requests refused with 429 E_RATE_LIMITED, by who they were counted against: an operator token or a client address',
+      labelNames: ['client'],
+      registers: [r],
+    });
+    for (const client of API_CLIENTS) this.apiLimited.inc({ client }, 0);
+  }
+
+  /** Counts one API request refused by the rate limit (the API calls it). */
+  apiRateLimited(client: ApiClient): void {
+    this.apiLimited.inc({ client });
   }
 
   render(): Promise<string> {
@@ -267,4 +286,23 @@ function eventMetrics(r: Registry, c: Coordinator): void {
   });
   for (const outcome of WEBHOOK_OUTCOMES) webhooks.inc({ outcome }, 0);
   c.on('webhook', (o: string) => webhooks.inc({ outcome: o }));
+}
+
+/** What the hub refused or cut off: counted here instead of written to the database (refusal-log.ts). */
+function limitMetrics(r: Registry, c: Coordinator): void {
+  const refused = new Counter({
+    name: 'guts_upgrade_handshakes_refused_total',
+    help: 'Agent websocket handshakes refused for missing, unknown, revoked or wrong credentials, by reason',
+    labelNames: ['reason'],
+    registers: [r],
+  });
+  for (const reason of REFUSAL_REASONS) refused.inc({ reason }, 0);
+  c.on('handshake-refused', (reason: string) => refused.inc({ reason }));
+  const cut = new Counter({
+    name: 'guts_upgrade_agent_rate_limited_total',
+    help: 'Agent connections closed for sending more messages than limits.agentMessages allows, by node',
+    labelNames: ['node'],
+    registers: [r],
+  });
+  c.on('agent-rate-limited', (node: string) => cut.inc({ node }));
 }

@@ -92,6 +92,15 @@ export function planRollout(req: RolloutRequest, fleet: FleetView, windows: Wind
       throw err instanceof CodedError ? new CodedError(err.code, `${id}: ${err.message}`, { field: 'target.version' }) : err;
     }
   }
+  // Nothing to upgrade: refused rather than created, so a finished rollout's double (a retried
+  // request, a script run twice) cannot sit in the list as if it did something.
+  if (skip.length === nodes.length) {
+    throw new CodedError(
+      'E_ALREADY_AT_TARGET',
+      `${nodes.length === 1 ? `node ${nodes[0]}` : `all ${nodes.length} nodes`} of the rollout already run${nodes.length === 1 ? 's' : ''} ${req.target.version}`,
+      { field: 'target.version' },
+    );
+  }
   const requiresWindow = path?.requiresWindow ?? false;
   if (path?.kind === 'major' && req.strategy !== 'halt') {
     throw new CodedError('E_MAJOR_NOT_APPROVED', `${path.from} -> ${path.to} is a major upgrade with downtime: use strategy "halt"`, { field: 'strategy' });
@@ -154,7 +163,6 @@ export function planRollout(req: RolloutRequest, fleet: FleetView, windows: Wind
   }
   const disconnected = nodes.filter((id) => !fleet.nodes.get(id)!.connected);
   if (disconnected.length) warnings.push(`not connected: ${disconnected.join(', ')}`);
-  if (todo.length === 0) warnings.push('every node already runs the target version');
   return {
     strategy: req.strategy,
     target: req.target,

@@ -51,6 +51,7 @@ export async function startCoordinator(config: Config, opts: { log?: Logger; now
     metrics,
     log,
     ready: () => !closing,
+    limit: config.limits.api,
     serverFactory: (h) => {
       handler = h;
       const s = config.tls ? createHttpsServer({ cert: config.tls.cert, key: config.tls.key }, h) : createServer(h);

@@ -50,3 +50,24 @@ t.test("relative TLS file names are found beside the config file (systemd's cred
   );
   t.throws(() => loadConfig(file, {}, {}), { code: 'E_CONFIG', message: new RegExp(`tls: cannot read: .*${join(dir, 'missing.key')}`) });
 });
+
+t.test('limits: documented defaults, each key settable, bad values refused naming the key', async (t) => {
+  const d = buildConfig(base).limits;
+  t.same(
+    d,
+    { agentMessages: { perSecond: 50, burst: 200 }, api: { max: 6000, windowMs: 60_000 }, refusedLogIntervalMs: 60_000 },
+    'the defaults docs/operating.md shows',
+  );
+  const c = buildConfig({ ...base, limits: { agentMessages: { perSecond: 10, burst: 10 }, api: { max: 5, windowMs: '10s' }, refusedLogIntervalMs: '5m' } });
+  t.same(c.limits, { agentMessages: { perSecond: 10, burst: 10 }, api: { max: 5, windowMs: 10_000 }, refusedLogIntervalMs: 300_000 });
+  t.same(buildConfig({ ...base, limits: { api: { max: 7 } } }).limits.api, { max: 7, windowMs: 60_000 }, 'an omitted key keeps its default');
+  const refused: [unknown, RegExp][] = [
+    [{ limits: { agentMessages: { perSecond: 0 } } }, /limits\.agentMessages\.perSecond: must be an integer/],
+    [{ limits: { agentMessages: { perSecond: 100, burst: 20 } } }, /limits\.agentMessages\.burst: must be at least perSecond \(100\)/],
+    [{ limits: { api: { max: -1 } } }, /limits\.api\.max: must be an integer/],
+    [{ limits: { api: { windowMs: '10ms' } } }, /limits\.api\.windowMs: must be within/],
+    [{ limits: { refusedLogIntervalMs: 'often' } }, /limits\.refusedLogIntervalMs: must be milliseconds or a duration/],
+    [{ limits: { agentMessage: {} } }, /limits\.agentMessage: unknown key/],
+  ];
+  for (const [extra, msg] of refused) t.throws(() => buildConfig({ ...base, ...(extra as object) }), { code: 'E_CONFIG', message: msg }, JSON.stringify(extra));
+});

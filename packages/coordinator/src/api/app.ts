@@ -13,15 +13,17 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import { CodedError } from '@guts-upgrade/protocol';
+import type { Limits } from '../config.js';
 import type { Coordinator } from '../engine/coordinator.js';
 import type { Metrics } from '../metrics.js';
 import { auditRoutes } from './audit.js';
 import { operatorAuth } from './auth.js';
 import { fleetRoutes } from './fleet.js';
 import { healthRoutes } from './health.js';
+import { BODY_LIMIT_BYTES, jsonBodies } from './json-body.js';
 import { nodeRoutes } from './nodes.js';
 import { pageRoutes } from './page.js';
+import { apiRateLimit } from './rate-limit.js';
 import { errorHandler, sendError } from './replies.js';
 import { rolloutRoutes } from './rollouts.js';
 import { operatorRoute } from './schemas.js';
@@ -37,14 +39,17 @@ export async function buildApi(opts: {
   log: Logger;
   serverFactory?: (handler: (req: IncomingMessage, res: ServerResponse) => void) => Server;
   ready: () => boolean;
+  limit: Limits['api'];
 }): Promise<FastifyInstance> {
   const { services, metrics } = opts;
   const app: FastifyInstance = Fastify({
     loggerInstance: opts.log.child({ component: 'api' }, { level: opts.log.levelVal >= 40 ? opts.log.level : 'warn' }) as unknown as FastifyBaseLogger,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, useDefaults: false, allErrors: false } },
     ...(opts.serverFactory ? { serverFactory: opts.serverFactory as never } : {}),
-    bodyLimit: 256 * 1024,
+    // Larger bodies are refused (413 E_BODY_TOO_LARGE) before they are read: no request needs more.
+    bodyLimit: BODY_LIMIT_BYTES,
   });
+  await apiRateLimit(app, { limit: opts.limit, operators: services.operators, limited: (client) => metrics.apiRateLimited(client) });
 
   await app.register(swagger, {
     openapi: {
@@ -57,7 +62,7 @@ export async function buildApi(opts: {
 
   app.setErrorHandler(errorHandler(opts.log));
   app.setNotFoundHandler((req, reply) => sendError(reply, 'E_NOT_FOUND', `no route ${req.method} ${req.url}`));
-  acceptEmptyJson(app);
+  jsonBodies(app);
 
   await app.register(healthRoutes, { metrics, ready: opts.ready });
   await app.register(pageRoutes);
@@ -74,19 +79,4 @@ export async function buildApi(opts: {
     await operatorApi.register(auditRoutes, { audit: services.audit });
   });
   return app;
-}
-
-/** Empty-bodied POSTs (pause etc.) are fine: an empty JSON body reads as {}. */
-function acceptEmptyJson(app: FastifyInstance): void {
-  app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
-    const text = String(body);
-    if (text.trim() === '') return done(null, {});
-    try {
-      done(null, JSON.parse(text));
-    } catch (err) {
-      const e = new CodedError('E_BAD_MESSAGE', `body is not JSON: ${(err as Error).message}`, { field: 'body', reason: 'not JSON' });
-      done(e as never, undefined);
-    }
-  });
 }

@@ -6,6 +6,7 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { CodedError, errorCodeOf, httpStatusOf, type ErrorCode } from '@guts-upgrade/protocol';
+import { BODY_LIMIT_BYTES } from './json-body.js';
 
 export function sendError(reply: FastifyReply, code: ErrorCode, message: string, extra: { field?: string; reason?: string; [k: string]: unknown } = {}) {
   return reply.status(httpStatusOf(code)).send({ error: { code, message, ...extra } });
@@ -39,6 +40,12 @@ export function errorHandler(log: Logger) {
     if ((err as unknown) instanceof CodedError) {
       const coded = err as unknown as CodedError;
       return sendError(reply, coded.code, coded.message, { ...(coded.details ?? {}) });
+    }
+    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+      return sendError(reply, 'E_BODY_TOO_LARGE', `the body is larger than the ${Math.round(BODY_LIMIT_BYTES / 1024)} KiB the API accepts`, {
+        field: 'body',
+        reason: 'too large',
+      });
     }
     if (typeof err.code === 'string' && err.code.startsWith('FST_') && (err.statusCode ?? 500) < 500) {
       return sendError(reply, 'E_BAD_MESSAGE', err.message, { field: 'body', reason: err.message });

@@ -13,6 +13,7 @@ import {
   coordinatorMessage,
   decodeAgentMessage,
   encode,
+  NodeIdSchema,
   type AgentMessage,
   type CommandKind,
   type ErrorCode,
@@ -25,10 +26,24 @@ import { canCommandMove, commandStatesInto, isCommandFinished } from '../states.
 import type { Audit } from './audit.js';
 import type { ChainTracker } from './chain-view.js';
 import type { AgentTransport, LiveNode, Timers } from './effects.js';
+import { RefusalLog, type RefusalReason } from './refusal-log.js';
+import { TokenBucket } from './token-bucket.js';
 import type { WriteQueue } from './write-queue.js';
+
+/** A node id as the hello must carry it: a header that is not one names no node and is not looked up. */
+const NODE_ID = new RegExp(NodeIdSchema.pattern ?? '^$');
 
 /** How long a new connection may take to say hello. */
 const HELLO_TIMEOUT_MS = 15_000;
+
+/**
+ * The close code of a connection cut off for sending too much (4000 + the HTTP 429 it mirrors);
+ * refusals close with 4000, a replaced connection with 4001.
+ */
+export const RATE_LIMITED_CLOSE = 4029;
+
+/** What the hub tells listeners (the metrics count them). */
+export type HubEvent = 'fleet' | 'progress' | 'result' | 'handshake-refused' | 'agent-rate-limited';
 
 /** A command result as recorded, for listeners (the metrics count results and observe downtime). */
 export interface ResultEvent {
@@ -47,10 +62,14 @@ export interface AgentHubDeps {
   now: () => number;
   timers: Timers;
   heartbeatIntervalMs: number;
+  /** Per agent: messages a second and the burst allowed before it is cut off. */
+  messageLimit: { perSecond: number; burst: number };
+  /** At most one log line about refused handshakes per this interval. */
+  refusedLogIntervalMs: number;
   /** Asks the rollout loop for a tick soon (something that may change a decision arrived). */
   wake: () => void;
   /** Tells listeners the fleet picture or a node's progress changed. */
-  notify: (event: 'fleet' | 'progress' | 'result', detail?: unknown) => void;
+  notify: (event: HubEvent, detail?: unknown) => void;
   /** What the agents say about the chain, weighed against each other. */
   chain: ChainTracker;
 }
@@ -59,10 +78,16 @@ export class AgentHub implements AgentTransport {
   private readonly links = new Map<string, LiveNode>();
   private readonly sockets = new Map<string, WebSocket>();
   private readonly toRedeliver = new Set<string>();
+  /** Per node, not per connection: reconnecting does not refill an agent's bucket. */
+  private readonly buckets = new Map<string, TokenBucket>();
+  /** When each node was last written to the audit log as cut off (once per refusal-log interval). */
+  private readonly cutOffRecorded = new Map<string, number>();
+  private readonly refusals: RefusalLog;
   private stopped = false;
   commandsSent = 0;
 
   constructor(private readonly d: AgentHubDeps) {
+    this.refusals = new RefusalLog({ log: d.log, timers: d.timers, now: d.now, intervalMs: d.refusedLogIntervalMs });
     // Last known status survives a restart for display; "connected" does not.
     for (const n of d.store.activeNodes()) this.track(n.id, n.agentVersion, n.lastSeenAt);
   }
@@ -100,54 +125,67 @@ export class AgentHub implements AgentTransport {
     if (ws) this.refuse(ws, 'E_AUTH', 'node registration revoked');
     this.sockets.delete(nodeId);
     this.links.delete(nodeId);
+    this.buckets.delete(nodeId);
+    this.cutOffRecorded.delete(nodeId);
   }
 
   stop(): void {
     this.stopped = true;
+    this.refusals.summarise();
     for (const ws of this.sockets.values()) ws.terminate();
   }
 
   // ------------------------------------------------------------ connections
 
-  private refuse(ws: WebSocket, code: ErrorCode, message: string): void {
+  private refuse(ws: WebSocket, code: ErrorCode, message: string, closeCode = 4000): void {
     try {
       ws.send(encode(coordinatorMessage('refused', { code, message })));
     } catch {
       /* socket already gone */
     }
-    ws.close(4000, code);
+    ws.close(closeCode, code);
   }
 
-  /** Whether the request carries the bearer token registered for the node it names. */
-  private authenticated(req: IncomingMessage): { nodeId: string; ok: boolean; known: boolean } {
-    const auth = String(req.headers.authorization ?? '');
-    const nodeId = String(req.headers['x-guts-node-id'] ?? '');
-    const token = /^Bearer (.+)$/.exec(auth)?.[1];
+  /**
+   * The node a request's credentials prove, or why they prove none. Only a registered node's id
+   * comes back, never the header itself; a header that is not a well-formed id is not even looked up.
+   */
+  private authenticate(req: IncomingMessage): { nodeId: string } | { refused: RefusalReason; known: string | null } {
+    const header = req.headers['x-guts-node-id'];
+    const nodeId = typeof header === 'string' && NODE_ID.test(header) ? header : '';
+    const token = /^Bearer (.+)$/.exec(String(req.headers.authorization ?? ''))?.[1];
+    if (!token || typeof header !== 'string' || header === '') return { refused: 'no_credentials', known: null };
     const row = nodeId ? this.d.store.node(nodeId) : undefined;
-    const ok = !!token && !!row && row.revokedAt == null && timingSafeEqual(Buffer.from(hashToken(token), 'hex'), Buffer.from(row.tokenHash, 'hex'));
-    return { nodeId, ok, known: !!row };
+    if (!row) return { refused: 'unknown_node', known: null };
+    if (row.revokedAt != null) return { refused: 'revoked', known: row.id };
+    if (!timingSafeEqual(Buffer.from(hashToken(token), 'hex'), Buffer.from(row.tokenHash, 'hex'))) return { refused: 'bad_token', known: row.id };
+    return { nodeId: row.id };
   }
 
   /** Authenticates a new agent connection and runs its message loop. */
   handleAgent(ws: WebSocket, req: IncomingMessage): void {
-    const { nodeId, ok, known } = this.authenticated(req);
-    if (!ok) {
-      this.d.log.warn({ nodeId }, 'agent refused: bad credentials');
-      this.d.store.appendEvent({
-        at: this.d.now(),
-        actor: `agent:${nodeId || '?'}`,
-        type: 'agent.refused',
-        nodeId: known ? nodeId : null,
-        data: { code: 'E_AUTH' },
-      });
+    const auth = this.authenticate(req);
+    if (!('nodeId' in auth)) {
+      // Counted and summarised, never a database row: see refusal-log.ts.
+      this.refusals.record(auth.refused, auth.known);
+      this.d.notify('handshake-refused', auth.refused);
       this.refuse(ws, 'E_AUTH', 'unknown node, revoked node or bad token');
       return;
     }
+    const { nodeId } = auth;
+    let cutOff = false;
     let helloDone = false;
     const cancelHelloTimer = this.d.timers.after(HELLO_TIMEOUT_MS, () => {
       if (!helloDone) this.refuse(ws, 'E_BAD_MESSAGE', 'no hello received');
     });
     ws.on('message', (raw: Buffer) => {
+      // Counted before it is even decoded: decoding is the cost a flood would run up.
+      if (cutOff) return;
+      if (!this.bucket(nodeId).take(this.d.now())) {
+        cutOff = true;
+        this.cutOff(ws, nodeId);
+        return;
+      }
       const decoded = decodeAgentMessage(raw);
       if (!decoded.ok) {
         this.d.log.warn({ nodeId, error: decoded.error }, 'bad agent message');
@@ -185,6 +223,37 @@ export class AgentHub implements AgentTransport {
       this.d.wake();
     });
     ws.on('error', (err) => this.d.log.warn({ err, nodeId }, 'agent socket error'));
+  }
+
+  private bucket(nodeId: string): TokenBucket {
+    let b = this.buckets.get(nodeId);
+    if (!b) {
+      b = new TokenBucket(this.d.messageLimit.perSecond, this.d.messageLimit.burst, this.d.now());
+      this.buckets.set(nodeId, b);
+    }
+    return b;
+  }
+
+  /**
+   * Closes the connection of an agent that sent more than its limit. The other agents are not
+   * affected; the agent backs off as after any refusal and comes back with its bucket refilled.
+   * The audit log gets one row per node and interval, however often a broken agent floods.
+   */
+  private cutOff(ws: WebSocket, nodeId: string): void {
+    const { perSecond, burst } = this.d.messageLimit;
+    const message = `more than ${perSecond} messages a second (burst ${burst}): connection closed; see limits.agentMessages`;
+    this.d.notify('agent-rate-limited', nodeId);
+    const now = this.d.now();
+    const last = this.cutOffRecorded.get(nodeId);
+    if (last === undefined || now - last >= this.d.refusedLogIntervalMs) {
+      this.cutOffRecorded.set(nodeId, now);
+      this.d.log.warn({ nodeId, code: 'E_RATE_LIMITED', perSecond, burst }, 'agent cut off: too many messages');
+      this.d.writes.queue(
+        () => this.d.audit.record('agent.rate_limited', `agent:${nodeId}`, null, nodeId, { code: 'E_RATE_LIMITED', perSecond, burst }),
+        false,
+      );
+    }
+    this.refuse(ws, 'E_RATE_LIMITED', message, RATE_LIMITED_CLOSE);
   }
 
   /**

@@ -34,8 +34,10 @@ export { PROTOCOL_VERSION } from '@guts-upgrade/protocol';
 
 /**
  * Emits 'webhook' (outcome of each delivery attempt), 'rollout' (id of a rollout the loop changed),
- * 'fleet' (an agent's status or link changed), 'progress' (an agent reported a step) and 'result'
- * (a command's result was recorded, once per command: a ResultEvent).
+ * 'fleet' (an agent's status or link changed), 'progress' (an agent reported a step), 'result'
+ * (a command's result was recorded, once per command: a ResultEvent), 'handshake-refused' (an agent
+ * handshake without valid credentials: its RefusalReason) and 'agent-rate-limited' (the id of an
+ * agent cut off for sending too many messages).
  */
 export class Coordinator extends EventEmitter {
   readonly webhooks: WebhookSender;
@@ -77,6 +79,8 @@ export class Coordinator extends EventEmitter {
       now,
       timers,
       heartbeatIntervalMs: config.heartbeat.intervalMs,
+      messageLimit: config.limits.agentMessages,
+      refusedLogIntervalMs: config.limits.refusedLogIntervalMs,
       wake,
       notify: (event, detail) => this.emit(event, detail),
       chain: this.chain,
