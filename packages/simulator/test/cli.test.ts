@@ -68,7 +68,7 @@ t.test('a single node: start line, health, consensus and metrics shapes', async 
   kids.push(child);
   const api = `http://${envAddr}`;
   // Readiness is 503 while start-up runs, liveness already up.
-  const early = await waitFor(() => getJson(`${api}/health/live`), { what: 'live' });
+  const early = await waitFor(() => getJson(`${api}/health/live`), { what: 'live', timeoutMs: 60_000 });
   t.equal(early.status, 200);
   const ready0 = await getJson(`${api}/health/ready`);
   t.equal(ready0?.status, 503, 'not ready during start-up');
@@ -91,7 +91,10 @@ t.test('a single node: start line, health, consensus and metrics shapes', async 
   t.match((await getJson(`${api}/health/ready`))?.body, { status: 'up', checks: { storage: { status: 'up' } } });
   t.match((await getJson(`${api}/health/startup`))?.body, { status: 'up', startup_duration_ms: Number });
 
-  await waitFor(async () => ((await getJson<ConsensusStatus>(`${api}/api/consensus/status`))?.body.finalized_height ?? 0) >= 2, { what: 'blocks' });
+  await waitFor(async () => ((await getJson<ConsensusStatus>(`${api}/api/consensus/status`))?.body.finalized_height ?? 0) >= 2, {
+    what: 'blocks',
+    timeoutMs: 60_000,
+  });
   const st = (await getJson<ConsensusStatus>(`${api}/api/consensus/status`))!.body;
   t.same(Object.keys(st).sort(), ['current_leader', 'enabled', 'finalized_height', 'is_leader', 'pending_transactions', 'state', 'view'].sort());
   t.match(st, { enabled: true, state: 'Active', is_leader: true, current_leader: d!.pubkey });
