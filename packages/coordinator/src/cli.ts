@@ -10,6 +10,7 @@
  * Exit codes: 0 ok; 1 the rollout failed, was aborted or rolled back (status/watch);
  *             2 usage error; 3 API error (refused request); 4 coordinator unreachable;
  *             5 the rollout paused and waits for an operator (watch).
+ *             `release`: 1 the release operation failed (nothing written), 2 usage error.
  */
 import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -31,6 +32,8 @@ import { EXIT, FINAL_BAD, renderPlan, renderRollout } from './cli-render.js';
 import { watch, type WatchIo } from './cli-watch.js';
 import { STRATEGIES } from './model.js';
 import { ACTIONS, type OperatorAction } from './states.js';
+import { ReleaseError } from './release/errors.js';
+import { addReleaseCommands } from './release/cli.js';
 import { PRODUCT_VERSION } from './version.js';
 
 export { EXIT } from './cli-render.js';
@@ -330,7 +333,27 @@ export function buildProgram(io: CliIo, result: { code: number }): Command {
         show(json, r, () => `${action}: ${r.rollout.id} is ${r.rollout.state}`);
       });
   }
+  addReleaseCommands(program, io, () => !!program.opts<GlobalOpts>().json);
   return program;
+}
+
+/** The release tool alone, without the CLI's --version or the coordinator's flags. */
+function buildReleaseProgram(io: CliIo): Command {
+  const program = new Command('guts-upgrade')
+    .option('--json', 'print the outcome as JSON')
+    .showHelpAfterError('(run with --help for usage)')
+    .configureOutput({ writeOut: io.out, writeErr: io.err })
+    .exitOverride();
+  addReleaseCommands(program, io, () => !!program.opts<GlobalOpts>().json);
+  return program;
+}
+
+/** The first word that is not a global flag or its value. */
+function firstCommand(argv: string[]): string | undefined {
+  const valued = new Set(['--url', '--socket', '--token', '--cacert']);
+  let i = 0;
+  while (i < argv.length && argv[i]!.startsWith('-')) i += valued.has(argv[i]!) ? 2 : 1;
+  return argv[i];
 }
 
 /**
@@ -348,12 +371,14 @@ function oldTargetFlag(argv: string[]): boolean {
 export async function runCli(argv: string[], env: NodeJS.ProcessEnv, out: (s: string) => void, err: (s: string) => void, isTTY = false): Promise<number> {
   const io: CliIo = { env, out, err, isTTY };
   const result: { code: number } = { code: EXIT.OK };
-  const program = buildProgram(io, result);
+  // `release add --version V` would meet the CLI's own --version, which commander
+  // honours after any subcommand: the offline release tool parses on its own.
+  const program = firstCommand(argv) === 'release' ? buildReleaseProgram(io) : buildProgram(io, result);
   if (argv.length === 0) {
     err(program.helpInformation());
     return EXIT.USAGE;
   }
-  if (oldTargetFlag(argv)) {
+  if (firstCommand(argv) !== 'release' && oldTargetFlag(argv)) {
     err("error: --version after a command: the target version flag is --to VERSION (`guts-upgrade --version` prints this CLI's version)\n");
     return EXIT.USAGE;
   }
@@ -364,6 +389,10 @@ export async function runCli(argv: string[], env: NodeJS.ProcessEnv, out: (s: st
     if (e instanceof CommanderError) {
       // --help, -h, `help` and --version end here too, with exit code 0.
       return e.exitCode === 0 ? EXIT.OK : EXIT.USAGE;
+    }
+    if (e instanceof ReleaseError) {
+      err(`error ${e.message}\n`);
+      return e.code === 'E_RELEASE_USAGE' ? EXIT.USAGE : EXIT.ROLLOUT_FAILED;
     }
     if (e instanceof ApiError) {
       err(`error ${e.status} ${e.message}\n`);

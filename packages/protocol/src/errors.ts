@@ -130,6 +130,57 @@ export const ERROR_CODES = {
     message: 'The command expects a pre-staged artifact but none matches.',
     action: 'Run the prepare step first, or start the rollout without requiring a staged artifact.',
   },
+  // Releases resolved through The Update Framework (agent config `release`)
+  E_RELEASE_UNKNOWN: {
+    message: 'The release repository has no signed target for the requested version.',
+    action:
+      'Check the version, and that the release owner published it (`guts-upgrade release add`) and the repository serves the new metadata; the agent installs only releases its repository signs.',
+  },
+  E_RELEASE_EXPIRED: {
+    message: "The release repository's metadata has expired: it may be frozen on an old state.",
+    action:
+      'The release owner refreshes the timestamp (`guts-upgrade release timestamp`) and republishes the metadata; if it is fresh on the repository, something between the agent and it serves a stale copy.',
+  },
+  E_RELEASE_ROLLBACK: {
+    message: 'The release repository served metadata older than the agent already trusts (a rollback).',
+    action:
+      "Nothing was installed. Find out why the repository (or a mirror or proxy on the way) serves an older state; never clear the agent's release cache (`release.cacheDir`) to get past it.",
+  },
+  E_RELEASE_SIGNATURE: {
+    message: 'Release metadata is not signed by enough of the keys its role requires (bad signature or below threshold).',
+    action:
+      'Nothing was installed. The release owner signs with the threshold of keys the root names; if they did, the metadata was altered: treat the repository as compromised.',
+  },
+  E_RELEASE_TAMPERED: {
+    message: 'A release file does not match the length or hashes its signed metadata gives (or the server sent more bytes than that).',
+    action: "Nothing was installed or kept. The repository or the network altered the file: check the repository against the release owner's copy.",
+  },
+  E_RELEASE_INCONSISTENT: {
+    message: 'Release metadata files come from different repository states (mix-and-match) or do not match what their signed parent says.',
+    action:
+      'Nothing was installed. The repository must publish timestamp, snapshot and targets together (`guts-upgrade release add` writes all three); retry after it is consistent, or investigate who mixed them.',
+  },
+  E_RELEASE_POLICY: {
+    message:
+      "The signed release does not allow this upgrade: its path kind or minimum running version excludes the node's version, or it is a downgrade the agent's policy forbids.",
+    action:
+      'Upgrade through the intermediate release the metadata asks for (see its min-from and path kind), or, for a deliberate downgrade, set `release.allowDowngrade` in the agent configuration on the host.',
+  },
+  E_RELEASE_MISMATCH: {
+    message: 'The command names a sha256 or length other than the signed release of that version.',
+    action:
+      "Nothing was installed. The coordinator was given another artifact than the release owner signed: check the rollout's --sha256 against `guts-upgrade release` output, or omit it.",
+  },
+  E_RELEASE_UNREACHABLE: {
+    message: 'The release repository could not be reached or answered with an error.',
+    action:
+      "Check `release.repository` in the agent configuration is reachable from the host (`curl -I URL/metadata/timestamp.json`); the agent's log has the reason.",
+  },
+  E_RELEASE_INVALID: {
+    message: 'The release repository served metadata the agent cannot read, or the pinned root is missing or invalid.',
+    action:
+      "Check `release.root` names the repository's root.json as the release owner published it, and that the repository serves metadata written by `guts-upgrade release`.",
+  },
   // Agent upgrade steps
   E_BACKUP: {
     message: 'The backup could not be completed.',

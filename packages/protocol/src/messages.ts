@@ -121,6 +121,22 @@ export const ArtifactSchema = Type.Object({
 });
 export type Artifact = Static<typeof ArtifactSchema>;
 
+/**
+ * The target of a prepare/upgrade command. As an Artifact, but url and sha256
+ * are optional: an agent that resolves releases itself
+ * (agent config `release`, The Update Framework) downloads from its own
+ * repository and trusts only its signed metadata. It then ignores a url given
+ * here and refuses a sha256 (or length) that differs from the signed release
+ * (E_RELEASE_MISMATCH). An agent without `release` refuses a target lacking
+ * either (E_BAD_MESSAGE). Coordinators still send both: nothing changed for them.
+ */
+export const CommandTargetSchema = Type.Object({
+  ...ArtifactSchema.properties,
+  url: Type.Optional(UrlSchema),
+  sha256: Type.Optional(Sha256Schema),
+});
+export type CommandTarget = Static<typeof CommandTargetSchema>;
+
 export const CheckResultSchema = Type.Object({
   name: Type.String({ maxLength: 64 }),
   ok: Type.Boolean(),
@@ -263,13 +279,13 @@ const commandBase = <K extends CommandKind>(kind: K) => ({
 /** Fetch, verify and stage the artifact while the node keeps running. */
 export const PrepareCommandSchema = Type.Object({
   ...commandBase('prepare'),
-  target: ArtifactSchema,
+  target: CommandTargetSchema,
   options: Type.Optional(UpgradeOptionsSchema),
 });
 /** The whole single-node pipeline. */
 export const UpgradeCommandSchema = Type.Object({
   ...commandBase('upgrade'),
-  target: ArtifactSchema,
+  target: CommandTargetSchema,
   options: Type.Optional(UpgradeOptionsSchema),
 });
 /** Roll back the last committed upgrade from its backup. */
