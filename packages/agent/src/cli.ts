@@ -52,8 +52,8 @@ const positiveInt = asArgParser(positiveIntArg, InvalidArgumentError);
 
 interface TargetOpts extends CommonOpts {
   to: string;
-  url: string;
-  sha256: string;
+  url?: string;
+  sha256?: string;
   signature?: string;
   length?: number;
   allowDowngrade?: boolean;
@@ -102,6 +102,15 @@ async function runCommand(agent: Agent, command: Command, json: boolean): Promis
   return exitFor(r);
 }
 
+/** A target command, unless it lacks what this configuration needs to fetch it (a usage error). */
+function runTarget(agent: Agent, config: AgentConfig, command: Command, json: boolean): Promise<number> {
+  if (command.kind !== 'rollback' && config.release.repository === null && (!command.target.url || !command.target.sha256)) {
+    process.stderr.write('error: --url and --sha256 are required unless config release.repository names a release repository\n');
+    return Promise.resolve(EXIT.USAGE);
+  }
+  return runCommand(agent, command, json);
+}
+
 function targetCommand(kind: 'upgrade' | 'prepare', o: TargetOpts): Command {
   const options = {
     ...(o.allowDowngrade ? { allowDowngrade: true } : {}),
@@ -118,8 +127,8 @@ function targetCommand(kind: 'upgrade' | 'prepare', o: TargetOpts): Command {
     issuedAt: isoNow(),
     target: {
       version: o.to,
-      url: o.url,
-      sha256: o.sha256,
+      ...(o.url ? { url: o.url } : {}),
+      ...(o.sha256 ? { sha256: o.sha256 } : {}),
       ...(o.signature ? { signature: o.signature } : {}),
       ...(o.length !== undefined ? { length: o.length } : {}),
     },
@@ -128,13 +137,16 @@ function targetCommand(kind: 'upgrade' | 'prepare', o: TargetOpts): Command {
 }
 
 function withTargetFlags(cmd: CliCommand): CliCommand {
-  return cmd
-    .requiredOption('--to <version>', 'the version to install (semver)')
-    .requiredOption('--url <url>', 'where to download the guts-node binary', httpUrl)
-    .requiredOption('--sha256 <hex>', "the binary's sha256", sha256Hex)
-    .option('--signature <base64>', "the release key's signature over the sha256")
-    .option('--length <bytes>', "the binary's size: the download stops there (default: config fetch.maxBytes)", positiveInt)
-    .option('--id <id>', 'command id (default: generated)');
+  return (
+    cmd
+      .requiredOption('--to <version>', 'the version to install (semver)')
+      // Both required unless config release.repository is set: the agent then resolves the version itself.
+      .option('--url <url>', 'where to download the guts-node binary (ignored with config release.repository)', httpUrl)
+      .option('--sha256 <hex>', "the binary's sha256 (with config release.repository: must match the signed release)", sha256Hex)
+      .option('--signature <base64>', "the release key's signature over the sha256")
+      .option('--length <bytes>', "the binary's size: the download stops there (default: config fetch.maxBytes)", positiveInt)
+      .option('--id <id>', 'command id (default: generated)')
+  );
 }
 
 /** What `run` needs beyond a loadable configuration; `config validate` checks the same. */
@@ -285,11 +297,11 @@ export function buildProgram(result: { code: number }): CliCommand {
     .option('--sync-distance <n>', 'blocks behind the reference that still count as synced', nonNegativeInt)
     .action((_o, cmd: CliCommand) => {
       const o = opts<TargetOpts>(cmd);
-      return set(withAgent(o, false, (agent) => runCommand(agent, targetCommand('upgrade', o), !!o.json)));
+      return set(withAgent(o, false, (agent, config) => runTarget(agent, config, targetCommand('upgrade', o), !!o.json)));
     });
   withTargetFlags(program.command('prepare').description('fetch, verify and stage an artifact only; the node keeps running')).action((_o, cmd: CliCommand) => {
     const o = opts<TargetOpts>(cmd);
-    return set(withAgent(o, false, (agent) => runCommand(agent, targetCommand('prepare', o), !!o.json)));
+    return set(withAgent(o, false, (agent, config) => runTarget(agent, config, targetCommand('prepare', o), !!o.json)));
   });
   program
     .command('rollback')

@@ -92,6 +92,21 @@ export interface AgentConfig {
   commands: { migrate: string[] | null; verify: string[] | null; smoke: string[] | null };
   /** PEM text (resolved from a path when the value is a file). */
   releasePublicKey: string | null;
+  /**
+   * Releases resolved through The Update Framework (release-repo.ts): a command
+   * names a version and the agent installs only what this repository's signed
+   * metadata says that version is. Off when repository is null.
+   */
+  release: {
+    /** Base URL of the repository: metadata under <repository>/metadata/, files under <repository>/targets/. */
+    repository: string | null;
+    /** The pinned root.json, the trust anchor: only its keys (and roots they sign) are trusted. */
+    root: string | null;
+    /** The metadata the agent last trusted (rollback protection lives here); default <stateDir>/tuf. */
+    cacheDir: string;
+    /** Local policy only, never the coordinator's: may a command install an older version? */
+    allowDowngrade: boolean;
+  };
   logLevel: string;
   /** Disk space kept free beyond backup + artifact, bytes. */
   diskMarginBytes: number;
@@ -178,6 +193,7 @@ const SCHEMA: Record<string, Field | Record<string, Field>> = {
   },
   commands: { migrate: { kind: 'nargv', dflt: null }, verify: { kind: 'nargv', dflt: null }, smoke: { kind: 'nargv', dflt: null } },
   releasePublicKey: NS(),
+  release: { repository: NS(), root: NS(), cacheDir: NS(), allowDowngrade: { kind: 'bool', dflt: false } },
   logLevel: { kind: 'enum', values: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], dflt: 'info' },
   diskMarginBytes: I(64 * 1024 * 1024),
   metrics: { textfile: NS(), intervalMs: D(15_000, 1_000) },
@@ -404,6 +420,22 @@ export function resolveConfig(doc: Record<string, unknown>, env: NodeJS.ProcessE
       bad('releasePublicKey', `is neither a PEM key nor a readable file: ${(err as Error).message}`);
     }
     if (!c.releasePublicKey.includes('BEGIN PUBLIC KEY')) bad('releasePublicKey', 'file does not hold a PEM public key');
+  }
+  c.release.cacheDir = abs(c.release.cacheDir ?? path.join(c.stateDir, 'tuf'));
+  if (c.release.repository !== null) {
+    if (!/^https?:\/\/\S+$/.test(c.release.repository)) bad('release.repository', `must be an http(s) URL, got ${JSON.stringify(c.release.repository)}`);
+    c.release.repository = c.release.repository.replace(/\/+$/, '');
+    if (c.release.root === null) bad('release.root', "is required with release.repository: the path of the repository's root.json, pinned on this host");
+  }
+  if (c.release.root !== null) {
+    c.release.root = abs(c.release.root);
+    let type: unknown;
+    try {
+      type = (JSON.parse(fs.readFileSync(c.release.root, 'utf8')) as { signed?: { _type?: unknown } }).signed?._type;
+    } catch (err) {
+      bad('release.root', `cannot be read as JSON: ${(err as Error).message}`);
+    }
+    if (type !== 'root') bad('release.root', `${c.release.root} is not TUF root metadata (signed._type is ${JSON.stringify(type)})`);
   }
   if (c.backup.schedule !== null && c.backup.schedule.trim().split(/\s+/).length < 5) {
     bad('backup.schedule', `must be a cron expression (5 or 6 fields), got ${JSON.stringify(c.backup.schedule)}`);

@@ -27,6 +27,8 @@ export class DownloadError extends Error {
     /** A retry would meet the same answer. */
     readonly permanent: boolean,
     readonly redirect?: RedirectRefusal,
+    /** The HTTP status of a refused answer (the release fetcher tells a missing file from an outage by it). */
+    readonly status?: number,
   ) {
     super(detail);
     this.name = 'DownloadError';
@@ -116,7 +118,7 @@ export function download(
           if (status !== 200 && status !== 206) {
             res.destroy();
             const permanent = status >= 400 && status < 500 && status !== 408 && status !== 429;
-            reject(new DownloadError('E_FETCH', `HTTP ${status} from ${current}`, permanent));
+            reject(new DownloadError('E_FETCH', `HTTP ${status} from ${current}`, permanent, undefined, status));
             return;
           }
           const start = status === 200 ? 0 : offset; // 200: the server ignored Range, start over

@@ -25,6 +25,8 @@ export interface UpgradeData {
   path?: UpgradePath;
   oldBinarySha?: string;
   artifactFile?: string;
+  /** The staged artifact's sha256: the command's, or the signed release's when the agent resolves releases. */
+  artifactSha256?: string;
   backupId?: string;
   /** Set before anything may change the data dir (manual migrate, or first start of a migrating build). */
   migrationRan?: boolean;

@@ -11,6 +11,7 @@ import { CodedError, verifyArtifactDigest, type Artifact } from '@guts-upgrade/p
 import { DownloadError, MAX_REDIRECTS, download } from '../download.js';
 import type { AgentConfig } from '../config.js';
 import { fsyncPath, sha256File, sleep } from '../util.js';
+import { checkReleasePolicy, ReleaseRepo } from '../release-repo.js';
 import { addCheck, type StepContext } from './context.js';
 import { binaryVersion } from './preflight.js';
 
@@ -21,8 +22,95 @@ export function stagedPath(stagingDir: string, sha256: string): string {
 export async function fetchArtifact(ctx: StepContext): Promise<void> {
   const { config, command } = ctx;
   if (command.kind === 'rollback') throw new CodedError('E_INTERNAL', 'fetch is for prepare/upgrade');
-  const target: Artifact = command.target;
+  const target = command.target;
+  let final: string;
+  if (config.release.repository !== null) {
+    final = await fetchRelease(ctx);
+  } else {
+    if (!target.url || !target.sha256) {
+      throw new CodedError(
+        'E_BAD_MESSAGE',
+        `${target.version} comes without url and sha256, and no release repository is configured (config release.repository)`,
+      );
+    }
+    final = await fetchByUrl(ctx, { ...target, url: target.url, sha256: target.sha256 });
+  }
+  fs.chmodSync(final, 0o755);
+  // The first run of a file fetched from the network: not as root.
+  const v = await binaryVersion(final, 60_000, (await ctx.identities()).node);
+  const ok = v.version === (await normalized(target.version));
+  addCheck(ctx, 'artifact-version', ok, `--version printed ${JSON.stringify(v.output.slice(0, 200))}`);
+  if (!ok) {
+    fs.rmSync(final, { force: true });
+    throw new CodedError('E_VERSION_MISMATCH', `the artifact's --version says ${JSON.stringify(v.output.slice(0, 200))}, expected guts-node ${target.version}`);
+  }
+  ctx.save({ artifactFile: final });
+}
+
+/**
+ * The version as the release repository signs it (release-repo.ts): the
+ * command's url is not used, and a sha256 or length it gives must be the
+ * signed one, so the coordinator can neither pick the binary nor be trusted
+ * about it. Returns the staged file.
+ */
+async function fetchRelease(ctx: StepContext): Promise<string> {
+  const { config, command } = ctx;
+  if (command.kind === 'rollback') throw new CodedError('E_INTERNAL', 'fetch is for prepare/upgrade');
+  const target = command.target;
+  const repo = new ReleaseRepo(config, ctx.log);
+  const r = await repo.resolve(target.version);
+  addCheck(ctx, 'release', true, `${r.name}: ${r.length} bytes, sha256 ${r.sha256}, signed by ${config.release.repository}`);
+  checkReleasePolicy(r.custom, ctx.data.fromVersion!, config.release.allowDowngrade);
+  addCheck(
+    ctx,
+    'release-policy',
+    true,
+    `path kind ${r.custom.pathKind}, migration ${r.custom.migration}${r.custom.minFrom ? `, from ${r.custom.minFrom} on` : ''}`,
+  );
+  const differs = [
+    target.sha256 !== undefined && target.sha256 !== r.sha256 ? `sha256 ${target.sha256}` : null,
+    target.length !== undefined && target.length !== r.length ? `length ${target.length}` : null,
+  ].filter(Boolean);
+  if (differs.length > 0) {
+    throw new CodedError(
+      'E_RELEASE_MISMATCH',
+      `the command gives ${differs.join(' and ')} for ${target.version}, the signed release has sha256 ${r.sha256}, length ${r.length}; nothing was downloaded`,
+    );
+  }
   const key = config.releasePublicKey;
+  if (key && target.signature) {
+    const ok = verifyArtifactDigest(r.sha256, target.signature, key);
+    addCheck(ctx, 'signature', ok, ok ? 'ed25519 signature valid' : 'ed25519 signature does not verify');
+    if (!ok) throw new CodedError('E_SIGNATURE', `the signature of ${target.version} (${r.sha256}) does not verify with the configured release key`);
+  }
+  if (r.length > config.fetch.maxBytes) {
+    throw new CodedError(
+      'E_FETCH_TOO_LARGE',
+      `${r.name} is signed as ${r.length} bytes, more than config fetch.maxBytes (${config.fetch.maxBytes}); nothing was downloaded`,
+    );
+  }
+  fs.mkdirSync(config.stagingDir, { recursive: true, mode: 0o700 });
+  const final = stagedPath(config.stagingDir, r.sha256);
+  ctx.save({ artifactSha256: r.sha256 });
+  if (fs.existsSync(final) && (await sha256File(final)) === r.sha256) {
+    ctx.progress('fetch', 'running', `using the staged artifact ${final}`);
+    return final;
+  }
+  fs.rmSync(final, { force: true });
+  if (command.kind === 'upgrade' && command.options?.requireStaged === true) {
+    throw new CodedError('E_NOT_STAGED', `no staged artifact with sha256 ${r.sha256}; send a prepare command first`);
+  }
+  ctx.progress('fetch', 'running', `downloading ${r.name} (${r.length} bytes) from the release repository`);
+  await repo.download(r, final);
+  addCheck(ctx, 'checksum', true, `length ${r.length} and hashes as signed`);
+  return final;
+}
+
+/** The artifact at the command's url, checked against the command's sha256 (and signature, with a release key). */
+async function fetchByUrl(ctx: StepContext, target: Artifact): Promise<string> {
+  const { config, command } = ctx;
+  const key = config.releasePublicKey;
+  ctx.save({ artifactSha256: target.sha256 });
 
   // The signature covers the digest statement, so it is checked before a byte is downloaded.
   if (key) {
@@ -100,16 +188,7 @@ export async function fetchArtifact(ctx: StepContext): Promise<void> {
     fs.renameSync(partial, final);
     fsyncPath(config.stagingDir);
   }
-  fs.chmodSync(final, 0o755);
-  // The first run of a file fetched from the network: not as root.
-  const v = await binaryVersion(final, 60_000, (await ctx.identities()).node);
-  const ok = v.version === (await normalized(target.version));
-  addCheck(ctx, 'artifact-version', ok, `--version printed ${JSON.stringify(v.output.slice(0, 200))}`);
-  if (!ok) {
-    fs.rmSync(final, { force: true });
-    throw new CodedError('E_VERSION_MISMATCH', `the artifact's --version says ${JSON.stringify(v.output.slice(0, 200))}, expected guts-node ${target.version}`);
-  }
-  ctx.save({ artifactFile: final });
+  return final;
 }
 
 /** The most bytes the download may bring: the command's length when it gives one, else fetch.maxBytes. */

@@ -15,7 +15,7 @@ export function bakPath(binary: string): string {
 export async function install(ctx: StepContext): Promise<void> {
   const binary = ctx.config.node.binary;
   const bak = bakPath(binary);
-  const want = ctx.command.kind !== 'rollback' ? ctx.command.target.sha256 : '';
+  const want = ctx.data.artifactSha256 ?? (ctx.command.kind !== 'rollback' ? (ctx.command.target.sha256 ?? '') : '');
   try {
     const current = await sha256File(binary);
     if (current === ctx.data.oldBinarySha) copyFileAtomic(binary, bak, 0o755);

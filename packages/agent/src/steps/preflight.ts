@@ -46,7 +46,9 @@ export async function preflight(ctx: StepContext): Promise<void> {
       'E_SERVICE_MISSING',
       `cannot tell the installed version: ${config.node.binary} --version said ${JSON.stringify(installed.output.slice(0, 200))}`,
     );
-  const path = upgradePath(from, command.target.version, { allowDowngrade: opts.allowDowngrade === true });
+  // With a release repository, a downgrade is this host's policy alone: the coordinator's flag is not trusted.
+  const allowDowngrade = config.release.repository !== null ? config.release.allowDowngrade : opts.allowDowngrade === true;
+  const path = upgradePath(from, command.target.version, { allowDowngrade });
   if (path.kind === 'major' && !path.downgrade && opts.approvedMajor !== true) {
     throw new CodedError(
       'E_MAJOR_NOT_APPROVED',
