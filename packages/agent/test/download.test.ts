@@ -1,32 +1,12 @@
 /** The bounded download against real HTTP servers on 127.0.0.1: size bound, redirect count, redirect origins. */
 import fs from 'node:fs';
-import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
-import { endless } from './endless-body.js';
+import { endless, serve } from './http-fixtures.js';
 import { download, DownloadError, MAX_REDIRECTS, type DownloadLimits } from '../src/download.js';
 
-interface Served {
-  origin: string;
-  requests: string[];
-}
 type Tap = { teardown(fn: () => unknown): void };
-
-async function serve(t: Tap, handler: (req: http.IncomingMessage, res: http.ServerResponse) => void): Promise<Served> {
-  const requests: string[] = [];
-  const server = http.createServer((req, res) => {
-    requests.push(req.url ?? '');
-    handler(req, res);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.teardown(() => {
-    server.closeAllConnections();
-    return new Promise<void>((r) => server.close(() => r()));
-  });
-  const { port } = server.address() as { port: number };
-  return { origin: `http://127.0.0.1:${port}`, requests };
-}
 
 function tmpFile(t: Tap): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'guts-download-'));

@@ -6,39 +6,19 @@
  */
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import t from 'tap';
-import { endless } from './endless-body.js';
+import { endless, serve } from './http-fixtures.js';
 import { PROTOCOL_VERSION, type Artifact, type Command, type Result } from '@guts-upgrade/protocol';
 import { Agent } from '../src/agent.js';
 import { resolveConfig } from '../src/config.js';
 import type { ProgressEvent } from '../src/steps/context.js';
 
 type Tap = { teardown(fn: () => unknown): void };
-
-interface Served {
-  origin: string;
-  requests: string[];
-}
-
-async function serve(t: Tap, handler: (req: http.IncomingMessage, res: http.ServerResponse) => void): Promise<Served> {
-  const requests: string[] = [];
-  const server = http.createServer((req, res) => {
-    requests.push(req.url ?? '');
-    handler(req, res);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.teardown(() => {
-    server.closeAllConnections();
-    return new Promise<void>((r) => server.close(() => r()));
-  });
-  return { origin: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}`, requests };
-}
 
 /** A port nothing listens on: the node API of a host whose node is down. */
 async function closedPort(): Promise<number> {
