@@ -39,6 +39,13 @@ t.test('TUF releases: attacks refused with nothing changed, then an upgrade by v
     rig.writeConfig({ release: { repository: `${srv.url}/${name}`, root: repo.metaPath('root'), cacheDir: path.join(rig.dir, `tuf-${name}`) } });
     return { repo, at: (p: string) => `/${name}/${p}` };
   };
+  /** What an attacker without the targets keys serves: forged targets, re-signed snapshot and timestamp, another 1.0.1 file. */
+  const serveForged = (s: { at(p: string): string }, forged: { targets: Buffer; snapshot: Buffer; timestamp: Buffer }, file: Buffer) => {
+    srv.overrides.set(s.at('metadata/targets.json'), forged.targets);
+    srv.overrides.set(s.at('metadata/snapshot.json'), forged.snapshot);
+    srv.overrides.set(s.at('metadata/timestamp.json'), forged.timestamp);
+    srv.overrides.set(s.at('targets/guts-node/1.0.1/guts-node'), file);
+  };
   const upgrade = async (version: string, extra: string[] = []) => {
     const r = await rig.cli(['upgrade', '--to', version, '--json', ...extra]);
     return { exit: r.code, result: parseResult(r.stdout) };
@@ -113,10 +120,7 @@ t.test('TUF releases: attacks refused with nothing changed, then an upgrade by v
     // The targets signatures stay as they were: the attacker has no targets key.
     const bytes = Buffer.from(`${JSON.stringify(targets, null, 2)}\n`);
     const forged = s.repo.onlineResign(bytes, targets.signed.version);
-    srv.overrides.set(s.at('metadata/targets.json'), forged.targets);
-    srv.overrides.set(s.at('metadata/snapshot.json'), forged.snapshot);
-    srv.overrides.set(s.at('metadata/timestamp.json'), forged.timestamp);
-    srv.overrides.set(s.at('targets/guts-node/1.0.1/guts-node'), evilBytes);
+    serveForged(s, forged, evilBytes);
     await refused(t, 'E_RELEASE_SIGNATURE');
   });
 
@@ -132,10 +136,7 @@ t.test('TUF releases: attacks refused with nothing changed, then an upgrade by v
     };
     const bytes = Repo.sign(targets, s.repo.keys('targets').slice(0, 1));
     const forged = s.repo.onlineResign(bytes, targets.signed.version);
-    srv.overrides.set(s.at('metadata/targets.json'), forged.targets);
-    srv.overrides.set(s.at('metadata/snapshot.json'), forged.snapshot);
-    srv.overrides.set(s.at('metadata/timestamp.json'), forged.timestamp);
-    srv.overrides.set(s.at('targets/guts-node/1.0.1/guts-node'), evilBytes);
+    serveForged(s, forged, evilBytes);
     await refused(t, 'E_RELEASE_SIGNATURE');
   });
 
