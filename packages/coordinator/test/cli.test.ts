@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import t from 'tap';
 import { pino } from 'pino';
 import { makeTestTls } from '@guts-upgrade/simulator';
-import { EXIT, rolloutBody, runCli } from '../src/cli.js';
+import { EXIT, rolloutBody } from '../src/cli.js';
+import { cli } from './run-cli.js';
 import { buildConfig } from '../src/config.js';
 import { startCoordinator } from '../src/server.js';
 import { main as serverMain } from '../src/server-cli.js';
@@ -13,18 +14,6 @@ import { main as serverMain } from '../src/server-cli.js';
 const HEX = 'ab'.repeat(32);
 // Port 9 on loopback (discard) has no listener here: a parsed command ends "unreachable", not "usage".
 const NOWHERE = ['--url', 'http://127.0.0.1:9'];
-
-async function cli(argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  let out = '';
-  let err = '';
-  const code = await runCli(
-    argv,
-    {},
-    (s) => (out += s),
-    (s) => (err += s),
-  );
-  return { code, out, err };
-}
 
 t.test('--sha256 with digits is read (the flag that once never parsed)', async (t) => {
   const r = await cli(['plan', '--to', '1.1.0', '--artifact-url', 'http://127.0.0.1:9/guts-node', '--sha256', HEX, ...NOWHERE]);
