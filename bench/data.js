@@ -70,6 +70,8 @@ async function setup(sizeMb, log) {
   const dir = tmpDir(`data-${sizeMb}mb`);
   const manifest = sim.buildArtifacts({ outDir: path.join(dir, 'artifacts') });
   const server = await sim.startArtifactServer({ dir: path.join(dir, 'artifacts'), host: '127.0.0.1' });
+  // Signed or nothing, as on a validator host: the agent resolves versions through this repository.
+  const releases = sim.createReleaseSigner(path.join(dir, 'artifacts', 'release'));
   const [d] = await sim.createCluster({ n: 1, dir: path.join(dir, 'cluster'), logLevel: 'warn' });
   log(`data: guts-node init --size-mb ${sizeMb}`);
   const t0 = Date.now();
@@ -93,6 +95,7 @@ async function setup(sizeMb, log) {
     node: { binary: node.binary, dataDir: d.dataDir, config: d.configPath, apiUrl: d.apiUrl, metricsUrl: d.metricsUrl },
     stateDir,
     backup: { retention: 1 },
+    release: { repository: `${server.url}/release`, root: releases.root },
     fetch: { retries: 3, backoffMs: 50, timeoutMs: 10_000 },
     checks: {
       readyTimeoutMs: 60_000,
@@ -113,6 +116,7 @@ async function setup(sizeMb, log) {
   await waitFor(() => ready(node), { timeoutMs: 60_000, what: 'node ready' });
   const art = (v) => {
     const a = sim.findArtifact(manifest, v);
+    releases.sign(a.path, v);
     return { version: v, url: `${server.url}/${a.file}`, sha256: a.sha256, path: a.path };
   };
   return { dir, node, server, art, agentDoc, initSec };
@@ -126,17 +130,13 @@ async function oursUpgrade(env, log) {
   let smp = null;
   let pid = null;
   const t0 = Date.now();
-  const r = await run(
-    process.execPath,
-    [AGENT_CLI, 'upgrade', '--config', node.agentConfig, '--to', to.version, '--url', to.url, '--sha256', to.sha256, '--json'],
-    {
-      env: { GUTS_UPGRADE_CLI_LOG_LEVEL: 'warn' },
-      onSpawn: (c) => {
-        pid = c.pid;
-        smp = sampler(c.pid, 100);
-      },
+  const r = await run(process.execPath, [AGENT_CLI, 'upgrade', '--config', node.agentConfig, '--to', to.version, '--json'], {
+    env: { GUTS_UPGRADE_CLI_LOG_LEVEL: 'warn' },
+    onSpawn: (c) => {
+      pid = c.pid;
+      smp = sampler(c.pid, 100);
     },
-  );
+  });
   // The process is gone: the sampler's last /proc reading before exit holds the peak.
   const usage = smp.stop();
   const wallMs = Date.now() - t0;

@@ -57,6 +57,8 @@ async function setup(log) {
   const dir = tmpDir('warmup');
   const manifest = sim.buildArtifacts({ outDir: path.join(dir, 'artifacts') });
   const server = await sim.startArtifactServer({ dir: path.join(dir, 'artifacts'), host: '127.0.0.1' });
+  // Signed or nothing, as on a validator host: the agent resolves versions through this repository.
+  const releases = sim.createReleaseSigner(path.join(dir, 'artifacts', 'release'));
   const descs = await sim.createCluster({ n: 4, dir: path.join(dir, 'cluster'), timings: TIMINGS, dataSizeMb: 1, dataVersion: '1.0.0', logLevel: 'warn' });
   const [d, ...others] = descs;
   const peers = others.map((o) => track(spawn(process.execPath, [SIM_CLI, '--config', o.configPath], { env: childEnv(), stdio: 'ignore' })));
@@ -79,6 +81,7 @@ async function setup(log) {
       node: { binary: node.binary, dataDir: d.dataDir, config: d.configPath, apiUrl: d.apiUrl, metricsUrl: d.metricsUrl },
       stateDir,
       backup: { retention: 1 },
+      release: { repository: `${server.url}/release`, root: releases.root },
       fetch: { retries: 3, backoffMs: 50, timeoutMs: 10_000 },
       checks: CHECKS,
       diskMarginBytes: 0,
@@ -94,6 +97,7 @@ async function setup(log) {
   log('warmup: 4-validator network up');
   const art = (v) => {
     const a = sim.findArtifact(manifest, v);
+    releases.sign(a.path, v);
     return { version: v, url: `${server.url}/${a.file}`, sha256: a.sha256, path: a.path };
   };
   return { dir, node, descs, peers, server, art };
@@ -121,11 +125,7 @@ async function upgrade(env) {
   const { node, descs, art } = env;
   const to = art('1.0.1');
   const t0 = Date.now();
-  const r = await run(
-    process.execPath,
-    [AGENT_CLI, 'upgrade', '--config', node.agentConfig, '--to', to.version, '--url', to.url, '--sha256', to.sha256, '--json'],
-    {},
-  );
+  const r = await run(process.execPath, [AGENT_CLI, 'upgrade', '--config', node.agentConfig, '--to', to.version, '--json'], {});
   const t1 = Date.now();
   let result;
   try {

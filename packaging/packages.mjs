@@ -106,7 +106,10 @@ node:
 # needs a drop-in (systemctl edit guts-upgrade-agent) that adds the new ones.
 stateDir: /var/lib/guts-upgrade              # journal.sqlite, staging/, backups/
 backup: { retention: 3 }
-# releasePublicKey: /etc/guts-upgrade/release.pub   # when set, unsigned artifacts are refused
+# Signed or nothing: until the release repository and its pinned root are set,
+# every upgrade is refused (E_UNSIGNED_REFUSED). Copy root.json from the release
+# owner (runbook: Releases described by The Update Framework), never from the repository.
+# release: { repository: https://releases.example/guts, root: /etc/guts-upgrade/root.json }
 # The agent's metrics for node_exporter's textfile collector (off by default; the directory must exist):
 # metrics: { textfile: /var/lib/node_exporter/textfile_collector/guts_upgrade_agent.prom }
 `;

@@ -12,7 +12,7 @@ import { pubkeyFor } from '@guts-upgrade/simulator';
 import { sectionBlocks } from '../src/docs/commands.js';
 import { FAST_TIMINGS, NODE_API_PORT } from '../src/scenario/harness.js';
 import { preflight, provisionGutsNode, REPO_ROOT, startLab, type Host } from '../src/testbed/index.js';
-import { makeTestTls, waitFor } from '@guts-upgrade/simulator';
+import { createReleaseSigner, makeTestTls, waitFor } from '@guts-upgrade/simulator';
 import { AGENT_DEB, buildPackages, buildSimulator, COORDINATOR_DEB, hideMachineNode, installSimRuntime, PRODUCT_VERSION } from '../src/package/install.js';
 
 const ARTIFACT_PORT = 7700;
@@ -51,6 +51,8 @@ else
         logFile: path.join(scratch, 'artifact-server.log'),
       },
     );
+    // The release owner's repository (guts-upgrade release), published beside the builds; agents pin its root.
+    const releases = createReleaseSigner(path.join(scratch, 'artifacts', 'release'));
     const [v0] = lab.hosts as [Host, ...Host[]];
     // tap's process tracking puts NODE_OPTIONS (an --import from the checkout) into every child's env.
     const sh = (h: Host, cmd: string, env: Record<string, string> = {}) =>
@@ -194,6 +196,7 @@ else
       const agentToken = /^token: (\S+)$/m.exec(r.stdout)?.[1];
       if (!agentToken) throw new Error(`no token in: ${r.stdout}`);
       await h.writeFile('/etc/guts-upgrade/agent.token', `${agentToken}\n`, 0o600);
+      await h.writeFile('/etc/guts-upgrade/root.json', await fs.readFile(releases.root, 'utf8'), 0o644);
       await h.writeFile(
         '/etc/guts-upgrade/agent.yaml',
         `${JSON.stringify(
@@ -216,6 +219,7 @@ else
             },
             stateDir: '/var/lib/guts-upgrade',
             backup: { retention: 2 },
+            release: { repository: `http://lab:${ARTIFACT_PORT}/release`, root: '/etc/guts-upgrade/root.json' },
             fetch: { retries: 3, backoffMs: 200, timeoutMs: 15_000 },
             checks: {
               readyTimeoutMs: 15_000,
@@ -258,6 +262,7 @@ else
     t.pass('four agents from the package connected to the packaged coordinator');
 
     // --- plan, start and watch the rollout with the documented commands only.
+    releases.sign(to.path, '1.1.0');
     const url = `http://lab:${ARTIFACT_PORT}/${to.file}`;
     const plan = await cli(`guts-upgrade plan --to 1.1.0 --artifact-url ${url} --sha256 ${to.sha256} --strategy rolling`);
     t.equal(plan.code, 0, `guts-upgrade plan: ${plan.stderr}`);

@@ -6,7 +6,8 @@
  * parse, or that this test has no rule for, fails it.
  */
 import { spawn } from 'node:child_process';
-import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
@@ -80,6 +81,10 @@ function fill(c: DocCommand, ctx: Ctx): string {
       .replace(/\bHEX\b|<hex>/g, art.sha256);
   }
   s = s.replaceAll('/etc/guts-upgrade/coordinator.yaml', ctx.coordinatorConfig);
+  // The release owner's machine: the repository in the rig's dir, the binary the fleet's 1.1.0.
+  s = s.replaceAll('/srv/releases', releasesDir(ctx));
+  const signing = /--file guts-node --version (\S+)/.exec(s);
+  if (signing) s = s.replace('--file guts-node', `--file ${buildFile(ctx, signing[1]!)}`);
   if (s.includes('<id>')) {
     const id = c.path === 'guts-upgrade-agent backup restore' ? ctx.backupId : ctx.rolloutId;
     if (!id) throw new Error(`${c.where}: no id to fill in for "${c.text}"`);
@@ -88,6 +93,24 @@ function fill(c: DocCommand, ctx: Ctx): string {
   const left = /<[a-z-]+>|\bURL\b|\bHEX\b|releases\.example|\/etc\/guts-upgrade/.exec(s);
   if (left) throw new Error(`${c.where}: placeholder ${left[0]} left unfilled in "${c.text}"`);
   return s;
+}
+
+const releasesDir = (ctx: Ctx) => path.join(ctx.rig.dir, 'srv', 'releases');
+
+/** The fleet's own build of `version`, as its artifact server holds it. */
+function buildFile(ctx: Ctx, version: string): string {
+  return path.join(ctx.rig.fleet.dir, 'artifacts', path.basename(new URL(ctx.rig.fleet.artifact(version).url).pathname));
+}
+
+type Md = { signed: { version: number; expires: string; roles?: Record<string, { threshold: number }>; targets?: Record<string, TargetMd> } };
+type TargetMd = { length: number; hashes: { sha256: string }; custom: Record<string, string> };
+
+function metadata(ctx: Ctx, role: string): Md {
+  return JSON.parse(readFileSync(path.join(releasesDir(ctx), 'metadata', `${role}.json`), 'utf8')) as Md;
+}
+
+function expect(ok: boolean, what: string): void {
+  if (!ok) throw new Error(what);
 }
 
 async function rollout(ctx: Ctx): Promise<RolloutDetailBody> {
@@ -190,6 +213,31 @@ const RULES: Record<string, Rule> = {
   'guts-upgrade rollout abort': OK,
   'guts-upgrade rollout rollback': { after: (ctx) => waitState(ctx, ['rolled_back']) },
   'guts-upgrade rollout approve': { before: (ctx) => waitState(ctx, ['awaiting_approval']) },
+  // The release owner's commands (runbook.md), checked in what they wrote.
+  'guts-upgrade release init': {
+    async after(ctx) {
+      const root = metadata(ctx, 'root').signed;
+      expect(root.roles?.root?.threshold === 2 && root.roles?.targets?.threshold === 2, `root.json thresholds: ${JSON.stringify(root.roles)}`);
+    },
+  },
+  'guts-upgrade release add': {
+    async after(ctx) {
+      const target = metadata(ctx, 'targets').signed.targets?.['guts-node/1.1.0/guts-node'];
+      const file = readFileSync(buildFile(ctx, '1.1.0'));
+      expect(target?.hashes.sha256 === createHash('sha256').update(file).digest('hex'), `signed target: ${JSON.stringify(target)}`);
+      expect(
+        target?.custom.pathKind === 'minor' && target.custom.migration === 'automatic' && target.custom.minFrom === '1.0.0',
+        `custom fields: ${JSON.stringify(target?.custom)}`,
+      );
+    },
+  },
+  'guts-upgrade release timestamp': {
+    async after(ctx) {
+      const ts = metadata(ctx, 'timestamp').signed;
+      const left = Date.parse(ts.expires) - Date.now();
+      expect(ts.version === 3 && left > 0 && left <= 86_400_000, `timestamp v${ts.version} expires ${ts.expires}`);
+    },
+  },
 };
 
 /** The daemon line: started as written, ready on its API, then stopped by SIGTERM with exit 0. */

@@ -16,6 +16,7 @@ import {
   type Result,
   type StepName,
 } from '@guts-upgrade/protocol';
+import { unsignedWarning } from './trust-policy.js';
 import { BackupStore } from './backup-store.js';
 import { resolveIdentities, type Identities } from './run-as.js';
 import type { AgentConfig } from './config.js';
@@ -62,6 +63,13 @@ export class Agent {
     this.driver = createDriver(config);
     this.node = new NodeClient(config.node.apiUrl, config.node.metricsUrl, config.checks.httpTimeoutMs);
     this.backups = new BackupStore(config, this.journal);
+    this.warnIfUnsigned();
+  }
+
+  /** Loud on purpose, at every start and command: an operator reading any log of this host sees the switch. */
+  private warnIfUnsigned(): void {
+    const w = unsignedWarning(this.config);
+    if (w) this.log.warn({ allowUnsigned: true }, w);
   }
 
   close(): void {
@@ -161,6 +169,7 @@ export class Agent {
   }
 
   private execute(row: CommandRow): Promise<Result> {
+    if (row.kind !== 'rollback') this.warnIfUnsigned();
     const ctx = this.context(row);
     const done = (async () => {
       let result: Result;

@@ -104,8 +104,8 @@ async function runCommand(agent: Agent, command: Command, json: boolean): Promis
 
 /** A target command, unless it lacks what this configuration needs to fetch it (a usage error). */
 function runTarget(agent: Agent, config: AgentConfig, command: Command, json: boolean): Promise<number> {
-  if (command.kind !== 'rollback' && config.release.repository === null && (!command.target.url || !command.target.sha256)) {
-    process.stderr.write('error: --url and --sha256 are required unless config release.repository names a release repository\n');
+  if (command.kind !== 'rollback' && config.release.repository === null && config.allowUnsigned && (!command.target.url || !command.target.sha256)) {
+    process.stderr.write('error: --url and --sha256 are required without a release repository (config release.repository)\n');
     return Promise.resolve(EXIT.USAGE);
   }
   return runCommand(agent, command, json);
@@ -113,8 +113,6 @@ function runTarget(agent: Agent, config: AgentConfig, command: Command, json: bo
 
 function targetCommand(kind: 'upgrade' | 'prepare', o: TargetOpts): Command {
   const options = {
-    ...(o.allowDowngrade ? { allowDowngrade: true } : {}),
-    ...(o.approveMajor ? { approvedMajor: true } : {}),
     ...(o.requireStaged ? { requireStaged: true } : {}),
     ...(o.referenceHeight !== undefined ? { referenceHeight: o.referenceHeight } : {}),
     ...(o.syncDistance !== undefined ? { syncDistance: o.syncDistance } : {}),
@@ -233,8 +231,21 @@ async function daemon(agent: Agent, config: AgentConfig): Promise<number> {
 }
 
 /** Loads the configuration and an Agent, runs `fn`, and closes the agent's journal whatever happens. */
-async function withAgent(o: CommonOpts, daemonLog: boolean, fn: (agent: Agent, config: AgentConfig) => Promise<number>): Promise<number> {
-  const config = loadConfig(o.config);
+/**
+ * The host's operator may widen this run's local policy from the command line
+ * (`--allow-downgrade`, `--approve-major`): the same keys as the configuration,
+ * never a field of the command, which the coordinator could set as well.
+ */
+type LocalPolicy = Partial<Pick<AgentConfig['release'], 'allowDowngrade' | 'allowMajor'>>;
+
+async function withAgent(
+  o: CommonOpts,
+  daemonLog: boolean,
+  fn: (agent: Agent, config: AgentConfig) => Promise<number>,
+  policy: LocalPolicy = {},
+): Promise<number> {
+  const loaded = loadConfig(o.config);
+  const config = { ...loaded, release: { ...loaded.release, ...policy } };
   const log = createLogger(daemonLog ? config.logLevel : (process.env.GUTS_UPGRADE_CLI_LOG_LEVEL ?? 'warn'), !daemonLog);
   // The crash tests pause the agent at a step through the environment; see pause-hook.ts.
   const agent = new Agent(config, log, { afterJournal: pauseHookFromEnv(process.env) });
@@ -290,14 +301,15 @@ export function buildProgram(result: { code: number }): CliCommand {
   withTargetFlags(
     program.command('upgrade').description('the whole upgrade: fetch, verify, back up, stop, swap, migrate, start, verify; rolls back on failure'),
   )
-    .option('--allow-downgrade', 'allow a version older than the running one')
-    .option('--approve-major', 'allow a major version change')
+    .option('--allow-downgrade', 'allow a version older than the running one (this run only: release.allowDowngrade)')
+    .option('--approve-major', 'allow a major version change without a release repository (this run only: release.allowMajor)')
     .option('--require-staged', 'refuse unless `prepare` staged this artifact already')
     .option('--reference-height <n>', 'the network height the node must reach to count as synced', nonNegativeInt)
     .option('--sync-distance <n>', 'blocks behind the reference that still count as synced', nonNegativeInt)
     .action((_o, cmd: CliCommand) => {
       const o = opts<TargetOpts>(cmd);
-      return set(withAgent(o, false, (agent, config) => runTarget(agent, config, targetCommand('upgrade', o), !!o.json)));
+      const policy = { ...(o.allowDowngrade ? { allowDowngrade: true } : {}), ...(o.approveMajor ? { allowMajor: true } : {}) };
+      return set(withAgent(o, false, (agent, config) => runTarget(agent, config, targetCommand('upgrade', o), !!o.json), policy));
     });
   withTargetFlags(program.command('prepare').description('fetch, verify and stage an artifact only; the node keeps running')).action((_o, cmd: CliCommand) => {
     const o = opts<TargetOpts>(cmd);

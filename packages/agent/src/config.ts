@@ -90,7 +90,17 @@ export interface AgentConfig {
     minLatencyMs: number;
   };
   commands: { migrate: string[] | null; verify: string[] | null; smoke: string[] | null };
-  /** PEM text (resolved from a path when the value is a file). */
+  /**
+   * Upgrades without a trusted root (no release.repository): refused unless
+   * this is true, and then logged as a warning at every start and command.
+   * Off by default: an agent runs as root, and unsigned code must be a choice.
+   */
+  allowUnsigned: boolean;
+  /**
+   * PEM text (resolved from a path when the value is a file). An ed25519 key
+   * over the sha256 of url+sha256 commands: it binds no version, path kind or
+   * expiry, so it is no trusted root and counts only with allowUnsigned.
+   */
   releasePublicKey: string | null;
   /**
    * Releases resolved through The Update Framework (release-repo.ts): a command
@@ -106,6 +116,11 @@ export interface AgentConfig {
     cacheDir: string;
     /** Local policy only, never the coordinator's: may a command install an older version? */
     allowDowngrade: boolean;
+    /**
+     * Local policy for hosts without a repository (allowUnsigned): may a command
+     * install a new major version? With a repository the signed path kind decides.
+     */
+    allowMajor: boolean;
   };
   logLevel: string;
   /** Disk space kept free beyond backup + artifact, bytes. */
@@ -192,8 +207,9 @@ const SCHEMA: Record<string, Field | Record<string, Field>> = {
     minLatencyMs: N(50),
   },
   commands: { migrate: { kind: 'nargv', dflt: null }, verify: { kind: 'nargv', dflt: null }, smoke: { kind: 'nargv', dflt: null } },
+  allowUnsigned: { kind: 'bool', dflt: false },
   releasePublicKey: NS(),
-  release: { repository: NS(), root: NS(), cacheDir: NS(), allowDowngrade: { kind: 'bool', dflt: false } },
+  release: { repository: NS(), root: NS(), cacheDir: NS(), allowDowngrade: { kind: 'bool', dflt: false }, allowMajor: { kind: 'bool', dflt: false } },
   logLevel: { kind: 'enum', values: ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'], dflt: 'info' },
   diskMarginBytes: I(64 * 1024 * 1024),
   metrics: { textfile: NS(), intervalMs: D(15_000, 1_000) },

@@ -12,6 +12,7 @@ import type { BackupStore } from './backup-store.js';
 import type { NodeClient } from './node-client.js';
 import type { ServiceDriver } from './service/driver.js';
 import { binaryVersion } from './steps/preflight.js';
+import { hasTrustedRoot } from './trust-policy.js';
 import { dirSize, freeBytes, runArgv, sleep } from './util.js';
 
 export type Verdict = 'ok' | 'warn' | 'fail' | 'skip';
@@ -198,7 +199,15 @@ const backups: Check = async ({ backups }) => {
 };
 
 /** In the procedure's troubleshooting order. */
-export const CHECKS: Check[] = [service, interrupted, binary, health, data, consensus, sync, peers, disk, backups];
+/** Where upgrades may come from (trust-policy.ts): a host that can take no release, or any, is worth a word before a rollout. */
+const releases: Check = async ({ config }) => {
+  if (hasTrustedRoot(config)) return finding('releases', 'ok', `releases signed in ${config.release.repository}, root pinned at ${config.release.root}`);
+  const setUp = 'set release.repository and release.root in the agent configuration (docs/runbook.md, Releases described by The Update Framework)';
+  if (config.allowUnsigned) return finding('releases', 'warn', 'allowUnsigned: any binary a command names by url and sha256 is installed, as root', [setUp]);
+  return finding('releases', 'fail', 'no trusted root and allowUnsigned is off: every prepare and upgrade is refused (E_UNSIGNED_REFUSED)', [setUp]);
+};
+
+export const CHECKS: Check[] = [service, interrupted, binary, health, data, consensus, sync, peers, disk, backups, releases];
 
 export async function runDoctor(deps: DoctorDeps): Promise<Finding[]> {
   const out: Finding[] = [];

@@ -83,8 +83,8 @@ t.test('crash at each step, then recover', async (t) => {
     t.equal(sha(rig.binary), oldSha);
   }
 
-  // Died in commit (verify had passed): the upgrade completes.
-  await pauseAndKill(rig, 'commit', upgradeArgs(minor));
+  // Died in commit (verify had passed): the upgrade completes. (The good 1.1.0 signed again: the bad build above replaced it.)
+  await pauseAndKill(rig, 'commit', upgradeArgs(rig.artifact('1.1.0')));
   {
     const rec = await rig.cli(['recover', '--json']);
     const r = parseResult(rec.stdout);

@@ -13,6 +13,7 @@ import { Writable } from 'node:stream';
 import pino from 'pino';
 import t from 'tap';
 import { endless, serve } from './http-fixtures.js';
+import { UNSIGNED_HOST } from './helpers.js';
 import { PROTOCOL_VERSION, type Artifact, type Command, type Result } from '@guts-upgrade/protocol';
 import { Agent } from '../src/agent.js';
 import { resolveConfig } from '../src/config.js';
@@ -51,6 +52,8 @@ async function host(t: Tap, fetch: Record<string, unknown>): Promise<Host> {
       service: { driver: 'process' },
       node: { binary: 'bin/guts-node', dataDir: 'data', config: 'config.yaml', apiUrl: `http://127.0.0.1:${await closedPort()}`, metricsUrl: null },
       stateDir: 'state',
+      // The url path these bounds guard exists only on an allowUnsigned host (with a repository, the signed length bounds it).
+      ...UNSIGNED_HOST,
       fetch: { retries: 2, backoffMs: 10, timeoutMs: 5000, ...fetch },
     },
     {},

@@ -10,6 +10,7 @@ import {
   buildArtifacts,
   CLI_JS,
   createCluster,
+  createReleaseSigner,
   findArtifact,
   installBinary,
   spawnNode,
@@ -20,6 +21,7 @@ import {
   type ArtifactServer,
   type Fault,
   type NodeDescriptor,
+  type ReleaseSigner,
   type SimChild,
   type SimTimings,
 } from '@guts-upgrade/simulator';
@@ -54,6 +56,8 @@ export interface Rig {
   config: AgentConfig;
   driver: ProcessDriver;
   artifact(version: string, fault?: Fault): { url: string; sha256: string; version: string };
+  /** The release repository the agent trusts (`artifact()` signs through it with default fields). */
+  releases: ReleaseSigner;
   cli(args: string[], env?: NodeJS.ProcessEnv): Promise<{ code: number | null; stdout: string; stderr: string }>;
   spawnCli(args: string[], env?: NodeJS.ProcessEnv): ChildProcess;
   startNode(): Promise<void>;
@@ -101,6 +105,8 @@ export async function makeRig(
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'guts-agent-test-'));
   const manifest = buildArtifacts({ outDir: path.join(dir, 'artifacts') });
   const server = await startArtifactServer({ dir: path.join(dir, 'artifacts') });
+  // The agent trusts this repository's pinned root, as on a validator host; `artifact()` signs the build a test names.
+  const releases = createReleaseSigner(path.join(dir, 'artifacts', 'release'));
   const [node, ...others] = await createCluster({
     n: 1 + (opts.peers ?? 0),
     dir: path.join(dir, 'cluster'),
@@ -119,6 +125,7 @@ export async function makeRig(
     node: { binary, dataDir: node!.dataDir, config: node!.configPath, apiUrl: node!.apiUrl, metricsUrl: node!.metricsUrl },
     stateDir: path.join(dir, 'state'),
     backup: { retention: 2 },
+    release: { repository: `${server.url}/release`, root: releases.root },
     fetch: { retries: 3, backoffMs: 50, timeoutMs: 5000 },
     checks: {
       readyTimeoutMs: 15_000,
@@ -160,8 +167,10 @@ export async function makeRig(
     configPath,
     config,
     driver,
+    releases,
     artifact(version, fault = 'none') {
       const a = findArtifact(manifest, version, fault);
+      releases.sign(a.path, version);
       return { url: `${server.url}/${a.file}`, sha256: a.sha256, version };
     },
     spawnCli(args, env = {}) {
@@ -205,6 +214,13 @@ export async function makeRig(
   };
   return rig;
 }
+
+/**
+ * The `allowUnsigned` switch: a host without a release repository, which
+ * installs what a command names by url and sha256. Only the tests of that
+ * path (the switch itself, the bounded download, the digest signature) use it.
+ */
+export const UNSIGNED_HOST = { allowUnsigned: true, release: {} } as const;
 
 export function upgradeArgs(a: { url: string; sha256: string; version: string }, extra: string[] = []): string[] {
   return ['upgrade', '--to', a.version, '--url', a.url, '--sha256', a.sha256, '--json', ...extra];

@@ -4,12 +4,12 @@ import path from 'node:path';
 import t from 'tap';
 import { generateReleaseKeyPair, signArtifactDigest } from '@guts-upgrade/protocol';
 import { spawnNode, stopNode, waitFor } from '@guts-upgrade/simulator';
-import { makeRig, parseResult, sha, treeHash, upgradeArgs } from './helpers.js';
+import { makeRig, parseResult, sha, treeHash, UNSIGNED_HOST, upgradeArgs } from './helpers.js';
 
-t.test('bad artifacts and paths are refused with nothing changed', async (t) => {
+t.test('bad artifacts and paths are refused with nothing changed (an allowUnsigned host, url and sha256)', async (t) => {
   const keys = generateReleaseKeyPair();
   const other = generateReleaseKeyPair();
-  const rig = await makeRig(t);
+  const rig = await makeRig(t, { agent: UNSIGNED_HOST });
   await rig.startNode();
   const keyFile = path.join(rig.dir, 'release.pub');
   fs.writeFileSync(keyFile, keys.publicKeyPem);
@@ -53,8 +53,8 @@ t.test('bad artifacts and paths are refused with nothing changed', async (t) => 
   t.equal(await rig.healthVersion(), '1.0.1');
 });
 
-t.test('download resumes with Range after a cut connection; prepare stages for requireStaged', async (t) => {
-  const rig = await makeRig(t);
+t.test('download resumes with Range after a cut connection; prepare stages for requireStaged (an allowUnsigned host)', async (t) => {
+  const rig = await makeRig(t, { agent: UNSIGNED_HOST });
   await rig.startNode();
   const a = rig.artifact('1.0.1');
   const notStaged = await rig.cli(upgradeArgs(a, ['--require-staged']));

@@ -2,10 +2,9 @@
 // --version and the node's commands (smoke here) run as the node's user; the
 // finding was a shell script artifact whose --version ran as uid 0.
 import fs from 'node:fs';
-import { createServer } from 'node:http';
 import path from 'node:path';
 import crypto from 'node:crypto';
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { findArtifact } from '@guts-upgrade/simulator';
 import { lookupUser } from '../src/run-as.js';
 import { makeRig, parseResult, upgradeArgs, type Rig } from './helpers.js';
@@ -17,16 +16,17 @@ const isRoot = process.getuid?.() === 0;
 /**
  * A candidate that tells who ran its --version (its output is kept as the check's
  * evidence) and otherwise is the real 1.0.1 build: a shell script, so it runs from
- * anywhere, whoever can read it.
+ * anywhere, whoever can read it. Signed as 1.0.1 in the rig's release repository:
+ * signed is not trusted to run as root either.
  */
-async function whoamiCandidate(t: Test, rig: Rig): Promise<{ url: string; sha256: string; version: string }> {
+function whoamiCandidate(rig: Rig): { url: string; sha256: string; version: string } {
   const real = findArtifact(rig.manifest, '1.0.1').path;
   const body = `#!/bin/sh\nif [ "$1" = --version ]; then echo "guts-node 1.0.1"; echo "run by uid $(id -u) gid $(id -g)"; exit 0; fi\nexec ${real} "$@"\n`;
-  const server = createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(body));
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.teardown(() => new Promise((r) => server.close(r)));
+  const file = path.join(rig.dir, 'whoami-guts-node');
+  fs.writeFileSync(file, body, { mode: 0o755 });
+  rig.releases.sign(file, '1.0.1');
   return {
-    url: `http://127.0.0.1:${(server.address() as { port: number }).port}/guts-node`,
+    url: `${rig.server.url}/release/targets/guts-node/1.0.1/guts-node`,
     sha256: crypto.createHash('sha256').update(body).digest('hex'),
     version: '1.0.1',
   };
@@ -44,7 +44,7 @@ t.test(
     await rig.startNode();
     const nobody = await lookupUser('nobody');
     rig.writeConfig({ node: nodeSection(rig, 'nobody'), commands: { smoke: ['/bin/sh', '-c', 'echo smoke as uid $(id -u)'] } });
-    const a = await whoamiCandidate(t, rig);
+    const a = whoamiCandidate(rig);
     const r = await rig.cli(upgradeArgs(a));
     const res = parseResult(r.stdout);
     t.equal(res.outcome, 'succeeded', `${res.code}: ${res.message}`);

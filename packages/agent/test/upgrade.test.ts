@@ -1,3 +1,4 @@
+import path from 'node:path';
 import t from 'tap';
 import { makeRig, parseResult, sha, upgradeArgs } from './helpers.js';
 
@@ -30,11 +31,15 @@ t.test('patch, minor (automatic migration), major (manual migration) upgrades, d
   t.equal(mr.migration, 'automatic');
   t.equal(mr.runningVersion, '1.1.0');
 
-  const noApproval = await rig.cli(upgradeArgs(rig.artifact('2.0.0')));
-  t.equal(noApproval.code, 1, 'major without approval refused');
-  t.equal(parseResult(noApproval.stdout).code, 'E_MAJOR_NOT_APPROVED');
+  // A major is approved by its signed path kind: signed as at most minor, 2.0.0 is refused.
+  const a2 = rig.artifact('2.0.0');
+  rig.releases.sign(path.join(rig.dir, 'artifacts', path.basename(a2.url)), '2.0.0', { pathKind: 'minor' });
+  const noApproval = await rig.cli(upgradeArgs(a2));
+  t.equal(noApproval.code, 1, 'a major the release does not sign as major is refused');
+  t.equal(parseResult(noApproval.stdout).code, 'E_RELEASE_POLICY');
 
-  const major = await rig.cli(upgradeArgs(rig.artifact('2.0.0'), ['--approve-major']));
+  rig.releases.sign(path.join(rig.dir, 'artifacts', path.basename(a2.url)), '2.0.0', { pathKind: 'major' });
+  const major = await rig.cli(upgradeArgs(a2));
   t.equal(major.code, 0, `major exit 0 (${major.stderr.slice(-800)})`);
   const jr = parseResult(major.stdout);
   t.equal(jr.migration, 'manual');

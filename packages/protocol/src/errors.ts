@@ -61,7 +61,8 @@ export const ERROR_CODES = {
   E_DOWNGRADE: {
     message: 'The target is older than the running version and downgrades were not allowed.',
     httpStatus: 400,
-    action: 'Check the target version; a deliberate downgrade needs `--allow-downgrade`.',
+    action:
+      'Check the target version; a deliberate downgrade needs `--allow-downgrade` on the rollout and `release.allowDowngrade` in the configuration of each agent it moves.',
   },
   E_UNSUPPORTED_PATH: {
     message: 'The version jump skips a major version; upgrade one major at a time.',
@@ -69,7 +70,8 @@ export const ERROR_CODES = {
     action: 'Upgrade one major version at a time: roll out the intermediate major first.',
   },
   E_MAJOR_NOT_APPROVED: {
-    message: 'A major upgrade needs an explicit approval and an open maintenance window.',
+    message:
+      'A major upgrade needs an explicit approval and an open maintenance window; an agent takes it from the signed release (path kind major), or without a repository from its own `release.allowMajor`.',
     httpStatus: 400,
     action: 'Use the `halt` strategy with approval inside a maintenance window (`guts-upgrade rollout approve <id>`).',
   },
@@ -159,6 +161,11 @@ export const ERROR_CODES = {
     message: 'Release metadata files come from different repository states (mix-and-match) or do not match what their signed parent says.',
     action:
       'Nothing was installed. The repository must publish timestamp, snapshot and targets together (`guts-upgrade release add` writes all three); retry after it is consistent, or investigate who mixed them.',
+  },
+  E_UNSIGNED_REFUSED: {
+    message: 'The agent has no trusted root (release.repository and release.root) and does not run unsigned code unless its own configuration allows it.',
+    action:
+      'Publish releases with `guts-upgrade release` and set `release.repository` and `release.root` in the agent configuration (docs/runbook.md); only for a lab host, set `allowUnsigned: true` there.',
   },
   E_RELEASE_POLICY: {
     message:

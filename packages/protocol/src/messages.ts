@@ -256,8 +256,16 @@ export const RefusedSchema = Type.Object({
 });
 
 export const UpgradeOptionsSchema = Type.Object({
+  /**
+   * The rollout allows a downgrade. Informational for agents: a command cannot
+   * widen an agent's policy, so a downgrade also needs the host's release.allowDowngrade.
+   */
   allowDowngrade: Type.Optional(Type.Boolean()),
-  /** The coordinator checked approval and the maintenance window for a major path. */
+  /**
+   * The coordinator checked approval and the maintenance window for a major
+   * path. Informational for agents: the signed path kind (or, without a
+   * repository, the host's release.allowMajor) decides.
+   */
   approvedMajor: Type.Optional(Type.Boolean()),
   /** Only use an artifact already staged by a prepare command (halt strategy). */
   requireStaged: Type.Optional(Type.Boolean()),

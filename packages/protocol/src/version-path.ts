@@ -67,7 +67,10 @@ export function upgradePath(fromInput: string, toInput: string, options: PathOpt
   }
   const downgrade = cmp < 0;
   if (downgrade && !options.allowDowngrade) {
-    throw new CodedError('E_DOWNGRADE', `${to.version} is older than the running ${from.version}; pass allowDowngrade to force it`);
+    throw new CodedError(
+      'E_DOWNGRADE',
+      `${to.version} is older than the running ${from.version}; a deliberate downgrade needs --allow-downgrade on the rollout and release.allowDowngrade on each agent's host`,
+    );
   }
   const kind = classify(from, to);
   if (kind === 'major' && Math.abs(to.major - from.major) > 1) {

@@ -13,3 +13,4 @@ export * from './artifacts.js';
 export * from './artifact-server.js';
 export * from './cluster.js';
 export * from './test-tls.js';
+export * from './release-signer.js';

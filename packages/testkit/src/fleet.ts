@@ -19,6 +19,7 @@ import { stringify } from 'yaml';
 import { processStartTime } from '@guts-upgrade/agent/process-identity';
 import {
   buildArtifacts,
+  createReleaseSigner,
   createCluster,
   findArtifact,
   installBinary,
@@ -41,7 +42,7 @@ export const FAST_TIMINGS: Partial<SimTimings> = {
   startup_delay_ms: 100,
   migrate_ms: 100,
   block_interval_ms: 250,
-  leader_term_ms: 1500,
+  leader_term_ms: 750,
   fault_delay_ms: 200,
   sync_blocks_per_sec: 500,
   // A restarted node warms up as a real one does, only shorter: storage opens,
@@ -148,6 +149,8 @@ export async function startSimFleet(opts: SimFleetOptions): Promise<SimFleet> {
   const reaper = startReaper(join(opts.dir, 'reap.list'));
   const manifest = buildArtifacts({ outDir: join(opts.dir, 'artifacts') });
   const server = await startArtifactServer({ dir: join(opts.dir, 'artifacts') });
+  // Agents trust only this repository's pinned root, as on a validator host (never allowUnsigned).
+  const releases = createReleaseSigner(join(opts.dir, 'artifacts', 'release'));
   const descs = await createCluster({
     n: total,
     dir: join(opts.dir, 'cluster'),
@@ -246,6 +249,7 @@ export async function startSimFleet(opts: SimFleetOptions): Promise<SimFleet> {
             node: { binary, dataDir: d.dataDir, config: d.configPath, apiUrl, metricsUrl: d.metricsUrl },
             stateDir,
             backup: { retention: 2 },
+            release: { repository: `${server.url}/release`, root: releases.root },
             fetch: { retries: 3, backoffMs: 50, timeoutMs: 5000 },
             // Generous timeouts: the demo and the integration tests share a 2-core machine with other work.
             checks: {
@@ -285,6 +289,8 @@ export async function startSimFleet(opts: SimFleetOptions): Promise<SimFleet> {
     artifactUrl: server.url,
     artifact(version, fault = 'none') {
       const a = findArtifact(manifest, version, fault);
+      // The build a test names is what its release owners signed as that version (a bad build too).
+      releases.sign(a.path, version);
       return { version, url: `${server.url}/${a.file}`, sha256: a.sha256 };
     },
     startAgent(n) {

@@ -19,6 +19,7 @@ import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import {
   buildArtifacts,
+  createReleaseSigner,
   findArtifact,
   launcherSource,
   pubkeyFor,
@@ -26,6 +27,7 @@ import {
   sha256OfFile,
   waitFor,
   type ArtifactManifest,
+  type ReleaseSigner,
   type Fault,
   type HistoryEntry,
   type SimTimings,
@@ -41,6 +43,8 @@ export const NODE_API_PORT = 8080;
 export const AGENT_CONFIG = '/etc/guts-upgrade/agent.yaml';
 /** The test CA on each host, named by the agent's coordinator.caFile. */
 export const AGENT_CA_FILE = '/etc/guts-upgrade/ca.crt';
+/** The release repository's root, pinned on each host as the runbook says (never fetched from the repository). */
+export const AGENT_RELEASE_ROOT = '/etc/guts-upgrade/root.json';
 export const AGENT_UNIT = 'guts-upgrade-agent.service';
 export const NODE_UNIT = 'guts-node.service';
 export const HISTORY_FILE = '/var/lib/guts/history.jsonl';
@@ -204,6 +208,8 @@ export class Scenario {
   apiBase = '';
   tls: TestTls | null = null;
   caPem = '';
+  /** The release repository the agents trust, served by the artifact server under /release. */
+  private releases: ReleaseSigner | null = null;
   /** Wall-clock time the cluster was seen healthy (start of measurements). */
   t0 = 0;
 
@@ -286,6 +292,7 @@ export class Scenario {
       env: cleanEnv(),
       logFile: path.join(this.scratch, 'artifact-server.log'),
     });
+    this.releases = createReleaseSigner(path.join(this.scratch, 'artifacts', 'release'));
     // Coordinator, over TLS as deployed: agents refuse ws:// to another host. The
     // certificate names lab (for the agents) and 127.0.0.1 (the forward the test reads through).
     this.tls = makeTestTls(path.join(this.scratch, 'tls'), { dns: ['lab'], ips: ['127.0.0.1', lab.labAddr] });
@@ -355,6 +362,7 @@ export class Scenario {
     await Promise.all(
       lab.hosts.map(async (h) => {
         await h.writeFile(AGENT_CA_FILE, this.caPem, 0o644);
+        await h.writeFile(AGENT_RELEASE_ROOT, readFileSync(this.releases!.root, 'utf8'), 0o644);
         await h.writeFile(AGENT_CONFIG, `${JSON.stringify(this.agentConfig(h, tokens.get(h.name)!), null, 2)}\n`, 0o600);
         await h.installUnit(AGENT_UNIT, { enable: true, start: true });
       }),
@@ -386,6 +394,7 @@ export class Scenario {
         },
         stateDir: '/var/lib/guts-upgrade',
         backup: { retention: 2 },
+        release: { repository: `http://${this.lab.labAddr}:${ARTIFACT_PORT}/release`, root: AGENT_RELEASE_ROOT },
         fetch: { retries: 3, backoffMs: 200, timeoutMs: 15_000 },
         checks: {
           readyTimeoutMs: 15_000,
@@ -455,6 +464,8 @@ export class Scenario {
 
   artifact(version: string, fault: Fault = 'none'): Artifact {
     const a = findArtifact(this.manifest, version, fault);
+    // What a scenario names is what its release owners signed as that version (a bad build too).
+    this.releases!.sign(a.path, version);
     return { version, url: `http://${this.lab.labAddr}:${ARTIFACT_PORT}/${a.file}`, sha256: a.sha256 };
   }
 

@@ -11,7 +11,8 @@ import { CodedError, verifyArtifactDigest, type Artifact } from '@guts-upgrade/p
 import { DownloadError, MAX_REDIRECTS, download } from '../download.js';
 import type { AgentConfig } from '../config.js';
 import { fsyncPath, sha256File, sleep } from '../util.js';
-import { checkReleasePolicy, ReleaseRepo } from '../release-repo.js';
+import { checkReleasePolicy, ReleaseRepo, type ReleaseCustom } from '../release-repo.js';
+import { requireTrustedSource } from '../trust-policy.js';
 import { addCheck, type StepContext } from './context.js';
 import { binaryVersion } from './preflight.js';
 
@@ -23,6 +24,7 @@ export async function fetchArtifact(ctx: StepContext): Promise<void> {
   const { config, command } = ctx;
   if (command.kind === 'rollback') throw new CodedError('E_INTERNAL', 'fetch is for prepare/upgrade');
   const target = command.target;
+  requireTrustedSource(config, target.version); // preflight checked it too; a fetch never runs without it
   let final: string;
   if (config.release.repository !== null) {
     final = await fetchRelease(ctx);
@@ -67,6 +69,7 @@ async function fetchRelease(ctx: StepContext): Promise<string> {
     true,
     `path kind ${r.custom.pathKind}, migration ${r.custom.migration}${r.custom.minFrom ? `, from ${r.custom.minFrom} on` : ''}`,
   );
+  adoptSignedMigration(ctx, r.custom.migration);
   const differs = [
     target.sha256 !== undefined && target.sha256 !== r.sha256 ? `sha256 ${target.sha256}` : null,
     target.length !== undefined && target.length !== r.length ? `length ${target.length}` : null,
@@ -104,6 +107,23 @@ async function fetchRelease(ctx: StepContext): Promise<string> {
   await repo.download(r, final);
   addCheck(ctx, 'checksum', true, `length ${r.length} and hashes as signed`);
   return final;
+}
+
+/**
+ * The migration the release owners signed replaces the one the version numbers
+ * suggest (preflight's guess): the migrate step and a later rollback follow it.
+ */
+function adoptSignedMigration(ctx: StepContext, migration: ReleaseCustom['migration']): void {
+  const path = ctx.data.path;
+  // A release's migration is the way into it from older versions; a downgrade to it is not that way.
+  if (!path || path.downgrade || path.migration === migration) return;
+  if (migration === 'manual' && ctx.command.kind === 'upgrade' && !ctx.config.commands.migrate) {
+    throw new CodedError(
+      'E_CONFIG',
+      `config commands.migrate: the signed release ${path.to} needs a manual migration and no migration command is configured; nothing was changed`,
+    );
+  }
+  ctx.save({ path: { ...path, migration } });
 }
 
 /** The artifact at the command's url, checked against the command's sha256 (and signature, with a release key). */

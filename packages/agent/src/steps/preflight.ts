@@ -1,8 +1,9 @@
 import fs from 'node:fs';
-import { CodedError, parseVersionOutput, upgradePath, type UpgradeOptions } from '@guts-upgrade/protocol';
+import { CodedError, parseVersionOutput, upgradePath } from '@guts-upgrade/protocol';
 import { parseMetrics } from '../node-client.js';
 import { dirSize, existingAncestor, freeBytes, runArgv, sha256File } from '../util.js';
 import { runStagedAs, type RunAs } from '../run-as.js';
+import { checkLocalPathPolicy, requireTrustedSource } from '../trust-policy.js';
 import { addCheck, type StepContext } from './context.js';
 
 /** `<binary> --version` -> X.Y.Z or null. */
@@ -22,7 +23,7 @@ export async function binaryVersion(binary: string, timeoutMs = 60_000, as: RunA
 export async function preflight(ctx: StepContext): Promise<void> {
   const { config, command } = ctx;
   if (command.kind === 'rollback') throw new CodedError('E_INTERNAL', 'preflight is for prepare/upgrade');
-  const opts: UpgradeOptions = command.options ?? {};
+  requireTrustedSource(config, command.target.version);
   const exists = await ctx.driver.exists();
   addCheck(ctx, 'service-exists', exists.ok, exists.detail);
   if (!exists.ok) throw new CodedError('E_SERVICE_MISSING', exists.detail);
@@ -46,15 +47,9 @@ export async function preflight(ctx: StepContext): Promise<void> {
       'E_SERVICE_MISSING',
       `cannot tell the installed version: ${config.node.binary} --version said ${JSON.stringify(installed.output.slice(0, 200))}`,
     );
-  // With a release repository, a downgrade is this host's policy alone: the coordinator's flag is not trusted.
-  const allowDowngrade = config.release.repository !== null ? config.release.allowDowngrade : opts.allowDowngrade === true;
-  const path = upgradePath(from, command.target.version, { allowDowngrade });
-  if (path.kind === 'major' && !path.downgrade && opts.approvedMajor !== true) {
-    throw new CodedError(
-      'E_MAJOR_NOT_APPROVED',
-      `${path.from} -> ${path.to} is a major upgrade; it needs approvedMajor (coordinator) or --approve-major (CLI)`,
-    );
-  }
+  // A downgrade or a major is this host's policy (trust-policy.ts): a command's allowDowngrade or approvedMajor is not trusted.
+  const path = upgradePath(from, command.target.version, { allowDowngrade: config.release.allowDowngrade });
+  checkLocalPathPolicy(config, path);
   if (command.kind === 'upgrade' && path.migration === 'manual' && !config.commands.migrate) {
     throw new CodedError('E_CONFIG', `config commands.migrate: ${path.from} -> ${path.to} needs a manual migration and no migration command is configured`);
   }
