@@ -21,9 +21,15 @@ const OP = 'operator-token-0123456789';
 const VIEW = 'viewer-token-0123456789';
 
 /** The parts of the OpenAPI document the test reads. */
+interface OpenApiSchema {
+  enum?: unknown[];
+  required?: string[];
+  description?: string;
+  properties?: Record<string, OpenApiSchema>;
+}
 interface OpenApiOperation {
   security?: unknown;
-  requestBody?: { content: Record<string, { schema: { properties: Record<string, { enum?: unknown[] }> } }> };
+  requestBody?: { content: Record<string, { schema: { properties: Record<string, OpenApiSchema> } }> };
 }
 interface OpenApiDoc {
   paths: Record<string, Record<string, OpenApiOperation>>;
@@ -51,6 +57,11 @@ t.test('route plugins follow the model and the error catalogue', async (t) => {
   const doc = await api<OpenApiDoc>({ url: c.url! }, 'GET', '/docs/json');
   const body = doc.paths['/api/v1/rollouts']?.post?.requestBody?.content['application/json']?.schema;
   t.same(body?.properties.strategy?.enum, [...STRATEGIES], "the strategy enum is the model's STRATEGIES");
+  const target = body?.properties.target;
+  t.same(target?.required, ['version'], 'the target needs a version alone');
+  for (const field of ['version', 'url', 'sha256', 'length', 'signature'])
+    t.ok(target?.properties?.[field]?.description, `target.${field} says what it is for`);
+  t.match(target?.properties?.url?.description, /allowUnsigned: true/, 'url: only for agents without a release repository');
   for (const action of Object.keys(ACTIONS)) t.ok(doc.paths[`/api/v1/rollouts/{id}/${action}`]?.post, `a route for the ${action} action`);
   const actionRoutes = Object.keys(doc.paths).filter((p) => /^\/api\/v1\/rollouts\/\{id\}\/(?!events$)[a-z]+$/.test(p));
   t.equal(actionRoutes.length, Object.keys(ACTIONS).length, 'no action route the model does not define');
