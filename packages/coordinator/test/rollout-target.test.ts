@@ -5,17 +5,12 @@
  * coordinator (SQLite file, loopback port) and protocol-level fake agents.
  */
 import t from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { pino } from 'pino';
 import { waitFor } from '@guts-upgrade/simulator';
 import { EXIT } from '../src/cli.js';
-import { api, type ApiError } from '../src/client.js';
+import { api } from '../src/client.js';
 import type { FleetBody, NodeRegisteredBody, RolloutDetailBody, RolloutListBody } from '../src/client.js';
-import { buildConfig } from '../src/config.js';
-import { startCoordinator } from '../src/server.js';
 import { FakeAgent, type Shared } from './fake-agent.js';
+import { failure, liveCoordinator } from './live.js';
 import { cli } from './run-cli.js';
 
 const OP = 'operator-token-0123456789';
@@ -23,26 +18,18 @@ const SHA = 'c'.repeat(64);
 const ART_URL = 'http://127.0.0.1:9/guts-node';
 
 t.test('a bare version is taken, stored and sent as it is; url and sha256 only together', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'guc-target-'));
-  const c = await startCoordinator(
-    buildConfig({
-      listen: { host: '127.0.0.1', port: 0 },
-      db: join(dir, 'c.db'),
-      operators: [{ name: 'alice', token: OP, role: 'operator' }],
-      heartbeat: { intervalMs: 100, timeoutMs: 1000 },
-      defaults: { stabilizationMs: 0, syncDistance: 2 },
-      tickMs: 50,
-    }),
-    { log: pino({ level: 'silent' }) },
-  );
+  const c = await liveCoordinator(t, 'target', {
+    operators: [{ name: 'alice', token: OP, role: 'operator' }],
+    heartbeat: { intervalMs: 100, timeoutMs: 1000 },
+    defaults: { stabilizationMs: 0, syncDistance: 2 },
+    tickMs: 50,
+  });
   const agents: FakeAgent[] = [];
   const shared: Shared = { down: new Set(), maxDown: 0, height: 10, leader: 'v0' };
   const heights = setInterval(() => shared.height++, 50);
   t.teardown(async () => {
     clearInterval(heights);
     for (const a of agents) a.close();
-    await c.close();
-    rmSync(dir, { recursive: true, force: true });
   });
   const op = { url: c.url!, token: OP };
   const run = (...argv: string[]) => cli(['--url', c.url!, '--token', OP, ...argv]);
@@ -62,14 +49,6 @@ t.test('a bare version is taken, stored and sent as it is; url and sha256 only t
       },
       { what: `rollout ${id} ends`, timeoutMs: 20_000, intervalMs: 25 },
     );
-  const refusal = async (p: Promise<unknown>): Promise<ApiError> => {
-    try {
-      await p;
-    } catch (e) {
-      return e as ApiError;
-    }
-    throw new Error('expected a refusal');
-  };
   /** The targets of the upgrade commands the agents received for one version, once per command id (a re-send is the same command). */
   const sent = (version: string) => {
     const byId = new Map(
@@ -85,7 +64,7 @@ t.test('a bare version is taken, stored and sent as it is; url and sha256 only t
         [{ version: '1.1.0', url: ART_URL }, 'sha256'],
         [{ version: '1.1.0', sha256: SHA }, 'url'],
       ] as const) {
-        const e = await refusal(api(op, 'POST', path, { target }));
+        const e = await failure(api(op, 'POST', path, { target }));
         t.equal(e.status, 400, `${path} ${JSON.stringify(target)}`);
         t.equal(e.code, 'E_BAD_MESSAGE');
         t.equal((e.body as { error: { field?: string } }).error.field, `target.${missing}`, 'names the missing field');
