@@ -1,9 +1,10 @@
 /**
  * Every command line README.md and docs/ show, run as written against a live
  * coordinator, real agents and simulated nodes: only placeholders (URL, HEX, <hex>,
- * <id>, the example release host, the /etc paths) are filled in. The programs are
- * found on PATH under the names the docs use. A documented command that does not
- * parse, or that this test has no rule for, fails it.
+ * <id>, the example release host, the /etc paths) are filled in, and a rollout named
+ * by its version alone gets its artifact while the fleet's agents cannot resolve
+ * versions (see fill). The programs are found on PATH under the names the docs use.
+ * A documented command that does not parse, or that this test has no rule for, fails it.
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -293,6 +294,7 @@ t.test('every command line in README.md and docs/ runs as written', async (t) =>
   delete env.NODE_OPTIONS;
   for (const k of Object.keys(env)) if (k.startsWith('TAP')) delete env[k];
   Object.assign(env, { GUTS_UPGRADE_URL: rig.url, GUTS_UPGRADE_TOKEN: TOKEN, GUTS_UPGRADE_AGENT_CONFIG: hostNode.agentConfig, GUTS_UPGRADE_WATCH_MS: '200' });
+  // Every agent of the fleet resolves versions through its release repository: documented rollouts name the version alone.
   const ctx: Ctx = { rig, env, hostNode, coordinatorConfig, rolloutId: null, backupId: null };
 
   for (const c of commands) {

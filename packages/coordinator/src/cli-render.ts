@@ -52,9 +52,17 @@ export function renderFailure(s: Pick<RolloutDetailBody['steps'][number], 'nodeI
   return out;
 }
 
+/** Where the agents will get the binary: the dry run shows it, so an operator sees what the commands will carry. */
+function artifactLine(t: Plan['target']): string {
+  return t.url
+    ? `  artifact: ${t.url} sha256 ${t.sha256} (for agents with allowUnsigned: true)`
+    : `  artifact: signed release (each agent resolves ${t.version} through its release repository)`;
+}
+
 export function renderPlan(p: Plan): string {
   return [
     `plan ${p.strategy}: ${p.fromVersion ?? '?'} -> ${p.target.version} (${p.path?.kind ?? 'n/a'}) n=${p.n} f=${p.f} maxUnavailable=${p.maxUnavailable}`,
+    artifactLine(p.target),
     ...p.waves.map(
       (w: string[], i: number) =>
         `  wave ${i + 1}: ${w.join(', ')}${p.chain ? `  (weight ${p.chain.waveWeights[i]} down, slack left ${p.chain.slackLeft[i]})` : ''}`,

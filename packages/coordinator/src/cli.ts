@@ -32,6 +32,7 @@ import { EXIT, FINAL_BAD, renderPlan, renderRollout } from './cli-render.js';
 import { watch, type WatchIo } from './cli-watch.js';
 import { STRATEGIES } from './model.js';
 import { ACTIONS, type OperatorAction } from './states.js';
+import { missingHalf, unpairedReason } from './target.js';
 import { ReleaseError } from './release/errors.js';
 import { addReleaseCommands } from './release/cli.js';
 import { PRODUCT_VERSION } from './version.js';
@@ -84,8 +85,8 @@ function nodeList(v: string): string[] {
 
 interface TargetFlags {
   to: string;
-  artifactUrl: string;
-  sha256: string;
+  artifactUrl?: string;
+  sha256?: string;
   signature?: string;
   artifactLength?: number;
 }
@@ -129,8 +130,9 @@ export function rolloutBody(f: RolloutFlags): Record<string, unknown> {
   return {
     target: {
       version: f.to,
-      url: f.artifactUrl,
-      sha256: f.sha256,
+      // A bare version is the normal case: each agent resolves it through its signed release repository.
+      ...(f.artifactUrl !== undefined ? { url: f.artifactUrl } : {}),
+      ...(f.sha256 !== undefined ? { sha256: f.sha256 } : {}),
       ...(f.signature ? { signature: f.signature } : {}),
       ...(f.artifactLength !== undefined ? { length: f.artifactLength } : {}),
     },
@@ -140,12 +142,25 @@ export function rolloutBody(f: RolloutFlags): Record<string, unknown> {
   };
 }
 
+/** --artifact-url and --sha256 come together (target.ts): one alone is a usage error, and nothing is sent. */
+function artifactFlagsPaired(cmd: Command): void {
+  const o = cmd.opts<RolloutFlags>();
+  const missing = missingHalf({ url: o.artifactUrl, sha256: o.sha256 });
+  // The code is the one the API would answer, so both refusals lead to the same entry in docs/errors.md.
+  if (missing) {
+    cmd.error(`error E_BAD_MESSAGE: ${unpairedReason(missing, { url: '--artifact-url', sha256: '--sha256' }, o.to)}`, {
+      exitCode: EXIT.USAGE,
+      code: 'guts.artifactFlagsUnpaired',
+    });
+  }
+}
+
 function withRolloutFlags(cmd: Command): Command {
   return cmd
-    .requiredOption('--to <version>', 'the version to upgrade to (semver)')
-    .requiredOption('--artifact-url <url>', 'where agents download the guts-node binary', httpUrl)
-    .requiredOption('--sha256 <hex>', "the binary's sha256 (64 hex characters)", sha256Hex)
-    .option('--signature <base64>', "the release key's signature over the sha256")
+    .requiredOption('--to <version>', 'the version to upgrade to (semver); each agent resolves it through its signed release repository')
+    .option('--artifact-url <url>', 'where agents download the guts-node binary: only for agents with allowUnsigned: true; needs --sha256', httpUrl)
+    .option('--sha256 <hex>', "the binary's sha256 (64 hex characters): only for agents with allowUnsigned: true; needs --artifact-url", sha256Hex)
+    .option('--signature <base64>', "the release key's ed25519 signature over the binary's sha256 (agents with releasePublicKey check it)")
     .option('--artifact-length <bytes>', "the binary's size: agents stop its download there (default: each agent's fetch.maxBytes)", positiveInt)
     .addOption(new Option('--strategy <name>', 'how to sequence the nodes').choices([...STRATEGIES]))
     .option('--nodes <ids>', 'only these nodes, comma-separated (default: all)', nodeList)
@@ -160,7 +175,8 @@ function withRolloutFlags(cmd: Command): Command {
     .option('--auto-rollback', 'roll every upgraded node back when a node fails')
     .option('--allow-downgrade', 'allow a target older than the running version')
     .option('--require-approval', 'wait for `rollout approve` before starting')
-    .option('--require-judged-soak', "fail the canary's soak when its metrics judged nothing (too few requests, no reference)");
+    .option('--require-judged-soak', "fail the canary's soak when its metrics judged nothing (too few requests, no reference)")
+    .hook('preAction', (_self, action) => artifactFlagsPaired(action));
 }
 
 // ---- the program

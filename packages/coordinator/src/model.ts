@@ -1,8 +1,9 @@
 /** The coordinator's records, shared by the pure sequencer, the store and the API. */
-import type { Artifact, CommandKind, ErrorCode, FailureEvidence, Health, NodeMetrics, Outcome, PathKind } from '@guts-upgrade/protocol';
+import type { CommandKind, ErrorCode, FailureEvidence, Health, NodeMetrics, Outcome, PathKind } from '@guts-upgrade/protocol';
 import type { ChainView } from './engine/chain-view.js';
 import type { Baseline, CanaryLimits, Counters } from './canary.js';
 import type { CommandState, RolloutState, StepState } from './states.js';
+import type { RolloutTarget } from './target.js';
 
 export type Strategy = 'rolling' | 'canary' | 'halt';
 export const STRATEGIES: readonly Strategy[] = ['rolling', 'canary', 'halt'];
@@ -59,7 +60,8 @@ export interface RolloutData {
 export interface Rollout {
   id: string;
   strategy: Strategy;
-  target: Artifact;
+  /** The version, with url and sha256 only when the operator gave them (for agents without a release repository). */
+  target: RolloutTarget;
   fromVersion: string | null;
   pathKind: PathKind;
   options: RolloutOptions;

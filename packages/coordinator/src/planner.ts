@@ -2,13 +2,14 @@
  * Dry-run planning: validates a rollout request against the fleet and the
  * version matrix and lays out the intended waves. Pure.
  */
-import { CodedError, faultTolerance, idealWaves, quorumSize, upgradePath, type Artifact, type UpgradePath } from '@guts-upgrade/protocol';
+import { CodedError, faultTolerance, idealWaves, quorumSize, upgradePath, type UpgradePath } from '@guts-upgrade/protocol';
 import type { FleetView, RolloutOptions, Strategy } from './model.js';
+import type { RolloutTarget } from './target.js';
 import { neverSafe, neverSafeMessage, nodeWeight } from './weight-budget.js';
 import { nextOpening, isOpen, type WindowSpec } from './windows.js';
 
 export interface RolloutRequest {
-  target: Artifact;
+  target: RolloutTarget;
   strategy: Strategy;
   nodes?: string[];
   options: RolloutOptions;
@@ -16,7 +17,7 @@ export interface RolloutRequest {
 
 export interface Plan {
   strategy: Strategy;
-  target: Artifact;
+  target: RolloutTarget;
   n: number;
   f: number;
   quorum: number;

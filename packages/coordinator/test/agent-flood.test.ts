@@ -5,19 +5,14 @@
  * row per interval) while the other agents' heartbeats go on being accepted.
  * A real coordinator, real ws clients.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { pino } from 'pino';
 import t from 'tap';
 import WebSocket from 'ws';
 import { agentMessage, encode, type NodeStatus } from '@guts-upgrade/protocol';
 import { waitFor } from '@guts-upgrade/simulator';
 import { api, type EventsBody, type FleetBody, type NodeRegisteredBody } from '../src/client.js';
-import { buildConfig } from '../src/config.js';
 import { RATE_LIMITED_CLOSE } from '../src/engine/agent-hub.js';
-import { startCoordinator } from '../src/server.js';
 import { FakeAgent, type Shared } from './fake-agent.js';
+import { liveCoordinator } from './live.js';
 
 const OP = 'operator-token-0123456789';
 const FLOOD = 1000;
@@ -53,16 +48,10 @@ function flood(url: string, id: string, token: string, count: number): Promise<{
 }
 
 t.test('a flooding agent is cut off; the other agent goes on being heard', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'guc-agent-flood-'));
-  const c = await startCoordinator(
-    buildConfig({
-      listen: { host: '127.0.0.1', port: 0 },
-      db: join(dir, 'c.db'),
-      operators: [{ name: 'alice', token: OP, role: 'operator' }],
-      heartbeat: { intervalMs: 100, timeoutMs: 1000 },
-    }),
-    { log: pino({ level: 'silent' }) },
-  );
+  const c = await liveCoordinator(t, 'agent-flood', {
+    operators: [{ name: 'alice', token: OP, role: 'operator' }],
+    heartbeat: { intervalMs: 100, timeoutMs: 1000 },
+  });
   const op = { url: c.url!, token: OP };
   const tokens: Record<string, string> = {};
   for (const id of ['v0', 'v1']) tokens[id] = (await api<NodeRegisteredBody>(op, 'POST', '/api/v1/nodes', { id })).token;
@@ -70,11 +59,7 @@ t.test('a flooding agent is cut off; the other agent goes on being heard', async
   const shared: Shared = { down: new Set(), maxDown: 0, height: 10, leader: 'v0' };
   // Heartbeats every 100 ms: 10 a second, well inside the default 50/s.
   const good = new FakeAgent(wsUrl, 'v0', tokens.v0!, shared);
-  t.teardown(async () => {
-    good.close();
-    await c.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  t.teardown(() => good.close());
   await good.connect();
   t.ok(good.welcomed, 'v0 connected');
 

@@ -4,51 +4,27 @@
  * was created; nothing limited API requests. A real coordinator (SQLite file,
  * loopback port), real HTTP requests and real ws agents.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { pino } from 'pino';
 import t from 'tap';
 import { waitFor } from '@guts-upgrade/simulator';
-import {
-  api,
-  type ApiError,
-  type EventsBody,
-  type FleetBody,
-  type NodeListBody,
-  type NodeRegisteredBody,
-  type PlanBody,
-  type RolloutListBody,
-} from '../src/client.js';
-import { buildConfig } from '../src/config.js';
-import { startCoordinator, type RunningCoordinator } from '../src/server.js';
+import { api, type EventsBody, type FleetBody, type NodeListBody, type NodeRegisteredBody, type PlanBody, type RolloutListBody } from '../src/client.js';
+import type { RunningCoordinator } from '../src/server.js';
 import { FakeAgent, type Shared } from './fake-agent.js';
+import { failure, liveCoordinator } from './live.js';
 
 const OP = 'operator-token-0123456789';
 const OTHER = 'other-operator-token-0123456789';
 const SHA = 'b'.repeat(64);
 const target = { version: '1.1.0', url: 'http://127.0.0.1:1/a.tgz', sha256: SHA };
 
-async function coordinator(t: { teardown: (fn: () => Promise<void>) => void }, limits?: unknown): Promise<RunningCoordinator> {
-  const dir = mkdtempSync(join(tmpdir(), 'guc-limits-'));
-  const c = await startCoordinator(
-    buildConfig({
-      listen: { host: '127.0.0.1', port: 0 },
-      db: join(dir, 'c.db'),
-      operators: [
-        { name: 'alice', token: OP, role: 'operator' },
-        { name: 'carol', token: OTHER, role: 'operator' },
-      ],
-      heartbeat: { intervalMs: 100, timeoutMs: 1000 },
-      ...(limits ? { limits } : {}),
-    }),
-    { log: pino({ level: 'silent' }) },
-  );
-  t.teardown(async () => {
-    await c.close();
-    rmSync(dir, { recursive: true, force: true });
+function coordinator(t: { teardown: (fn: () => Promise<void>) => void }, limits?: unknown): Promise<RunningCoordinator> {
+  return liveCoordinator(t, 'limits', {
+    operators: [
+      { name: 'alice', token: OP, role: 'operator' },
+      { name: 'carol', token: OTHER, role: 'operator' },
+    ],
+    heartbeat: { intervalMs: 100, timeoutMs: 1000 },
+    ...(limits ? { limits } : {}),
   });
-  return c;
 }
 
 /** A request with a body as written (not re-serialized), answering status, headers and JSON body. */
@@ -61,15 +37,6 @@ async function raw(c: RunningCoordinator, method: string, path: string, body: st
   const text = await res.text();
   return { status: res.status, headers: res.headers, body: (text ? JSON.parse(text) : null) as { error?: { code: string; message: string; field?: string } } };
 }
-
-const failure = async (p: Promise<unknown>): Promise<ApiError> => {
-  try {
-    await p;
-  } catch (e) {
-    return e as ApiError;
-  }
-  throw new Error('expected an error');
-};
 
 t.test('bodies: too large is 413, a duplicate key is 400, and neither changes anything', async (t) => {
   const c = await coordinator(t);

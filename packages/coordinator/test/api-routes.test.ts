@@ -5,66 +5,54 @@
  * error catalogue.
  */
 import t from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { pino } from 'pino';
 import { httpStatusOf, type ErrorCode } from '@guts-upgrade/protocol';
-import { api, type ApiError } from '../src/client.js';
+import { api } from '../src/client.js';
 import type { EventsBody, FleetBody, NodeRegisteredBody } from '../src/client.js';
-import { buildConfig } from '../src/config.js';
 import { STRATEGIES } from '../src/model.js';
-import { startCoordinator } from '../src/server.js';
 import { ACTIONS } from '../src/states.js';
+import { failure, liveCoordinator } from './live.js';
 
 const OP = 'operator-token-0123456789';
 const VIEW = 'viewer-token-0123456789';
 
 /** The parts of the OpenAPI document the test reads. */
+interface OpenApiSchema {
+  enum?: unknown[];
+  required?: string[];
+  description?: string;
+  properties?: Record<string, OpenApiSchema>;
+}
 interface OpenApiOperation {
   security?: unknown;
-  requestBody?: { content: Record<string, { schema: { properties: Record<string, { enum?: unknown[] }> } }> };
+  requestBody?: { content: Record<string, { schema: { properties: Record<string, OpenApiSchema> } }> };
 }
 interface OpenApiDoc {
   paths: Record<string, Record<string, OpenApiOperation>>;
 }
 
 t.test('route plugins follow the model and the error catalogue', async (t) => {
-  const dir = mkdtempSync(join(tmpdir(), 'guc-api-'));
-  const c = await startCoordinator(
-    buildConfig({
-      listen: { host: '127.0.0.1', port: 0 },
-      db: join(dir, 'c.db'),
-      operators: [
-        { name: 'alice', token: OP, role: 'operator' },
-        { name: 'bob', token: VIEW, role: 'viewer' },
-      ],
-    }),
-    { log: pino({ level: 'silent' }) },
-  );
-  t.teardown(async () => {
-    await c.close();
-    rmSync(dir, { recursive: true, force: true });
+  const c = await liveCoordinator(t, 'api', {
+    operators: [
+      { name: 'alice', token: OP, role: 'operator' },
+      { name: 'bob', token: VIEW, role: 'viewer' },
+    ],
   });
   const op = { url: c.url!, token: OP };
 
   const doc = await api<OpenApiDoc>({ url: c.url! }, 'GET', '/docs/json');
   const body = doc.paths['/api/v1/rollouts']?.post?.requestBody?.content['application/json']?.schema;
   t.same(body?.properties.strategy?.enum, [...STRATEGIES], "the strategy enum is the model's STRATEGIES");
+  const target = body?.properties.target;
+  t.same(target?.required, ['version'], 'the target needs a version alone');
+  for (const field of ['version', 'url', 'sha256', 'length', 'signature'])
+    t.ok(target?.properties?.[field]?.description, `target.${field} says what it is for`);
+  t.match(target?.properties?.url?.description, /allowUnsigned: true/, 'url: only for agents without a release repository');
   for (const action of Object.keys(ACTIONS)) t.ok(doc.paths[`/api/v1/rollouts/{id}/${action}`]?.post, `a route for the ${action} action`);
   const actionRoutes = Object.keys(doc.paths).filter((p) => /^\/api\/v1\/rollouts\/\{id\}\/(?!events$)[a-z]+$/.test(p));
   t.equal(actionRoutes.length, Object.keys(ACTIONS).length, 'no action route the model does not define');
   t.same(doc.paths['/api/v1/nodes']?.get?.security, [{ bearer: [] }], 'operator routes declare bearer auth');
   t.same(doc.paths['/health/live']?.get?.security, [], 'health routes are open');
 
-  const failure = async (p: Promise<unknown>): Promise<ApiError> => {
-    try {
-      await p;
-    } catch (e) {
-      return e as ApiError;
-    }
-    throw new Error('expected an error');
-  };
   const cases: [ErrorCode, Promise<unknown>][] = [
     ['E_BAD_MESSAGE', api<NodeRegisteredBody>(op, 'POST', '/api/v1/nodes', { id: 'v0', extra: true })],
     ['E_AUTH', api<FleetBody>({ url: c.url! }, 'GET', '/api/v1/fleet')],

@@ -22,6 +22,7 @@ t.test('--sha256 with digits is read (the flag that once never parsed)', async (
 });
 
 t.test('the rollout body carries the target and only the options given', async (t) => {
+  t.same(rolloutBody({ to: '1.1.0' }), { target: { version: '1.1.0' } }, 'a bare version: each agent resolves it through its release repository');
   t.same(rolloutBody({ to: '1.1.0', artifactUrl: 'http://a/b', sha256: HEX, strategy: 'canary', soakMs: 600000, requireApproval: true }), {
     target: { version: '1.1.0', url: 'http://a/b', sha256: HEX },
     strategy: 'canary',
@@ -37,7 +38,8 @@ t.test('the rollout body carries the target and only the options given', async (
 
 t.test('usage errors exit 2 and name the problem', async (t) => {
   const cases: [string[], RegExp][] = [
-    [['plan', '--to', '1.1.0', '--artifact-url', 'http://x/y'], /--sha256/],
+    [['plan', '--to', '1.1.0', '--artifact-url', 'http://x/y'], /--artifact-url without --sha256/],
+    [['rollout', 'start', '--to', '1.1.0', '--sha256', HEX, ...NOWHERE], /--sha256 without --artifact-url/],
     [['plan', '--to', '1.1.0', '--artifact-url', 'http://x/y', '--sha256', 'xyz'], /64 hex/],
     [['plan', '--to', '1.1.0', '--artifact-url', 'ftp://x/y', '--sha256', HEX], /http\(s\) URL/],
     [['plan', '--to', '1.1.0', '--artifact-url', 'http://x/y', '--sha256', HEX, '--artifact-length', '0'], /must be a positive integer/],

@@ -20,6 +20,8 @@ export class FakeAgent {
   previous: string | null = null;
   executed: string[] = [];
   received: string[] = [];
+  /** The commands as they arrived, duplicates included (to read what a command carried). */
+  commands: Command[] = [];
   refused: { code: string; message: string } | null = null;
   welcomed = false;
   results = new Map<string, Result>();
@@ -102,6 +104,7 @@ export class FakeAgent {
 
   private onCommand(c: Command): void {
     this.received.push(c.id);
+    this.commands.push(c);
     const done = this.results.get(c.id);
     if (done || this.busy?.commandId === c.id) {
       this.send(agentMessage('ack', { commandId: c.id, status: 'duplicate' }));

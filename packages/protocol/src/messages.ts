@@ -128,7 +128,8 @@ export type Artifact = Static<typeof ArtifactSchema>;
  * repository and trusts only its signed metadata. It then ignores a url given
  * here and refuses a sha256 (or length) that differs from the signed release
  * (E_RELEASE_MISMATCH). An agent without `release` refuses a target lacking
- * either (E_BAD_MESSAGE). Coordinators still send both: nothing changed for them.
+ * either (E_BAD_MESSAGE). The coordinator sends both only when the operator gave
+ * them (for agents without a release repository), else the version alone.
  */
 export const CommandTargetSchema = Type.Object({
   ...ArtifactSchema.properties,

@@ -1,7 +1,7 @@
 /** /api/v1/rollouts: plan, create, list and show rollouts, and the operator actions on them. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { Type } from '@sinclair/typebox';
-import { ArtifactSchema } from '@guts-upgrade/protocol';
+import { CloneType, Type } from '@sinclair/typebox';
+import { CommandTargetSchema } from '@guts-upgrade/protocol';
 import type { RolloutService } from '../engine/rollout-service.js';
 import { STRATEGIES } from '../model.js';
 import { ACTIONS, type OperatorAction } from '../states.js';
@@ -12,9 +12,35 @@ export interface RolloutRoutesOptions {
   rollouts: Pick<RolloutService, 'plan' | 'create' | 'list' | 'detail' | 'events' | 'action'>;
 }
 
-// The artifact fields as the protocol defines them (what the agent will be sent), but
-// strict: an operator's request with an unknown field is a mistake, not a newer peer.
-const Target = Type.Object(ArtifactSchema.properties, { additionalProperties: false });
+// The command target as the protocol defines it (what the agents will be sent), but strict:
+// an operator's request with an unknown field is a mistake, not a newer peer. The descriptions
+// are what /docs shows. That url and sha256 come together is checked by the rollout service
+// (E_BAD_MESSAGE), not here: OpenAPI 3.0 has no keyword for it.
+const field = CommandTargetSchema.properties;
+const ONLY_UNSIGNED = 'Only for agents that run with allowUnsigned: true, i.e. without a release repository; give url and sha256 together or neither.';
+const Target = Type.Object(
+  {
+    version: CloneType(field.version, {
+      description: 'The version to upgrade to. Each agent resolves it through its signed release repository (agent config release): give it alone.',
+    }),
+    url: CloneType(field.url, { description: `Where agents download the guts-node binary. ${ONLY_UNSIGNED} An agent with a release repository ignores it.` }),
+    sha256: CloneType(field.sha256, {
+      description: `The binary's sha256, lowercase hex. ${ONLY_UNSIGNED} An agent with a release repository refuses one that differs from the signed release (E_RELEASE_MISMATCH).`,
+    }),
+    length: CloneType(field.length, {
+      description:
+        "The binary's size in bytes: agents stop its download there instead of at their fetch.maxBytes; one that differs from the signed release is refused.",
+    }),
+    signature: CloneType(field.signature, {
+      description: "Base64 ed25519 signature of the release key over the binary's sha256; checked by agents with releasePublicKey set.",
+    }),
+  },
+  {
+    additionalProperties: false,
+    description:
+      'A version alone (the normal case: agents resolve it through their signed release repository), or with url and sha256 for agents with allowUnsigned: true.',
+  },
+);
 
 const CanaryLimits = Type.Object(
   {

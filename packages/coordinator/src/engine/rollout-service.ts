@@ -20,12 +20,13 @@ import {
   type OperatorAction,
   type RolloutState,
 } from '../states.js';
+import { missingHalf, unpairedReason, type RolloutTarget } from '../target.js';
 import { windowAllows } from '../windows.js';
 import type { Audit } from './audit.js';
 import type { WriteQueue } from './write-queue.js';
 
 export interface RolloutInput {
-  target: { version: string; url: string; sha256: string; signature?: string; length?: number };
+  target: RolloutTarget;
   strategy?: Strategy;
   nodes?: string[];
   options?: Partial<Omit<RolloutOptions, 'canaryLimits'>> & { canaryLimits?: Partial<CanaryLimits> };
@@ -51,14 +52,7 @@ export class RolloutService {
     const o = input.options ?? {};
     const strategy = input.strategy ?? 'rolling';
     return {
-      target: {
-        version: input.target.version,
-        url: input.target.url,
-        sha256: input.target.sha256,
-        ...(input.target.signature ? { signature: input.target.signature } : {}),
-        // Protocol 1.4: agents stop the download at this many bytes; older agents ignore it.
-        ...(input.target.length !== undefined ? { length: input.target.length } : {}),
-      },
+      target: targetOf(input.target),
       strategy,
       ...(input.nodes ? { nodes: input.nodes } : {}),
       options: {
@@ -198,6 +192,27 @@ export class RolloutService {
       this.d.audit.record('rollout.state', actor, r.id, null, { from: r.state, to, code, reason: why });
     };
   }
+}
+
+/**
+ * The target as stored and sent: only the fields given, so a bare version reaches the agents as
+ * one (they resolve it through their signed release repository) and is stored without url or sha256.
+ */
+function targetOf(t: RolloutTarget): RolloutTarget {
+  const missing = missingHalf(t);
+  if (missing) {
+    throw new CodedError('E_BAD_MESSAGE', unpairedReason(missing, { url: 'target.url', sha256: 'target.sha256' }, t.version), {
+      field: `target.${missing}`,
+      reason: `is required with target.${missing === 'url' ? 'sha256' : 'url'}`,
+    });
+  }
+  return {
+    version: t.version,
+    ...(t.url !== undefined && t.sha256 !== undefined ? { url: t.url, sha256: t.sha256 } : {}),
+    ...(t.signature ? { signature: t.signature } : {}),
+    // Protocol 1.4: agents stop the download at this many bytes; older agents ignore it.
+    ...(t.length !== undefined ? { length: t.length } : {}),
+  };
 }
 
 type Move = (to: RolloutState, code?: ErrorCode | null, why?: string | null) => void;

@@ -63,8 +63,8 @@ export const PAGE_HTML = `<!doctype html>
     <h2>Plan a rollout</h2>
     <form id="plan-form" autocomplete="off">
       <label>to <input id="plan-to" placeholder="1.1.0" required></label>
-      <label>artifact URL <input id="plan-url" placeholder="https://…/guts-node" required></label>
-      <label>sha256 <input id="plan-sha" placeholder="64 hex characters" required></label>
+      <label title="only for agents with allowUnsigned: true; leave empty and each agent resolves the version through its signed release repository">artifact URL <input id="plan-url" placeholder="optional: allowUnsigned agents only"></label>
+      <label title="only with an artifact URL">sha256 <input id="plan-sha" placeholder="optional: 64 hex characters"></label>
       <label>strategy <select id="plan-strategy"><option>rolling</option><option>canary</option><option>halt</option></select></label>
       <label>canary <input id="plan-canary" placeholder="node id (canary)"></label>
       <label>soak ms <input id="plan-soak" type="number" min="0" placeholder="default"></label>
@@ -241,12 +241,19 @@ export const PAGE_JS = `'use strict';
     var options = {};
     if ($('plan-canary').value) options.canary = $('plan-canary').value.trim();
     if ($('plan-soak').value) options.soakMs = Number($('plan-soak').value);
-    var body = { target: { version: $('plan-to').value.trim(), url: $('plan-url').value.trim(), sha256: $('plan-sha').value.trim().toLowerCase() }, strategy: $('plan-strategy').value };
+    // A bare version is the normal case; url and sha256 only when given (the API refuses one without the other).
+    var target = { version: $('plan-to').value.trim() };
+    if ($('plan-url').value.trim()) target.url = $('plan-url').value.trim();
+    if ($('plan-sha').value.trim()) target.sha256 = $('plan-sha').value.trim().toLowerCase();
+    var body = { target: target, strategy: $('plan-strategy').value };
     if (Object.keys(options).length) body.options = options;
     return body;
   }
   function renderPlan(p) {
     var lines = ['plan ' + p.strategy + ': ' + (p.fromVersion || '?') + ' → ' + p.target.version + ' (' + (p.path ? p.path.kind : 'n/a') + ') n=' + p.n + ' f=' + p.f + ' maxUnavailable=' + p.maxUnavailable];
+    lines.push(p.target.url
+      ? '  artifact: ' + p.target.url + ' sha256 ' + p.target.sha256 + ' (for agents with allowUnsigned: true)'
+      : '  artifact: signed release (each agent resolves ' + p.target.version + ' through its release repository)');
     p.waves.forEach(function (w, i) {
       lines.push('  wave ' + (i + 1) + ': ' + w.join(', ') + (p.chain ? '  (weight ' + p.chain.waveWeights[i] + ' down, slack left ' + p.chain.slackLeft[i] + ')' : ''));
     });
