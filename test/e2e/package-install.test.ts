@@ -262,13 +262,13 @@ else
     t.pass('four agents from the package connected to the packaged coordinator');
 
     // --- plan, start and watch the rollout with the documented commands only.
+    // The release owner signs 1.1.0; the rollout names the version alone and each agent resolves it.
     releases.sign(to.path, '1.1.0');
-    const url = `http://lab:${ARTIFACT_PORT}/${to.file}`;
-    const plan = await cli(`guts-upgrade plan --to 1.1.0 --artifact-url ${url} --sha256 ${to.sha256} --strategy rolling`);
+    const plan = await cli('guts-upgrade plan --to 1.1.0 --strategy rolling');
     t.equal(plan.code, 0, `guts-upgrade plan: ${plan.stderr}`);
     t.comment(plan.stdout.trim());
     const rolloutStart = Date.now();
-    const start = await cli(`guts-upgrade rollout start --to 1.1.0 --artifact-url ${url} --sha256 ${to.sha256} --strategy rolling`);
+    const start = await cli('guts-upgrade rollout start --to 1.1.0 --strategy rolling');
     t.equal(start.code, 0, `guts-upgrade rollout start: ${start.stderr}`);
     const id = /^started (\S+)$/m.exec(start.stdout)?.[1];
     if (!id) throw new Error(`no rollout id in: ${start.stdout}`);

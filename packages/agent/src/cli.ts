@@ -230,7 +230,6 @@ async function daemon(agent: Agent, config: AgentConfig): Promise<number> {
   return EXIT.OK;
 }
 
-/** Loads the configuration and an Agent, runs `fn`, and closes the agent's journal whatever happens. */
 /**
  * The host's operator may widen this run's local policy from the command line
  * (`--allow-downgrade`, `--approve-major`): the same keys as the configuration,
@@ -238,6 +237,7 @@ async function daemon(agent: Agent, config: AgentConfig): Promise<number> {
  */
 type LocalPolicy = Partial<Pick<AgentConfig['release'], 'allowDowngrade' | 'allowMajor'>>;
 
+/** Loads the configuration (widened by `policy`) and an Agent, runs `fn`, and closes the agent's journal whatever happens. */
 async function withAgent(
   o: CommonOpts,
   daemonLog: boolean,

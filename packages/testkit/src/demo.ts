@@ -53,8 +53,10 @@ async function main(): Promise<number> {
       if (Date.now() > end) throw new Error('agents did not connect');
       await sleep(200);
     }
-    const target = fleet.artifact('1.1.0');
-    const body = { target, strategy: 'canary', options: { soakMs: 3000, stabilizationMs: 1000 } };
+    // Signed into the fleet's release repository; the rollout names the version alone and each agent resolves it.
+    fleet.artifact('1.1.0');
+    say('release 1.1.0 signed with guts-upgrade release; agents trust only its pinned root');
+    const body = { target: { version: '1.1.0' }, strategy: 'canary', options: { soakMs: 3000, stabilizationMs: 1000 } };
     const plan = (await api<PlanBody>(op, 'POST', '/api/v1/rollouts/plan', body)).plan;
     say(`plan (dry run): ${plan.waves.map((w: string[], i: number) => `wave ${i + 1} [${w.join(' ')}]`).join(', ')}`);
     const t0 = Date.now();
