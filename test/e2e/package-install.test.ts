@@ -256,7 +256,7 @@ else
       },
       { what: 'four packaged agents connected, nodes healthy on 1.0.0', timeoutMs: 120_000, intervalMs: 1000 },
     ).catch(async (err: Error) => {
-      const diag = await Promise.all(lab.hosts.map(async (h) => `--- ${h.name}\n${await h.journal('guts-upgrade-agent', 15)}`));
+      const diag = await Promise.all(lab.hosts.map(async (h) => `--- ${h.name}\n${await h.journal('guts-upgrade-agent', 80)}`));
       throw new Error(`${err.message}\n${JSON.stringify(await nodes())}\n${diag.join('\n')}`);
     });
     t.pass('four agents from the package connected to the packaged coordinator');
@@ -275,6 +275,8 @@ else
     const watch = await cli(`guts-upgrade rollout watch ${id}`);
     t.equal(watch.code, 0, `guts-upgrade rollout watch ${id} exits 0 once the rollout completed:\n${watch.stdout.slice(-2000)}${watch.stderr}`);
     t.comment(`rollout ${id}: ${((Date.now() - rolloutStart) / 1000).toFixed(1)} s`);
+    // What the rollout waited for, if anything (informational: why a run took longer than another).
+    for (const l of watch.stdout.split('\n').filter((l) => / waiting: /.test(l))) t.comment(l.trim());
     const status = await cli(`guts-upgrade rollout status ${id}`);
     t.equal(status.code, 0, `guts-upgrade rollout status ${id}`);
     t.match(status.stdout, /completed/, 'the rollout completed');
