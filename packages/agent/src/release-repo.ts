@@ -17,10 +17,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { Updater } from 'tuf-js';
+import type { Updater } from 'tuf-js';
 import { CodedError, parseVersion, upgradePath, type ErrorCode, type MigrationKind, type PathKind } from '@guts-upgrade/protocol';
 import type { AgentConfig } from './config.js';
-import { BoundedFetcher } from './release-fetcher.js';
 import { fsyncPath } from './util.js';
 
 /** The custom fields `guts-upgrade release add` signs into each target. */
@@ -143,19 +142,30 @@ function metadataDir(config: AgentConfig): string {
 }
 
 export class ReleaseRepo {
-  private readonly updater: Updater;
-
-  constructor(
+  private constructor(
     private readonly config: AgentConfig,
     private readonly log: Logger,
-  ) {
+    private readonly updater: Updater,
+  ) {}
+
+  /**
+   * tuf-js and the fetcher on top of it are loaded here, when a release is
+   * resolved, not when the agent starts: they are about a third of the start-up
+   * time of every agent process (daemon and CLI alike).
+   */
+  static async open(config: AgentConfig, log: Logger): Promise<ReleaseRepo> {
     const repo = config.release.repository;
     if (!repo || !config.release.root) throw new CodedError('E_CONFIG', 'config release.repository and release.root: both are needed to resolve releases');
+    const [{ Updater }, { BoundedFetcher }] = await Promise.all([import('tuf-js'), import('./release-fetcher.js')]);
     const fetcher = new BoundedFetcher(path.join(config.release.cacheDir, 'tmp'), config.fetch, (url, detail) =>
       log.warn({ url, detail }, 'release download failed'),
     );
     try {
-      this.updater = new Updater({ metadataDir: metadataDir(config), metadataBaseUrl: `${repo}/metadata`, targetBaseUrl: `${repo}/targets`, fetcher });
+      return new ReleaseRepo(
+        config,
+        log,
+        new Updater({ metadataDir: metadataDir(config), metadataBaseUrl: `${repo}/metadata`, targetBaseUrl: `${repo}/targets`, fetcher }),
+      );
     } catch (err) {
       throw failure(err, 'metadata', repo, log, '');
     }

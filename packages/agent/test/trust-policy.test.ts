@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { PROTOCOL_VERSION, type Command } from '@guts-upgrade/protocol';
+import { PROTOCOL_VERSION, type Command, type Result } from '@guts-upgrade/protocol';
 import { Agent } from '../src/agent.js';
 import { loadConfig } from '../src/config.js';
 import { createLogger } from '../src/log.js';
@@ -53,7 +53,30 @@ t.test('no trusted root and no allowUnsigned: upgrade and prepare refused E_UNSI
   t.equal(releases?.verdict, 'fail', `doctor says so: ${releases?.detail}`);
 });
 
-t.test('allowUnsigned: the url path works, and the agent warns at start and at the command', async (t) => {
+/** What the coordinator's connection does with each command it receives (connection.ts): submit it to an Agent. */
+async function submit(rig: Rig, version: string, options: Record<string, boolean>): Promise<Result> {
+  const agent = new Agent(loadConfig(rig.configPath, {}), createLogger('silent', true));
+  try {
+    const a = rig.artifact(version);
+    const command: Command = {
+      proto: PROTOCOL_VERSION,
+      type: 'command',
+      id: `c-${version}-${Object.keys(options).join('-')}-${Math.random().toString(36).slice(2, 8)}`,
+      kind: 'upgrade',
+      issuedAt: new Date().toISOString(),
+      target: { version, url: a.url, sha256: a.sha256 },
+      options,
+    };
+    const sub = await agent.submit(command);
+    if (sub.ack !== 'accepted') throw new Error(`not accepted: ${JSON.stringify(sub)}`);
+    return await sub.done;
+  } finally {
+    await agent.idle();
+    agent.close();
+  }
+}
+
+t.test('allowUnsigned: the url path works, the agent warns at start and at the command, and a command cannot approve a major', async (t) => {
   const rig = await makeRig(t, { agent: UNSIGNED_HOST });
   await rig.startNode();
   const r = await rig.cli(upgradeArgs(rig.artifact('1.0.1')));
@@ -68,69 +91,22 @@ t.test('allowUnsigned: the url path works, and the agent warns at start and at t
   const doctor = await rig.cli(['doctor', '--json']);
   const releases = (JSON.parse(doctor.stdout) as { findings: { check: string; verdict: string }[] }).findings.find((f) => f.check === 'releases');
   t.equal(releases?.verdict, 'warn');
+
+  const binBefore = sha(rig.binary);
+  const major = await submit(rig, '2.0.0', { approvedMajor: true });
+  t.equal(major.code, 'E_MAJOR_NOT_APPROVED', `a major with the command's approvedMajor: ${major.message}`);
+  t.equal(sha(rig.binary), binBefore, 'binary unchanged');
+  rig.writeConfig({ release: { allowMajor: true } });
+  const local = await submit(rig, '2.0.0', {});
+  t.equal(local.code, 'E_CONFIG', `release.allowMajor on the host: past the major check, stopped by the missing migration command (${local.message})`);
 });
 
-t.test("a command's allowDowngrade and approvedMajor do not widen the host's policy; the host's own keys do", async (t) => {
-  for (const host of [
-    { name: 'signed (release repository)', agent: {} },
-    { name: 'allowUnsigned', agent: UNSIGNED_HOST },
-  ]) {
-    await t.test(host.name, async (t) => {
-      const rig = await makeRig(t, { version: '1.0.1', agent: host.agent });
-      await rig.startNode();
-      // What the coordinator's connection does with each command it receives (connection.ts).
-      const submit = async (config: ReturnType<typeof loadConfig>, version: string, options: Record<string, boolean>) => {
-        const agent = new Agent(config, createLogger('silent', true));
-        try {
-          const a = rig.artifact(version);
-          const command: Command = {
-            proto: PROTOCOL_VERSION,
-            type: 'command',
-            id: `c-${version}-${Object.keys(options).join('-')}-${Math.random().toString(36).slice(2, 8)}`,
-            kind: 'upgrade',
-            issuedAt: new Date().toISOString(),
-            target: { version, url: a.url, sha256: a.sha256 },
-            options,
-          };
-          const sub = await agent.submit(command);
-          if (sub.ack !== 'accepted') throw new Error(`not accepted: ${JSON.stringify(sub)}`);
-          return await sub.done;
-        } finally {
-          await agent.idle();
-          agent.close();
-        }
-      };
-      const binBefore = sha(rig.binary);
-      const down = await submit(loadConfig(rig.configPath, {}), '1.0.0', { allowDowngrade: true });
-      t.equal(down.code, 'E_DOWNGRADE', `a downgrade with the command's allowDowngrade: ${down.message}`);
-      const major = await submit(loadConfig(rig.configPath, {}), '2.0.0', { approvedMajor: true });
-      // Signed: the path kind major allows it, and what stops it is the host's missing migration command.
-      t.equal(major.code, host.agent === UNSIGNED_HOST ? 'E_MAJOR_NOT_APPROVED' : 'E_CONFIG', `a major with the command's approvedMajor: ${major.message}`);
-      t.equal(sha(rig.binary), binBefore, 'binary unchanged');
-      t.equal(await rig.healthVersion(), '1.0.1');
-
-      rig.writeConfig({
-        release: {
-          ...(rig.config.release.repository ? { repository: rig.config.release.repository, root: rig.config.release.root } : {}),
-          allowDowngrade: true,
-          allowMajor: true,
-        },
-      });
-      const local = loadConfig(rig.configPath, {});
-      const down2 = await submit(local, '1.0.0', {});
-      t.equal(down2.outcome, 'succeeded', `release.allowDowngrade on the host: ${down2.code ?? ''} ${down2.message ?? ''}`);
-      t.equal(await rig.healthVersion(), '1.0.0');
-      const major2 = await submit(local, '2.0.0', {});
-      t.equal(major2.code, 'E_CONFIG', `release.allowMajor on the host: past the major check, stopped by the missing migration command (${major2.message})`);
-    });
-  }
-});
-
-t.test('the migration the release owners signed is the one the agent runs, not the one the version numbers suggest', async (t) => {
+t.test('signed: the migration the release owners signed is the one the agent runs; a command cannot widen the policy, the host can', async (t) => {
   const rig = await makeRig(t);
   await rig.startNode();
   const a = rig.artifact('1.0.1'); // a patch: no migration by its numbers
-  rig.releases.sign(path.join(rig.dir, 'artifacts', path.basename(a.url)), '1.0.1', { migration: 'manual' });
+  const file = path.join(rig.dir, 'artifacts', path.basename(a.url));
+  rig.releases.sign(file, '1.0.1', { migration: 'manual' });
   const binBefore = sha(rig.binary);
   const r = await rig.cli(upgradeArgs(a));
   const res = parseResult(r.stdout);
@@ -139,9 +115,23 @@ t.test('the migration the release owners signed is the one the agent runs, not t
   t.equal(sha(rig.binary), binBefore, 'binary unchanged');
   t.equal(await rig.healthVersion(), '1.0.0');
 
-  rig.releases.sign(path.join(rig.dir, 'artifacts', path.basename(a.url)), '1.0.1', { migration: 'automatic' });
+  rig.releases.sign(file, '1.0.1', { migration: 'automatic' });
   const ok = await rig.cli(upgradeArgs(a));
   const done = parseResult(ok.stdout);
   t.equal(done.outcome, 'succeeded', `${done.code ?? ''} ${done.message ?? ''}`);
   t.equal(done.migration, 'automatic', 'the result names the signed migration');
+
+  const at101 = sha(rig.binary);
+  const down = await submit(rig, '1.0.0', { allowDowngrade: true });
+  t.equal(down.code, 'E_DOWNGRADE', `a downgrade with the command's allowDowngrade: ${down.message}`);
+  // The signed path kind major allows 2.0.0; what stops it is the host's missing migration command.
+  const major = await submit(rig, '2.0.0', { approvedMajor: true });
+  t.equal(major.code, 'E_CONFIG', `a signed major: past the major check (${major.message})`);
+  t.equal(sha(rig.binary), at101, 'binary unchanged');
+  t.equal(await rig.healthVersion(), '1.0.1');
+
+  rig.writeConfig({ release: { repository: rig.config.release.repository, root: rig.config.release.root, allowDowngrade: true } });
+  const local = await submit(rig, '1.0.0', {});
+  t.equal(local.outcome, 'succeeded', `release.allowDowngrade on the host: ${local.code ?? ''} ${local.message ?? ''}`);
+  t.equal(await rig.healthVersion(), '1.0.0');
 });

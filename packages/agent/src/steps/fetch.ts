@@ -59,7 +59,7 @@ async function fetchRelease(ctx: StepContext): Promise<string> {
   const { config, command } = ctx;
   if (command.kind === 'rollback') throw new CodedError('E_INTERNAL', 'fetch is for prepare/upgrade');
   const target = command.target;
-  const repo = new ReleaseRepo(config, ctx.log);
+  const repo = await ReleaseRepo.open(config, ctx.log);
   const r = await repo.resolve(target.version);
   addCheck(ctx, 'release', true, `${r.name}: ${r.length} bytes, sha256 ${r.sha256}, signed by ${config.release.repository}`);
   checkReleasePolicy(r.custom, ctx.data.fromVersion!, config.release.allowDowngrade);

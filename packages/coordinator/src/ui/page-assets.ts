@@ -168,7 +168,8 @@ export const PAGE_JS = `'use strict';
         n.version || '?',
         { text: n.healthy ? 'healthy' : 'DOWN', cls: n.healthy ? 'ok' : 'bad' },
         n.finalizedHeight === null ? '-' : n.finalizedHeight,
-        n.isLeader ? 'leader' : '',
+        // The chain's leader as the coordinator works it out, not each node's own claim (two may claim it across a view change).
+        n.id === f.leader ? 'leader' : '',
         n.agent || (n.connected ? 'connected' : 'unreachable'),
       ]);
     });
