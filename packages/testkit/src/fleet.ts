@@ -42,7 +42,7 @@ export const FAST_TIMINGS: Partial<SimTimings> = {
   startup_delay_ms: 100,
   migrate_ms: 100,
   block_interval_ms: 250,
-  leader_term_ms: 1000,
+  leader_term_ms: 1500,
   fault_delay_ms: 200,
   sync_blocks_per_sec: 500,
   // A restarted node warms up as a real one does, only shorter: storage opens,
