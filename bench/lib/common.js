@@ -327,14 +327,15 @@ export async function startCoordinator(dir, cfg = {}) {
 }
 
 /** Registers nodes over the HTTP API (a few requests in flight), returning their agent tokens. */
-export async function registerNodes(coord, ids, concurrency = 8) {
+/** Registers the nodes; `pubkeys` (id → hex) binds each to its chain validator, as `nodes add --pubkey` does. */
+export async function registerNodes(coord, ids, concurrency = 8, pubkeys = null) {
   const tokens = {};
   let i = 0;
   await Promise.all(
     Array.from({ length: concurrency }, async () => {
       while (i < ids.length) {
         const id = ids[i++];
-        const r = await coord.api('POST', '/api/v1/nodes', { id });
+        const r = await coord.api('POST', '/api/v1/nodes', { id, ...(pubkeys ? { pubkey: pubkeys[id] } : {}) });
         tokens[id] = r.token;
       }
     }),

@@ -20,6 +20,7 @@
  */
 import WebSocket from 'ws';
 import { agentMessage, decodeCoordinatorMessage, encode } from '@guts-upgrade/protocol';
+import { chainClock } from './chain-clock.js';
 
 const STEPS = [
   ['preflight', 0],
@@ -38,7 +39,59 @@ const nodes = new Map();
 const stats = { latencies: [], commands: [], heartbeats: 0, results: 0, progress: 0, disconnects: 0, refused: 0 };
 
 const iso = (t = Date.now()) => new Date(t).toISOString();
-const height = () => Math.floor(((Date.now() - cfg.genesis) * cfg.heightRate) / 1000);
+const height = () => (chain ? chain.height : Math.floor(((Date.now() - cfg.genesis) * cfg.heightRate) / 1000));
+
+/**
+ * Weighted mode (init with `chain`): a chain played on the shared clock
+ * (chain-clock.js). At each view start the view's leader produces a block if
+ * it is up and the weight up reaches the quorum; every node that is up reports
+ * the validator set and the last blocks, as a real agent relays
+ * /api/consensus/validators and /api/consensus/blocks. The coordinator then
+ * counts slack in weight and takes a node back only once it produced a block
+ * in a leader view of its own, so the rollout pays the same wait as on a real
+ * chain. One process holds the whole set (who is up must be known to all).
+ */
+let chain = null;
+
+function startChain(c) {
+  const clock = chainClock({ genesis: cfg.genesis, viewMs: c.viewMs, validators: c.validators });
+  const totalWeight = c.validators.reduce((s, v) => s + v.weight, 0);
+  chain = {
+    clock,
+    height: 0,
+    blocks: [],
+    set: {
+      epoch: 0,
+      totalWeight,
+      quorumWeight: Math.floor((2 * totalWeight + 2) / 3),
+      validators: c.validators.map((v) => ({ name: v.name, pubkey: v.pubkey, weight: v.weight, active: true })),
+    },
+    timer: null,
+  };
+  const tick = () => {
+    const v = clock.viewAt(Date.now());
+    const leader = clock.leaderOf(v);
+    const upWeight = c.validators.reduce((s, x) => s + (nodes.get(x.nodeId)?.up ? x.weight : 0), 0);
+    if (nodes.get(leader.nodeId)?.up && upWeight >= chain.set.quorumWeight) {
+      chain.height++;
+      chain.blocks.push({ height: chain.height, blockId: `b${chain.height}`, view: v, producer: leader.pubkey, signatureCount: null });
+      if (chain.blocks.length > 64) chain.blocks.shift();
+    }
+    chain.timer = setTimeout(tick, Math.max(1, clock.viewStart(v + 1) - Date.now()));
+  };
+  chain.timer = setTimeout(tick, Math.max(1, clock.viewStart(clock.viewAt(Date.now()) + 1) - Date.now()));
+}
+
+function chainStatus(node) {
+  const v = chain.clock.viewAt(Date.now());
+  const leader = chain.clock.leaderOf(v);
+  return {
+    isLeader: node.up && leader.nodeId === node.id,
+    currentLeader: node.up ? leader.pubkey : null,
+    view: node.up ? v : null,
+    ...(node.up ? { chain: { validators: chain.set, blocks: chain.blocks.slice(-32) } } : {}),
+  };
+}
 
 function status(node) {
   return {
@@ -51,6 +104,7 @@ function status(node) {
     view: 1,
     peerCount: cfg.n - 1,
     busy: node.busy,
+    ...(chain ? chainStatus(node) : {}),
   };
 }
 
@@ -70,6 +124,7 @@ function simulateUpgrade(node, commandId, kind, toVersion, report) {
   const startedAt = iso(t0);
   const fromVersion = node.version;
   let stoppedAt = null;
+  let stoppedAtView = null;
   let readyAt = null;
   node.busy = { commandId, kind, step: null };
   return new Promise((resolve) => {
@@ -79,6 +134,7 @@ function simulateUpgrade(node, commandId, kind, toVersion, report) {
         node.busy = { commandId, kind, step };
         if (step === 'stop') {
           stoppedAt = Date.now();
+          stoppedAtView = chain ? chain.clock.viewAt(stoppedAt) : null;
           node.frozenHeight = height();
           node.up = false;
         }
@@ -101,6 +157,7 @@ function simulateUpgrade(node, commandId, kind, toVersion, report) {
         runningVersion: node.version,
         migration: 'none',
         downtimeMs: readyAt - stoppedAt,
+        ...(stoppedAtView != null ? { stoppedAtView } : {}),
         evidence: { checks: [{ name: 'bench-simulated', ok: true }] },
         startedAt,
         finishedAt: iso(),
@@ -201,6 +258,7 @@ async function init(m) {
   for (const { id, token } of m.nodes) {
     nodes.set(id, { id, token, version: m.version, up: true, busy: null, frozenHeight: null, seq: 0, ws: null, welcomed: false, hb: null, closing: false });
   }
+  if (m.chain) startChain(m.chain);
   if (!cfg.url) return { connected: 0 };
   // A bounded number of handshakes in flight, like agents starting over a few seconds.
   const list = [...nodes.values()];
@@ -261,6 +319,7 @@ async function handle(m) {
     case 'status':
       return { status: status(nodes.get(m.id)), height: height() };
     case 'close':
+      clearTimeout(chain?.timer);
       for (const n of nodes.values()) {
         n.closing = true;
         clearInterval(n.hb);

@@ -39,6 +39,48 @@ export function renderMarkdown(out) {
         ]),
       ),
     );
+    if (m.weightedRows?.length) {
+      const w = st.weighted;
+      parts.push(
+        `Weighted validators on a chain (views of ${w.viewMs} ms, leader of view v = v mod k, a node back only once it produced a block in its own leader view). Weights: ${w.weights}. Ideal: ${w.ideal}. Lower bound: ${w.lowerBound}. maxUnavailable ${w.maxUnavailable}.`,
+      );
+      parts.push(
+        table(
+          [
+            'n',
+            'seed',
+            'weight total / slack',
+            'heaviest',
+            'waves (optimal or FFD)',
+            'lower bound',
+            'FFD',
+            'ours: dispatch groups',
+            'leader rotation',
+            'best wave schedule',
+            'ours',
+            'ours / ideal',
+            'ours / lower bound',
+            'ours: mean wait from back on chain to next dispatch',
+          ],
+          m.weightedRows.map((x) => [
+            x.n,
+            x.seed,
+            `${x.totalWeight} / ${x.slack}`,
+            x.heaviest,
+            `${x.optimalWaves}${x.exact ? ' (optimal)' : ''}`,
+            x.lowerBoundWaves,
+            x.ffdWaves,
+            x.measuredWaves,
+            s(x.rotationMs),
+            s(x.idealMs),
+            s(x.makespanMs),
+            `**${x.ratio}**`,
+            x.overLowerBound,
+            v(x.meanWaitAfterBackMs, ' ms'),
+          ]),
+        ),
+      );
+    }
   }
   if (r.downtime) {
     parts.push(`## 2. ${r.downtime.title}`);

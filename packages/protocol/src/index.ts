@@ -9,3 +9,4 @@ export * from './codec.js';
 export * from './cli-args.js';
 export * from './schedule.js';
 export * from './tokens.js';
+export * from './weighted-waves.js';
