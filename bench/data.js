@@ -123,10 +123,10 @@ async function setup(sizeMb, log) {
 }
 
 /** Ours: the agent's real pipeline through its CLI. */
-async function oursUpgrade(env, log) {
+async function oursUpgrade(env, log, version = '1.0.1') {
   const { node, art } = env;
-  const to = art('1.0.1');
-  log('data: agent CLI upgrade 1.0.0 -> 1.0.1');
+  const to = art(version);
+  log(`data: agent CLI upgrade -> ${version}`);
   let smp = null;
   let pid = null;
   const t0 = Date.now();
@@ -182,6 +182,93 @@ async function seedUpgrade(env, log) {
   return { downtimeMs: t1 - t0, stopMs: tStop - t0, tarCzfMs: tTar - tStop, startToReadyMs: t1 - tTar, tgzBytes: size };
 }
 
+/**
+ * The node's own restart, the floor for a binary swap (issue 17, target 1):
+ * stop, optionally put `version`'s binary in place (a plain copy, as the
+ * agent's install is a rename), start, poll /health/ready every 100 ms as the
+ * agent does. No backup, no checks: only what any restart costs.
+ */
+async function bareRestart(env, version) {
+  const { node, art } = env;
+  const t0 = Date.now();
+  await stopNode(node);
+  if (version) sim.installBinary(art(version).path, node.binary);
+  await startNode(node);
+  await waitFor(() => ready(node), { timeoutMs: 120_000, intervalMs: 100, what: 'node ready after a bare restart' });
+  return Date.now() - t0;
+}
+
+/** Puts the node back on `version` (not timed) and frees the agent's backups, so the next run starts alike. */
+async function resetTo(env, version) {
+  const { node, art } = env;
+  await stopNode(node);
+  sim.installBinary(art(version).path, node.binary);
+  fs.rmSync(path.join(node.stateDir, 'backups'), { recursive: true, force: true });
+  await startNode(node);
+  await waitFor(() => ready(node), { timeoutMs: 60_000, what: `node ready on ${version}` });
+}
+
+/** The data dir as it is now, copied aside (node stopped), and a way to put it back. */
+async function snapshotData(env) {
+  const { node, dir } = env;
+  const snap = path.join(dir, 'data-snapshot');
+  await stopNode(node);
+  fs.rmSync(snap, { recursive: true, force: true });
+  const r = await run('cp', ['-a', node.dataDir, snap]);
+  if (r.code !== 0) throw new Error(`cp -a failed: ${r.stderr}`);
+  return async () => {
+    await stopNode(node);
+    fs.rmSync(node.dataDir, { recursive: true, force: true });
+    const c = await run('cp', ['-a', snap, node.dataDir]);
+    if (c.code !== 0) throw new Error(`cp -a failed: ${c.stderr}`);
+  };
+}
+
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
+
+/**
+ * Agent downtime against the node's own restart, alternating, `runs` times each:
+ * a patch (1.0.0 -> 1.0.1, no migration) against a bare restart of 1.0.0, and
+ * a minor (1.0.1 -> 1.1.0, the node migrates at start) against 1.1.0's first
+ * start on the same 1.0.1 data (restored from a copy between runs).
+ */
+async function restartBaseline(env, log, runs) {
+  const out = {};
+  const patch = { bare: [], ours: [] };
+  for (let i = 0; i < runs; i++) {
+    await resetTo(env, '1.0.0');
+    log(`data: bare restart of 1.0.0 (${i + 1}/${runs})`);
+    patch.bare.push(await bareRestart(env, null));
+    patch.ours.push((await oursUpgrade(env, log, '1.0.1')).downtimeMs);
+  }
+  const minor = { bare: [], ours: [] };
+  await resetTo(env, '1.0.1');
+  const restore = await snapshotData(env);
+  try {
+    for (let i = 0; i < runs; i++) {
+      await restore();
+      await resetTo(env, '1.0.1');
+      log(`data: first start of 1.1.0 on 1.0.1 data (${i + 1}/${runs})`);
+      minor.bare.push(await bareRestart(env, '1.1.0'));
+      await restore();
+      await resetTo(env, '1.0.1');
+      minor.ours.push((await oursUpgrade(env, log, '1.1.0')).downtimeMs);
+    }
+  } finally {
+    fs.rmSync(path.join(env.dir, 'data-snapshot'), { recursive: true, force: true });
+  }
+  for (const [kind, r] of Object.entries({ patch, minor })) {
+    out[kind] = {
+      bareMs: r.bare,
+      oursMs: r.ours,
+      bareMedianMs: median(r.bare),
+      oursMedianMs: median(r.ours),
+      ratio: round(median(r.ours) / median(r.bare), 2),
+    };
+  }
+  return out;
+}
+
 async function throughput(env, sizeBytes, log) {
   const { node, dir, agentDoc } = env;
   await stopNode(node); // static data: both read exactly the same bytes
@@ -233,7 +320,7 @@ function dirBytes(d) {
 export async function dataBench({ quick, log, opts, downtime, throughput: wantTp, peakRss }) {
   const sizesGb = opts.sizesGb ?? (quick ? [0.1] : [1, 10]);
   const result = {
-    downtime: { title: 'Per-node downtime (stop → ready): agent pipeline vs seed script', rows: [] },
+    downtime: { title: 'Per-node downtime (stop → ready): agent pipeline vs seed script', rows: [], restart: [] },
     throughput: { title: 'Backup throughput: agent BackupStore vs GNU tar cf', rows: [] },
     peakRss: { title: 'Agent peak RSS during a backup (real agent CLI upgrade process)', rows: [] },
   };
@@ -262,6 +349,9 @@ export async function dataBench({ quick, log, opts, downtime, throughput: wantTp
           ratio: round(ours.downtimeMs / seed.downtimeMs, 4),
         });
         log(`  ${label}: downtime ours ${ours.downtimeMs} ms vs seed ${seed.downtimeMs} ms`);
+        const base = await restartBaseline(env, log, opts.restartRuns ?? (quick ? 1 : 3));
+        result.downtime.restart.push({ data: label, dataBytes: bytes, ...base });
+        log(`  ${label}: ours / bare restart: patch ×${base.patch.ratio}, minor ×${base.minor.ratio}`);
       }
       if (peakRss) {
         result.peakRss.rows.push({

@@ -35,12 +35,13 @@ function parseArgs(argv) {
     } else if (k === '--serial-max-n') o.opts.serialMaxN = Number(val());
     else if (k === '--sizes') o.opts.sizes = val().split(',').map(Number);
     else if (k === '--sizes-gb') o.opts.sizesGb = val().split(',').map(Number);
+    else if (k === '--restart-runs') o.opts.restartRuns = Number(val());
     else if (k === '--weighted-sizes') o.opts.weightedSizes = val().split(',').filter(Boolean).map(Number);
     else if (k === '--weighted-seeds') o.opts.weightedSeeds = val().split(',').filter(Boolean).map(Number);
     else if (k === '--agents') o.opts.agents = Number(val());
     else if (k === '--help' || k === '-h') {
       process.stdout.write(
-        `usage: npm run bench -- [--only ${ALL.join(',')}] [--quick] [--serial-max-n N] [--sizes 4,7,31,100] [--weighted-sizes 7,13,20,31,100] [--weighted-seeds 1,2,3] [--sizes-gb 1,10] [--agents 2000]\n`,
+        `usage: npm run bench -- [--only ${ALL.join(',')}] [--quick] [--serial-max-n N] [--sizes 4,7,31,100] [--weighted-sizes 7,13,20,31,100] [--weighted-seeds 1,2,3] [--sizes-gb 1,10] [--restart-runs 3] [--agents 2000]\n`,
       );
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);

@@ -101,6 +101,20 @@ export function renderMarkdown(out) {
         ]),
       ),
     );
+    if (r.downtime.restart?.length) {
+      parts.push(
+        'Against the node’s own restart (the floor for a binary swap), alternating runs on the same node and data: a patch (1.0.0 → 1.0.1) vs a bare stop/start of 1.0.0; a minor (1.0.1 → 1.1.0, migration at start) vs 1.1.0’s first start on the same 1.0.1 data. Medians, each run listed. Target: ≤ 1.1×.',
+      );
+      const list = (xs) => xs.map((x) => (x / 1000).toFixed(2)).join(', ');
+      parts.push(
+        table(
+          ['data', 'kind', 'bare restart (median)', 'ours (median)', 'ours / bare', 'bare runs (s)', 'ours runs (s)'],
+          r.downtime.restart.flatMap((x) =>
+            ['patch', 'minor'].map((k) => [x.data, k, s(x[k].bareMedianMs), s(x[k].oursMedianMs), `**${x[k].ratio}**`, list(x[k].bareMs), list(x[k].oursMs)]),
+          ),
+        ),
+      );
+    }
   }
   if (r.scale) {
     const c = r.scale;
