@@ -291,10 +291,15 @@ export async function startCoordinator(dir, cfg = {}) {
   fs.writeFileSync(configPath, JSON.stringify(doc, null, 2));
   const logFd = fs.openSync(path.join(dir, 'coordinator.log'), 'a');
   const child = track(
-    spawn(process.execPath, [COORDINATOR_CLI, '--config', configPath], {
-      env: childEnv({ GUTS_UPGRADE_OPERATOR_TOKEN: OPERATOR_TOKEN }),
-      stdio: ['ignore', logFd, logFd],
-    }),
+    // BENCH_CPU_PROF=DIR writes the coordinator's V8 CPU profile there (to find where a figure goes).
+    spawn(
+      process.execPath,
+      [...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []), COORDINATOR_CLI, '--config', configPath],
+      {
+        env: childEnv({ GUTS_UPGRADE_OPERATOR_TOKEN: OPERATOR_TOKEN }),
+        stdio: ['ignore', logFd, logFd],
+      },
+    ),
   );
   fs.closeSync(logFd);
   const url = `http://127.0.0.1:${port}`;

@@ -43,6 +43,27 @@ t.test('schema migrations are versioned and applied in order', async (t) => {
   t.throws(() => new Store(old), /newer than this coordinator/);
 });
 
+t.test('the node cache a heartbeat updates in place reads the same as the database', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'guc-cache-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'c.db');
+  const s = new Store(file);
+  t.teardown(() => s.close());
+  s.insertNode('v0', 'h0', null, 1);
+  s.insertNode('v1', 'h1', null, 1);
+  s.activeNodes(); // the cache is built
+  const status = { version: '1.1.0', health: 'up', ready: true, isLeader: false, currentLeader: 'aa', finalizedHeight: 42, view: 7, peerCount: 3 } as const;
+  s.updateNodeStatus('v1', { ...status, agentVersion: '0.9.0', busy: { commandId: 'c1', kind: 'upgrade', step: 'stop' }, lastSeenAt: 5 });
+  s.updateNodeStatus('v1', { ...status, agentVersion: null, busy: null, lastSeenAt: 6 });
+  s.updateNodeStatus('gone', { ...status, agentVersion: null, busy: null, lastSeenAt: 6 });
+  const cached = s.activeNodes();
+  const fresh = new Store(file);
+  t.teardown(() => fresh.close());
+  t.same(cached, fresh.activeNodes(), 'the same rows as a fresh read (agent version kept when none is sent)');
+  t.equal(cached.find((n) => n.id === 'v1')?.agentVersion, '0.9.0');
+  t.equal(cached.length, 2, 'an unknown node adds nothing');
+});
+
 function freePort(): Promise<number> {
   return new Promise((resolve) => {
     const s = createServer();
