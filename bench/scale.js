@@ -179,6 +179,11 @@ export async function scaleBench({ quick, log, opts }) {
       ratioToIdeal: round(makespanMs / (waves * T), 3),
       commandsReceived: latencies.length,
       dispatchLatencyMs: { p50: percentile(latencies, 50), p90: percentile(latencies, 90), p99: percentile(latencies, 99), max: latencies.at(-1) },
+      // The worst of the generators' own event-loop delays over the rollout (see loadgen.js).
+      loadgenLoopLagMs: {
+        p99: Math.max(...stats.map((s) => s.loopLagMs.p99)),
+        max: Math.max(...stats.map((s) => s.loopLagMs.max)),
+      },
       progressMessages: stats.reduce((a, s) => a + s.progress, 0),
       results: stats.reduce((a, s) => a + s.results, 0),
       coordinatorCpuPct: round(res.cpuPct, 1),

@@ -18,6 +18,7 @@
  *
  * Driven by the bench over IPC (see forkLoadgen in common.js).
  */
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import WebSocket from 'ws';
 import { agentMessage, decodeCoordinatorMessage, encode } from '@guts-upgrade/protocol';
 import { chainClock } from './chain-clock.js';
@@ -35,6 +36,13 @@ const STEPS = [
 ];
 
 let cfg = null;
+/**
+ * This process's own event-loop delay: a command's receipt time is taken in a
+ * handler that waits its turn here, so on shared cores part of a dispatch
+ * latency is this lag, reported beside it.
+ */
+const loopLag = monitorEventLoopDelay({ resolution: 5 });
+loopLag.enable();
 const nodes = new Map();
 const stats = { latencies: [], commands: [], heartbeats: 0, results: 0, progress: 0, disconnects: 0, refused: 0 };
 
@@ -288,8 +296,14 @@ async function handle(m) {
     case 'init':
       return init(m);
     case 'stats': {
-      const out = { ...stats, welcomed: [...nodes.values()].filter((n) => n.welcomed).length };
+      const ms = (ns) => Math.round(ns / 1e5) / 10;
+      const out = {
+        ...stats,
+        welcomed: [...nodes.values()].filter((n) => n.welcomed).length,
+        loopLagMs: { p50: ms(loopLag.percentile(50)), p99: ms(loopLag.percentile(99)), max: ms(loopLag.max) },
+      };
       if (m.reset) {
+        loopLag.reset();
         stats.latencies = [];
         stats.commands = [];
         stats.heartbeats = 0;

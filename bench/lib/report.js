@@ -139,7 +139,7 @@ export function renderMarkdown(out) {
       ]);
       rows.push([
         'command dispatch latency (decision → agent receives)',
-        `p50 ${o.dispatchLatencyMs.p50} ms, p90 ${o.dispatchLatencyMs.p90} ms, **p99 ${o.dispatchLatencyMs.p99} ms**, max ${o.dispatchLatencyMs.max} ms (${o.commandsReceived} commands)`,
+        `p50 ${o.dispatchLatencyMs.p50} ms, p90 ${o.dispatchLatencyMs.p90} ms, **p99 ${o.dispatchLatencyMs.p99} ms**, max ${o.dispatchLatencyMs.max} ms (${o.commandsReceived} commands); load generators' own event-loop delay p99 ${o.loadgenLoopLagMs?.p99 ?? '–'} ms, max ${o.loadgenLoopLagMs?.max ?? '–'} ms`,
       ]);
       rows.push([
         'coordinator during the rollout',
