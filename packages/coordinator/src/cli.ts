@@ -64,6 +64,12 @@ interface GlobalOpts {
   json?: boolean;
 }
 
+/** The followers, when there are any: outside n, f and the budget, so the first line does not count them. */
+function followerLine(nodes: FleetBody['nodes']): string[] {
+  const ids = nodes.filter((n) => n.role === 'follower').map((n) => n.id);
+  return ids.length > 0 ? [`followers (outside the budget): ${ids.join(' ')}`] : [];
+}
+
 // ---- argument parsers: each throws InvalidArgumentError, which commander reports as a usage error.
 
 const nonNegativeInt = asArgParser(nonNegativeIntArg, InvalidArgumentError);
@@ -283,6 +289,7 @@ export function buildProgram(io: CliIo, result: { code: number }): Command {
             .map(([v, c]) => `${v}×${c}`)
             .join(' ')}  heights ${r.heights.min}..${r.heights.max}`,
           ...chainLines(r.chain, r.reportedSets),
+          ...followerLine(r.nodes),
           ...r.alerts.map((a) => `ALERT ${a.code}: ${a.message}`),
         ].join('\n'),
       );

@@ -252,7 +252,11 @@ function isUnprovenCanary(d: Decision, nodeId: string): boolean {
   return d.rollout.strategy === 'canary' && nodeId === d.rollout.options.canary && !d.rollout.data.soakPassed;
 }
 
-/** Healthy nodes of the rollout still waiting on the old version: the canary's yardstick. */
+/**
+ * Healthy nodes of the rollout still waiting on the old version: the canary's yardstick. Nodes of
+ * the canary's own role when there are any: followers behind a proxy carry other traffic than
+ * validators, so a validator is judged against validators and a follower against followers.
+ */
 function referenceNodes(d: Decision): NodeView[] {
   const out: NodeView[] = [];
   for (const s of d.input.steps) {
@@ -260,7 +264,10 @@ function referenceNodes(d: Decision): NodeView[] {
     const n = d.fleet.nodes.get(s.nodeId);
     if (n?.healthy && n.version !== d.rollout.target.version) out.push(n);
   }
-  return out;
+  const canary = d.rollout.options.canary;
+  const follower = canary != null && isFollower(d.fleet, canary);
+  const sameRole = out.filter((n) => isFollower(d.fleet, n.id) === follower);
+  return sameRole.length > 0 ? sameRole : out;
 }
 
 // -------------------------------------------------------------- every state: steps follow results

@@ -231,6 +231,28 @@ t.test('plan: followers in their own first waves, a validator the default canary
   t.throws(() => planRollout({ target: { version: '1.1.0' }, strategy: 'rolling', options: opts }, small, [], w.now), { code: 'E_DISRUPTION_BUDGET' });
 });
 
+t.test('a canary is judged against nodes of its own role', async (t) => {
+  const metrics = { requestsTotal: 100, errorsTotal: 0, latencyMs: 5, scrapedAt: '2026-01-01T00:00:00Z' };
+  const fleet = fleetOf(4);
+  for (const [k, v] of fleet.nodes) fleet.nodes.set(k, { ...v, metrics });
+  for (const id of ['f0', 'f1']) fleet.nodes.set(id, node(id, { role: 'follower', metrics }));
+  const ids = ['v1', 'v2', 'v3', 'f0', 'f1', 'v0'];
+  for (const canary of ['v1', 'f0']) {
+    const w = new World(rolloutOf(ids, { strategy: 'canary' }, { canary, soakMs: 1000 }), stepsOf(ids), {
+      ...fleet,
+      nodes: new Map(fleet.nodes),
+    });
+    for (let i = 0; i < 20 && w.rollout.state !== 'soaking'; i++) {
+      w.tick();
+      if (w.steps.find((s) => s.nodeId === canary)?.state === 'upgrading') w.finish(canary);
+      w.advance(100);
+    }
+    t.equal(w.rollout.state, 'soaking', `${canary} soaks`);
+    const judgedAgainst = Object.keys(w.rollout.data.soakMetrics ?? {}).filter((id) => id !== canary);
+    t.same(judgedAgainst.sort(), canary === 'v1' ? ['v0', 'v2', 'v3'] : ['f1'], `${canary}: against ${judgedAgainst.join(', ')}`);
+  }
+});
+
 // ------------------------------------------------------------------ a real coordinator
 
 t.test('registration, the agent cross-check and the chain cross-check, live', async (t) => {
@@ -271,6 +293,7 @@ t.test('registration, the agent cross-check and the chain cross-check, live', as
     'the role is stored and listed',
   );
   t.match((await run('nodes', 'list')).out, /f0\s+follower\s+\?/, 'and shown by `nodes list`');
+  t.match((await run('fleet')).out, /^followers \(outside the budget\): f0$/m, 'and by `fleet`');
   const doc = (await (await fetch(`${c.url}/docs/json`)).json()) as { paths: Record<string, { post?: { requestBody?: unknown } }> };
   t.match(JSON.stringify(doc.paths['/api/v1/nodes']?.post?.requestBody), /"role":\{"type":"string","enum":\["validator","follower"\]/, 'OpenAPI: role');
 
