@@ -78,6 +78,7 @@ t.test('a follower follows a real cluster, never votes, catches up after a resta
     'its key is in no validator set',
   );
   t.same((await consensusValidators(validators[0]!))?.validators.length, 3, 'the validators do not list it either');
+  t.match(set, { total_weight: 3, quorum_weight: 2 }, 'the weight and the quorum are the validators’ alone');
   // Sampled over more than one rotation: it never says it leads, and names a validator as leader.
   const keys = new Set(validators.map((v) => v.pubkey));
   for (let i = 0; i < 8; i++) {
@@ -93,7 +94,17 @@ t.test('a follower follows a real cluster, never votes, catches up after a resta
   const b = await getJson<{ block_id: string }>(`${f0.apiUrl}/api/consensus/blocks/${h}`);
   t.equal(b?.body.block_id, a?.body.block_id, 'the follower holds the finalized chain');
 
-  // Never a vote: one validator of three (quorum 2) and the follower finalize nothing.
+  // Asked for a vote by the leader of the view, as a validator would be, the follower gives none.
+  const tip = (await getJson<{ height: number; block_id: string }[]>(`${f0.apiUrl}/api/consensus/blocks`))!.body.at(-1)!;
+  const leader = validators.find((v) => v.pubkey === s.current_leader) ?? validators[0]!;
+  const vote = await fetch(`${f0.apiUrl}/p2p/propose`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', 'x-guts-peer': leader.name },
+    body: JSON.stringify({ height: tip.height + 1, parent_id: tip.block_id, producer: leader.pubkey, producer_name: leader.name, view: s.view }),
+  });
+  t.same(await vote.json(), { ack: false }, 'the follower never votes');
+
+  // Never counted: one validator of three (quorum 2) and the follower finalize nothing.
   await Promise.all(['v1', 'v2'].map((n) => stopNode(kids.get(n)!)));
   await sleep(timings.leader_term_ms); // a commit on its way lands first
   const stalled = (await consensusStatus(validators[0]!))!.finalized_height;
