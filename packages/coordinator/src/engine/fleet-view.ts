@@ -92,7 +92,7 @@ export function fleetView(
   // Until a set is believed, n stays the configured or registered count (and nothing is dispatched).
   if (cv)
     return {
-      n: cv.validators.filter((v) => v.active).length || (settings.validators ?? rows.length),
+      n: cv.validators.filter((v) => v.active).length || (settings.validators ?? rows.length - followers.size),
       nodes,
       leader: chainLeader(cv),
       maxHeight: cv.referenceHeight,
