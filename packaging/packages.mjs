@@ -104,6 +104,8 @@ const AGENT_YAML = `# guts-upgrade agent configuration (docs: /usr/share/doc/gut
 # validatorPubkey: 9f3c…                      # the chain validator this node runs as (pubkey in hex, as
 #                                            # /api/consensus/validators lists it); until a node is bound
 #                                            # (here or with \`nodes add --pubkey\`), rollouts wait for it
+# role: validator                            # or follower: a full node outside the validator set, registered
+#                                            # with \`nodes add --role follower\` (the two must agree)
 coordinator:
   # url: wss://coordinator.example:7443
   tokenFile: /etc/guts-upgrade/agent.token   # the token \`guts-upgrade nodes add\` printed; mode 0600

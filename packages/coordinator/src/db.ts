@@ -6,7 +6,7 @@
  */
 import Database from 'better-sqlite3';
 import { createHash } from 'node:crypto';
-import type { CommandKind, ErrorCode, FailureEvidence, Outcome, Result } from '@guts-upgrade/protocol';
+import type { CommandKind, ErrorCode, FailureEvidence, NodeRole, Outcome, Result } from '@guts-upgrade/protocol';
 import type { CommandRecord, CommandState, Rollout, RolloutData, Step } from './model.js';
 import { COMMAND_OPEN_STATES, type RolloutState, type StepState } from './states.js';
 
@@ -157,6 +157,12 @@ export const MIGRATIONS: Migration[] = [
   },
   {
     version: 6,
+    name: 'node role: validator, or follower (a full node outside the validator set and the safety budget)',
+    // Every node registered before roles existed is a validator: the safe default, counted in the budget.
+    sql: "ALTER TABLE nodes ADD COLUMN role TEXT NOT NULL DEFAULT 'validator';",
+  },
+  {
+    version: 7,
     name: 'indexes for the lookups every agent message and every tick make',
     // Each progress message updates its step by command id, each tick reads a rollout's commands
     // and the open ones: without these, each was a scan of the whole table (at 2,000 nodes, a
@@ -191,6 +197,8 @@ export interface NodeRow {
   lastSeenAt: number | null;
   /** The chain validator (public key, hex) this node runs as; null until bound. */
   pubkey: string | null;
+  /** Set at registration: a follower is outside the validator set and the safety budget. */
+  role: NodeRole;
 }
 
 export interface EventRow {
@@ -232,6 +240,7 @@ function nodeFrom(r: Raw): NodeRow {
     busy: json(r.busy, null),
     lastSeenAt: num(r.last_seen_at),
     pubkey: str(r.pubkey),
+    role: r.role === 'follower' ? 'follower' : 'validator',
   };
 }
 
@@ -385,15 +394,22 @@ export class Store {
 
   // ---------------------------------------------------------------- nodes
 
-  insertNode(id: string, tokenHash: string, address: string | null, now: number, pubkey: string | null = null): void {
+  insertNode(id: string, tokenHash: string, address: string | null, now: number, pubkey: string | null = null, role: NodeRole = 'validator'): void {
     this.nodesCache = null;
     const existing = this.stmt('SELECT revoked_at FROM nodes WHERE id = ?').get(id) as Raw | undefined;
     if (existing) {
       this.db
-        .prepare('UPDATE nodes SET token_hash = ?, address = ?, revoked_at = NULL, created_at = ?, pubkey = ? WHERE id = ?')
-        .run(tokenHash, address, now, pubkey, id);
+        .prepare('UPDATE nodes SET token_hash = ?, address = ?, revoked_at = NULL, created_at = ?, pubkey = ?, role = ? WHERE id = ?')
+        .run(tokenHash, address, now, pubkey, role, id);
     } else {
-      this.stmt('INSERT INTO nodes (id, token_hash, address, created_at, pubkey) VALUES (?, ?, ?, ?, ?)').run(id, tokenHash, address, now, pubkey);
+      this.stmt('INSERT INTO nodes (id, token_hash, address, created_at, pubkey, role) VALUES (?, ?, ?, ?, ?, ?)').run(
+        id,
+        tokenHash,
+        address,
+        now,
+        pubkey,
+        role,
+      );
     }
   }
 
@@ -447,7 +463,7 @@ export class Store {
    * The row is rebuilt the way SQLite stores it (agent_version kept when none is sent, busy
    * through JSON), and only once the UPDATE changed it.
    */
-  updateNodeStatus(id: string, s: Omit<NodeRow, 'id' | 'address' | 'createdAt' | 'revokedAt' | 'pubkey'>): void {
+  updateNodeStatus(id: string, s: Omit<NodeRow, 'id' | 'address' | 'createdAt' | 'revokedAt' | 'pubkey' | 'role'>): void {
     const busy = s.busy ? JSON.stringify(s.busy) : null;
     const r = this.stmt(
       `UPDATE nodes SET agent_version = COALESCE(?, agent_version), version = ?, health = ?, ready = ?, is_leader = ?, current_leader = ?,
