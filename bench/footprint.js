@@ -49,7 +49,8 @@ export async function footprintBench({ quick, log }) {
     );
     const rt = await agentRuntime(log);
     const out = fs.openSync(path.join(stateDir, 'agent.log'), 'a');
-    agent = track(spawn(rt.node, [rt.cli, 'run', '--config', cfgPath], { env: childEnv(), stdio: ['ignore', out, out] }));
+    const flags = (process.env.BENCH_AGENT_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+    agent = track(spawn(rt.node, [...flags, rt.cli, 'run', '--config', cfgPath], { env: childEnv(), stdio: ['ignore', out, out] }));
     fs.closeSync(out);
     await waitFor(
       async () => {

@@ -15,7 +15,7 @@ const DEFAULT_CACHE = '/var/cache/guts-upgrade/package';
 
 let resolved = null;
 
-/** { node, cli, label }: the runtime and entry file to spawn the agent CLI with. */
+/** { node, cli, label }: the runtime and entry file to spawn the agent CLI with (cli may start with node flags). */
 export async function agentRuntime(log) {
   // Each bench step removes its temp dirs when it ends, the bundle's too: made again when gone.
   if (resolved && fs.existsSync(resolved.cli)) return resolved;

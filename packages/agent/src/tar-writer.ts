@@ -8,7 +8,7 @@
  * speed the agent then spent as much CPU as the disk spent time (0.45-0.51×
  * GNU tar + fsync) and its RSS grew with the file sizes. Here the bytes move
  * through a fixed ring of SLOTS × SLOT_BYTES of shared memory:
- *   read (thread pool) → positional write of the full slot (thread pool)
+ *   read (thread pool) → write of the full slot (thread pool, one at a time, in order)
  *                      ∥ sha256 of the same slot (a worker thread, in order)
  * and the kernel is asked to write back every SYNC_EVERY bytes while the
  * archive is still being written, so the final fsync does not start the whole
@@ -66,6 +66,7 @@ class Sink {
   private pos = 0;
   private syncedTo = 0;
   private syncing: Promise<void> | null = null;
+  private lastWrite: Promise<void> = Promise.resolve();
   private error: unknown = null;
 
   constructor(
@@ -103,7 +104,10 @@ class Sink {
       let done = 0;
       while (done < len) done += (await write(this.fd, s.buf, done, len - done, at + done)).bytesWritten;
     };
-    s.busy = Promise.all([writeAll(), this.hasher.update(s.offset, len)]).then(
+    // One write at a time, in order: concurrent writes to one file only queue on its inode lock (spinning, as system CPU).
+    const written = this.lastWrite.then(writeAll);
+    this.lastWrite = written.catch(() => undefined);
+    s.busy = Promise.all([written, this.hasher.update(s.offset, len)]).then(
       () => undefined,
       (err: unknown) => {
         this.error ??= err;
