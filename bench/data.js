@@ -12,8 +12,9 @@
  *         `tar czf` the data dir, swap the binary, start, poll /health/ready
  *         every 100 ms (as the agent does); downtime = stop -> ready.
  *   throughput (node stopped, data static): the agent's BackupStore.createBase
- *         (node-tar, sha256 while writing, fsync, as the pipeline does) vs
- *         GNU `tar cf` + fsync of the archive (`sync FILE`).
+ *         (tar-writer.ts: sha256 on a worker while writing, fsync, as the pipeline
+ *         does) vs GNU `tar cf` + fsync of the archive (`sync FILE`), alternating
+ *         rounds, with the CPU time each spends per GiB.
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -22,7 +23,8 @@ import { stringify } from 'yaml';
 import * as sim from '@guts-upgrade/simulator';
 import { BackupStore, Journal, resolveConfig } from '@guts-upgrade/agent';
 import { processStartTime } from '@guts-upgrade/agent/process-identity';
-import { AGENT_CLI, SIM_CLI, childEnv, fmtBytes, mb, removeDir, round, run, sampler, stopPid, tmpDir, trackPid, waitFor } from './lib/common.js';
+import { SIM_CLI, childEnv, childrenCpuSec, fmtBytes, mb, removeDir, round, run, sampler, stopPid, tmpDir, trackPid, waitFor } from './lib/common.js';
+import { agentRuntime } from './lib/agent-runtime.js';
 
 /** Starts the node the way the agent's process driver does (detached, pid file), so the agent adopts it. */
 export async function startNode(node) {
@@ -126,11 +128,12 @@ async function setup(sizeMb, log) {
 async function oursUpgrade(env, log, version = '1.0.1') {
   const { node, art } = env;
   const to = art(version);
+  const rt = await agentRuntime(log);
   log(`data: agent CLI upgrade -> ${version}`);
   let smp = null;
   let pid = null;
   const t0 = Date.now();
-  const r = await run(process.execPath, [AGENT_CLI, 'upgrade', '--config', node.agentConfig, '--to', to.version, '--json'], {
+  const r = await run(rt.node, [rt.cli, 'upgrade', '--config', node.agentConfig, '--to', to.version, '--json'], {
     env: { GUTS_UPGRADE_CLI_LOG_LEVEL: 'warn' },
     onSpawn: (c) => {
       pid = c.pid;
@@ -153,7 +156,7 @@ async function oursUpgrade(env, log, version = '1.0.1') {
     return m ? Date.parse(m[1]) : null;
   };
   const backupMs = at('backup', 'done') && at('backup', 'started') ? at('backup', 'done') - at('backup', 'started') : null;
-  return { downtimeMs: result.downtimeMs, totalMs: wallMs, preCopyMs: backupMs, agentPeakRssBytes: usage.peakRssBytes, agentPid: pid };
+  return { downtimeMs: result.downtimeMs, totalMs: wallMs, preCopyMs: backupMs, agentPeakRssBytes: usage.peakRssBytes, agentPid: pid, runtime: rt.label };
 }
 
 /** The seed's procedure: stop, tar czf the data dir, swap the binary, start, wait ready. */
@@ -224,8 +227,6 @@ async function snapshotData(env) {
   };
 }
 
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
-
 /**
  * Agent downtime against the node's own restart, alternating, `runs` times each:
  * a patch (1.0.0 -> 1.0.1, no migration) against a bare restart of 1.0.0, and
@@ -269,39 +270,83 @@ async function restartBaseline(env, log, runs) {
   return out;
 }
 
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+/** One agent backup of the data dir: wall and CPU time (every thread of this process: the hashing worker too). */
+async function agentRound(store, sizeBytes) {
+  const cpu0 = process.cpuUsage();
+  const t0 = Date.now();
+  const row = await store.createBase('bench-tp', null, '1.0.0');
+  const ms = Date.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
+  store.discard('bench-tp');
+  return { ms, cpuSec: (cpu.user + cpu.system) / 1e6, archiveBytes: row.meta.dataBase?.size ?? null, MBps: sizeBytes / (1024 * 1024) / (ms / 1000) };
+}
+
+/** One GNU `tar cf` + `sync FILE` of the same dir: wall and CPU time of both children. */
+async function tarRound(dataDir, tarFile, sizeBytes) {
+  const cpu0 = childrenCpuSec();
+  const t0 = Date.now();
+  const r = await run('tar', ['cf', tarFile, '-C', dataDir, '.']);
+  if (r.code !== 0) throw new Error(`tar cf failed: ${r.stderr}`);
+  const msWithoutFsync = Date.now() - t0;
+  await run('sync', [tarFile]);
+  const ms = Date.now() - t0;
+  const cpuSec = childrenCpuSec() - cpu0;
+  const archiveBytes = fs.statSync(tarFile).size;
+  fs.rmSync(tarFile, { force: true });
+  return { ms, msWithoutFsync, cpuSec, archiveBytes, MBps: sizeBytes / (1024 * 1024) / (ms / 1000) };
+}
+
+/**
+ * The agent's backup against `tar cf` + fsync, alternating (tar, agent, agent, tar, ...) so that
+ * neither always runs on a warmer cache or a busier disk; the median of each and the spread of
+ * the per-round ratios. Rounds: 3 up to 2 GB of data, 1 above (each reads and writes it all).
+ */
 async function throughput(env, sizeBytes, log) {
   const { node, dir, agentDoc } = env;
   await stopNode(node); // static data: both read exactly the same bytes
-  const out = {};
+  const rounds = sizeBytes <= 2 * 1024 ** 3 ? 3 : 1;
   // The agent's backup code, in this process, on its own journal and backup dir.
   const stateDir = path.join(dir, 'bench-backup-state');
   fs.mkdirSync(stateDir, { recursive: true });
   const config = resolveConfig({ ...agentDoc, stateDir, backup: { dir: path.join(dir, 'bench-backups'), retention: 1 } }, {}, dir);
   const journal = new Journal(stateDir);
+  const tarFile = path.join(dir, 'gnu.tar');
+  const agent = [];
+  const tar = [];
   try {
     const store = new BackupStore(config, journal);
-    log('data: throughput, agent BackupStore.createBase');
-    const t0 = Date.now();
-    const row = await store.createBase('bench-tp', null, '1.0.0');
-    const agentMs = Date.now() - t0;
-    out.agent = { ms: agentMs, MBps: round(sizeBytes / (1024 * 1024) / (agentMs / 1000), 1), archiveBytes: row.meta.dataBase?.size ?? null };
-    store.discard('bench-tp');
+    for (let i = 0; i < rounds; i++) {
+      const pair = i % 2 === 0 ? ['tar', 'agent'] : ['agent', 'tar'];
+      for (const who of pair) {
+        log(`data: throughput round ${i + 1}/${rounds}, ${who === 'agent' ? 'agent BackupStore.createBase' : 'GNU tar cf + sync'}`);
+        if (who === 'agent') agent.push(await agentRound(store, sizeBytes));
+        else tar.push(await tarRound(node.dataDir, tarFile, sizeBytes));
+      }
+    }
   } finally {
     journal.close();
   }
-  log('data: throughput, GNU tar cf');
-  const tarFile = path.join(dir, 'gnu.tar');
-  const t1 = Date.now();
-  const r = await run('tar', ['cf', tarFile, '-C', node.dataDir, '.']);
-  if (r.code !== 0) throw new Error(`tar cf failed: ${r.stderr}`);
-  const tarOnlyMs = Date.now() - t1;
-  await run('sync', [tarFile]);
-  const tarMs = Date.now() - t1;
-  const tarBytes = fs.statSync(tarFile).size;
-  fs.rmSync(tarFile, { force: true });
-  out.gnuTar = { ms: tarMs, msWithoutFsync: tarOnlyMs, MBps: round(sizeBytes / (1024 * 1024) / (tarMs / 1000), 1), archiveBytes: tarBytes };
-  out.agentOverTar = round(out.agent.MBps / out.gnuTar.MBps, 2);
-  return out;
+  const gib = sizeBytes / 1024 ** 3;
+  const ratios = agent.map((a, i) => a.MBps / tar[i].MBps);
+  const summary = (xs) => ({
+    ms: median(xs.map((x) => x.ms)),
+    MBps: round(median(xs.map((x) => x.MBps)), 1),
+    cpuSecPerGiB: round(median(xs.map((x) => x.cpuSec)) / gib, 2),
+    archiveBytes: xs[0].archiveBytes,
+  });
+  return {
+    rounds,
+    agent: summary(agent),
+    gnuTar: { ...summary(tar), msWithoutFsync: median(tar.map((x) => x.msWithoutFsync)) },
+    agentOverTar: round(median(ratios), 2),
+    ratioMin: round(Math.min(...ratios), 2),
+    ratioMax: round(Math.max(...ratios), 2),
+  };
 }
 
 function dirBytes(d) {
@@ -321,7 +366,7 @@ export async function dataBench({ quick, log, opts, downtime, throughput: wantTp
   const sizesGb = opts.sizesGb ?? (quick ? [0.1] : [1, 10]);
   const result = {
     downtime: { title: 'Per-node downtime (stop → ready): agent pipeline vs seed script', rows: [], restart: [] },
-    throughput: { title: 'Backup throughput: agent BackupStore vs GNU tar cf', rows: [] },
+    throughput: { title: 'Backup throughput: agent BackupStore vs GNU tar cf + fsync', rows: [] },
     peakRss: { title: 'Agent peak RSS during a backup (real agent CLI upgrade process)', rows: [] },
   };
   for (const gb of sizesGb) {
@@ -360,6 +405,7 @@ export async function dataBench({ quick, log, opts, downtime, throughput: wantTp
           peakRssBytes: ours.agentPeakRssBytes,
           peakRssMiB: mb(ours.agentPeakRssBytes),
           peakOverData: round(ours.agentPeakRssBytes / bytes, 4),
+          runtime: ours.runtime,
         });
       }
       if (wantTp) {
@@ -367,14 +413,21 @@ export async function dataBench({ quick, log, opts, downtime, throughput: wantTp
         result.throughput.rows.push({
           data: label,
           dataBytes: bytes,
+          rounds: tp.rounds,
           agentMBps: tp.agent.MBps,
           agentMs: tp.agent.ms,
+          agentCpuSecPerGiB: tp.agent.cpuSecPerGiB,
           tarMBps: tp.gnuTar.MBps,
           tarMs: tp.gnuTar.ms,
           tarMsWithoutFsync: tp.gnuTar.msWithoutFsync,
+          tarCpuSecPerGiB: tp.gnuTar.cpuSecPerGiB,
           ratio: tp.agentOverTar,
+          ratioMin: tp.ratioMin,
+          ratioMax: tp.ratioMax,
         });
-        log(`  ${label}: agent ${tp.agent.MBps} MB/s vs tar ${tp.gnuTar.MBps} MB/s`);
+        log(
+          `  ${label}: agent ${tp.agent.MBps} MB/s (${tp.agent.cpuSecPerGiB} CPU s/GiB) vs tar ${tp.gnuTar.MBps} MB/s (${tp.gnuTar.cpuSecPerGiB} CPU s/GiB): ${tp.agentOverTar}`,
+        );
       }
     } finally {
       await stopNode(env.node).catch(() => undefined);

@@ -9,8 +9,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
 import * as sim from '@guts-upgrade/simulator';
-import { AGENT_CLI, childEnv, mb, registerNodes, removeDir, round, sampler, sleep, startCoordinator, stopChild, tmpDir, track, waitFor } from './lib/common.js';
+import { childEnv, mb, registerNodes, removeDir, round, sampler, sleep, startCoordinator, stopChild, tmpDir, track, waitFor } from './lib/common.js';
 import { ready, startNode, stopNode } from './data.js';
+import { agentRuntime } from './lib/agent-runtime.js';
 
 export async function footprintBench({ quick, log }) {
   const seconds = quick ? 10 : 60;
@@ -46,8 +47,10 @@ export async function footprintBench({ quick, log }) {
         logLevel: 'info',
       }),
     );
+    const rt = await agentRuntime(log);
     const out = fs.openSync(path.join(stateDir, 'agent.log'), 'a');
-    agent = track(spawn(process.execPath, [AGENT_CLI, 'run', '--config', cfgPath], { env: childEnv(), stdio: ['ignore', out, out] }));
+    const flags = (process.env.BENCH_AGENT_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+    agent = track(spawn(rt.node, [...flags, rt.cli, 'run', '--config', cfgPath], { env: childEnv(), stdio: ['ignore', out, out] }));
     fs.closeSync(out);
     await waitFor(
       async () => {
@@ -63,6 +66,7 @@ export async function footprintBench({ quick, log }) {
     const r = smp.stop();
     return {
       title: `Agent daemon footprint, idle (connected, node running) over ${seconds} s`,
+      runtime: rt.label,
       idle: {
         seconds: round(r.wallSec, 1),
         cpuPct: round(r.cpuPct, 2),

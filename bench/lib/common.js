@@ -151,6 +151,13 @@ export function procSample(pid) {
   }
 }
 
+/** CPU seconds (user + system) of this process's waited-for children so far: what a finished `tar` or `sync` cost. */
+export function childrenCpuSec() {
+  const stat = fs.readFileSync('/proc/self/stat', 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[13]) + Number(f[14])) / CLK_TCK;
+}
+
 /** VmHWM (peak RSS) and VmRSS in bytes from /proc/<pid>/status. */
 export function procStatus(pid) {
   try {

@@ -73,6 +73,7 @@ export class Agent {
   }
 
   close(): void {
+    this.node.close();
     this.journal.close();
   }
 

@@ -9,9 +9,9 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { once } from 'node:events';
 import path from 'node:path';
-import * as tar from 'tar';
 import { CodedError } from '@guts-upgrade/protocol';
 import type { BackupRow } from './journal.js';
+import { loadTar } from './tar-writer.js';
 
 /** Why `rel` does not name something strictly inside the dir it is relative to, or null when it does. */
 export function escapes(rel: unknown): string | null {
@@ -88,6 +88,7 @@ export interface ArchiveInspection {
 export async function inspectArchive(file: string): Promise<ArchiveInspection> {
   const hash = crypto.createHash('sha256');
   let problem: string | null = null;
+  const tar = await loadTar();
   const parser = new tar.Parser({
     onReadEntry: (entry) => {
       if (problem === null) {

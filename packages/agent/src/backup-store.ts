@@ -1,5 +1,5 @@
 /**
- * Backups as plain tar archives (node-tar, readable by GNU `tar -xf`):
+ * Backups as plain tar archives (written by tar-writer.ts, read back by node-tar; GNU `tar -xf` reads them too):
  *
  *   <backup.dir>/<id>/binary.tar   the guts-node binary (entry: its basename)
  *   <backup.dir>/<id>/config.tar   the node config file (entry: its basename)
@@ -11,16 +11,13 @@
  * (journal table `backups`) keeps each archive's sha256, checked before restore
  * together with every path the catalogue and the archives name (backup-paths.ts).
  */
-import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import * as tar from 'tar';
 import { CodedError } from '@guts-upgrade/protocol';
 import type { AgentConfig } from './config.js';
 import type { ArchiveEntry, BackupMeta, BackupRow, Journal } from './journal.js';
 import { checkCatalogue, inside, inspectArchive, unsafe, type RestoreTargets } from './backup-paths.js';
+import { loadTar, writeTar } from './tar-writer.js';
 import { copyFileAtomic, fsyncPath } from './util.js';
 
 interface Stamp {
@@ -58,35 +55,6 @@ function same(a: Stamp | undefined, b: Stamp | undefined): boolean {
   return !!a && !!b && a.size === b.size && a.mtime === b.mtime && a.ctime === b.ctime && a.ino === b.ino;
 }
 
-// Bounds what sits between node-tar and the disk (plus node-tar's own per-entry read buffers), so memory stays flat whatever the data size.
-const WRITE_BUFFER_BYTES = 8 * 1024 * 1024;
-
-/**
- * Writes one tar archive and returns the sha256 of exactly the bytes that went to the file, hashed
- * on the way out rather than by reading the archive back (a second full pass over the data).
- * The file and its directory are fsynced before this returns, so a catalogue entry never
- * points at an archive a crash could still lose.
- */
-async function writeTar(file: string, cwd: string, entries: string[]): Promise<{ sha256: string; size: number }> {
-  const hash = crypto.createHash('sha256');
-  let size = 0;
-  // Mtimes, ownership and pax headers stay as node-tar writes them (no portable/noMtime): restores are metadata faithful.
-  const pack = tar.c({ cwd, noDirRecurse: true, strict: false }, entries);
-  const tee = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      hash.update(chunk);
-      size += chunk.length;
-      cb(null, chunk);
-    },
-  });
-  await pipeline(pack, tee, fs.createWriteStream(file, { highWaterMark: WRITE_BUFFER_BYTES }));
-  fsyncPath(file);
-  fsyncPath(path.dirname(file));
-  const onDisk = fs.statSync(file).size;
-  if (onDisk !== size) throw new Error(`archive is ${onDisk} bytes on disk but ${size} bytes were written`);
-  return { sha256: hash.digest('hex'), size };
-}
-
 /** A data dir swapped in by a restore, with the one it replaced still kept beside it. */
 export interface DataSwap {
   /** Where the replaced data dir waits (null: there was none). */
@@ -108,9 +76,11 @@ export class BackupStore {
   }
 
   /**
-   * `leaveOut`, for the base copy taken while the node runs: a file that grows while node-tar
-   * reads it (an append-only log) fails the archive with code EOF; it is left out of the base
-   * and the delta after stop archives it, since it is then missing from the base snapshot.
+   * `leaveOut`, for the base copy taken while the node runs: a file that shrinks while it is
+   * read (truncated, rewritten) fails the archive with code EOF; it is left out of the base and
+   * the delta after stop archives it, since it is then missing from the base snapshot. (A file
+   * that grows is archived at the size it had when its header was written; its stamp differs
+   * from the snapshot's at seal, so the delta holds it whole.)
    */
   private async archive(id: string, name: string, cwd: string, entries: string[], leaveOut?: (rel: string) => void): Promise<ArchiveEntry> {
     const file = path.join(this.dirOf(id), name);
@@ -120,6 +90,7 @@ export class BackupStore {
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
         const { sha256, size } = await writeTar(file, cwd, entries);
+        fsyncPath(path.dirname(file));
         return { file: name, sha256, size };
       } catch (err) {
         lastErr = err;
@@ -278,6 +249,7 @@ export class BackupStore {
     try {
       fs.rmSync(tmp, { recursive: true, force: true });
       fs.mkdirSync(tmp, { recursive: true, mode: 0o700 });
+      const tar = await loadTar();
       await tar.x({ file: path.join(this.dirOf(id), row.meta.dataBase!.file), cwd: tmp, preservePaths: false });
       if (row.meta.dataDelta) await tar.x({ file: path.join(this.dirOf(id), row.meta.dataDelta.file), cwd: tmp, preservePaths: false });
       for (const d of row.meta.deleted ?? []) fs.rmSync(inside(tmp, d, id, 'deleted entry'), { recursive: true, force: true });
@@ -319,6 +291,7 @@ export class BackupStore {
   async restoreBinary(id: string): Promise<void> {
     const row = await this.verify(id);
     const target = this.config.node.binary;
+    const tar = await loadTar();
     const tmp = fs.mkdtempSync(path.join(this.dirOf(id), 'x-'));
     try {
       await tar.x({ file: path.join(this.dirOf(id), row.meta.binary!.file), cwd: tmp });
@@ -332,6 +305,7 @@ export class BackupStore {
     const row = await this.verify(id);
     if (!row.meta.config) return;
     const target = this.config.node.config;
+    const tar = await loadTar();
     const tmp = fs.mkdtempSync(path.join(this.dirOf(id), 'x-'));
     try {
       await tar.x({ file: path.join(this.dirOf(id), row.meta.config.file), cwd: tmp });

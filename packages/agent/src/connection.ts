@@ -89,6 +89,9 @@ export class Connection {
         headers: { authorization: `Bearer ${this.opts.token}`, 'x-guts-node-id': this.opts.nodeId },
         handshakeTimeout: 10_000,
         maxPayload: 1024 * 1024,
+        // Small JSON frames, and a coordinator that never accepts the extension: offering it only
+        // costs a zlib context per connection when a server does.
+        perMessageDeflate: false,
         // `ca` replaces Node's trust store, so the system's roots go along with the private CA.
         ...(this.opts.ca ? { ca: [...rootCertificates, this.opts.ca] } : {}),
       });

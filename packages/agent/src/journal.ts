@@ -89,7 +89,21 @@ export class Journal {
   }
 
   close(): void {
+    this.statements.clear();
     this.db.close();
+  }
+
+  // Each statement is compiled once and kept: the daemon runs the same few for its whole life,
+  // and a statement prepared per call is garbage the GC must finalize (native memory, CPU).
+  private readonly statements = new Map<string, Database.Statement>();
+
+  private statement(sql: string): Database.Statement {
+    let st = this.statements.get(sql);
+    if (!st) {
+      st = this.db.prepare(sql);
+      this.statements.set(sql, st);
+    }
+    return st;
   }
 
   private row(r: Record<string, unknown> | undefined): CommandRow | null {
@@ -108,12 +122,12 @@ export class Journal {
   }
 
   get(id: string): CommandRow | null {
-    return this.row(this.db.prepare('SELECT * FROM commands WHERE id = ?').get(id) as Record<string, unknown> | undefined);
+    return this.row(this.statement('SELECT * FROM commands WHERE id = ?').get(id) as Record<string, unknown> | undefined);
   }
 
   /** Who holds the lock, and whether that process is still alive. */
   lockHolder(): { commandId: string; pid: number; alive: boolean; acquiredAt: string } | null {
-    const r = this.db.prepare('SELECT * FROM lock WHERE id = 1').get() as Record<string, unknown> | undefined;
+    const r = this.statement('SELECT * FROM lock WHERE id = 1').get() as Record<string, unknown> | undefined;
     if (!r) return null;
     const pid = r.pid as number;
     return { commandId: r.command_id as string, pid, alive: processAlive(pid, r.pid_start as string | null), acquiredAt: r.acquired_at as string };
@@ -127,11 +141,9 @@ export class Journal {
   begin(command: Command, digest: string): CommandRow {
     const tx = this.db.transaction(() => {
       const t = this.takeLock(command.id);
-      this.db
-        .prepare(`INSERT INTO commands (id, digest, kind, payload, state, context, created_at, updated_at)
-        VALUES (?, ?, ?, ?, 'received', '{}', ?, ?)`)
-        .run(command.id, digest, command.kind, JSON.stringify(command), t, t);
-      this.db.prepare('INSERT INTO transitions (command_id, from_state, to_state, at) VALUES (?, NULL, ?, ?)').run(command.id, 'received', t);
+      this.statement(`INSERT INTO commands (id, digest, kind, payload, state, context, created_at, updated_at)
+        VALUES (?, ?, ?, ?, 'received', '{}', ?, ?)`).run(command.id, digest, command.kind, JSON.stringify(command), t, t);
+      this.statement('INSERT INTO transitions (command_id, from_state, to_state, at) VALUES (?, NULL, ?, ?)').run(command.id, 'received', t);
     });
     tx.immediate();
     return this.get(command.id)!;
@@ -153,19 +165,22 @@ export class Journal {
       );
     }
     const t = now();
-    this.db
-      .prepare('INSERT INTO lock (id, command_id, pid, pid_start, acquired_at) VALUES (1, ?, ?, ?, ?)')
-      .run(id, process.pid, processStartTime(process.pid), t);
+    this.statement('INSERT INTO lock (id, command_id, pid, pid_start, acquired_at) VALUES (1, ?, ?, ?, ?)').run(
+      id,
+      process.pid,
+      processStartTime(process.pid),
+      t,
+    );
     return t;
   }
 
   release(opId: string): void {
-    this.db.prepare('DELETE FROM lock WHERE id = 1 AND command_id = ?').run(opId);
+    this.statement('DELETE FROM lock WHERE id = 1 AND command_id = ?').run(opId);
   }
 
   /** Makes this process the owner of a lock whose owner died, so recovery runs under it. */
   takeOverStaleLock(commandId: string): void {
-    this.db.prepare('UPDATE lock SET pid = ?, pid_start = ? WHERE id = 1 AND command_id = ?').run(process.pid, processStartTime(process.pid), commandId);
+    this.statement('UPDATE lock SET pid = ?, pid_start = ? WHERE id = 1 AND command_id = ?').run(process.pid, processStartTime(process.pid), commandId);
   }
 
   transition(id: string, to: State, detail?: string): void {
@@ -175,10 +190,8 @@ export class Journal {
       if (cur.state === to) return;
       if (!canTransition(cur.state, to)) throw new CodedError('E_INTERNAL', `illegal transition ${cur.state} -> ${to} for ${id}`);
       const t = now();
-      this.db.prepare('UPDATE commands SET state = ?, updated_at = ? WHERE id = ?').run(to, t, id);
-      this.db
-        .prepare('INSERT INTO transitions (command_id, from_state, to_state, at, detail) VALUES (?, ?, ?, ?, ?)')
-        .run(id, cur.state, to, t, detail ?? null);
+      this.statement('UPDATE commands SET state = ?, updated_at = ? WHERE id = ?').run(to, t, id);
+      this.statement('INSERT INTO transitions (command_id, from_state, to_state, at, detail) VALUES (?, ?, ?, ?, ?)').run(id, cur.state, to, t, detail ?? null);
     });
     tx.immediate();
   }
@@ -187,7 +200,7 @@ export class Journal {
     const tx = this.db.transaction(() => {
       const cur = this.get(id);
       if (!cur) return;
-      this.db.prepare('UPDATE commands SET context = ?, updated_at = ? WHERE id = ?').run(JSON.stringify({ ...cur.context, ...patch }), now(), id);
+      this.statement('UPDATE commands SET context = ?, updated_at = ? WHERE id = ?').run(JSON.stringify({ ...cur.context, ...patch }), now(), id);
     });
     tx.immediate();
   }
@@ -195,14 +208,14 @@ export class Journal {
   /** Stores the result and releases the lock in one transaction. */
   finish(id: string, result: Result): void {
     const tx = this.db.transaction(() => {
-      this.db.prepare('UPDATE commands SET result = ?, finished_at = ?, updated_at = ? WHERE id = ?').run(JSON.stringify(result), now(), now(), id);
-      this.db.prepare('DELETE FROM lock WHERE id = 1 AND command_id = ?').run(id);
+      this.statement('UPDATE commands SET result = ?, finished_at = ?, updated_at = ? WHERE id = ?').run(JSON.stringify(result), now(), now(), id);
+      this.statement('DELETE FROM lock WHERE id = 1 AND command_id = ?').run(id);
     });
     tx.immediate();
   }
 
   transitions(id: string): { from: State | null; to: State; at: string; detail: string | null }[] {
-    return (this.db.prepare('SELECT * FROM transitions WHERE command_id = ? ORDER BY seq').all(id) as Record<string, unknown>[]).map((r) => ({
+    return (this.statement('SELECT * FROM transitions WHERE command_id = ? ORDER BY seq').all(id) as Record<string, unknown>[]).map((r) => ({
       from: r.from_state as State | null,
       to: r.to_state as State,
       at: r.at as string,
@@ -211,7 +224,7 @@ export class Journal {
   }
 
   recentResults(limit = 20): Result[] {
-    return (this.db.prepare('SELECT result FROM commands WHERE result IS NOT NULL ORDER BY finished_at DESC LIMIT ?').all(limit) as { result: string }[]).map(
+    return (this.statement('SELECT result FROM commands WHERE result IS NOT NULL ORDER BY finished_at DESC LIMIT ?').all(limit) as { result: string }[]).map(
       (r) => JSON.parse(r.result) as Result,
     );
   }
@@ -221,14 +234,14 @@ export class Journal {
    * so the metrics built from them are counters that survive an agent restart.
    */
   resultCounts(): { kind: string; outcome: string; count: number }[] {
-    return this.db
-      .prepare("SELECT kind, json_extract(result, '$.outcome') AS outcome, COUNT(*) AS count FROM commands WHERE result IS NOT NULL GROUP BY 1, 2")
-      .all() as { kind: string; outcome: string; count: number }[];
+    return this.statement(
+      "SELECT kind, json_extract(result, '$.outcome') AS outcome, COUNT(*) AS count FROM commands WHERE result IS NOT NULL GROUP BY 1, 2",
+    ).all() as { kind: string; outcome: string; count: number }[];
   }
 
   /** The latest result that measured a downtime (the node was stopped), if any. */
   lastDowntime(): Result | null {
-    const r = this.db.prepare("SELECT result FROM commands WHERE json_extract(result, '$.downtimeMs') IS NOT NULL ORDER BY finished_at DESC LIMIT 1").get() as
+    const r = this.statement("SELECT result FROM commands WHERE json_extract(result, '$.downtimeMs') IS NOT NULL ORDER BY finished_at DESC LIMIT 1").get() as
       | { result: string }
       | undefined;
     return r ? (JSON.parse(r.result) as Result) : null;
@@ -236,7 +249,7 @@ export class Journal {
 
   /** The last upgrade that committed, for the rollback command. */
   lastCommittedUpgrade(): CommandRow | null {
-    const r = this.db.prepare(`SELECT * FROM commands WHERE kind = 'upgrade' AND state = 'succeeded' ORDER BY finished_at DESC LIMIT 1`).get() as
+    const r = this.statement(`SELECT * FROM commands WHERE kind = 'upgrade' AND state = 'succeeded' ORDER BY finished_at DESC LIMIT 1`).get() as
       | Record<string, unknown>
       | undefined;
     return this.row(r);
@@ -244,7 +257,7 @@ export class Journal {
 
   /** Whether a rollback command already undid that upgrade. */
   rolledBackBy(upgradeId: string): string | null {
-    const rows = this.db.prepare(`SELECT id, context FROM commands WHERE kind = 'rollback' AND state = 'succeeded'`).all() as { id: string; context: string }[];
+    const rows = this.statement(`SELECT id, context FROM commands WHERE kind = 'rollback' AND state = 'succeeded'`).all() as { id: string; context: string }[];
     for (const r of rows) if ((JSON.parse(r.context) as { upgradeId?: string }).upgradeId === upgradeId) return r.id;
     return null;
   }
@@ -252,10 +265,15 @@ export class Journal {
   // ------------------------------------------------------------ backups
 
   putBackup(b: BackupRow): void {
-    this.db
-      .prepare(`INSERT INTO backups (id, created_at, command_id, version, status, meta) VALUES (?, ?, ?, ?, ?, ?)
-      ON CONFLICT(id) DO UPDATE SET status = excluded.status, meta = excluded.meta, version = excluded.version`)
-      .run(b.id, b.createdAt, b.commandId, b.version, b.status, JSON.stringify(b.meta));
+    this.statement(`INSERT INTO backups (id, created_at, command_id, version, status, meta) VALUES (?, ?, ?, ?, ?, ?)
+      ON CONFLICT(id) DO UPDATE SET status = excluded.status, meta = excluded.meta, version = excluded.version`).run(
+      b.id,
+      b.createdAt,
+      b.commandId,
+      b.version,
+      b.status,
+      JSON.stringify(b.meta),
+    );
   }
 
   private backupRow(r: Record<string, unknown> | undefined): BackupRow | null {
@@ -271,14 +289,14 @@ export class Journal {
   }
 
   getBackup(id: string): BackupRow | null {
-    return this.backupRow(this.db.prepare('SELECT * FROM backups WHERE id = ?').get(id) as Record<string, unknown> | undefined);
+    return this.backupRow(this.statement('SELECT * FROM backups WHERE id = ?').get(id) as Record<string, unknown> | undefined);
   }
 
   listBackups(): BackupRow[] {
-    return (this.db.prepare('SELECT * FROM backups ORDER BY created_at DESC, id DESC').all() as Record<string, unknown>[]).map((r) => this.backupRow(r)!);
+    return (this.statement('SELECT * FROM backups ORDER BY created_at DESC, id DESC').all() as Record<string, unknown>[]).map((r) => this.backupRow(r)!);
   }
 
   deleteBackup(id: string): void {
-    this.db.prepare('DELETE FROM backups WHERE id = ?').run(id);
+    this.statement('DELETE FROM backups WHERE id = ?').run(id);
   }
 }

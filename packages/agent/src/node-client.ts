@@ -4,6 +4,8 @@
  * Prometheus metrics. Every call has a timeout
  * and none throws: an unreachable node is a status, not an exception.
  */
+import http from 'node:http';
+import https from 'node:https';
 import type { ChainReport, Health, NodeMetrics, NodeStatus } from '@guts-upgrade/protocol';
 import { parseVersionOutput } from '@guts-upgrade/protocol';
 import semver from 'semver';
@@ -26,6 +28,9 @@ export interface HttpJson {
 /** Most blocks a status carries (the protocol's cap). */
 export const CHAIN_BLOCKS = 64;
 
+/** Most bytes one answer of the node may have (metrics pages are the largest, a few hundred KiB). */
+const MAX_BODY_BYTES = 16 * 1024 * 1024;
+
 export class NodeClient {
   /** The previous scrape, so heartbeats report latency over the last interval, not since start. */
   private lastScrape: MetricsSample | null = null;
@@ -38,13 +43,70 @@ export class NodeClient {
     readonly timeoutMs: number,
   ) {}
 
+  /**
+   * Keep-alive sockets (unreferenced while idle, so a CLI process still exits): a heartbeat's
+   * five reads reuse connections rather than opening new ones. node:http rather than fetch:
+   * the daemon reads its node every few seconds for its whole life, and fetch brings undici's
+   * own stack (loaded at the first call, a few MiB of heap) and more CPU per request.
+   */
+  private readonly agents = { 'http:': new http.Agent({ keepAlive: true, maxSockets: 8 }), 'https:': new https.Agent({ keepAlive: true, maxSockets: 8 }) };
+
+  /** Closes the kept-alive sockets. */
+  close(): void {
+    for (const a of Object.values(this.agents)) a.destroy();
+  }
+
   async get(url: string): Promise<{ status: number; text: string } | null> {
-    try {
-      const res = await fetch(url, { signal: AbortSignal.timeout(this.timeoutMs) });
-      return { status: res.status, text: await res.text() };
-    } catch {
-      return null;
+    const first = await this.request(url);
+    // The node may close an idle kept-alive socket just as it is reused: once more, on a new one.
+    if (first === 'reused-socket-reset') {
+      const again = await this.request(url);
+      return again === 'reused-socket-reset' ? null : again;
     }
+    return first;
+  }
+
+  /** One GET within timeoutMs (the whole exchange); null on any failure. */
+  private request(url: string): Promise<{ status: number; text: string } | null | 'reused-socket-reset'> {
+    return new Promise((resolve) => {
+      let u: URL;
+      try {
+        u = new URL(url);
+      } catch {
+        resolve(null);
+        return;
+      }
+      const mod = u.protocol === 'https:' ? https : u.protocol === 'http:' ? http : null;
+      if (!mod) {
+        resolve(null);
+        return;
+      }
+      let settled = false;
+      const done = (v: { status: number; text: string } | null | 'reused-socket-reset') => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        resolve(v);
+      };
+      const req = mod.get(u, { agent: this.agents[u.protocol as 'http:' | 'https:'] }, (res) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on('data', (c: Buffer) => {
+          size += c.length;
+          if (size > MAX_BODY_BYTES) {
+            req.destroy();
+            done(null);
+          } else chunks.push(c);
+        });
+        res.on('end', () => done({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+        res.on('error', () => done(null));
+      });
+      const timer = setTimeout(() => {
+        req.destroy();
+        done(null);
+      }, this.timeoutMs);
+      req.on('error', (err: NodeJS.ErrnoException) => done(req.reusedSocket && err.code === 'ECONNRESET' ? 'reused-socket-reset' : null));
+    });
   }
 
   async json(pathname: string): Promise<HttpJson | null> {

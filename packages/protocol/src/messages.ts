@@ -362,21 +362,28 @@ export const COMMAND_SCHEMAS = {
   rollback: RollbackCommandSchema,
 } as const;
 
-function compile<T extends TSchema>(schema: T): TypeCheck<T> {
-  return TypeCompiler.Compile(schema);
+/**
+ * The checkers are compiled on first use, not at import: each one is generated code the
+ * process keeps for its life, and an agent only ever decodes the coordinator's messages
+ * (the coordinator only the agents'), so each side compiles only the half it needs.
+ */
+function lazyCheckers<K extends string>(schemas: Record<K, TSchema>): Record<K, TypeCheck<TSchema>> {
+  const table = {} as Record<K, TypeCheck<TSchema>>;
+  for (const key of Object.keys(schemas) as K[]) {
+    let checker: TypeCheck<TSchema> | undefined;
+    Object.defineProperty(table, key, {
+      enumerable: true,
+      get: () => (checker ??= TypeCompiler.Compile(schemas[key])),
+    });
+  }
+  return table;
 }
 
-export const agentCheckers = Object.fromEntries(Object.entries(AGENT_MESSAGE_SCHEMAS).map(([k, s]) => [k, compile(s as TSchema)])) as Record<
-  AgentMessageType,
-  TypeCheck<TSchema>
->;
+export const agentCheckers = lazyCheckers(AGENT_MESSAGE_SCHEMAS as Record<AgentMessageType, TSchema>);
 
-export const commandCheckers = Object.fromEntries(Object.entries(COMMAND_SCHEMAS).map(([k, s]) => [k, compile(s as TSchema)])) as Record<
-  CommandKind,
-  TypeCheck<TSchema>
->;
+export const commandCheckers = lazyCheckers(COMMAND_SCHEMAS as Record<CommandKind, TSchema>);
 
-export const coordinatorCheckers = {
-  welcome: compile(WelcomeSchema),
-  refused: compile(RefusedSchema),
-} as Record<Exclude<CoordinatorMessageType, 'command'>, TypeCheck<TSchema>>;
+export const coordinatorCheckers = lazyCheckers({ welcome: WelcomeSchema, refused: RefusedSchema } as Record<
+  Exclude<CoordinatorMessageType, 'command'>,
+  TSchema
+>);
