@@ -171,7 +171,9 @@ export class BackupStore {
     };
     this.journal.putBackup(row);
     const meta = row.meta;
-    meta.binary = await this.archive(id, 'binary.tar', path.dirname(c.node.binary), [path.basename(c.node.binary)]);
+    // On a container host the previous image stays in the engine (rollback goes back to it by id): no binary file to keep.
+    const containerHost = c.service.driver === 'docker' || c.service.driver === 'compose';
+    if (!containerHost) meta.binary = await this.archive(id, 'binary.tar', path.dirname(c.node.binary), [path.basename(c.node.binary)]);
     if (fs.existsSync(c.node.config)) {
       meta.config = await this.archive(id, 'config.tar', path.dirname(c.node.config), [path.basename(c.node.config)]);
     }
