@@ -7,6 +7,7 @@
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import YAML from 'yaml';
@@ -15,6 +16,14 @@ import { childEnv, CLI, FAST_TIMINGS, parseResult, sha, type CliResult } from '.
 import { composeBinary, composeSkipReason, imageTag, startDockerLab } from './docker-lab.js';
 
 const skip = composeSkipReason();
+
+/** The docker-compose line docs/operating.md shows (an indented code block). */
+function documentedCompose(): string {
+  const doc = fs.readFileSync(new URL('../../../../docs/operating.md', import.meta.url), 'utf8');
+  const line = doc.split('\n').find((l) => l.startsWith('    docker-compose '));
+  if (!line) throw new Error('docs/operating.md shows no docker-compose command');
+  return line.trim();
+}
 
 t.test('compose driver: upgrade and rollback without touching the operator file', { skip: skip ?? false }, async (t) => {
   const lab = await startDockerLab(t);
@@ -134,6 +143,18 @@ t.test('compose driver: upgrade and rollback without touching the operator file'
     t.ok(info?.Config.Env.includes('GUTS_TEST_MARK=kept'), 'upgrade: the service keeps its environment');
     t.equal(info?.HostConfig.RestartPolicy?.Name, 'unless-stopped', 'upgrade: the service keeps its restart policy');
     downtimeMs = res.downtimeMs;
+
+    // The command docs/operating.md gives operators, run as written (only the host's paths filled in):
+    // with the agent's override, the pinned release stays, and the container is left as it is.
+    const line = documentedCompose();
+    const argv = line.replaceAll('/srv/guts/docker-compose.yml', composeFile).replaceAll('/var/lib/guts-upgrade', stateDir).split(/\s+/);
+    const ran = await new Promise<number | null>((resolve) => {
+      const c = spawn(composeBinary()!, argv.slice(1), { cwd: os.tmpdir(), env: { ...childEnv(), DOCKER_HOST: `unix://${lab.socket}` }, stdio: 'ignore' });
+      c.on('close', resolve);
+    });
+    t.equal(ran, 0, `the documented command exits 0: ${line}`);
+    t.equal((await service())?.Id, info?.Id, 'the documented command leaves the container as it is');
+    t.equal(await health(), '1.0.1', 'the documented command keeps the pinned release');
   }
   {
     const { code, res } = await cli(['rollback', '--json']);
