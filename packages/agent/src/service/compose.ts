@@ -17,7 +17,7 @@ import type { AgentConfig } from '../config.js';
 import type { StepContext } from '../steps/context.js';
 import { runArgv, sleep, writeFileAtomic, type RunResult } from '../util.js';
 import type { ImageRelease, ServiceDriver } from './driver.js';
-import { containerLogTail, engine, engineError } from './engine.js';
+import { containerLogTail, engine, engineError, hostUserOf } from './engine.js';
 import { imageReleaseOf } from './image-release.js';
 
 export function overridePath(config: AgentConfig): string {
@@ -148,7 +148,7 @@ export class ComposeDriver implements ServiceDriver {
 
   async runsAs() {
     const info = await this.inspect();
-    return info ? info.Config.User || 'root' : null;
+    return info ? hostUserOf(info.Config.User) : null;
   }
 
   async logTail(lines: number) {

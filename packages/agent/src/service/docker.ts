@@ -12,7 +12,7 @@ import type { AgentConfig } from '../config.js';
 import type { StepContext } from '../steps/context.js';
 import { sleep } from '../util.js';
 import type { ImageRelease, ServiceDriver } from './driver.js';
-import { containerLogTail, engine, engineError, isNotFound, specFromInspect } from './engine.js';
+import { containerLogTail, engine, engineError, hostUserOf, isNotFound, specFromInspect } from './engine.js';
 import { imageReleaseOf } from './image-release.js';
 
 export class DockerDriver implements ServiceDriver {
@@ -78,7 +78,7 @@ export class DockerDriver implements ServiceDriver {
 
   async runsAs() {
     const info = await this.inspect();
-    return info ? info.Config.User || 'root' : null;
+    return info ? hostUserOf(info.Config.User) : null;
   }
 
   async logTail(lines: number) {

@@ -14,6 +14,17 @@ import type { ImageVersion } from './driver.js';
 /** nobody:nogroup, the uid and gid a candidate's first run gets: never root. */
 export const CANDIDATE_USER = '65534:65534';
 
+/**
+ * The container's user as the host can name it, for the commands the agent
+ * runs on the host as the node's user (the smoke command): none set is root;
+ * "uid:gid" is the same on both sides; a name (or a bare uid) belongs to the
+ * image's own passwd, so null: the owner of the data dir decides instead.
+ */
+export function hostUserOf(user: string | undefined): string | null {
+  if (!user) return 'root';
+  return /^\d+:\d+$/.test(user) ? user : null;
+}
+
 export function engine(config: AgentConfig): Docker {
   return new Docker({ socketPath: config.service.dockerSocket });
 }
