@@ -45,7 +45,9 @@ export async function bundle(entry, outfile) {
     platform: 'node',
     format: 'esm',
     target: 'node20',
-    external: ['better-sqlite3', 'bufferutil', 'utf-8-validate'],
+    // ssh2 (dockerode's SSH transport, which the agent never uses: it talks to the engine's unix socket) tries
+    // its native addons inside try/catch and falls back to plain JS: left out of the bundle, they are never there.
+    external: ['better-sqlite3', 'bufferutil', 'utf-8-validate', '*.node', 'cpu-features'],
     banner: { js: BANNER },
     define: { __dirname: '__gutsDirnameValue', __filename: '__gutsFilename' },
     plugins: [inlineVersion],
