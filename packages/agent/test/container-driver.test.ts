@@ -11,7 +11,8 @@ import { fileURLToPath } from 'node:url';
 import type Docker from 'dockerode';
 import * as tar from 'tar';
 import t from 'tap';
-import { defaultProject, overrideText, releaseTag } from '../src/service/compose.js';
+import { defaultProject, releaseTag } from '../src/service/compose.js';
+import { overrideText } from '../src/service/compose-override.js';
 import { archiveImageId, hostUserOf, mapToContainer, specFromInspect } from '../src/service/engine.js';
 import { childEnv } from './helpers.js';
 

@@ -183,5 +183,22 @@ t.test('docker driver: upgrades, a bad build, a crash and the rollback command, 
     t.equal(await health(), '1.1.0', 'rollback command: back on 1.1.0');
     await checkConfig('rollback command');
   }
+  // doctor reads what is installed from the container's image, and points at the container's log.
+  {
+    const out = await new Promise<string>((resolve) => {
+      const c = spawnCli(['doctor', '--json']);
+      let stdout = '';
+      c.stdout!.on('data', (d: Buffer) => {
+        stdout += d.toString();
+      });
+      c.stderr!.resume();
+      c.on('close', () => resolve(stdout));
+    });
+    const findings = (JSON.parse(out) as { findings: { check: string; verdict: string; detail: string; next: string[] }[] }).findings;
+    const by = Object.fromEntries(findings.map((f) => [f.check, f]));
+    t.equal(by.binary?.verdict, 'ok', `doctor: ${by.binary?.detail}`);
+    t.match(by.binary?.detail, /^image sha256:[0-9a-f]{64} is guts-node 1\.1\.0$/, 'doctor: the installed release is the image');
+    t.equal(by.health?.verdict, 'ok', `doctor health: ${by.health?.detail}`);
+  }
   t.comment(`downtime (stop -> ready) under the docker driver: ${JSON.stringify(downtimes)} ms`);
 });

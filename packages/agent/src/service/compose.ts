@@ -11,33 +11,14 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type Docker from 'dockerode';
-import YAML from 'yaml';
 import { CodedError } from '@guts-upgrade/protocol';
 import type { AgentConfig } from '../config.js';
 import type { StepContext } from '../steps/context.js';
 import { runArgv, sleep, writeFileAtomic, type RunResult } from '../util.js';
 import type { ImageRelease, ServiceDriver } from './driver.js';
 import { containerLogTail, engine, engineError, hostUserOf } from './engine.js';
+import { fileVersion, overridePath, overrideText } from './compose-override.js';
 import { imageReleaseOf } from './image-release.js';
-
-export function overridePath(config: AgentConfig): string {
-  return path.join(config.stateDir, 'compose', 'override.yml');
-}
-
-/** Compose v1 refuses to merge files of different `version`s: the override carries the operator's. */
-export function overrideText(service: string, image: string, version: string | null): string {
-  const doc = { ...(version ? { version } : {}), services: { [service]: { image } } };
-  return `# Written by guts-upgrade-agent: pins the release image of ${service}. Do not edit.\n${YAML.stringify(doc)}`;
-}
-
-function fileVersion(file: string): string | null {
-  try {
-    const v = (YAML.parse(fs.readFileSync(file, 'utf8')) as { version?: unknown } | null)?.version;
-    return v === undefined || v === null ? null : String(v);
-  } catch {
-    return null;
-  }
-}
 
 /** The project name Compose v1 derives from the file's directory when none is given (its own normalisation). */
 export function defaultProject(file: string): string {
