@@ -105,8 +105,23 @@ export class ComposeDriver implements ServiceDriver {
     return (await this.inspect())?.State.Running === true;
   }
 
+  /**
+   * The container install (or rollback) created with `up --no-start` on the
+   * pinned image, started by the engine API: docker-compose's own start-up
+   * stays out of the node's downtime. `up -d` when the service has none.
+   */
   async start() {
-    await this.must(['up', '-d', '--no-deps', this.service], 'E_START', this.config.checks.readyTimeoutMs);
+    const info = await this.inspect();
+    if (!info) {
+      await this.must(['up', '-d', '--no-deps', this.service], 'E_START', this.config.checks.readyTimeoutMs);
+      return;
+    }
+    if (info.State.Running) return;
+    try {
+      await this.docker.getContainer(info.Id).start();
+    } catch (err) {
+      throw new CodedError('E_START', `starting the container of ${this.service} failed: ${(err as Error).message}`);
+    }
   }
 
   /** By the engine API on the service's container: what `docker-compose stop` does, without its start-up in the downtime. */
