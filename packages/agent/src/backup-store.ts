@@ -320,6 +320,8 @@ export class BackupStore {
   /** Restores the binary from binary.tar, atomically. */
   async restoreBinary(id: string): Promise<void> {
     const row = await this.verify(id);
+    // A container host's backup holds no binary: the release is the container's image, which a restore leaves as it is.
+    if (!row.meta.binary) return;
     const target = this.config.node.binary;
     const tmp = fs.mkdtempSync(path.join(this.dirOf(id), 'x-'));
     try {

@@ -183,6 +183,32 @@ t.test('docker driver: upgrades, a bad build, a crash and the rollback command, 
     t.equal(await health(), '1.1.0', 'rollback command: back on 1.1.0');
     await checkConfig('rollback command');
   }
+  // An online backup and its restore on a container host: the data comes back, the container's image stays.
+  {
+    const image = (await inspect()).Image;
+    const out = await new Promise<string>((resolve) => {
+      const c = spawnCli(['backup', 'create', '--json']);
+      let stdout = '';
+      c.stdout!.on('data', (d: Buffer) => {
+        stdout += d.toString();
+      });
+      c.stderr!.resume();
+      c.on('close', () => resolve(stdout));
+    });
+    const row = JSON.parse(out) as { id: string; version: string | null; meta: { binary?: unknown } };
+    t.equal(row.version, '1.1.0', 'backup create: the version is the image the container runs');
+    t.notOk(row.meta.binary, 'backup create: no binary file on a container host');
+    const restored = await new Promise<number | null>((resolve) => {
+      const c = spawnCli(['backup', 'restore', row.id]);
+      c.stdout!.resume();
+      c.stderr!.resume();
+      c.on('close', resolve);
+    });
+    t.equal(restored, 0, 'backup restore: exit 0');
+    t.equal((await inspect()).Image, image, 'backup restore: the container keeps its image');
+    t.equal(await health(), '1.1.0', 'backup restore: healthy on 1.1.0');
+  }
+
   // doctor reads what is installed from the container's image, and points at the container's log.
   {
     const out = await new Promise<string>((resolve) => {
