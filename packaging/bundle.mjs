@@ -37,6 +37,14 @@ const BANNER = [
 // A bundle must never carry the test kit, the simulator, tests or the test runner.
 const FORBIDDEN = /(^|[\\/])(packages[\\/](simulator|testkit)|test[\\/]|node_modules[\\/](tap|@tapjs|typescript)[\\/])|[\\/]demo[\\/]/;
 
+/**
+ * One file, so code reached only through a dynamic import (the agent's
+ * container drivers with dockerode, tuf-js) is parsed at every start though
+ * only evaluated when used. esbuild's code splitting would leave it in chunk
+ * files instead, but the chunked dynamic import of tuf-js (CommonJS) came back
+ * with another interop shape ("Updater is not a constructor" on every signed
+ * release): splitting needs that fixed first.
+ */
 export async function bundle(entry, outfile) {
   const result = await esbuild.build({
     entryPoints: [entry],
@@ -45,7 +53,9 @@ export async function bundle(entry, outfile) {
     platform: 'node',
     format: 'esm',
     target: 'node20',
-    external: ['better-sqlite3', 'bufferutil', 'utf-8-validate'],
+    // ssh2 (dockerode's SSH transport, which the agent never uses: it talks to the engine's unix socket) tries
+    // its native addons inside try/catch and falls back to plain JS: left out of the bundle, they are never there.
+    external: ['better-sqlite3', 'bufferutil', 'utf-8-validate', '*.node', 'cpu-features'],
     banner: { js: BANNER },
     define: { __dirname: '__gutsDirnameValue', __filename: '__gutsFilename' },
     plugins: [inlineVersion],

@@ -142,7 +142,9 @@ export class BackupStore {
     };
     this.journal.putBackup(row);
     const meta = row.meta;
-    meta.binary = await this.archive(id, 'binary.tar', path.dirname(c.node.binary), [path.basename(c.node.binary)]);
+    // On a container host the previous image stays in the engine (rollback goes back to it by id): no binary file to keep.
+    const containerHost = c.service.driver === 'docker' || c.service.driver === 'compose';
+    if (!containerHost) meta.binary = await this.archive(id, 'binary.tar', path.dirname(c.node.binary), [path.basename(c.node.binary)]);
     if (fs.existsSync(c.node.config)) {
       meta.config = await this.archive(id, 'config.tar', path.dirname(c.node.config), [path.basename(c.node.config)]);
     }
@@ -290,6 +292,8 @@ export class BackupStore {
   /** Restores the binary from binary.tar, atomically. */
   async restoreBinary(id: string): Promise<void> {
     const row = await this.verify(id);
+    // A container host's backup holds no binary: the release is the container's image, which a restore leaves as it is.
+    if (!row.meta.binary) return;
     const target = this.config.node.binary;
     const tar = await loadTar();
     const tmp = fs.mkdtempSync(path.join(this.dirOf(id), 'x-'));

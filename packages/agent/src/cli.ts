@@ -196,8 +196,7 @@ async function daemon(agent: Agent, config: AgentConfig): Promise<number> {
           return;
         }
         try {
-          const v = (await binaryVersion(config.node.binary)).version;
-          await agent.backups.createOnline(id, v);
+          await agent.backups.createOnline(id, await installedVersion(agent, config));
           log.info({ backupId: id }, 'scheduled backup done');
         } catch (err) {
           log.error({ err: (err as Error).message }, 'scheduled backup failed');
@@ -442,13 +441,18 @@ async function backupList(agent: Agent, json: boolean): Promise<number> {
   return EXIT.OK;
 }
 
+/** The version a backup is labelled with: the binary's, or on a container host the image its container runs. */
+async function installedVersion(agent: Agent, config: AgentConfig): Promise<string | null> {
+  const images = agent.driver.images;
+  return images ? (await images.current()).version : (await binaryVersion(config.node.binary)).version;
+}
+
 async function backupCreate(agent: Agent, config: AgentConfig, json: boolean): Promise<number> {
   const id = newBackupId();
   agent.journal.acquire(`backup:${id}`);
   try {
     process.stderr.write(`creating online backup ${id} of ${config.node.dataDir}\n`);
-    const v = (await binaryVersion(config.node.binary)).version;
-    const row = await agent.backups.createOnline(id, v);
+    const row = await agent.backups.createOnline(id, await installedVersion(agent, config));
     process.stdout.write(json ? `${JSON.stringify(row, null, 2)}\n` : `backup ${row.id} complete in ${agent.backups.dirOf(row.id)}\n`);
     return EXIT.OK;
   } catch (err) {

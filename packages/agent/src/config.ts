@@ -41,9 +41,20 @@ export interface AgentConfig {
     allowInsecure: boolean;
   };
   service: {
-    driver: 'systemd' | 'process';
+    driver: 'systemd' | 'process' | 'docker' | 'compose';
     /** systemd unit name. */
     name: string;
+    /** docker driver: the container's name. */
+    container: string;
+    /** compose driver: the operator's compose file (never edited) and the service in it. */
+    file: string | null;
+    service: string;
+    /** compose driver: the project name, when the operator sets one (`docker-compose -p`). */
+    project: string | null;
+    /** docker and compose drivers: the engine's API socket. */
+    dockerSocket: string;
+    /** docker and compose drivers: where guts-node lives inside the image ({binary} in commands). */
+    imageBinary: string;
     /** process driver: argv after the binary; placeholders {binary} {config} {dataDir}. */
     args: string[];
     env: Record<string, string>;
@@ -168,8 +179,14 @@ const SCHEMA: Record<string, Field | Record<string, Field>> = {
     allowInsecure: { kind: 'bool', dflt: false },
   },
   service: {
-    driver: { kind: 'enum', values: ['systemd', 'process'], dflt: 'systemd' },
+    driver: { kind: 'enum', values: ['systemd', 'process', 'docker', 'compose'], dflt: 'systemd' },
     name: S('guts-node'),
+    container: S('guts-node'),
+    file: NS(),
+    service: S('guts-node'),
+    project: NS(),
+    dockerSocket: S('/var/run/docker.sock'),
+    imageBinary: S('/usr/local/bin/guts-node'),
     args: { kind: 'argv', dflt: ['--config', '{config}'] },
     env: { kind: 'env', dflt: {} },
     pidFile: NS(),
@@ -465,12 +482,39 @@ export function resolveConfig(doc: Record<string, unknown>, env: NodeJS.ProcessE
     bad('backup.schedule', `must be a cron expression (5 or 6 fields), got ${JSON.stringify(c.backup.schedule)}`);
   }
   if (c.service.driver === 'systemd' && !/^[A-Za-z0-9@._-]+$/.test(c.service.name)) bad('service.name', 'is not a valid unit name');
+  checkContainerService(c, abs);
   if (c.metrics.textfile !== null) {
     // node_exporter's textfile collector reads *.prom only: any other name would be silently ignored.
     if (!c.metrics.textfile.endsWith('.prom')) bad('metrics.textfile', `must name a *.prom file, got ${JSON.stringify(c.metrics.textfile)}`);
     c.metrics.textfile = abs(c.metrics.textfile);
   }
   return c;
+}
+
+/** Names Docker and Compose accept: anything else would reach the engine as a different (or no) object. */
+const CONTAINER_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+
+/** The docker and compose drivers' keys: what each needs, checked here so a bad one never reaches an upgrade. */
+function checkContainerService(c: AgentConfig, abs: (p: string) => string): void {
+  const d = c.service.driver;
+  if (d !== 'docker' && d !== 'compose') {
+    if (c.service.file !== null) bad('service.file', `is for driver compose only (driver is ${d})`);
+    return;
+  }
+  c.service.dockerSocket = abs(c.service.dockerSocket);
+  if (!path.isAbsolute(c.service.imageBinary))
+    bad('service.imageBinary', `must be an absolute path inside the image, got ${JSON.stringify(c.service.imageBinary)}`);
+  if (d === 'docker' && !CONTAINER_NAME.test(c.service.container)) {
+    bad('service.container', `must be a container name ([A-Za-z0-9][A-Za-z0-9_.-]*), got ${JSON.stringify(c.service.container)}`);
+  }
+  if (d === 'compose') {
+    if (c.service.file === null) bad('service.file', "is required with driver compose: the operator's compose file, e.g. /srv/guts/docker-compose.yml");
+    c.service.file = abs(c.service.file);
+    if (!CONTAINER_NAME.test(c.service.service)) bad('service.service', `must be a compose service name, got ${JSON.stringify(c.service.service)}`);
+    if (c.service.project !== null && !/^[a-z0-9][a-z0-9_-]*$/.test(c.service.project)) {
+      bad('service.project', `must be a compose project name (lower case, digits, - and _), got ${JSON.stringify(c.service.project)}`);
+    }
+  }
 }
 
 /** ws:// to anything but this host: the token and every command would cross the network in clear. */

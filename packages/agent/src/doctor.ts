@@ -11,6 +11,7 @@ import type { Journal } from './journal.js';
 import type { BackupStore } from './backup-store.js';
 import type { NodeClient } from './node-client.js';
 import type { ServiceDriver } from './service/driver.js';
+import { overridePath } from './service/compose-override.js';
 import { binaryVersion } from './steps/preflight.js';
 import { hasTrustedRoot } from './trust-policy.js';
 import { dirSize, freeBytes, runArgv, sleep } from './util.js';
@@ -39,9 +40,32 @@ const finding = (check: string, verdict: Verdict, detail: string, next: string[]
 
 /** Where the node's own log is read, per driver. */
 function logCommands(c: AgentConfig): string[] {
-  return c.service.driver === 'systemd'
-    ? [`systemctl status ${c.service.name} --no-pager`, `journalctl -u ${c.service.name} -n 100 --no-pager`]
-    : [`tail -n 100 ${c.service.logFile}`];
+  switch (c.service.driver) {
+    case 'systemd':
+      return [`systemctl status ${c.service.name} --no-pager`, `journalctl -u ${c.service.name} -n 100 --no-pager`];
+    case 'process':
+      return [`tail -n 100 ${c.service.logFile}`];
+    case 'docker':
+      return [`docker logs --tail 100 ${c.service.container}`, `docker inspect ${c.service.container}`];
+    case 'compose':
+      return [`docker-compose -f ${c.service.file} -f ${overridePath(c)} logs --tail 100 ${c.service.service}`];
+  }
+}
+
+/** What is installed: the binary's --version, or on a container host the image its container runs. */
+async function installedVersion(d: DoctorDeps): Promise<{ what: string; version: string | null; output: string }> {
+  const c = d.config;
+  if (!d.driver.images) return { what: c.node.binary, ...(await binaryVersion(c.node.binary, c.checks.httpTimeoutMs * 10)) };
+  try {
+    const cur = await d.driver.images.current();
+    return { what: `image ${cur.imageId}`, version: cur.version, output: cur.output };
+  } catch (err) {
+    return {
+      what: `the image of ${c.service.driver === 'docker' ? `container ${c.service.container}` : `service ${c.service.service}`}`,
+      version: null,
+      output: (err as Error).message,
+    };
+  }
 }
 
 const service: Check = async ({ config, driver, node }) => {
@@ -81,7 +105,14 @@ const interrupted: Check = async ({ journal }) => {
   );
 };
 
-const binary: Check = async ({ config }) => {
+const binary: Check = async (d) => {
+  const { config } = d;
+  if (d.driver.images) {
+    const v = await installedVersion(d);
+    if (!v.version)
+      return finding('binary', 'fail', `${v.what}: --version did not print a version: ${JSON.stringify(v.output.slice(0, 200))}`, logCommands(config));
+    return finding('binary', 'ok', `${v.what} is guts-node ${v.version}`);
+  }
   if (!fs.existsSync(config.node.binary))
     return finding('binary', 'fail', `${config.node.binary} does not exist`, ['guts-upgrade-agent backup list', 'guts-upgrade-agent rollback']);
   const v = await binaryVersion(config.node.binary, config.checks.httpTimeoutMs * 10);
@@ -93,7 +124,8 @@ const binary: Check = async ({ config }) => {
   return finding('binary', 'ok', `${config.node.binary} is guts-node ${v.version}`);
 };
 
-const health: Check = async ({ config, node }) => {
+const health: Check = async (d) => {
+  const { config, node } = d;
   const h = await node.health();
   if (!h)
     return finding('health', 'fail', `the node's API at ${config.node.apiUrl} does not answer`, [
@@ -101,7 +133,7 @@ const health: Check = async ({ config, node }) => {
       ...logCommands(config),
     ]);
   const running = typeof h.body?.version === 'string' ? h.body.version : '?';
-  const installed = (await binaryVersion(config.node.binary, config.checks.httpTimeoutMs * 10)).version;
+  const installed = (await installedVersion(d)).version;
   const checks = JSON.stringify(h.body?.checks ?? {});
   if (h.status !== 200)
     return finding('health', 'fail', `/health answers ${h.status}: ${checks}`, [`curl -s ${config.node.apiUrl}/health`, ...logCommands(config)]);

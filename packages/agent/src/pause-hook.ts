@@ -8,7 +8,14 @@ import fs from 'node:fs';
 import type { StepName } from '@guts-upgrade/protocol';
 import { sleep } from './util.js';
 
-export type AfterJournal = (step: StepName) => Promise<void>;
+/**
+ * A moment inside a step where a crash is worth testing on its own:
+ * container-removed is after the docker driver removed the old container and
+ * before it created the new one (only the journal holds its configuration).
+ */
+export type PausePoint = 'container-removed';
+
+export type AfterJournal = (step: StepName | PausePoint) => Promise<void>;
 
 /** What a real agent runs with: nothing. */
 export const carryOn: AfterJournal = async () => undefined;

@@ -209,6 +209,9 @@ export async function runRollbackCommand(ctx: StepContext): Promise<Result> {
       oldBinarySha: lc.oldBinarySha as string,
       backupId,
       migrationRan: lc.migrationRan === true,
+      // Container hosts: the images; the container's configuration is read again (the operator may have changed it since).
+      ...(typeof lc.oldImage === 'string' ? { oldImage: lc.oldImage, newImage: lc.newImage as string } : {}),
+      ...('prevOverride' in lc ? { prevOverride: lc.prevOverride as string | null } : {}),
     });
   }
   ctx.journal.transition(cmd.id, 'rollback', `undo ${ctx.data.upgradeId}`);

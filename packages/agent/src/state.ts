@@ -18,6 +18,13 @@
  * | rollback  | rolled_back, succeeded, failed  | roll-back again (every rollback action is idempotent) |
  * | succeeded, rolled_back, failed: terminal                                                      |
  *
+ * Container hosts (docker and compose drivers) keep the same table: "binary"
+ * is the container's image. In install the docker driver journals the
+ * container's configuration before it removes the container, so roll-back
+ * from install (even with no container left) recreates it on the previous
+ * image id from the journal; the compose driver journals its previous
+ * override file before writing the new one and puts it back.
+ *
  * `prepare` runs received -> preflight -> fetch -> succeeded. A `rollback`
  * command runs received -> rollback -> succeeded | failed.
  */

@@ -13,7 +13,22 @@ t.test('config validation names the key; env overrides', async (t) => {
   t.throws(() => resolveConfig({ nodeId: 'a', commands: { migrate: 'guts-node migrate' } }, {}), { message: /commands\.migrate: must be an array of strings/ });
   t.throws(() => resolveConfig({ nodeId: 'a', nope: 1 }, {}), { message: /nope: is not a known key/ });
   t.throws(() => resolveConfig({ nodeId: 'a', coordinator: { url: 'http://x' } }, {}), { message: /coordinator\.url: must be a ws/ });
-  t.throws(() => resolveConfig({ nodeId: 'a', service: { driver: 'docker' } }, {}), { message: /service\.driver: must be one of/ });
+  t.throws(() => resolveConfig({ nodeId: 'a', service: { driver: 'podman' } }, {}), { message: /service\.driver: must be one of/ });
+  // Container drivers: what each needs is checked at load, with the key named.
+  t.throws(() => resolveConfig({ nodeId: 'a', service: { driver: 'compose' } }, {}), { message: /service\.file: is required with driver compose/ });
+  t.throws(() => resolveConfig({ nodeId: 'a', service: { driver: 'docker', container: 'bad name' } }, {}), {
+    message: /service\.container: must be a container name/,
+  });
+  t.throws(() => resolveConfig({ nodeId: 'a', service: { driver: 'docker', imageBinary: 'guts-node' } }, {}), {
+    message: /service\.imageBinary: must be an absolute path/,
+  });
+  t.throws(() => resolveConfig({ nodeId: 'a', service: { file: '/srv/guts/docker-compose.yml' } }, {}), {
+    message: /service\.file: is for driver compose only/,
+  });
+  const compose = resolveConfig({ nodeId: 'a', service: { driver: 'compose', file: 'guts/docker-compose.yml', dockerSocket: 'run/docker.sock' } }, {}, '/srv');
+  t.equal(compose.service.file, '/srv/guts/docker-compose.yml', 'compose file resolved against the config dir');
+  t.equal(compose.service.dockerSocket, '/srv/run/docker.sock');
+  t.equal(compose.service.service, 'guts-node', 'compose service defaults to guts-node');
   const c = resolveConfig(
     { nodeId: 'a' },
     { GUTS_UPGRADE_CHECKS__READY_TIMEOUT_MS: '5000', GUTS_UPGRADE_NODE_ID: 'b', GUTS_UPGRADE_COORDINATOR__URL: 'wss://c/' },

@@ -132,6 +132,22 @@ export const ERROR_CODES = {
     message: 'The command expects a pre-staged artifact but none matches.',
     action: 'Run the prepare step first, or start the rollout without requiring a staged artifact.',
   },
+  // Container hosts (agent config service.driver docker or compose)
+  E_ARTIFACT_INVALID: {
+    message: 'The release is not an image archive holding exactly one image, or the engine does not hold that image after loading it.',
+    action:
+      'A docker or compose host installs releases published as `docker save` archives: check that the release owner signed the image archive (not the bare binary) for this version, and `docker load -i FILE` it by hand to see what the engine says.',
+  },
+  E_DOCKER_ENGINE: {
+    message: 'The Docker engine does not answer on its API socket.',
+    action:
+      'Check `service.dockerSocket` in the agent configuration and that dockerd runs (`docker -H unix://SOCKET info`); the agent needs read-write access to that socket.',
+  },
+  E_COMPOSE: {
+    message: "docker-compose refused the operator's compose file, the agent's override, or the service.",
+    action:
+      'Run `docker-compose -f FILE -f OVERRIDE config` as the error shows it: fix `service.file` / `service.service` in the agent configuration, or the compose file it names; the agent never edits that file.',
+  },
   // Releases resolved through The Update Framework (agent config `release`)
   E_RELEASE_UNKNOWN: {
     message: 'The release repository has no signed target for the requested version.',

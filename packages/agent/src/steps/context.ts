@@ -37,6 +37,13 @@ export interface UpgradeData {
   baseline?: MetricsSample | null;
   failure?: { code: string; message: string; step: string };
   checks?: CheckResult[];
+  /** Container drivers: the image the node ran before, and the release image (ids). */
+  oldImage?: string;
+  newImage?: string;
+  /** docker driver: the container's create configuration, journaled before the container is removed. */
+  containerSpec?: Record<string, unknown>;
+  /** compose driver: the agent's override file before this upgrade (null: there was none). */
+  prevOverride?: string | null;
   /** rollback command: the upgrade it undoes. */
   upgradeId?: string;
 }

@@ -13,6 +13,7 @@ import type { AgentConfig } from '../config.js';
 import { fsyncPath, sha256File, sleep } from '../util.js';
 import { checkReleasePolicy, ReleaseRepo, type ReleaseCustom } from '../release-repo.js';
 import { requireTrustedSource } from '../trust-policy.js';
+import type { ImageRelease } from '../service/driver.js';
 import { addCheck, type StepContext } from './context.js';
 import { binaryVersion } from './preflight.js';
 
@@ -38,15 +39,25 @@ export async function fetchArtifact(ctx: StepContext): Promise<void> {
     final = await fetchByUrl(ctx, { ...target, url: target.url, sha256: target.sha256 });
   }
   fs.chmodSync(final, 0o755);
-  // The first run of a file fetched from the network: not as root.
-  const v = await binaryVersion(final, 60_000, (await ctx.identities()).node);
+  // A container host's release is an image archive: loaded into the engine and checked by id, then run there.
+  const images = ctx.driver.images;
+  const newImage = images ? await loadImage(ctx, images, final) : undefined;
+  // The first run of a file fetched from the network: not as root (in a container: nobody, no network).
+  const v = images ? await images.version(newImage!) : await binaryVersion(final, 60_000, (await ctx.identities()).node);
   const ok = v.version === (await normalized(target.version));
   addCheck(ctx, 'artifact-version', ok, `--version printed ${JSON.stringify(v.output.slice(0, 200))}`);
   if (!ok) {
     fs.rmSync(final, { force: true });
     throw new CodedError('E_VERSION_MISMATCH', `the artifact's --version says ${JSON.stringify(v.output.slice(0, 200))}, expected guts-node ${target.version}`);
   }
-  ctx.save({ artifactFile: final });
+  ctx.save({ artifactFile: final, ...(newImage ? { newImage } : {}) });
+}
+
+async function loadImage(ctx: StepContext, images: ImageRelease, archive: string): Promise<string> {
+  const id = await images.load(archive);
+  addCheck(ctx, 'image', true, `loaded ${id}, the image id the signed archive's manifest names`);
+  ctx.progress('fetch', 'running', `loaded image ${id}`);
+  return id;
 }
 
 /**

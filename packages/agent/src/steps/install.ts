@@ -13,6 +13,8 @@ export function bakPath(binary: string): string {
  * Idempotent: a re-run never overwrites .bak with the new binary.
  */
 export async function install(ctx: StepContext): Promise<void> {
+  // A container host's release is an image: the driver recreates the container on it.
+  if (ctx.driver.images) return ctx.driver.images.install(ctx);
   const binary = ctx.config.node.binary;
   const bak = bakPath(binary);
   const want = ctx.data.artifactSha256 ?? (ctx.command.kind !== 'rollback' ? (ctx.command.target.sha256 ?? '') : '');

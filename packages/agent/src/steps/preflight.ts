@@ -28,13 +28,15 @@ export async function preflight(ctx: StepContext): Promise<void> {
   addCheck(ctx, 'service-exists', exists.ok, exists.detail);
   if (!exists.ok) throw new CodedError('E_SERVICE_MISSING', exists.detail);
 
-  const installed = await binaryVersion(config.node.binary);
+  // A container host: what is installed is the image its container runs.
+  const current = ctx.driver.images ? await ctx.driver.images.current() : null;
+  const installed = current ?? (await binaryVersion(config.node.binary));
   const running = await ctx.node.runningVersion();
   // The node to upgrade must be the process the agent runs. A node that answers while the
   // service is not running was started by someone else: stopping "ours" would not stop it,
   // the new build would fail to bind its port, and the old node would answer every check.
   if (running !== null && !(await ctx.driver.isActive())) {
-    const where = ctx.driver.kind === 'process' ? `no live pid in ${config.service.pidFile}` : `unit ${config.service.name} is not active`;
+    const where = notOursWhere(config, ctx.driver.kind);
     addCheck(ctx, 'node-is-ours', false, `guts-node ${running} answers on ${config.node.apiUrl}, but ${where}`);
     throw new CodedError(
       'E_FOREIGN_NODE',
@@ -45,7 +47,7 @@ export async function preflight(ctx: StepContext): Promise<void> {
   if (!from)
     throw new CodedError(
       'E_SERVICE_MISSING',
-      `cannot tell the installed version: ${config.node.binary} --version said ${JSON.stringify(installed.output.slice(0, 200))}`,
+      `cannot tell the installed version: ${current ? `image ${current.imageId}` : config.node.binary} --version said ${JSON.stringify(installed.output.slice(0, 200))}`,
     );
   // A downgrade or a major is this host's policy (trust-policy.ts): a command's allowDowngrade or approvedMajor is not trusted.
   const path = upgradePath(from, command.target.version, { allowDowngrade: config.release.allowDowngrade });
@@ -57,7 +59,8 @@ export async function preflight(ctx: StepContext): Promise<void> {
 
   if (command.kind === 'upgrade') {
     // Room for the backup (data + binary + config) and the artifact (about a binary's size).
-    const binSize = fs.statSync(config.node.binary).size;
+    // A container host keeps no binary file: the image goes to the engine, its archive to staging (about the old one's size).
+    const binSize = current ? 0 : fs.statSync(config.node.binary).size;
     const cfgSize = fs.existsSync(config.node.config) ? fs.statSync(config.node.config).size : 0;
     const dataSize = dirSize(config.node.dataDir);
     const backupNeed = dataSize + binSize + cfgSize + 1024 * 1024;
@@ -70,12 +73,26 @@ export async function preflight(ctx: StepContext): Promise<void> {
     const detail = `need ~${backupNeed} B for the backup in ${config.backup.dir} (${backupFree} B free) and ~${artifactNeed} B for the artifact in ${config.stagingDir} (${stagingFree} B free), margin ${margin} B`;
     addCheck(ctx, 'disk-space', !short, detail);
     if (short) throw new CodedError('E_DISK_SPACE', detail);
-    ctx.save({ oldBinarySha: await sha256File(config.node.binary) });
+    ctx.save(current ? { oldImage: current.imageId } : { oldBinarySha: await sha256File(config.node.binary) });
     const metrics = await ctx.node.metricsText();
     ctx.save({ baseline: metrics ? parseMetrics(metrics) : null });
   }
   ctx.save({ fromVersion: path.from, toVersion: path.to, path });
   if (running && installed.version && running !== installed.version) {
     ctx.log.warn({ running, installed: installed.version }, 'the running node reports another version than the installed binary');
+  }
+}
+
+/** Where the node is not running, as each driver would say it. */
+function notOursWhere(config: StepContext['config'], kind: StepContext['driver']['kind']): string {
+  switch (kind) {
+    case 'process':
+      return `no live pid in ${config.service.pidFile}`;
+    case 'systemd':
+      return `unit ${config.service.name} is not active`;
+    case 'docker':
+      return `container ${config.service.container} is not running`;
+    case 'compose':
+      return `service ${config.service.service} of ${config.service.file} is not running`;
   }
 }

@@ -14,6 +14,8 @@ import { checkVersions } from './verify.js';
 export type RollbackMode = 'binary' | 'binary+data';
 
 async function restoreOldBinary(ctx: StepContext): Promise<void> {
+  // The previous image stays in the engine: the container goes back onto it by id.
+  if (ctx.driver.images) return ctx.driver.images.restore(ctx);
   const binary = ctx.config.node.binary;
   const oldSha = ctx.data.oldBinarySha;
   const current = fs.existsSync(binary) ? await sha256File(binary) : null;

@@ -43,12 +43,15 @@ function staysUp(ctx: StepContext, check: string): () => Promise<void> {
 
 /** The installed binary and the running process both claim `expected`; the process may take a while to say so. */
 export async function checkVersions(ctx: StepContext, expected: string, label: string): Promise<void> {
-  const bin = await binaryVersion(ctx.config.node.binary, 60_000, (await ctx.identities()).node);
-  addCheck(ctx, `${label}binary-version`, bin.version === expected, `--version: ${bin.output.slice(0, 200)}`, {
+  // On a container host what is installed is the container's image.
+  const image = ctx.driver.images ? await ctx.driver.images.current() : null;
+  const bin = image ?? (await binaryVersion(ctx.config.node.binary, 60_000, (await ctx.identities()).node));
+  const what = image ? `image ${image.imageId}` : ctx.config.node.binary;
+  addCheck(ctx, `${label}binary-version`, bin.version === expected, `${image ? `${what}: ` : ''}--version: ${bin.output.slice(0, 200)}`, {
     last: bin.version ?? bin.output.slice(0, 100),
   });
   if (bin.version !== expected)
-    throw new CodedError('E_VERSION_MISMATCH', `${ctx.config.node.binary} --version says ${JSON.stringify(bin.output.slice(0, 200))}, expected ${expected}`);
+    throw new CodedError('E_VERSION_MISMATCH', `${what} --version says ${JSON.stringify(bin.output.slice(0, 200))}, expected ${expected}`);
   const timeoutMs = ctx.config.checks.versionTimeoutMs;
   const up = staysUp(ctx, `${label}running-version`);
   const r = await pollUntil({

@@ -1,0 +1,251 @@
+/**
+ * A real, private dockerd for tests (as /work/shared/docker.md describes: its
+ * own data root, exec root and socket, no bridge, no iptables, vfs storage,
+ * containers on the host network), and guts-node images built locally from
+ * the simulator. No registry is reachable, so a base root file system (the
+ * node binary, the libraries `ldd` lists, the simulator's compiled JS and its
+ * dependencies) is imported once per lab, and each build adds one small layer
+ * holding its launcher.
+ *
+ * Everything is removed at the end: containers, images, the data root, the
+ * daemon (by its pid), and the netns mount dockerd leaves behind.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Docker from 'dockerode';
+import { launcherSource, type Fault } from '@guts-upgrade/simulator';
+
+interface Tap {
+  teardown(fn: () => unknown): void;
+}
+
+export interface DockerLab {
+  dir: string;
+  socket: string;
+  docker: Docker;
+  /** Builds (once) the image of one simulator build; returns its tag and id. */
+  image(version: string, fault?: Fault): Promise<{ tag: string; id: string }>;
+  /**
+   * The build as a release for an air-gapped host: `docker save` into
+   * `<dir>/<name>.tar`, then the image is removed from the engine so that the
+   * agent must load it from the archive. Returns the archive's path.
+   */
+  archive(outDir: string, version: string, fault?: Fault): Promise<string>;
+  stop(): Promise<void>;
+}
+
+const DOCKERD = ['/usr/sbin/dockerd', '/usr/bin/dockerd'].find((b) => fs.existsSync(b));
+
+/** Why docker tests cannot run here, or null when they can. */
+export function dockerSkipReason(): string | null {
+  if (process.getuid?.() !== 0) return 'dockerd needs root: run the docker tests as root';
+  if (!DOCKERD) return 'no dockerd binary: apt-get install docker.io';
+  return null;
+}
+
+/** Why compose tests cannot run here, or null when they can. */
+export function composeSkipReason(): string | null {
+  return dockerSkipReason() ?? (composeBinary() ? null : 'no docker-compose: apt-get install docker-compose');
+}
+
+export function composeBinary(): string | undefined {
+  return ['/usr/bin/docker-compose', '/usr/local/bin/docker-compose'].find((b) => fs.existsSync(b));
+}
+
+const REPO_ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
+export const IMAGE_MAIN_JS = '/app/node_modules/@guts-upgrade/simulator/dist/src/main.js';
+
+/** The files the simulator needs at run time, under <root>/app/node_modules. */
+function copyApp(root: string): void {
+  const nm = path.join(root, 'app', 'node_modules');
+  const pkg = (name: string, from: string, parts: string[]) => {
+    const to = path.join(nm, name);
+    fs.mkdirSync(to, { recursive: true });
+    for (const p of parts) if (fs.existsSync(path.join(from, p))) fs.cpSync(path.join(from, p), path.join(to, p), { recursive: true });
+  };
+  pkg('@guts-upgrade/simulator', path.join(REPO_ROOT, 'packages/simulator'), ['package.json', 'dist/src']);
+  pkg('@guts-upgrade/protocol', path.join(REPO_ROOT, 'packages/protocol'), ['package.json', 'dist/src']);
+  for (const dep of ['yaml', 'semver', '@sinclair/typebox', 'node-cron']) pkg(dep, path.join(REPO_ROOT, 'node_modules', dep), ['.']);
+}
+
+/** The node binary and the shared libraries `ldd` lists, at their paths; /tmp; a passwd naming nobody. */
+function copyNodeAndLibs(root: string): void {
+  const node = fs.realpathSync(process.execPath);
+  const put = (src: string, dest: string) => {
+    fs.mkdirSync(path.dirname(path.join(root, dest)), { recursive: true });
+    fs.copyFileSync(fs.realpathSync(src), path.join(root, dest));
+    fs.chmodSync(path.join(root, dest), 0o755);
+  };
+  put(node, '/usr/local/bin/node');
+  const ldd = execFileSync('ldd', [node], { encoding: 'utf8' });
+  for (const line of ldd.split('\n')) {
+    const m = /=>\s*(\/\S+)/.exec(line) ?? /^\s*(\/\S+)\s+\(/.exec(line);
+    if (m) put(m[1]!, m[1]!);
+  }
+  fs.mkdirSync(path.join(root, 'tmp'), { recursive: true });
+  fs.chmodSync(path.join(root, 'tmp'), 0o1777);
+  fs.mkdirSync(path.join(root, 'etc'), { recursive: true });
+  fs.writeFileSync(path.join(root, 'etc/passwd'), 'root:x:0:0:root:/:/nonexistent\nnobody:x:65534:65534:nobody:/:/nonexistent\n');
+  fs.writeFileSync(path.join(root, 'etc/group'), 'root:x:0:\nnogroup:x:65534:\n');
+}
+
+async function follow(docker: Docker, stream: NodeJS.ReadableStream): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    docker.modem.followProgress(stream, (err: Error | null, out: { error?: string }[]) => {
+      const bad = err?.message ?? out.find((o) => o.error)?.error;
+      if (bad) reject(new Error(bad));
+      else resolve();
+    });
+  });
+}
+
+function mountsUnder(dir: string): string[] {
+  const text = fs.readFileSync('/proc/self/mounts', 'utf8');
+  return text
+    .split('\n')
+    .map((l) => l.split(' ')[1] ?? '')
+    .filter((m) => m.startsWith(`${dir}/`))
+    .sort((a, b) => b.length - a.length);
+}
+
+export function imageTag(version: string, fault: Fault = 'none'): string {
+  return `guts-node:${version}${fault === 'none' ? '' : `-${fault}`}`;
+}
+
+export async function startDockerLab(t: Tap): Promise<DockerLab> {
+  // A short path: unix socket paths are limited to 108 bytes.
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gd-'));
+  const socket = path.join(dir, 'docker.sock');
+  const logFile = path.join(dir, 'dockerd.log');
+  const log = fs.openSync(logFile, 'a');
+  const child: ChildProcess = spawn(
+    DOCKERD!,
+    [
+      '--data-root',
+      path.join(dir, 'data'),
+      '--exec-root',
+      path.join(dir, 'exec'),
+      '--host',
+      `unix://${socket}`,
+      '--pidfile',
+      path.join(dir, 'dockerd.pid'),
+      '--iptables=false',
+      '--ip6tables=false',
+      '--bridge=none',
+      '--storage-driver=vfs',
+    ],
+    { stdio: ['ignore', log, log] },
+  );
+  fs.closeSync(log);
+  const docker = new Docker({ socketPath: socket });
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    try {
+      for (const c of await docker.listContainers({ all: true })) await docker.getContainer(c.Id).remove({ force: true, v: true });
+    } catch {
+      /* the daemon is gone already */
+    }
+    // Only the daemon this lab started: by its own pid.
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise<boolean>((r) => {
+        const timer = setTimeout(() => r(false), 20_000);
+        child.once('exit', () => {
+          clearTimeout(timer);
+          r(true);
+        });
+      });
+      child.kill('SIGTERM');
+      if (!(await exited)) {
+        child.kill('SIGKILL');
+        await new Promise((r) => child.once('exit', r));
+      }
+    }
+    // dockerd leaves $DIR/exec/netns/default mounted (and vfs may leave more): unmount, deepest first.
+    for (const m of mountsUnder(dir)) {
+      try {
+        execFileSync('umount', ['-l', m], { stdio: 'ignore' });
+      } catch {
+        /* not mounted */
+      }
+    }
+    fs.rmSync(dir, { recursive: true, force: true });
+  };
+  t.teardown(stop);
+  const t0 = Date.now();
+  for (;;) {
+    try {
+      await docker.ping();
+      break;
+    } catch {
+      if (child.exitCode !== null || Date.now() - t0 > 60_000) {
+        const text = fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8').slice(-2000) : '';
+        await stop();
+        throw new Error(`dockerd did not come up: ${text}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  let base: Promise<string> | null = null;
+  const buildBase = async (): Promise<string> => {
+    const root = path.join(dir, 'rootfs');
+    copyNodeAndLibs(root);
+    copyApp(root);
+    const tarFile = path.join(dir, 'rootfs.tar');
+    execFileSync('tar', ['-C', root, '-cf', tarFile, '.']);
+    fs.rmSync(root, { recursive: true, force: true });
+    // ENTRYPOINT and PATH on the base: in a build each would be one more layer, a full copy under vfs.
+    const stream = (await docker.importImage(tarFile, {
+      repo: 'guts-node-base',
+      tag: 'lab',
+      changes: ['ENTRYPOINT ["/usr/local/bin/guts-node"]', 'ENV PATH=/usr/local/bin:/usr/bin:/bin'],
+    } as never)) as unknown as NodeJS.ReadableStream;
+    await follow(docker, stream);
+    fs.rmSync(tarFile, { force: true });
+    return 'guts-node-base:lab';
+  };
+  const built = new Map<string, Promise<{ tag: string; id: string }>>();
+  const image = (version: string, fault: Fault = 'none') => {
+    const tag = imageTag(version, fault);
+    let p = built.get(tag);
+    if (!p) {
+      p = (async () => {
+        base ??= buildBase();
+        const from = await base;
+        const ctxDir = fs.mkdtempSync(path.join(dir, 'ctx-'));
+        fs.writeFileSync(path.join(ctxDir, 'guts-node'), launcherSource({ version, fault, nodePath: '/usr/local/bin/node', mainJs: IMAGE_MAIN_JS }), {
+          mode: 0o755,
+        });
+        fs.writeFileSync(path.join(ctxDir, 'Dockerfile'), `FROM ${from}\nCOPY guts-node /usr/local/bin/guts-node\n`);
+        await follow(docker, await docker.buildImage({ context: ctxDir, src: ['Dockerfile', 'guts-node'] }, { t: tag }));
+        fs.rmSync(ctxDir, { recursive: true, force: true });
+        const info = await docker.getImage(tag).inspect();
+        return { tag, id: info.Id };
+      })();
+      built.set(tag, p);
+    }
+    return p;
+  };
+  const archive = async (outDir: string, version: string, fault: Fault = 'none') => {
+    const { tag } = await image(version, fault);
+    fs.mkdirSync(outDir, { recursive: true });
+    const file = path.join(outDir, `${tag.replace(/[^A-Za-z0-9.-]/g, '_')}.tar`);
+    const stream = await docker.getImage(tag).get();
+    await new Promise<void>((resolve, reject) => {
+      const out = fs.createWriteStream(file);
+      stream.on('error', reject);
+      out.on('error', reject);
+      out.on('finish', () => resolve());
+      stream.pipe(out);
+    });
+    await docker.getImage(tag).remove();
+    built.delete(tag);
+    return file;
+  };
+  return { dir, socket, docker, image, archive, stop };
+}
