@@ -66,6 +66,8 @@ export async function makeRig(
     canaryLimits?: Record<string, number>;
     timings?: Partial<SimTimings>;
     chain?: Partial<Pick<SimFleetOptions, 'weights' | 'unmanaged' | 'liar'>>;
+    /** Follower nodes f0.., registered with role follower, each with its agent. */
+    followers?: number;
   },
 ): Promise<Rig> {
   const dir = mkdtempSync(join(tmpdir(), 'guts-it-'));
@@ -106,6 +108,8 @@ export async function makeRig(
   });
   const tokens: Record<string, string> = {};
   for (let i = 0; i < opts.n; i++) tokens[`v${i}`] = (await api<NodeRegisteredBody>(op, 'POST', '/api/v1/nodes', { id: `v${i}` })).token;
+  for (let i = 0; i < (opts.followers ?? 0); i++)
+    tokens[`f${i}`] = (await api<NodeRegisteredBody>(op, 'POST', '/api/v1/nodes', { id: `f${i}`, role: 'follower' })).token;
   fleet = await startSimFleet({
     n: opts.n,
     dir: join(dir, 'fleet'),
@@ -113,6 +117,7 @@ export async function makeRig(
     tokens,
     timings: opts.timings,
     ...(opts.chain ?? {}),
+    ...(opts.followers ? { followers: opts.followers } : {}),
   });
   // Killed by a timeout, this process would otherwise leave the coordinator child behind with the fleet.
   if (proc) fleet.track((proc as ChildProcess).pid!);
@@ -133,7 +138,7 @@ export async function makeRig(
       await waitFor(
         async () => {
           const f = await api<FleetBody>(op, 'GET', '/api/v1/fleet');
-          return f.down.length === 0 && f.nodes.length === opts.n && f.nodes.every((n) => n.version === version) && f.leader;
+          return f.down.length === 0 && f.nodes.length === opts.n + (opts.followers ?? 0) && f.nodes.every((n) => n.version === version) && f.leader;
         },
         { what: 'fleet ready', timeoutMs: 120_000, intervalMs: 200 },
       );

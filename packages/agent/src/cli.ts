@@ -168,6 +168,7 @@ async function daemon(agent: Agent, config: AgentConfig): Promise<number> {
         token: config.coordinator.token,
         nodeId: config.nodeId,
         validatorPubkey: config.validatorPubkey,
+        role: config.role,
         reconnectMaxMs: config.coordinator.reconnectMaxMs,
         ca: config.coordinator.ca,
       },
@@ -259,11 +260,11 @@ async function withAgent(
 function statusCmd(agent: Agent, config: AgentConfig, json: boolean): Promise<number> {
   return agent.status().then((s) => {
     const holder = agent.journal.lockHolder();
-    const out = { nodeId: config.nodeId, status: s, lock: holder, recentResults: agent.journal.recentResults(5) };
+    const out = { nodeId: config.nodeId, role: config.role, status: s, lock: holder, recentResults: agent.journal.recentResults(5) };
     if (json) process.stdout.write(`${JSON.stringify(out, null, 2)}\n`);
     else {
       process.stdout.write(
-        `node ${config.nodeId}: version ${s.nodeVersion ?? '?'} health ${s.health} ready ${s.ready} height ${s.finalizedHeight ?? '?'} peers ${s.peerCount ?? '?'} leader ${s.isLeader}\n`,
+        `node ${config.nodeId} (${config.role}): version ${s.nodeVersion ?? '?'} health ${s.health} ready ${s.ready} height ${s.finalizedHeight ?? '?'} peers ${s.peerCount ?? '?'} leader ${s.isLeader}\n`,
       );
       process.stdout.write(holder ? `busy: ${holder.commandId} (pid ${holder.pid}${holder.alive ? '' : ', dead: run `recover`'})\n` : 'idle\n');
       for (const r of out.recentResults)
@@ -402,7 +403,7 @@ export function buildProgram(result: { code: number }): CliCommand {
       const c = loadConfig(opts<object>(cmd).config);
       checkDaemonConfig(c);
       process.stdout.write(
-        `configuration valid: node ${c.nodeId}${c.validatorPubkey ? ` (validator ${c.validatorPubkey.slice(0, 16)}…)` : ''}, ${c.service.driver} driver (${c.service.name}), state ${c.stateDir}, ` +
+        `configuration valid: node ${c.nodeId}, ${c.role}${c.validatorPubkey ? ` (key ${c.validatorPubkey.slice(0, 16)}…)` : ''}, ${c.service.driver} driver (${c.service.name}), state ${c.stateDir}, ` +
           `${c.coordinator.url ? `coordinator ${c.coordinator.url}` : 'no coordinator'}\n`,
       );
     });

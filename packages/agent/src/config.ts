@@ -21,6 +21,13 @@ export interface AgentConfig {
    * hello so the coordinator binds the node to its validator on the chain.
    */
   validatorPubkey: string | null;
+  /**
+   * validator (default) or follower: a full node outside the validator set.
+   * Sent in hello; the coordinator refuses a role other than the node's
+   * registration (E_ROLE_MISMATCH). A follower's validatorPubkey, if set, is
+   * its node's own key, which the coordinator checks is in no validator set.
+   */
+  role: 'validator' | 'follower';
   coordinator: {
     url: string | null;
     token: string | null;
@@ -162,6 +169,7 @@ const D = (dflt: number, min = 0): Field => ({ kind: 'ms', dflt, min });
 const SCHEMA: Record<string, Field | Record<string, Field>> = {
   nodeId: S(undefined, true),
   validatorPubkey: NS(),
+  role: { kind: 'enum', values: ['validator', 'follower'], dflt: 'validator' },
   coordinator: {
     url: NS(),
     token: NS(),

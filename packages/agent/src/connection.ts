@@ -18,6 +18,8 @@ export interface ConnectionOptions {
   nodeId: string;
   /** The chain validator this node runs as (hex public key), sent in hello. */
   validatorPubkey?: string | null;
+  /** The node's role from the agent's config, sent in hello (the coordinator checks it against the registration). */
+  role?: 'validator' | 'follower';
   reconnectMaxMs: number;
   /** PEM of a private CA trusted, besides the system's, for a wss:// coordinator. */
   ca?: string | null;
@@ -133,6 +135,7 @@ export class Connection {
             nodeId: this.opts.nodeId,
             agentVersion: AGENT_VERSION,
             ...(this.opts.validatorPubkey ? { validatorPubkey: this.opts.validatorPubkey } : {}),
+            ...(this.opts.role ? { role: this.opts.role } : {}),
             status,
             recentResults,
           }),

@@ -40,6 +40,13 @@ t.test('config validation names the key; env overrides', async (t) => {
   t.equal(c.backup.dir, '/var/lib/guts-upgrade/backups');
 });
 
+t.test('role: validator by default, follower when configured (file or GUTS_UPGRADE_ROLE), nothing else', async (t) => {
+  t.equal(resolveConfig({ nodeId: 'a' }, {}, '/').role, 'validator');
+  t.equal(resolveConfig({ nodeId: 'a', role: 'follower' }, {}, '/').role, 'follower');
+  t.equal(resolveConfig({ nodeId: 'a' }, { GUTS_UPGRADE_ROLE: 'follower' }, '/').role, 'follower');
+  t.throws(() => resolveConfig({ nodeId: 'a', role: 'observer' }, {}), { code: 'E_CONFIG', message: /role: must be one of validator, follower/ });
+});
+
 t.test('metrics.textfile: off by default, a *.prom path, its directory checked before run', async (t) => {
   t.equal(resolveConfig({ nodeId: 'a' }, {}, '/').metrics.textfile, null, 'off by default');
   t.throws(() => resolveConfig({ nodeId: 'a', metrics: { textfile: '/tmp/guts.txt' } }, {}), {

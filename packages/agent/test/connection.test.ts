@@ -33,7 +33,11 @@ t.test('hello/welcome, command ack/progress/result, duplicate, conflict, result 
   });
   const config = loadConfig(rig.configPath, {});
   const agent = new Agent(config, createLogger('warn', true));
-  const conn = new Connection(agent, { url: `ws://127.0.0.1:${port}`, token: 'sekret', nodeId: 'v0', reconnectMaxMs: 500, reconnectBaseMs: 100 }, agent.log);
+  const conn = new Connection(
+    agent,
+    { url: `ws://127.0.0.1:${port}`, token: 'sekret', nodeId: 'v0', role: 'follower', reconnectMaxMs: 500, reconnectBaseMs: 100 },
+    agent.log,
+  );
   void conn.run();
   t.teardown(async () => {
     conn.stop();
@@ -47,6 +51,7 @@ t.test('hello/welcome, command ack/progress/result, duplicate, conflict, result 
   t.equal(headers[0]!['x-guts-node-id'], 'v0');
   const hello = got.find((m) => m.type === 'hello');
   t.equal(hello?.type === 'hello' && hello.status.nodeVersion, '1.0.0', 'hello carries the node status');
+  t.equal(hello?.type === 'hello' && hello.role, 'follower', "and the role of the agent's config");
 
   const a = rig.artifact('1.0.1');
   const cmd = coordinatorMessage('command', {

@@ -15,7 +15,18 @@
 import { readFileSync, realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { asArgParser, ERROR_CODES, httpUrlArg, isErrorCode, nonNegativeIntArg, positiveIntArg, pubkeyArg, sha256Arg } from '@guts-upgrade/protocol';
+import {
+  asArgParser,
+  ERROR_CODES,
+  httpUrlArg,
+  isErrorCode,
+  NODE_ROLES,
+  nonNegativeIntArg,
+  positiveIntArg,
+  pubkeyArg,
+  sha256Arg,
+  type NodeRole,
+} from '@guts-upgrade/protocol';
 import {
   api,
   ApiError,
@@ -51,6 +62,12 @@ interface GlobalOpts {
   token?: string;
   cacert?: string;
   json?: boolean;
+}
+
+/** The followers, when there are any: outside n, f and the budget, so the first line does not count them. */
+function followerLine(nodes: FleetBody['nodes']): string[] {
+  const ids = nodes.filter((n) => n.role === 'follower').map((n) => n.id);
+  return ids.length > 0 ? [`followers (outside the budget): ${ids.join(' ')}`] : [];
 }
 
 // ---- argument parsers: each throws InvalidArgumentError, which commander reports as a usage error.
@@ -210,7 +227,7 @@ export function buildProgram(io: CliIo, result: { code: number }): Command {
   const show = (json: boolean, v: unknown, text: () => string) => io.out(`${json ? JSON.stringify(v, null, 2) : text()}\n`);
 
   // nodes
-  const nodes = program.command('nodes').description('list, register and revoke validator nodes');
+  const nodes = program.command('nodes').description('list, register and revoke nodes (validators and followers)');
   nodes
     .command('list', { isDefault: true })
     .description('list the registered nodes with version, connection and health')
@@ -222,9 +239,8 @@ export function buildProgram(io: CliIo, result: { code: number }): Command {
         r,
         () =>
           r.nodes
-            .map(
-              (n) =>
-                `${n.id.padEnd(16)} ${(n.version ?? '?').padEnd(10)} ${n.connected ? 'connected' : 'offline  '} ${n.healthy ? 'healthy  ' : 'unhealthy'} ${n.isLeader ? 'leader' : ''}`,
+            .map((n) =>
+              `${n.id.padEnd(16)} ${(n.role ?? 'validator').padEnd(9)} ${(n.version ?? '?').padEnd(10)} ${n.connected ? 'connected' : 'offline  '} ${n.healthy ? 'healthy  ' : 'unhealthy'} ${n.isLeader ? 'leader' : ''}`.trimEnd(),
             )
             .join('\n') || '(no nodes)',
       );
@@ -235,12 +251,18 @@ export function buildProgram(io: CliIo, result: { code: number }): Command {
     .argument('<id>', 'the node id the agent will use')
     .option('--address <addr>', 'a note of where the node runs')
     .option('--pubkey <hex>', "the chain validator the node runs as (else the agent's validatorPubkey binds it)", asArgParser(pubkeyArg, InvalidArgumentError))
-    .action(async (id: string, o: { address?: string; pubkey?: string }, cmd: Command) => {
+    .addOption(
+      new Option('--role <role>', 'validator, or follower: a full node outside the validator set, upgraded outside the safety budget')
+        .choices([...NODE_ROLES])
+        .default('validator'),
+    )
+    .action(async (id: string, o: { address?: string; pubkey?: string; role: NodeRole }, cmd: Command) => {
       const { t, json } = target(cmd);
       const r = await api<NodeRegisteredBody>(t, 'POST', '/api/v1/nodes', {
         id,
         ...(o.address ? { address: o.address } : {}),
         ...(o.pubkey ? { pubkey: o.pubkey } : {}),
+        role: o.role,
       });
       show(json, r, () => `registered ${r.id}\ntoken: ${r.token}\n(shown once: put it in the agent's configuration)`);
     });
@@ -267,6 +289,7 @@ export function buildProgram(io: CliIo, result: { code: number }): Command {
             .map(([v, c]) => `${v}×${c}`)
             .join(' ')}  heights ${r.heights.min}..${r.heights.max}`,
           ...chainLines(r.chain, r.reportedSets),
+          ...followerLine(r.nodes),
           ...r.alerts.map((a) => `ALERT ${a.code}: ${a.message}`),
         ].join('\n'),
       );

@@ -6,7 +6,7 @@
  */
 import Database from 'better-sqlite3';
 import { createHash } from 'node:crypto';
-import type { CommandKind, ErrorCode, FailureEvidence, Outcome, Result } from '@guts-upgrade/protocol';
+import type { CommandKind, ErrorCode, FailureEvidence, NodeRole, Outcome, Result } from '@guts-upgrade/protocol';
 import type { CommandRecord, CommandState, Rollout, RolloutData, Step } from './model.js';
 import { COMMAND_OPEN_STATES, type RolloutState, type StepState } from './states.js';
 
@@ -155,6 +155,12 @@ export const MIGRATIONS: Migration[] = [
     name: "a failed step's evidence: the failing check and the node's last log lines",
     sql: 'ALTER TABLE steps ADD COLUMN evidence TEXT;',
   },
+  {
+    version: 6,
+    name: 'node role: validator, or follower (a full node outside the validator set and the safety budget)',
+    // Every node registered before roles existed is a validator: the safe default, counted in the budget.
+    sql: "ALTER TABLE nodes ADD COLUMN role TEXT NOT NULL DEFAULT 'validator';",
+  },
 ];
 
 export function hashToken(token: string): string {
@@ -179,6 +185,8 @@ export interface NodeRow {
   lastSeenAt: number | null;
   /** The chain validator (public key, hex) this node runs as; null until bound. */
   pubkey: string | null;
+  /** Set at registration: a follower is outside the validator set and the safety budget. */
+  role: NodeRole;
 }
 
 export interface EventRow {
@@ -220,6 +228,7 @@ function nodeFrom(r: Raw): NodeRow {
     busy: json(r.busy, null),
     lastSeenAt: num(r.last_seen_at),
     pubkey: str(r.pubkey),
+    role: r.role === 'follower' ? 'follower' : 'validator',
   };
 }
 
@@ -371,15 +380,22 @@ export class Store {
 
   // ---------------------------------------------------------------- nodes
 
-  insertNode(id: string, tokenHash: string, address: string | null, now: number, pubkey: string | null = null): void {
+  insertNode(id: string, tokenHash: string, address: string | null, now: number, pubkey: string | null = null, role: NodeRole = 'validator'): void {
     this.nodesCache = null;
     const existing = this.stmt('SELECT revoked_at FROM nodes WHERE id = ?').get(id) as Raw | undefined;
     if (existing) {
       this.db
-        .prepare('UPDATE nodes SET token_hash = ?, address = ?, revoked_at = NULL, created_at = ?, pubkey = ? WHERE id = ?')
-        .run(tokenHash, address, now, pubkey, id);
+        .prepare('UPDATE nodes SET token_hash = ?, address = ?, revoked_at = NULL, created_at = ?, pubkey = ?, role = ? WHERE id = ?')
+        .run(tokenHash, address, now, pubkey, role, id);
     } else {
-      this.stmt('INSERT INTO nodes (id, token_hash, address, created_at, pubkey) VALUES (?, ?, ?, ?, ?)').run(id, tokenHash, address, now, pubkey);
+      this.stmt('INSERT INTO nodes (id, token_hash, address, created_at, pubkey, role) VALUES (?, ?, ?, ?, ?, ?)').run(
+        id,
+        tokenHash,
+        address,
+        now,
+        pubkey,
+        role,
+      );
     }
   }
 
@@ -423,7 +439,7 @@ export class Store {
     ).run(adopted, confirmedDigest, now);
   }
 
-  updateNodeStatus(id: string, s: Omit<NodeRow, 'id' | 'address' | 'createdAt' | 'revokedAt' | 'pubkey'>): void {
+  updateNodeStatus(id: string, s: Omit<NodeRow, 'id' | 'address' | 'createdAt' | 'revokedAt' | 'pubkey' | 'role'>): void {
     this.nodesCache = null;
     this.stmt(
       `UPDATE nodes SET agent_version = COALESCE(?, agent_version), version = ?, health = ?, ready = ?, is_leader = ?, current_leader = ?,

@@ -1,5 +1,5 @@
 /** The coordinator's records, shared by the pure sequencer, the store and the API. */
-import type { CommandKind, ErrorCode, FailureEvidence, Health, NodeMetrics, Outcome, PathKind } from '@guts-upgrade/protocol';
+import type { CommandKind, ErrorCode, FailureEvidence, Health, NodeMetrics, NodeRole, Outcome, PathKind } from '@guts-upgrade/protocol';
 import type { ChainView } from './engine/chain-view.js';
 import type { Baseline, CanaryLimits, Counters } from './canary.js';
 import type { CommandState, RolloutState, StepState } from './states.js';
@@ -124,6 +124,11 @@ export interface CommandRecord {
 /** What the coordinator knows about one validator right now. */
 export interface NodeView {
   id: string;
+  /**
+   * As registered: a follower (a full node outside the validator set) is outside n,
+   * f and the safety budget, unless the chain says otherwise (see roles.ts). Absent: validator.
+   */
+  role?: NodeRole;
   connected: boolean;
   /** Connected, heartbeat fresh, health up and ready. */
   healthy: boolean;

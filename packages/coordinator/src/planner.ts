@@ -5,6 +5,7 @@
 import { CodedError, faultTolerance, idealWaves, quorumSize, upgradePath, type UpgradePath } from '@guts-upgrade/protocol';
 import type { FleetView, RolloutOptions, Strategy } from './model.js';
 import type { RolloutTarget } from './target.js';
+import { contradictedFollowers, isFollower } from './roles.js';
 import { neverSafe, neverSafeMessage, nodeWeight } from './weight-budget.js';
 import { nextOpening, isOpen, type WindowSpec } from './windows.js';
 
@@ -118,6 +119,12 @@ export function planRollout(req: RolloutRequest, fleet: FleetView, windows: Wind
   }
   const requiresApproval = opts.requireApproval || requiresWindow;
 
+  // A follower the chain shows to be a validator is not upgraded on its registration alone.
+  const contradicted = contradictedFollowers(fleet, nodes);
+  if (contradicted.length > 0) throw new CodedError('E_FOLLOWER_IS_VALIDATOR', contradicted.map((c) => c.why).join('; '), { field: 'nodes' });
+  const followers = nodes.filter((id) => isFollower(fleet, id));
+  const todoValidators = nodes.filter((id) => !skip.includes(id) && !followers.includes(id));
+
   let maxUnavailable = opts.maxUnavailable;
   const chain = fleet.chain && fleet.chain.status === 'adopted' ? fleet.chain : null;
   if (chain && req.strategy !== 'halt') {
@@ -128,7 +135,8 @@ export function planRollout(req: RolloutRequest, fleet: FleetView, windows: Wind
     );
     if (offenders.length > 0) throw new CodedError('E_DISRUPTION_BUDGET', neverSafeMessage(chain, offenders), { field: 'strategy' });
   }
-  if (req.strategy !== 'halt') {
+  // The budget bounds validators only: a rollout of followers alone needs no f.
+  if (req.strategy !== 'halt' && todoValidators.length > 0) {
     if (f === 0 && !chain) {
       throw new CodedError('E_DISRUPTION_BUDGET', `${n} validators tolerate no node down (f = 0); use strategy "halt" in a window`, { field: 'strategy' });
     }
@@ -147,7 +155,8 @@ export function planRollout(req: RolloutRequest, fleet: FleetView, windows: Wind
   } else {
     let rest = todo.filter((id) => id !== leader);
     if (req.strategy === 'canary') {
-      canary = opts.canary ?? rest[0] ?? todo[0] ?? null;
+      // By default the canary is a validator: it proves the build in consensus, which a follower cannot.
+      canary = opts.canary ?? rest.find((id) => !followers.includes(id)) ?? rest[0] ?? todo[0] ?? null;
       if (opts.canary && !nodes.includes(opts.canary)) {
         throw new CodedError('E_NOT_FOUND', `canary ${opts.canary} is not part of the rollout`, { field: 'options.canary' });
       }
@@ -157,6 +166,10 @@ export function planRollout(req: RolloutRequest, fleet: FleetView, windows: Wind
       if (canary) waves.push([canary]);
       rest = rest.filter((id) => id !== canary);
     }
+    // Followers first, in waves of their own outside the budget (see dispatchFollowers in sequencer.ts).
+    const restFollowers = rest.filter((id) => followers.includes(id));
+    for (let i = 0; i < restFollowers.length; i += maxUnavailable) waves.push(restFollowers.slice(i, i + maxUnavailable));
+    rest = rest.filter((id) => !followers.includes(id));
     if (chain) waves.push(...packByWeight(rest, maxUnavailable, Math.max(0, chain.largestSlack - chain.margin), (id) => nodeWeight(chain, id) ?? 0));
     else for (let i = 0; i < rest.length; i += maxUnavailable) waves.push(rest.slice(i, i + maxUnavailable));
     if (leader && todo.includes(leader) && leader !== canary) waves.push([leader]);

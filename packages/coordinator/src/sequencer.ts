@@ -10,6 +10,7 @@ import { disruptionBudget, faultTolerance, type CommandKind, type ErrorCode, typ
 import { baselineOf, DEFAULT_CANARY_LIMITS, judgeCanary, type CanaryLimits, type Counters } from './canary.js';
 import type { ChainValidatorView } from './engine/chain-view.js';
 import type { CommandRecord, FleetView, NodeView, Rollout, RolloutData, Step } from './model.js';
+import { contradictedFollowers, isFollower } from './roles.js';
 import { neverSafe, neverSafeMessage, nodeWeight, slackShortfall, weightBudget, type WeightBudget } from './weight-budget.js';
 import { IN_FLIGHT_STEP_STATES, TERMINAL_ROLLOUT_STATES, isCommandFinished, type RolloutState, type StepState } from './states.js';
 
@@ -59,11 +60,14 @@ export function disruption(input: Pick<SequencerInput, 'fleet' | 'steps' | 'busy
   /** The budget in voting weight, when the chain's set is known (then it is the one that decides). */
   weighted: WeightBudget | null;
 } {
-  const inFlight = new Set<string>(input.busyElsewhere);
-  for (const s of input.steps) if (IN_FLIGHT_STEP_STATES.includes(s.state)) inFlight.add(s.nodeId);
+  // Followers are outside the budget: one down or upgrading neither counts against f nor uses a slot.
+  const follower = (id: string) => isFollower(input.fleet, id);
+  const inFlight = new Set<string>([...input.busyElsewhere].filter((id) => !follower(id)));
+  for (const s of input.steps) if (IN_FLIGHT_STEP_STATES.includes(s.state) && !follower(s.nodeId)) inFlight.add(s.nodeId);
   const unhealthy = new Set<string>();
   let seen = 0;
   for (const node of input.fleet.nodes.values()) {
+    if (follower(node.id)) continue;
     seen++;
     if (!inFlight.has(node.id) && !node.healthy) unhealthy.add(node.id);
   }
@@ -248,7 +252,11 @@ function isUnprovenCanary(d: Decision, nodeId: string): boolean {
   return d.rollout.strategy === 'canary' && nodeId === d.rollout.options.canary && !d.rollout.data.soakPassed;
 }
 
-/** Healthy nodes of the rollout still waiting on the old version: the canary's yardstick. */
+/**
+ * Healthy nodes of the rollout still waiting on the old version: the canary's yardstick. Nodes of
+ * the canary's own role when there are any: followers behind a proxy carry other traffic than
+ * validators, so a validator is judged against validators and a follower against followers.
+ */
 function referenceNodes(d: Decision): NodeView[] {
   const out: NodeView[] = [];
   for (const s of d.input.steps) {
@@ -256,7 +264,10 @@ function referenceNodes(d: Decision): NodeView[] {
     const n = d.fleet.nodes.get(s.nodeId);
     if (n?.healthy && n.version !== d.rollout.target.version) out.push(n);
   }
-  return out;
+  const canary = d.rollout.options.canary;
+  const follower = canary != null && isFollower(d.fleet, canary);
+  const sameRole = out.filter((n) => isFollower(d.fleet, n.id) === follower);
+  return sameRole.length > 0 ? sameRole : out;
 }
 
 // -------------------------------------------------------------- every state: steps follow results
@@ -270,6 +281,8 @@ function referenceNodes(d: Decision): NodeView[] {
 function backOnChain(d: Decision, step: Step): boolean {
   const chain = d.fleet.chain;
   if (!chain?.requireProducedBlock) return true;
+  // A follower produces no block: synced (isSynced) is all it can show.
+  if (isFollower(d.fleet, step.nodeId)) return true;
   const cmd = step.commandId ? d.input.commands.get(step.commandId) : undefined;
   return shownBackOnChain(chain.byNode.get(step.nodeId), cmd?.stoppedAtView ?? null, step.resultAt ?? 0);
 }
@@ -419,8 +432,12 @@ function rollBack(d: Decision): void {
     emit(d, 'node.rolled_back', step.nodeId, { runningVersion: step.fromVersion, by: 'hand' });
   }
   const { budget, weighted: byWeight } = disruption({ fleet, steps: currentSteps(d), busyElsewhere: d.input.busyElsewhere, commands: d.input.commands });
-  const ownDown = stepsIn(d, 'upgrading', 'rolling_back').length;
-  const toUndo = [...stepsIn(d, 'upgraded', 'verifying'), ...leftOnTarget(d)].sort((a, b) => (b.dispatchSeq ?? 0) - (a.dispatchSeq ?? 0));
+  const follower = (s: Step) => isFollower(fleet, s.nodeId);
+  const undoAll = [...stepsIn(d, 'upgraded', 'verifying'), ...leftOnTarget(d)].sort((a, b) => (b.dispatchSeq ?? 0) - (a.dispatchSeq ?? 0));
+  // Followers are undone beside the validators, outside the budget (as they went).
+  rollBackFollowers(d, undoAll.filter(follower));
+  const ownDown = stepsIn(d, 'upgrading', 'rolling_back').filter((s) => !follower(s)).length;
+  const toUndo = undoAll.filter((s) => !follower(s));
   const verifyingToUndo = toUndo.filter((s) => d.states.get(s.nodeId) === 'verifying').length;
   const weighted = rollout.strategy !== 'halt' ? byWeight : null;
   let slots =
@@ -464,6 +481,18 @@ function rollBack(d: Decision): void {
   const rollbackFailed = stepsIn(d, 'failed').some((s) => s.code === 'E_ROLLBACK_FAILED' || s.code === 'E_RESTORE');
   if (rollbackFailed) moveRollout(d, 'failed', 'E_ROLLBACK_FAILED', 'a node could not be rolled back');
   else moveRollout(d, 'rolled_back', rollout.code, rollout.reason);
+}
+
+/** Rolls back followers, at most maxUnavailable of them down at once; no slack is spent on them. */
+function rollBackFollowers(d: Decision, toUndo: Step[]): void {
+  let slots = Math.max(1, d.rollout.options.maxUnavailable) - stepsIn(d, 'upgrading', 'rolling_back').filter((s) => isFollower(d.fleet, s.nodeId)).length;
+  for (const step of toUndo) {
+    if (slots <= 0) break;
+    const node = d.fleet.nodes.get(step.nodeId);
+    if (!node?.connected || node.busy) continue;
+    dispatch(d, step, 'rollback');
+    slots--;
+  }
 }
 
 /**
@@ -609,8 +638,55 @@ function rollingUpgrade(d: Decision): void {
   if (lastStable > 0 && d.now - lastStable < d.rollout.options.stabilizationMs) return;
   skipUpToDate(d, pending);
   const left = pending.filter((s) => d.states.get(s.nodeId) === 'pending');
+  if (left.length > 0 && pauseIfFollowerIsValidator(d, left)) return;
   if (left.length > 0 && pauseIfNeverSafe(d, left)) return;
-  dispatchWave(d, left);
+  if (dispatchFollowers(d, left)) return;
+  dispatchWave(
+    d,
+    left.filter((s) => !isFollower(d.fleet, s.nodeId)),
+  );
+}
+
+/**
+ * Followers go first, in waves of their own of at most maxUnavailable nodes (a follower serves
+ * the API: the cap keeps most of them serving), outside the safety budget: no slack is spent, no
+ * binding to a chain validator is needed, the leader rule does not apply. A new build then meets
+ * real traffic on nodes whose failure costs the chain nothing before any validator takes it.
+ * A follower that cannot go now (down, busy, agent away) does not hold the validators back.
+ * Before the canary has passed its soak only the canary goes, follower or not.
+ * Returns whether it dispatched.
+ */
+function dispatchFollowers(d: Decision, candidates: Step[]): boolean {
+  const { rollout, fleet } = d;
+  const canaryFirst = rollout.strategy === 'canary' && !rollout.data.soakPassed;
+  const ready = candidates.filter((s) => {
+    if (!isFollower(fleet, s.nodeId) || (canaryFirst && s.nodeId !== rollout.options.canary)) return false;
+    const node = fleet.nodes.get(s.nodeId);
+    return !!node?.connected && node.healthy && !node.busy && !d.input.busyElsewhere.has(s.nodeId);
+  });
+  if (ready.length === 0) return false;
+  for (const step of ready.sort((a, b) => a.position - b.position).slice(0, Math.max(1, rollout.options.maxUnavailable))) {
+    dispatch(d, step, 'upgrade', upgradeOptions(d));
+  }
+  saveDispatchSeq(d);
+  noteWaiting(d, null);
+  return true;
+}
+
+/**
+ * A node registered as a follower that the chain shows to be a validator (its key in the set, or
+ * it leads) is never upgraded outside the budget on its registration alone: the rollout pauses
+ * and says which node and why, for the operator to fix the registration. Returns whether it paused.
+ */
+function pauseIfFollowerIsValidator(d: Decision, left: Step[]): boolean {
+  const offenders = contradictedFollowers(
+    d.fleet,
+    left.map((s) => s.nodeId),
+  );
+  if (offenders.length === 0) return false;
+  moveRollout(d, 'paused', 'E_FOLLOWER_IS_VALIDATOR', offenders.map((o) => o.why).join('; '));
+  emit(d, 'rollout.paused', undefined, { code: 'E_FOLLOWER_IS_VALIDATOR', nodes: offenders.map((o) => o.nodeId) });
+  return true;
 }
 
 /**

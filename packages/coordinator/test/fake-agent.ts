@@ -4,7 +4,16 @@
  * real agent and "upgrades" by changing the version it reports.
  */
 import WebSocket from 'ws';
-import { agentMessage, decodeCoordinatorMessage, encode, type Command, type NodeStatus, type Result } from '@guts-upgrade/protocol';
+import {
+  agentMessage,
+  decodeCoordinatorMessage,
+  encode,
+  type ChainReport,
+  type Command,
+  type Hello,
+  type NodeStatus,
+  type Result,
+} from '@guts-upgrade/protocol';
 
 export interface Shared {
   /** Nodes currently "down" (executing an upgrade/rollback), across all fake agents. */
@@ -35,6 +44,10 @@ export class FakeAgent {
   stopped = false;
   private hb: NodeJS.Timeout | null = null;
   private seq = 0;
+  /** Extra hello fields, as a configured agent sends them (role, validatorPubkey). */
+  helloExtra: Partial<Pick<Hello, 'role' | 'validatorPubkey'>> = {};
+  /** The chain as this node reports it in every status, if it reports one. */
+  chain: (() => ChainReport) | null = null;
 
   constructor(
     readonly url: string,
@@ -59,6 +72,7 @@ export class FakeAgent {
       view: this.shared.height,
       peerCount: 3,
       busy: this.busy,
+      ...(this.chain ? { chain: this.chain() } : {}),
     };
   }
 
@@ -67,7 +81,13 @@ export class FakeAgent {
       const ws = new WebSocket(`${this.url}/agent`, { headers: { authorization: `Bearer ${this.token}`, 'x-guts-node-id': this.id } });
       this.ws = ws;
       ws.on('open', () => {
-        const hello = agentMessage('hello', { nodeId: this.id, agentVersion: 'fake', status: this.status(), recentResults: this.pendingResults.splice(0) });
+        const hello = agentMessage('hello', {
+          nodeId: this.id,
+          agentVersion: 'fake',
+          ...this.helloExtra,
+          status: this.status(),
+          recentResults: this.pendingResults.splice(0),
+        });
         ws.send(JSON.stringify({ ...hello, proto }));
       });
       ws.on('message', (raw: Buffer) => {

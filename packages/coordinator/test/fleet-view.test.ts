@@ -29,6 +29,7 @@ function row(id: string, extra: Partial<NodeRow> = {}): NodeRow {
     busy: null,
     lastSeenAt: null,
     pubkey: null,
+    role: 'validator',
     ...extra,
   };
 }

@@ -161,8 +161,10 @@ export class World {
   checkBudget(): void {
     const f = Math.floor((this.fleet.n - 1) / 3);
     const down = new Set<string>();
-    for (const s of this.steps) if (IN_FLIGHT_STEP_STATES.includes(s.state) && s.state !== 'verifying') down.add(s.nodeId);
-    for (const n of this.fleet.nodes.values()) if (!n.healthy) down.add(n.id);
+    // Followers are outside the budget: only validators count against f.
+    const validator = (id: string) => this.fleet.nodes.get(id)?.role !== 'follower';
+    for (const s of this.steps) if (IN_FLIGHT_STEP_STATES.includes(s.state) && s.state !== 'verifying' && validator(s.nodeId)) down.add(s.nodeId);
+    for (const n of this.fleet.nodes.values()) if (!n.healthy && validator(n.id)) down.add(n.id);
     this.maxInFlightSeen = Math.max(this.maxInFlightSeen, down.size);
     if (this.rollout.strategy !== 'halt' && down.size > f) throw new Error(`${down.size} nodes down exceeds f=${f}: ${[...down].join(',')}`);
   }

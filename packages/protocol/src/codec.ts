@@ -20,7 +20,7 @@ import {
   type CoordinatorMessageType,
 } from './messages.js';
 
-export const PROTOCOL_VERSION = '1.4';
+export const PROTOCOL_VERSION = '1.5';
 
 /** Largest frame either side accepts; bigger frames are refused unparsed. */
 export const MAX_FRAME_BYTES = 1024 * 1024;

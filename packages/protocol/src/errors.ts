@@ -303,6 +303,18 @@ export const ERROR_CODES = {
     httpStatus: 400,
     action: "Check the key against the chain's validator set (`guts-upgrade fleet` lists it) and fix `validatorPubkey` or `--pubkey`.",
   },
+  E_ROLE_MISMATCH: {
+    message: "The agent's configured role (validator or follower) differs from the role the node was registered with.",
+    httpStatus: 409,
+    action:
+      "Fix `role` in that host's agent configuration, or register the node again with the right role (`guts-upgrade nodes remove <id>`, then `guts-upgrade nodes add <id> --role follower`); the coordinator does not connect it until both agree.",
+  },
+  E_FOLLOWER_IS_VALIDATOR: {
+    message: "A node registered as a follower is a validator by the chain's own evidence (its key is in the validator set, or it leads).",
+    httpStatus: 409,
+    action:
+      'Nothing is upgraded outside the safety budget on the registration alone: check the node (`guts-upgrade fleet` names its validator), then register it again as a validator (`guts-upgrade nodes remove <id>`, `guts-upgrade nodes add <id>`) or fix the key given for it.',
+  },
   E_CHAIN_UNCONFIRMED: {
     message: 'The reported validator set was not found or cannot be confirmed.',
     httpStatus: 409,

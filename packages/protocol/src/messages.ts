@@ -203,6 +203,15 @@ export const ResultSchema = Type.Object({
   finishedAt: TimestampSchema,
 });
 
+/**
+ * What a node is to the chain: a validator (in the set, votes, counts in the
+ * safety budget) or a follower (a full node outside the set serving the API:
+ * it never votes, so taking it down costs the chain nothing).
+ */
+export const NODE_ROLES = ['validator', 'follower'] as const;
+export const NodeRoleSchema = Type.Union(NODE_ROLES.map((r) => Type.Literal(r)));
+export type NodeRole = (typeof NODE_ROLES)[number];
+
 export const HelloSchema = Type.Object({
   ...envelope('hello'),
   nodeId: NodeIdSchema,
@@ -213,6 +222,13 @@ export const HelloSchema = Type.Object({
    * is_leader + current_leader confirm it.
    */
   validatorPubkey: Type.Optional(PubkeySchema),
+  /**
+   * The role the agent's config gives its node (protocol 1.5; absent from older
+   * agents). The coordinator refuses a hello whose role differs from the node's
+   * registration (E_ROLE_MISMATCH): each side is configured by a person, and
+   * neither alone decides that a node may go down outside the safety budget.
+   */
+  role: Type.Optional(NodeRoleSchema),
   status: NodeStatusSchema,
   /** Results finished while disconnected, so the coordinator learns outcomes after a partition. */
   recentResults: Type.Array(ResultSchema, { maxItems: 50 }),

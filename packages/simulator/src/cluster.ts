@@ -44,6 +44,11 @@ export interface ClusterOptions {
   names?: string[];
   /** Genesis voting weight of each validator, in order (default 1 each). */
   weights?: number[];
+  /**
+   * Follower (non-validator) nodes to add after the validators, by name: full
+   * nodes outside the set (role: follower), listed after the validators in the result.
+   */
+  followers?: string[];
 }
 
 /**
@@ -91,12 +96,16 @@ export async function createCluster(opts: ClusterOptions): Promise<NodeDescripto
   const host = opts.host ?? '127.0.0.1';
   const n = opts.n;
   if (!Number.isInteger(n) || n < 1) throw new RangeError('n must be a positive integer');
-  const ports = opts.basePort !== undefined ? Array.from({ length: 3 * n }, (_, i) => opts.basePort! + i) : await freePorts(3 * n, host);
-  const names = opts.names ?? Array.from({ length: n }, (_, i) => `v${i}`);
-  const weights = opts.weights ?? names.map(() => 1);
-  if (weights.length !== names.length || !weights.every((w) => Number.isInteger(w) && w >= 0)) {
-    throw new RangeError(`weights must be ${names.length} non-negative integers, got ${JSON.stringify(opts.weights)}`);
+  const followers = opts.followers ?? [];
+  const total = n + followers.length;
+  const ports = opts.basePort !== undefined ? Array.from({ length: 3 * total }, (_, i) => opts.basePort! + i) : await freePorts(3 * total, host);
+  const validatorNames = opts.names ?? Array.from({ length: n }, (_, i) => `v${i}`);
+  const weights = opts.weights ?? validatorNames.map(() => 1);
+  if (weights.length !== validatorNames.length || !weights.every((w) => Number.isInteger(w) && w >= 0)) {
+    throw new RangeError(`weights must be ${validatorNames.length} non-negative integers, got ${JSON.stringify(opts.weights)}`);
   }
+  const names = [...validatorNames, ...followers];
+  if (new Set(names).size !== names.length) throw new RangeError(`node names must be unique: ${names.join(', ')}`);
   const genesis = opts.genesisTime ?? Date.now();
   const descs: NodeDescriptor[] = names.map((name, i) => {
     const dir = path.resolve(opts.dir, name);
@@ -129,7 +138,8 @@ export async function createCluster(opts: ClusterOptions): Promise<NodeDescripto
       log_level: opts.logLevel ?? 'info',
       log_format: 'json',
       genesis_time: genesis,
-      validators: descs.map((v, i) => ({ name: v.name, pubkey: v.pubkey, weight: weights[i]!, addr: v.apiAddr })),
+      ...(followers.includes(d.name) ? { role: 'follower' } : {}),
+      validators: descs.slice(0, validatorNames.length).map((v, i) => ({ name: v.name, pubkey: v.pubkey, weight: weights[i]!, addr: v.apiAddr })),
       sim: { ...(opts.timings ?? {}), ...(opts.nodeTimings?.[d.name] ?? {}) },
     };
     fs.writeFileSync(d.configPath, YAML.stringify(cfg));

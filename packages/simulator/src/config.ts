@@ -98,9 +98,20 @@ export interface NodeConfig {
   /** Unix ms; the view is floor((now - genesis_time) / leader_term_ms). */
   genesisTime: number;
   validators: ValidatorSpec[];
+  /**
+   * validator (default) or follower: a follower is a full node outside the
+   * validator set (it serves the API, e.g. behind a proxy). It never proposes
+   * or votes, counts in no quorum, and keeps up by pulling finalized blocks
+   * from the validators. The real node has no such switch: a node whose key
+   * is not in the set simply follows; here the role says which one to be.
+   */
+  role: NodeRole;
   sim: SimTimings;
   configPath: string | null;
 }
+
+export type NodeRole = 'validator' | 'follower';
+export const NODE_ROLES: readonly NodeRole[] = ['validator', 'follower'];
 
 export class ConfigError extends Error {}
 
@@ -256,12 +267,15 @@ export function resolveConfig(args: ParsedArgs, env: NodeJS.ProcessEnv = process
     genesisTime = typeof gRaw === 'number' ? gRaw : Date.parse(String(gRaw));
     if (!Number.isFinite(genesisTime)) throw new ConfigError(`invalid genesis_time ${JSON.stringify(gRaw)}`);
   }
-  const validators = parseValidators(get(file, 'validators', 'consensus.validators'), name, apiAddr);
-  return { name, apiAddr, p2pAddr, metricsAddr, dataDir, logLevel, logFormat, historyFile, genesisTime, validators, sim, configPath };
+  const role = (env.GUTS_SIM_ROLE || str(get(file, 'role', 'node.role')) || 'validator').toLowerCase() as NodeRole;
+  if (!NODE_ROLES.includes(role)) throw new ConfigError(`invalid role ${JSON.stringify(role)} (${NODE_ROLES.join('|')})`);
+  const validators = parseValidators(get(file, 'validators', 'consensus.validators'), name, apiAddr, role);
+  return { name, apiAddr, p2pAddr, metricsAddr, dataDir, logLevel, logFormat, historyFile, genesisTime, validators, role, sim, configPath };
 }
 
-function parseValidators(raw: unknown, selfName: string, apiAddr: string): ValidatorSpec[] {
+function parseValidators(raw: unknown, selfName: string, apiAddr: string, role: NodeRole): ValidatorSpec[] {
   if (raw === undefined) {
+    if (role === 'follower') throw new ConfigError('a follower needs the validators list: they are the peers it follows');
     // A lone node is a one-validator network: it finalizes alone.
     return [{ name: selfName, pubkey: pubkeyFor(selfName), weight: 1, addr: apiAddr, active: true }];
   }
@@ -280,7 +294,11 @@ function parseValidators(raw: unknown, selfName: string, apiAddr: string): Valid
   });
   const names = new Set(out.map((v) => v.name));
   if (names.size !== out.length) throw new ConfigError('validator names must be unique');
-  if (!names.has(selfName)) throw new ConfigError(`this node's name ${JSON.stringify(selfName)} is not in validators`);
+  if (role === 'validator' && !names.has(selfName)) throw new ConfigError(`this node's name ${JSON.stringify(selfName)} is not in validators`);
+  if (role === 'follower' && names.has(selfName))
+    throw new ConfigError(
+      `follower ${JSON.stringify(selfName)} is in validators: a follower is outside the validator set (remove it there, or run it as a validator)`,
+    );
   return out;
 }
 

@@ -27,11 +27,14 @@
  *   p2p_warmup_ms; before start() it is `Starting` and takes no part, and a
  *   peer whose connection has not formed yet is neither polled nor answered
  *   (node-to-node calls name their sender in x-guts-peer).
+ * - a follower (role: follower) is none of the validators: it polls them and
+ *   pulls their finalized blocks like any node that is behind, but never
+ *   leads, proposes or votes, so no quorum ever counts it.
  * Node-to-node traffic is plain HTTP on the API address under /p2p/.
  */
 import crypto from 'node:crypto';
 import { activeWeight, leaderOfView, quorumWeightFor } from '@guts-upgrade/protocol/chain';
-import type { NodeConfig, ValidatorSpec } from './config.js';
+import { type NodeConfig, pubkeyFor, type ValidatorSpec } from './config.js';
 import { type Epoch, EpochStore } from './epoch.js';
 import type { HistoryWriter } from './history.js';
 import type { Logger } from './log.js';
@@ -76,6 +79,8 @@ export class Consensus {
   private running = false;
   /** When the connection to each peer forms (Infinity: never). */
   private readonly connectAt = new Map<string, number>();
+  /** Outside the validator set: pulls finalized blocks, never proposes or votes. */
+  readonly follower: boolean;
 
   constructor(
     private readonly cfg: NodeConfig,
@@ -88,7 +93,11 @@ export class Consensus {
   ) {
     this.n = cfg.validators.length;
     this.epochs = epochs ?? new EpochStore(cfg.validators, null);
-    this.self = cfg.validators.find((v) => v.name === cfg.name)!;
+    this.follower = cfg.role === 'follower';
+    // A follower's own key (its node identity) is in no validator set: weight 0, never a leader.
+    this.self = this.follower
+      ? { name: cfg.name, pubkey: pubkeyFor(cfg.name), weight: 0, addr: cfg.apiAddr, active: false }
+      : cfg.validators.find((v) => v.name === cfg.name)!;
     for (const v of cfg.validators) if (v.name !== cfg.name) this.peers.set(v.name, { reachable: false, status: null, lastSeen: 0 });
     if (this.peers.size === 0) this.polledOnce = true;
   }
@@ -121,6 +130,16 @@ export class Consensus {
   /** Whether the connection with this peer has formed (false before start()). */
   isConnected(name: string): boolean {
     return this.running && (this.connectAt.get(name) ?? Infinity) <= Date.now();
+  }
+
+  /**
+   * Whether a node-to-node call from `name` gets an answer: a validator once its
+   * connection formed; anyone else (a follower, which dials in) once the engine
+   * runs, for reads only, and never by a node that connects to nobody.
+   */
+  answers(name: string, read: boolean): boolean {
+    if (this.peers.has(name)) return this.isConnected(name);
+    return read && this.running && this.cfg.sim.p2p_report !== 'isolated';
   }
 
   get started(): boolean {
@@ -251,7 +270,7 @@ export class Consensus {
   }
 
   private async maybePropose(): Promise<void> {
-    if (this.proposing || this.stopped || !this.isReady() || this.syncing) return;
+    if (this.follower || this.proposing || this.stopped || !this.isReady() || this.syncing) return;
     const view = this.view;
     if (this.leaderOf(view)?.name !== this.self.name) return;
     this.proposing = true;
@@ -362,7 +381,7 @@ export class Consensus {
 
   /** Whether a proposal could get our vote at all: we take part, it extends our tip, its view's leader sent it. */
   private votable(b: Block): boolean {
-    if (!this.isReady() || !this.running || this.syncing) return false;
+    if (this.follower || !this.isReady() || !this.running || this.syncing) return false;
     if (b.height !== this.height + 1 || b.parent_id !== this.chain.tipId) return false;
     return b.producer === this.leaderOf(b.view)?.pubkey; // only the view's leader proposes
   }

@@ -97,6 +97,7 @@ export async function runNode(cfg: NodeConfig, id: BuildIdentity, log: Logger): 
     metrics_addr: cfg.metricsAddr,
     data_dir: cfg.dataDir,
     validators: cfg.validators.length,
+    role: cfg.role,
     pid: process.pid,
   });
 
@@ -106,7 +107,8 @@ export async function runNode(cfg: NodeConfig, id: BuildIdentity, log: Logger): 
   const epochs = new EpochStore(cfg.validators, epochFileFor(cfg.dataDir), (e) => log.warn('cannot keep the epoch', { error: e.message }));
   const p2pReport = fault === 'isolated' ? 'isolated' : cfg.sim.p2p_report;
   const sim = { ...cfg.sim, p2p_report: p2pReport };
-  const health = new HealthState(() => p2pHealth(p2pReport, consensus, cfg.validators.length));
+  // A lone validator is connected to everything there is; a follower is never alone: it follows someone.
+  const health = new HealthState(() => p2pHealth(p2pReport, consensus, cfg.role === 'follower' ? 0 : cfg.validators.length));
   const metrics = new Metrics(() => ({
     guts_build_info: { help: 'Build information of the running binary.', value: 1, labels: { version, schema: schemaForVersion(version) } },
     guts_consensus_finalized_height: { help: 'Latest finalized block height.', value: consensus?.height ?? 0 },
@@ -142,9 +144,10 @@ export async function runNode(cfg: NodeConfig, id: BuildIdentity, log: Logger): 
       send(res, code, body);
       return code;
     };
-    // A peer whose connection has not formed (or any peer, for a node that connects to nobody) gets no answer.
+    // A peer whose connection has not formed (or any peer, for a node that connects to nobody) gets no answer;
+    // a follower (a name outside the set) may read, never propose or commit.
     const peer = req.headers['x-guts-peer'];
-    if (p.startsWith('/p2p/') && typeof peer === 'string' && !consensus?.isConnected(peer)) return reply(503, 'not connected');
+    if (p.startsWith('/p2p/') && typeof peer === 'string' && !consensus?.answers(peer, req.method === 'GET')) return reply(503, 'not connected');
     const r = (x: { code: number; body: unknown }) => reply(x.code, x.body);
     if (req.method === 'GET') {
       switch (p) {

@@ -79,13 +79,15 @@ export interface FleetNode extends NodeDescriptor {
   agent: ChildProcess | null;
   /** Whether an agent manages this node (false: another operator's validator). */
   managed: boolean;
-  /** Genesis voting weight. */
+  /** Genesis voting weight (0 for a follower). */
   weight: number;
+  /** A validator, or a follower: a full node outside the set (role: follower in its config and its agent's). */
+  role: 'validator' | 'follower';
 }
 
 export interface SimFleet {
   dir: string;
-  /** The managed nodes, each with an agent (v0..v{n-1}). */
+  /** The managed nodes, each with an agent: the validators v0..v{n-1}, then the followers f0.. if any. */
   nodes: FleetNode[];
   /** Validators in the set with no agent (v{n}..): started, never upgraded. */
   unmanaged: FleetNode[];
@@ -131,6 +133,11 @@ export interface SimFleetOptions {
   /** Extra validators with no agent, v{n}..v{n+unmanaged-1}, started with the others. */
   unmanaged?: number;
   /**
+   * Follower nodes f0..f{followers-1}: full nodes outside the validator set, each with an
+   * agent configured `role: follower` (tokens by their ids), listed after the validators.
+   */
+  followers?: number;
+  /**
    * A managed node whose agent lies (TEST DOUBLE, see liar.ts): its agent reads the
    * node through a proxy claiming height 10^12 (+ real), view 10^9 (+ real),
    * is_leader and itself as current leader. An id, or the id with lie options.
@@ -159,6 +166,7 @@ export async function startSimFleet(opts: SimFleetOptions): Promise<SimFleet> {
     dataVersion: '1.0.0',
     logLevel: 'warn',
     ...(opts.weights ? { weights: opts.weights } : {}),
+    followers: Array.from({ length: opts.followers ?? 0 }, (_, i) => `f${i}`),
   });
   if (liarOpts && !descs.slice(0, opts.n).some((d) => d.name === liarOpts.id))
     throw new RangeError(`liar ${liarOpts.id} is not a managed node (v0..v${opts.n - 1})`);
@@ -224,7 +232,8 @@ export async function startSimFleet(opts: SimFleetOptions): Promise<SimFleet> {
   };
   try {
     for (const [i, d] of descs.entries()) {
-      const managed = i < opts.n;
+      const follower = i >= total;
+      const managed = i < opts.n || follower;
       const stateDir = join(d.dir, 'agent-state');
       const binary = join(d.dir, 'bin', 'guts-node');
       installBinary(findArtifact(manifest, '1.0.0').path, binary);
@@ -232,7 +241,19 @@ export async function startSimFleet(opts: SimFleetOptions): Promise<SimFleet> {
       const logFile = join(stateDir, 'guts-node.log');
       mkdirSync(stateDir, { recursive: true });
       const agentConfig = join(d.dir, 'agent.yaml');
-      const node: FleetNode = { ...d, id: d.name, binary, agentConfig, stateDir, pidFile, agent: null, managed, weight: opts.weights?.[i] ?? 1 };
+      const role = follower ? 'follower' : 'validator';
+      const node: FleetNode = {
+        ...d,
+        id: d.name,
+        binary,
+        agentConfig,
+        stateDir,
+        pidFile,
+        agent: null,
+        managed,
+        weight: follower ? 0 : (opts.weights?.[i] ?? 1),
+        role,
+      };
       if (managed) {
         let apiUrl = d.apiUrl;
         if (liarOpts?.id === d.name) {
@@ -243,6 +264,8 @@ export async function startSimFleet(opts: SimFleetOptions): Promise<SimFleet> {
           agentConfig,
           stringify({
             nodeId: d.name,
+            role,
+            // A follower's own key: the coordinator checks the chain's set does not hold it.
             validatorPubkey: d.pubkey,
             coordinator: { url: opts.coordinatorWsUrl, token: opts.tokens[d.name], reconnectMaxMs: 500 },
             service: { driver: 'process', args: ['--config', '{config}'], stopTimeoutMs: 5000, pidFile, logFile },
@@ -258,7 +281,8 @@ export async function startSimFleet(opts: SimFleetOptions): Promise<SimFleet> {
               consensusTimeoutMs: 20_000,
               peersTimeoutMs: 20_000,
               advanceTimeoutMs: 30_000,
-              minPeers: 2,
+              // Two peers, or every peer there is: a follower's peers are the validators, a validator's the others.
+              minPeers: Math.min(2, follower ? total : total - 1),
               syncTimeoutMs: 30_000,
               advanceWindowMs: 1500,
               stabilizeMs: 500,

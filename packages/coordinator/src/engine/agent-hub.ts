@@ -17,6 +17,7 @@ import {
   type AgentMessage,
   type CommandKind,
   type ErrorCode,
+  type NodeRole,
   type NodeStatus,
   type Outcome,
   type Result,
@@ -83,6 +84,8 @@ export class AgentHub implements AgentTransport {
   /** When each node was last written to the audit log as cut off (once per refusal-log interval). */
   private readonly cutOffRecorded = new Map<string, number>();
   private readonly refusals: RefusalLog;
+  /** Each connected node's registered role, read at its hello (a role changes only by registering again). */
+  private readonly roles = new Map<string, NodeRole>();
   private stopped = false;
   commandsSent = 0;
 
@@ -125,6 +128,7 @@ export class AgentHub implements AgentTransport {
     if (ws) this.refuse(ws, 'E_AUTH', 'node registration revoked');
     this.sockets.delete(nodeId);
     this.links.delete(nodeId);
+    this.roles.delete(nodeId);
     this.buckets.delete(nodeId);
     this.cutOffRecorded.delete(nodeId);
   }
@@ -196,8 +200,8 @@ export class AgentHub implements AgentTransport {
       if (!helloDone) {
         if (msg.type !== 'hello') return this.refuse(ws, 'E_BAD_MESSAGE', `expected hello, got ${msg.type}`);
         if (msg.nodeId !== nodeId) return this.refuse(ws, 'E_AUTH', `hello names ${msg.nodeId} but the credentials are for ${nodeId}`);
-        const binding = this.bindingRefusal(nodeId, msg.validatorPubkey);
-        if (binding) return this.refuse(ws, binding.code, binding.message);
+        const refusal = this.roleRefusal(nodeId, msg.role) ?? this.bindingRefusal(nodeId, msg.validatorPubkey);
+        if (refusal) return this.refuse(ws, refusal.code, refusal.message);
         helloDone = true;
         cancelHelloTimer();
         this.onHello(ws, msg);
@@ -261,6 +265,26 @@ export class AgentHub implements AgentTransport {
    * node to, belong to no other node, and be a validator of the adopted set. A first claim
    * binds the node (the node's own is_leader + current_leader confirm it later, see chain-view.ts).
    */
+  /**
+   * The role the agent's config gives its node must be the one the node was registered with:
+   * neither side alone may put a node outside the safety budget. An agent before protocol 1.5
+   * says no role; the registration then stands alone.
+   */
+  private roleRefusal(nodeId: string, claimed: NodeRole | undefined): { code: ErrorCode; message: string } | null {
+    const row = this.d.store.node(nodeId);
+    if (row) this.roles.set(nodeId, row.role);
+    if (!claimed || !row || claimed === row.role) return null;
+    return {
+      code: 'E_ROLE_MISMATCH',
+      message: `node ${nodeId} is registered as a ${row.role}, but its agent's config says ${claimed}: fix one of them (remove and add the node again to change its registration)`,
+    };
+  }
+
+  /** Whether the node was registered as a follower (its chain reports are then not weighed: f + 1 counts validators). */
+  private follower(nodeId: string): boolean {
+    return this.roles.get(nodeId) === 'follower';
+  }
+
   private bindingRefusal(nodeId: string, claimed: string | undefined): { code: ErrorCode; message: string } | null {
     if (!claimed) return null;
     const pubkey = claimed.toLowerCase();
@@ -274,7 +298,9 @@ export class AgentHub implements AgentTransport {
     const holder = this.d.store.nodeByPubkey(pubkey);
     if (holder && holder !== nodeId) return { code: 'E_BINDING_DUPLICATE', message: `validator ${pubkey.slice(0, 16)}… is already bound to node ${holder}` };
     const set = this.d.chain.set;
-    if (set && !set.validators.some((v) => v.pubkey === pubkey)) {
+    // A follower's own key is outside the set; one inside is bound all the same, so the chain view
+    // counts the node as the validator it is (FOLLOWER_IS_VALIDATOR, see roles.ts).
+    if (set && row?.role !== 'follower' && !set.validators.some((v) => v.pubkey === pubkey)) {
       return { code: 'E_BINDING_UNKNOWN', message: `validator ${pubkey.slice(0, 16)}… is not in the chain's validator set of epoch ${set.epoch}` };
     }
     if (!row?.pubkey) this.d.writes.tx(() => this.d.store.bindNode(nodeId, pubkey));
@@ -284,7 +310,7 @@ export class AgentHub implements AgentTransport {
   private onHello(ws: WebSocket, hello: Extract<AgentMessage, { type: 'hello' }>): void {
     const id = hello.nodeId;
     const now = this.d.now();
-    this.d.chain.observe(id, hello.status.chain, now);
+    if (!this.follower(id)) this.d.chain.observe(id, hello.status.chain, now);
     const prev = this.sockets.get(id);
     if (prev && prev !== ws) prev.close(4001, 'replaced by a newer connection');
     this.sockets.set(id, ws);
@@ -354,7 +380,7 @@ export class AgentHub implements AgentTransport {
     const before = l.status;
     l.status = msg.status;
     l.lastSeenAt = now;
-    this.d.chain.observe(nodeId, msg.status.chain, now);
+    if (!this.follower(nodeId)) this.d.chain.observe(nodeId, msg.status.chain, now);
     // Persist only what changes the picture, not every heartbeat. The row is a display copy
     // (decisions use the live status; a restarted coordinator waits for the hello), so it
     // rides with the next transaction instead of costing an fsync of its own.

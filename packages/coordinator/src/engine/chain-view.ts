@@ -109,6 +109,11 @@ export interface ChainViewInput {
   nodes: ReadonlyMap<string, NodeView>;
   /** Node id → bound public key (hex, lower case). */
   bindings: ReadonlyMap<string, string>;
+  /**
+   * Nodes registered as followers: not validators, so never expected to be bound, and not
+   * among the reporters whose agreement makes a figure believed (f + 1 counts validators).
+   */
+  followers?: ReadonlySet<string>;
   now: number;
   rules?: ChainRules;
 }
@@ -265,7 +270,8 @@ export class ChainTracker {
   /** The chain as believed now; null when no agent has reported it (the fleet is then counted by nodes). */
   view(input: ChainViewInput): ChainView | null {
     if (!this.known) return null;
-    const healthyReporters = new Set([...input.nodes.values()].filter((n) => n.healthy && this.reporting.has(n.id)).map((n) => n.id));
+    const follower = (id: string) => input.followers?.has(id) === true;
+    const healthyReporters = new Set([...input.nodes.values()].filter((n) => n.healthy && this.reporting.has(n.id) && !follower(n.id)).map((n) => n.id));
     const { disagreeing, unconfirmed } = this.adopt(healthyReporters);
     const alerts: ChainAlert[] = [];
     const set = this.adopted;
@@ -290,7 +296,8 @@ export class ChainTracker {
     const byPubkey = new Map<string, string>();
     for (const [node, pk] of input.bindings) byPubkey.set(pk, node);
     for (const [node, pk] of input.bindings) {
-      if (!set.validators.some((v) => v.pubkey === pk))
+      // A follower's own key is outside the set by definition (one inside is FOLLOWER_IS_VALIDATOR, see roles.ts).
+      if (!follower(node) && !set.validators.some((v) => v.pubkey === pk))
         alerts.push({
           code: 'BINDING_UNKNOWN',
           nodeId: node,
@@ -298,7 +305,7 @@ export class ChainTracker {
         });
     }
     for (const n of input.nodes.values()) {
-      if (!input.bindings.has(n.id))
+      if (!input.bindings.has(n.id) && !follower(n.id))
         alerts.push({
           code: 'BINDING_MISSING',
           nodeId: n.id,
@@ -338,7 +345,7 @@ export class ChainTracker {
     });
     const byNode = new Map<string, ChainValidatorView>();
     for (const v of validators) if (v.managedBy) byNode.set(v.managedBy, v);
-    const healthy = [...input.nodes.values()].filter((n) => n.healthy);
+    const healthy = [...input.nodes.values()].filter((n) => n.healthy && !follower(n.id));
     const referenceHeight = reachedByAtLeast(
       healthy.flatMap((n) => (n.finalizedHeight == null ? [] : [n.finalizedHeight])),
       need,

@@ -7,6 +7,7 @@
 import { faultTolerance, quorumSize, reachedByAtLeast } from '@guts-upgrade/protocol';
 import type { NodeRow } from '../db.js';
 import type { CommandRecord, FleetView, NodeView } from '../model.js';
+import { contradictedFollowers, isFollower } from '../roles.js';
 import { disruption } from '../sequencer.js';
 import type { ChainRules, ChainTracker, ChainView } from './chain-view.js';
 import type { LiveNode } from './effects.js';
@@ -29,6 +30,7 @@ export function nodeView(row: NodeRow, live: LiveNode | undefined, heartbeatTime
   const fresh = live?.lastSeenAt != null && now - live.lastSeenAt <= heartbeatTimeoutMs;
   return {
     id: row.id,
+    role: row.role,
     connected,
     healthy: connected && fresh && s?.health === 'up' && s.ready === true,
     version: s ? s.nodeVersion : row.version,
@@ -85,7 +87,8 @@ export function fleetView(
   for (const r of rows) nodes.set(r.id, nodeView(r, live.get(r.id), settings.heartbeatTimeoutMs, now));
   const bindings = new Map<string, string>();
   for (const r of rows) if (r.pubkey) bindings.set(r.id, r.pubkey);
-  const cv = chain?.view({ nodes, bindings, now, ...(settings.chain ? { rules: settings.chain } : {}) }) ?? null;
+  const followers = new Set(rows.filter((r) => r.role === 'follower').map((r) => r.id));
+  const cv = chain?.view({ nodes, bindings, followers, now, ...(settings.chain ? { rules: settings.chain } : {}) }) ?? null;
   // Until a set is believed, n stays the configured or registered count (and nothing is dispatched).
   if (cv)
     return {
@@ -95,9 +98,10 @@ export function fleetView(
       maxHeight: cv.referenceHeight,
       chain: cv,
     };
-  const n = settings.validators ?? rows.length;
+  // Followers are not validators: they make no n, and their heights no reference (f + 1 counts validators).
+  const n = settings.validators ?? rows.length - followers.size;
   const heights: number[] = [];
-  for (const v of nodes.values()) if (v.healthy && v.finalizedHeight != null) heights.push(v.finalizedHeight);
+  for (const v of nodes.values()) if (v.healthy && v.finalizedHeight != null && !followers.has(v.id)) heights.push(v.finalizedHeight);
   // The height f + 1 healthy nodes reach: one node's report of 10^12 moves nothing.
   return { n, nodes, leader: leaderOf(nodes), maxHeight: reachedByAtLeast(heights, faultTolerance(n) + 1), chain: null };
 }
@@ -120,6 +124,7 @@ export function fleetWatch(fleet: FleetView, openCommands: readonly Pick<Command
   const maxH = heights.length ? Math.max(...heights) : null;
   const spread = minH != null && maxH != null ? maxH - minH : 0;
   const down = nodes.filter((v) => !v.healthy).map((v) => v.id);
+  const validatorsDown = down.filter((id) => !isFollower(fleet, id));
   const inFlight = new Set(openCommands.filter((c) => c.kind !== 'prepare').map((c) => c.nodeId));
   const { budget, weighted } = disruption({ fleet, steps: [], busyElsewhere: inFlight, commands: new Map() });
   const chain = fleet.chain ?? null;
@@ -146,8 +151,10 @@ export function fleetWatch(fleet: FleetView, openCommands: readonly Pick<Command
     alerts.push(...chain.alerts);
     if (chain.status === 'adopted' && chain.slack < 0)
       alerts.push({ code: 'QUORUM_AT_RISK', message: `weight proven live is ${chain.slack} below the quorum weight ${chain.quorumWeight}` });
-  } else if (down.length > faultTolerance(fleet.n))
-    alerts.push({ code: 'QUORUM_AT_RISK', message: `${down.length} nodes down exceeds f = ${faultTolerance(fleet.n)}` });
+  } else if (validatorsDown.length > faultTolerance(fleet.n))
+    alerts.push({ code: 'QUORUM_AT_RISK', message: `${validatorsDown.length} validators down exceeds f = ${faultTolerance(fleet.n)}` });
+  for (const c of contradictedFollowers(fleet))
+    alerts.push({ code: 'FOLLOWER_IS_VALIDATOR', message: `${c.why}: it counts as a validator and is not upgraded as a follower` });
   return {
     n: fleet.n,
     f: faultTolerance(fleet.n),

@@ -4,7 +4,7 @@
  * actions, recorded in the audit log.
  */
 import { randomBytes } from 'node:crypto';
-import { CodedError, type ValidatorSet } from '@guts-upgrade/protocol';
+import { CodedError, type NodeRole, type ValidatorSet } from '@guts-upgrade/protocol';
 import { hashToken, type Store } from '../db.js';
 import type { NodeView } from '../model.js';
 import { ACTIVE_ROLLOUT_STATES } from '../states.js';
@@ -34,26 +34,39 @@ export class NodeRegistry {
   constructor(private readonly d: NodeRegistryDeps) {}
 
   /** Registers a node (or re-registers a removed one) and returns its agent token, shown only this once. */
-  register(id: string, address: string | null, actor: string, pubkey: string | null = null): { id: string; token: string } {
+  register(id: string, address: string | null, actor: string, pubkey: string | null = null, role: NodeRole = 'validator'): { id: string; token: string } {
     const existing = this.d.store.node(id);
     if (existing && existing.revokedAt == null) throw new CodedError('E_CONFLICT', `node ${id} is already registered`, { field: 'id' });
     const key = pubkey?.toLowerCase() ?? null;
-    if (key) this.checkBinding(id, key);
+    if (key) this.checkBinding(id, key, role);
     const token = `gua_${randomBytes(32).toString('base64url')}`;
     this.d.writes.tx(() => {
-      this.d.store.insertNode(id, hashToken(token), address, this.d.now(), key);
-      this.d.audit.record('node.registered', actor, null, id, { address, ...(key ? { pubkey: key } : {}) });
+      this.d.store.insertNode(id, hashToken(token), address, this.d.now(), key, role);
+      this.d.audit.record('node.registered', actor, null, id, { address, role, ...(key ? { pubkey: key } : {}) });
     });
     this.d.hub.track(id);
     return { id, token };
   }
 
-  /** A key another active node holds, or one the adopted set does not have, is refused. */
-  private checkBinding(id: string, pubkey: string): void {
+  /**
+   * A key another active node holds is refused; so is a validator's key the adopted set does not
+   * have, and a follower's key the set does have (the chain says that node is a validator).
+   */
+  private checkBinding(id: string, pubkey: string, role: NodeRole): void {
     const holder = this.d.store.nodeByPubkey(pubkey);
     if (holder && holder !== id)
       throw new CodedError('E_BINDING_DUPLICATE', `validator ${pubkey.slice(0, 16)}… is already bound to node ${holder}`, { field: 'pubkey' });
     const set = this.d.chainSet();
+    const validator = set?.validators.find((v) => v.pubkey === pubkey);
+    if (role === 'follower') {
+      if (set && validator)
+        throw new CodedError(
+          'E_FOLLOWER_IS_VALIDATOR',
+          `key ${pubkey.slice(0, 16)}… is validator ${validator.name} of epoch ${set.epoch}: a node with it is not a follower`,
+          { field: 'role' },
+        );
+      return;
+    }
     if (set && !set.validators.some((v) => v.pubkey === pubkey)) {
       throw new CodedError('E_BINDING_UNKNOWN', `validator ${pubkey.slice(0, 16)}… is not in the chain's validator set of epoch ${set.epoch}`, {
         field: 'pubkey',

@@ -155,7 +155,7 @@ export const PAGE_JS = `'use strict';
   }
   function short(hex) { return hex ? hex.slice(0, 10) + '…' : '-'; }
 
-  // ---- the fleet: nodes with their validator, weight, version, health, height and leader
+  // ---- the fleet: nodes with their validator (or follower), weight, version, health, height and leader
   function renderFleet(f) {
     var byNode = {};
     if (f.chain) f.chain.validators.forEach(function (v) { if (v.node) byNode[v.node] = v; });
@@ -163,7 +163,8 @@ export const PAGE_JS = `'use strict';
       var v = byNode[n.id];
       return row([
         n.id,
-        v ? v.name + ' ' + short(v.pubkey) : 'unbound',
+        // A follower is outside the set; one the chain shows in it is flagged (FOLLOWER_IS_VALIDATOR).
+        v ? v.name + ' ' + short(v.pubkey) + (n.role === 'follower' ? ' (registered as follower!)' : '') : n.role === 'follower' ? 'follower' : 'unbound',
         v ? v.weight : '-',
         n.version || '?',
         { text: n.healthy ? 'healthy' : 'DOWN', cls: n.healthy ? 'ok' : 'bad' },
