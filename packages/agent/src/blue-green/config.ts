@@ -78,7 +78,11 @@ function slotOf(i: number, v: unknown): Slot {
 export function resolveBlueGreen(raw: unknown, ctx: { role: string; driver: string; abs: (p: string) => string }): BlueGreenConfig | null {
   if (raw === undefined || raw === null) return null;
   if (ctx.role !== 'follower') {
-    bad('', 'is set but role is validator: a validator is never upgraded blue-green (two containers signing with one key risk double signing); set role: follower only on a node outside the validator set', 'E_BLUE_GREEN_VALIDATOR');
+    bad(
+      '',
+      'is set but role is validator: a validator is never upgraded blue-green (two containers signing with one key risk double signing); set role: follower only on a node outside the validator set',
+      'E_BLUE_GREEN_VALIDATOR',
+    );
   }
   if (ctx.driver !== 'docker') bad('', `needs service.driver docker (driver is ${ctx.driver})`);
   if (!isMap(raw)) bad('', 'must be a mapping');
@@ -89,7 +93,8 @@ export function resolveBlueGreen(raw: unknown, ctx: { role: string; driver: stri
   if (p.kind !== 'nginx' && p.kind !== 'haproxy') bad('proxy.kind', `must be nginx or haproxy, got ${JSON.stringify(p.kind)}`);
   if (typeof p.config !== 'string' || p.config === '') bad('proxy.config', 'is required: the upstream file the agent owns, included by the proxy config');
   const upstream = p.upstream ?? 'guts_api';
-  if (typeof upstream !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(upstream)) bad('proxy.upstream', `must be a name ([A-Za-z0-9_.-]), got ${JSON.stringify(upstream)}`);
+  if (typeof upstream !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(upstream))
+    bad('proxy.upstream', `must be a name ([A-Za-z0-9_.-]), got ${JSON.stringify(upstream)}`);
   const reload = p.reload ?? null;
   if (reload !== null && (!Array.isArray(reload) || reload.length === 0 || !reload.every((x) => typeof x === 'string'))) {
     bad('proxy.reload', 'must be an argv (a non-empty array of strings, never a shell string)');
@@ -98,7 +103,8 @@ export function resolveBlueGreen(raw: unknown, ctx: { role: string; driver: stri
   if (pidFile !== null && typeof pidFile !== 'string') bad('proxy.pidFile', 'must be a path');
   if ((reload === null) === (pidFile === null)) bad('proxy', 'needs exactly one of reload (an argv) or pidFile (the proxy master is signalled)');
   const slots = raw.slots;
-  if (!Array.isArray(slots) || slots.length !== 2) bad('slots', 'must list exactly two slots, { api, p2p, metrics } each: the live container uses one, the new one the other');
+  if (!Array.isArray(slots) || slots.length !== 2)
+    bad('slots', 'must list exactly two slots, { api, p2p, metrics } each: the live container uses one, the new one the other');
   const two = [slotOf(0, slots[0]), slotOf(1, slots[1])] as [Slot, Slot];
   for (const k of ['api', 'p2p', 'metrics'] as const) {
     if (two[0][k] !== null && two[0][k] === two[1][k]) bad(`slots[1].${k}`, `must differ from slots[0].${k}: both containers run at once on the host network`);

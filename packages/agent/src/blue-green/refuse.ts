@@ -13,7 +13,8 @@ import type { StepContext } from '../steps/context.js';
  */
 export async function refuseValidator(ctx: StepContext): Promise<void> {
   const why = 'two containers signing with one validator key risk double signing';
-  if (ctx.config.role !== 'follower') throw new CodedError('E_BLUE_GREEN_VALIDATOR', `this node's role is ${ctx.config.role}: blue-green is for followers only (${why})`);
+  if (ctx.config.role !== 'follower')
+    throw new CodedError('E_BLUE_GREEN_VALIDATOR', `this node's role is ${ctx.config.role}: blue-green is for followers only (${why})`);
   const key = ctx.config.validatorPubkey?.toLowerCase();
   if (!key) return;
   const set = (await ctx.node.json('/api/consensus/validators'))?.body as { validators?: { pubkey?: string; name?: string }[] } | null;
@@ -25,4 +26,3 @@ export async function refuseValidator(ctx: StepContext): Promise<void> {
     );
   }
 }
-

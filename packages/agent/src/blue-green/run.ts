@@ -88,7 +88,10 @@ export function greenBinds(blueBinds: string[], blueData: string, slotDir: strin
       continue;
     }
     if (under(blueData, src)) {
-      throw new CodedError('E_BLUE_GREEN_MOUNT', `the bind ${b} holds the live data dir ${blueData}: mount the data dir on its own, apart from config and other files`);
+      throw new CodedError(
+        'E_BLUE_GREEN_MOUNT',
+        `the bind ${b} holds the live data dir ${blueData}: mount the data dir on its own, apart from config and other files`,
+      );
     }
     out.push(b);
   }
@@ -113,7 +116,9 @@ export function greenSpec(
     ...Object.entries(bg.env).map(([k, v]) => `${k}=${fill(v)}`),
   ];
   const host = spec.HostConfig ?? {};
-  if ((host.Mounts ?? []).some((m) => m.Source && (m.Source === o.blueData || o.blueData.startsWith(`${m.Source}/`) || m.Source.startsWith(`${o.blueData}/`)))) {
+  if (
+    (host.Mounts ?? []).some((m) => m.Source && (m.Source === o.blueData || o.blueData.startsWith(`${m.Source}/`) || m.Source.startsWith(`${o.blueData}/`)))
+  ) {
     throw new CodedError('E_BLUE_GREEN_MOUNT', `the live container mounts its data dir ${o.blueData} as a volume: use a bind mount of the data dir alone`);
   }
   return {
@@ -163,7 +168,10 @@ async function copyData(ctx: StepContext, docker: Docker): Promise<void> {
   // The blue api as the proxy knows it now: a first run may find no agent file yet.
   const front = currentUpstream(bg.proxy.config);
   if (front !== null && front !== bg.slots[1 - slot]!.api) {
-    throw new CodedError('E_PROXY_RELOAD', `${bg.proxy.config} sends traffic to ${front}, but the live container ${name} runs in slot ${1 - slot} (${bg.slots[1 - slot]!.api})`);
+    throw new CodedError(
+      'E_PROXY_RELOAD',
+      `${bg.proxy.config} sends traffic to ${front}, but the live container ${name} runs in slot ${1 - slot} (${bg.slots[1 - slot]!.api})`,
+    );
   }
   fs.rmSync(slotDir, { recursive: true, force: true });
   fs.mkdirSync(slotDir, { recursive: true });
@@ -194,7 +202,8 @@ async function createGreen(ctx: StepContext, docker: Docker): Promise<void> {
     slot: bg.slots[d.slot]!,
     slotDir,
     dataDir: `${slotDir}/data`,
-    blueData: d.blueData,
+    // Blue on a slot of an earlier switch: its whole slot dir (data, history) is the agent's mount, none of green's.
+    blueData: d.blueData.startsWith(`${bg.dataCopyDir}/`) ? path.dirname(d.blueData) : d.blueData,
     slotIndex: d.slot,
   });
   await docker.createContainer(spec);
@@ -247,7 +256,10 @@ async function verifyGreen(ctx: StepContext): Promise<void> {
     maxMs: c.pollMaxMs,
     onPoll: (x) => ctx.progress('verify', 'running', `green catching up: height ${x.g} of ${x.b}`),
   });
-  addCheck(ctx, 'green-caught-up', s.ok, `green height ${s.value.g}, blue ${s.value.b} (distance ${c.syncDistance})`, { waitedMs: s.waitedMs, last: String(s.value.g) });
+  addCheck(ctx, 'green-caught-up', s.ok, `green height ${s.value.g}, blue ${s.value.b} (distance ${c.syncDistance})`, {
+    waitedMs: s.waitedMs,
+    last: String(s.value.g),
+  });
   if (!s.ok) throw new CodedError('E_SYNC_TIMEOUT', `the new container is at height ${s.value.g}, the live one at ${s.value.b}, after ${s.waitedMs} ms`);
   if (ctx.config.commands.smoke) {
     const argv = fillArgv(ctx.config.commands.smoke, { apiUrl: `http://${bg.slots[d.slot]!.api}`, version: want, binary: ctx.config.service.imageBinary });
@@ -286,7 +298,10 @@ async function switchTraffic(ctx: StepContext, docker: Docker): Promise<void> {
   await pointProxyAt(bg, bg.slots[d.slot]!.api);
   const f = await frontServes(ctx, ctx.data.toVersion!);
   const switchMs = Date.now() - t0;
-  addCheck(ctx, 'switch', f.ok, `${bg.proxy.kind} -> ${bg.slots[d.slot]!.api}: the front served ${f.last} after ${switchMs} ms`, { waitedMs: switchMs, last: f.last });
+  addCheck(ctx, 'switch', f.ok, `${bg.proxy.kind} -> ${bg.slots[d.slot]!.api}: the front served ${f.last} after ${switchMs} ms`, {
+    waitedMs: switchMs,
+    last: f.last,
+  });
   if (!f.ok) throw new CodedError('E_PROXY_RELOAD', `the proxy still serves ${f.last} ${switchMs} ms after its reload, expected ${ctx.data.toVersion}`);
   phase(ctx, 'stop-blue', { switchMs });
   await ctx.afterJournal('stop-blue');
@@ -318,7 +333,11 @@ export async function finalize(ctx: StepContext): Promise<void> {
 }
 
 /** The journaled steps of a blue-green upgrade, from backup on (preflight and fetch are the pipeline's). */
-export async function blueGreenSteps(ctx: StepContext, step: (name: 'backup' | 'install' | 'start' | 'verify', fn: () => Promise<void>) => Promise<void>, touched: () => void): Promise<void> {
+export async function blueGreenSteps(
+  ctx: StepContext,
+  step: (name: 'backup' | 'install' | 'start' | 'verify', fn: () => Promise<void>) => Promise<void>,
+  touched: () => void,
+): Promise<void> {
   const docker = engine(ctx.config);
   await step('backup', () => copyData(ctx, docker));
   touched();
@@ -348,7 +367,12 @@ export async function blueGreenRollback(ctx: StepContext): Promise<{ mode: 'bina
       if (!blue) throw new CodedError('E_ROLLBACK_FAILED', `container ${ctx.config.service.container} is gone`);
       if (!blue.State.Running) await docker.getContainer(ctx.config.service.container).start();
       const client = clientFor(ctx, d.blueApi);
-      const r = await pollUntil({ read: () => client.ready(), done: (x) => x, timeoutMs: ctx.config.checks.readyTimeoutMs, maxMs: ctx.config.checks.pollMaxMs });
+      const r = await pollUntil({
+        read: () => client.ready(),
+        done: (x) => x,
+        timeoutMs: ctx.config.checks.readyTimeoutMs,
+        maxMs: ctx.config.checks.pollMaxMs,
+      });
       if (!r.ok) throw new CodedError('E_ROLLBACK_FAILED', `${ctx.config.service.container} not ready after ${r.waitedMs} ms`);
       await pointProxyAt(bg, d.blueApi);
       if (ctx.data.fromVersion) {
