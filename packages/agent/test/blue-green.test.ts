@@ -68,6 +68,8 @@ t.test('blueGreen config: the documented example; refused for a validator and of
   t.throws(() => resolveConfig(withBg({ proxy: { kind: 'traefik', config: '/x', reload: ['x'] } }), {}, '/'), { message: /nginx or haproxy/ });
   t.throws(() => resolveConfig(withBg({ dataCopyDir: undefined }), {}, '/'), { message: /dataCopyDir: is required/ });
   t.throws(() => resolveConfig(withBg({ extra: 1 }), {}, '/'), { message: /blueGreen.extra: is not a known key/ });
+  const docs = fs.readFileSync(new URL('../../../../docs/operating.md', import.meta.url), 'utf8');
+  t.ok(docs.includes(DOC_EXAMPLE.trim()), 'docs/operating.md shows this example as written');
   t.match(renderUpstream('haproxy', 'guts_api', '127.0.0.1:1'), /backend guts_api\n {4}server live 127\.0\.0\.1:1\n/);
 });
 
@@ -115,6 +117,8 @@ function clientLoop(url: string, oldV: string, newV: string | null): Loop {
     pending.add(p);
     void p.then(() => pending.delete(p));
   }, 20);
+  // A failed assertion before stop() must not keep the test process alive.
+  timer.unref();
   l.stop = async () => {
     clearInterval(timer);
     await Promise.all([...pending]);
@@ -143,7 +147,11 @@ t.test(
     for (const v of [v0, v1]) kids.push(spawnNode(CLI_JS, v.configPath));
 
     const base = await lab.image('1.0.0');
-    const archives = { good: await lab.archive(artifacts, '1.0.1'), bad: await lab.archive(artifacts, '1.0.2', 'never-ready') };
+    const archives = {
+      good: await lab.archive(artifacts, '1.0.1'),
+      bad: await lab.archive(artifacts, '1.0.2', 'never-ready'),
+      crash: await lab.archive(artifacts, '1.0.3'),
+    };
     const server = await startArtifactServer({ dir: artifacts });
     t.teardown(() => server.close());
     const releases = createReleaseSigner(path.join(artifacts, 'release'));
@@ -226,9 +234,9 @@ t.test(
     t.teardown(() => {
       for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
     });
-    const cli = (args: string[]) =>
+    const cli = (args: string[], env: NodeJS.ProcessEnv = {}) =>
       new Promise<{ code: number | null; res: CliResult; stderr: string }>((resolve) => {
-        const c = spawn(process.execPath, [CLI, ...args, '--config', configPath], { env: childEnv({}), stdio: ['ignore', 'pipe', 'pipe'] });
+        const c = spawn(process.execPath, [CLI, ...args, '--config', configPath], { env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
         children.add(c);
         let stdout = '';
         let stderr = '';
@@ -286,6 +294,28 @@ t.test(
       `the old container's data volume was never mounted by the new (${now.Mounts.map((m) => m.Source).join(', ')})`,
     );
     t.match(fs.readFileSync(upstream, 'utf8'), `server 127.0.0.1:${api1};`, 'the upstream file points at the new slot');
+
+    // kill -9 after the switch, before the old container stops: recovery starts nothing new, points the proxy back, removes the new one.
+    {
+      releases.sign(archives.crash, '1.0.3');
+      const marker = path.join(dir, 'paused');
+      const loop3 = clientLoop(front, '1.0.1', '1.0.3');
+      const run = cli(['upgrade', '--to', '1.0.3', '--json'], { GUTS_UPGRADE_TEST_PAUSE_AT: 'stop-blue', GUTS_UPGRADE_TEST_PAUSE_FILE: marker });
+      await waitFor(() => fs.existsSync(marker), { what: 'agent paused after the switch', timeoutMs: 60_000 });
+      t.equal(await version(), '1.0.3', 'crash: the proxy had switched to the new container');
+      for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+      await run;
+      const { res } = await cli(['recover', '--json']);
+      await sleep(500);
+      await loop3.stop();
+      t.comment(`crash after the switch: ${loop3.total} requests through nginx, ${loop3.failed} failed; recovery ${res.outcome} ${res.code}`);
+      t.equal(res.outcome, 'rolled_back', `crash: recovered by a rollback (${res.message})`);
+      t.equal(res.code, 'E_INTERRUPTED', 'crash: E_INTERRUPTED');
+      t.equal(loop3.failed, 0, `crash: zero failed requests through the switch and back (${loop3.errors.join('; ')})`);
+      t.equal(await version(), '1.0.1', 'crash: the front serves 1.0.1 again');
+      t.same(await names(), ['guts-node'], 'crash: the new container was removed');
+      t.match(fs.readFileSync(upstream, 'utf8'), `server 127.0.0.1:${api1};`, 'crash: the upstream file points at the old slot again');
+    }
 
     // A bad build (never ready): no switch, the new container removed, the client loop sees nothing.
     releases.sign(archives.bad, '1.0.2');
