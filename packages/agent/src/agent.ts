@@ -22,7 +22,7 @@ import { resolveIdentities, type Identities } from './run-as.js';
 import type { AgentConfig } from './config.js';
 import { Journal, type CommandRow } from './journal.js';
 import { NodeClient } from './node-client.js';
-import { buildResult, failureOf, failUntouched, rollBackAfter, runRollbackCommand, runUpgrade } from './pipeline.js';
+import { buildResult, failureOf, failUntouched, finalizeBlueGreen, rollBackAfter, runRollbackCommand, runUpgrade } from './pipeline.js';
 import { carryOn, type AfterJournal } from './pause-hook.js';
 import { createDriver, type ServiceDriver } from './service/driver.js';
 import { isTerminal, RECOVERY, type State } from './state.js';
@@ -264,6 +264,7 @@ export class Agent {
             startedAt,
           );
         } else if (recovery === 'record-success') {
+          if (ctx.data.bg) await finalizeBlueGreen(ctx);
           this.journal.transition(row.id, 'succeeded', 'recovered');
           result = await buildResult(ctx, { outcome: 'succeeded' }, startedAt);
         } else if (row.kind === 'rollback') {

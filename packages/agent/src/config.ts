@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import { CodedError, cronProblem, durationProblem, parseDurationMs, tokenProblem } from '@guts-upgrade/protocol';
+import { resolveBlueGreen, type BlueGreenConfig } from './blue-green/config.js';
 
 export const DEFAULT_CONFIG_PATH = '/etc/guts-upgrade/agent.yaml';
 
@@ -148,6 +149,12 @@ export interface AgentConfig {
    * a *.prom file rewritten after each command result and every intervalMs; off when null.
    */
   metrics: { textfile: string | null; intervalMs: number };
+  /**
+   * Followers on docker hosts only: upgrades start the new version beside the
+   * old one and move traffic through a reverse proxy (blue-green/config.ts).
+   * Null: upgrades run in place.
+   */
+  blueGreen: BlueGreenConfig | null;
 }
 
 type Kind = 'string' | 'nstring' | 'int' | 'number' | 'bool' | 'ms' | 'cron' | 'argv' | 'nargv' | 'list' | 'origins' | 'env' | 'enum';
@@ -390,7 +397,8 @@ export function parseConfigText(text: string, file: string): Record<string, unkn
 /** Validates a raw document (+ env overrides) into a full config, or throws E_CONFIG naming the key. */
 export function resolveConfig(doc: Record<string, unknown>, env: NodeJS.ProcessEnv = process.env, baseDir = process.cwd()): AgentConfig {
   const out: Record<string, unknown> = {};
-  for (const key of Object.keys(doc)) if (!(key in SCHEMA)) bad(key, 'is not a known key');
+  // blueGreen is nested (proxy, slots): it has its own checks (blue-green/config.ts).
+  for (const key of Object.keys(doc)) if (!(key in SCHEMA) && key !== 'blueGreen') bad(key, 'is not a known key');
   for (const [key, spec] of Object.entries(SCHEMA)) {
     if (isField(spec)) {
       const ev = env[`GUTS_UPGRADE_${snake(key)}`];
@@ -483,6 +491,7 @@ export function resolveConfig(doc: Record<string, unknown>, env: NodeJS.ProcessE
   }
   if (c.service.driver === 'systemd' && !/^[A-Za-z0-9@._-]+$/.test(c.service.name)) bad('service.name', 'is not a valid unit name');
   checkContainerService(c, abs);
+  c.blueGreen = resolveBlueGreen(doc.blueGreen, { role: c.role, driver: c.service.driver, abs });
   if (c.metrics.textfile !== null) {
     // node_exporter's textfile collector reads *.prom only: any other name would be silently ignored.
     if (!c.metrics.textfile.endsWith('.prom')) bad('metrics.textfile', `must name a *.prom file, got ${JSON.stringify(c.metrics.textfile)}`);

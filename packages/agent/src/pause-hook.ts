@@ -11,9 +11,10 @@ import { sleep } from './util.js';
 /**
  * A moment inside a step where a crash is worth testing on its own:
  * container-removed is after the docker driver removed the old container and
- * before it created the new one (only the journal holds its configuration).
+ * before it created the new one (only the journal holds its configuration);
+ * green-create, switch and stop-blue are the blue-green phases (blue-green/run.ts).
  */
-export type PausePoint = 'container-removed';
+export type PausePoint = 'container-removed' | 'green-create' | 'switch' | 'stop-blue';
 
 export type AfterJournal = (step: StepName | PausePoint) => Promise<void>;
 

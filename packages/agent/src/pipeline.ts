@@ -19,6 +19,7 @@ import type { StepContext } from './steps/context.js';
 import { fetchArtifact } from './steps/fetch.js';
 import { install } from './steps/install.js';
 import { migrate } from './steps/migrate.js';
+import { refuseValidator } from './blue-green/refuse.js';
 import { preflight } from './steps/preflight.js';
 import { rollbackToOld } from './steps/rollback.js';
 import { start } from './steps/start.js';
@@ -137,6 +138,7 @@ export async function failUntouched(ctx: StepContext, failure: Failure, startedA
 
 async function commit(ctx: StepContext, startedAt: string): Promise<Result> {
   await enter(ctx, 'commit');
+  if (ctx.data.bg) await finalizeBlueGreen(ctx);
   ctx.journal.transition(ctx.command.id, 'succeeded');
   ctx.progress('commit', 'done', `running ${ctx.data.toVersion}`);
   // The installed binary is the staged artifact; guts-node.bak keeps the old one.
@@ -158,11 +160,13 @@ export async function runUpgrade(ctx: StepContext): Promise<Result> {
   const startedAt = isoNow();
   try {
     await step(ctx, 'preflight', preflight);
+    if (ctx.config.blueGreen && ctx.command.kind === 'upgrade') await refuseValidator(ctx);
     await step(ctx, 'fetch', fetchArtifact);
     if (ctx.command.kind === 'prepare') {
       ctx.journal.transition(ctx.command.id, 'succeeded');
       return buildResult(ctx, { outcome: 'succeeded', message: `staged ${ctx.data.artifactFile}` }, startedAt);
     }
+    if (ctx.config.blueGreen) return runBlueGreen(ctx, startedAt);
     await step(ctx, 'backup', backup);
   } catch (err) {
     return failUntouched(ctx, failureOf(err), startedAt);
@@ -177,6 +181,44 @@ export async function runUpgrade(ctx: StepContext): Promise<Result> {
     return rollBackAfter(ctx, failureOf(err), startedAt);
   }
   return commit(ctx, startedAt);
+}
+
+/**
+ * A follower with a blueGreen section (blue-green/run.ts): backup copies the
+ * data for the new container, install creates it, start starts it beside the
+ * live one, verify checks it and moves the traffic; stop and migrate are not
+ * passed (the live container keeps serving; a new build migrates its copy on
+ * start). Loaded on first use: it needs the Docker client.
+ */
+async function runBlueGreen(ctx: StepContext, startedAt: string): Promise<Result> {
+  const bg = await import('./blue-green/run.js');
+  let touched = false;
+  try {
+    await bg.blueGreenSteps(
+      ctx,
+      (name, fn) => step(ctx, name, fn),
+      () => {
+        touched = true;
+      },
+    );
+  } catch (err) {
+    return touched ? rollBackAfter(ctx, failureOf(err), startedAt) : failUntouched(ctx, failureOf(err), startedAt);
+  }
+  return commit(ctx, startedAt);
+}
+
+/**
+ * commit of a blue-green upgrade: the old container removed, the new one takes
+ * its name. Traffic is on the new one already, so a failure here is reported,
+ * not rolled back: the stopped old container is only left over.
+ */
+export async function finalizeBlueGreen(ctx: StepContext): Promise<void> {
+  try {
+    await (await import('./blue-green/run.js')).finalize(ctx);
+  } catch (err) {
+    ctx.log.warn({ err: (err as Error).message }, 'blue-green: the old container could not be removed or the new one renamed');
+    ctx.progress('commit', 'running', `left over: ${(err as Error).message}`);
+  }
 }
 
 /** The journaled step `stop`: the node goes down, then the backup is completed (see the header). */

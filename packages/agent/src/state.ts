@@ -25,6 +25,10 @@
  * image id from the journal; the compose driver journals its previous
  * override file before writing the new one and puts it back.
  *
+ * Blue-green upgrades of followers (blue-green/run.ts) pass backup -> install
+ * -> start -> verify -> commit with their own meaning of each state and keep
+ * their phase in the journaled context; their table is in that file.
+ *
  * `prepare` runs received -> preflight -> fetch -> succeeded. A `rollback`
  * command runs received -> rollback -> succeeded | failed.
  */
@@ -50,9 +54,10 @@ export const TRANSITIONS: Record<State, readonly State[]> = {
   received: ['preflight', 'rollback', 'failed'],
   preflight: ['fetch', 'failed'],
   fetch: ['backup', 'succeeded', 'failed'],
-  backup: ['stop', 'failed'],
+  // Blue-green (blue-green/run.ts) goes backup -> install -> start: the live container is never stopped, the new one migrates its copy itself.
+  backup: ['stop', 'install', 'failed'],
   stop: ['install', 'rollback'],
-  install: ['migrate', 'rollback'],
+  install: ['migrate', 'start', 'rollback'],
   migrate: ['start', 'rollback'],
   start: ['verify', 'rollback'],
   verify: ['commit', 'rollback'],

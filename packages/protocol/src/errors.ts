@@ -148,6 +148,22 @@ export const ERROR_CODES = {
     action:
       'Run `docker-compose -f FILE -f OVERRIDE config` as the error shows it: fix `service.file` / `service.service` in the agent configuration, or the compose file it names; the agent never edits that file.',
   },
+  // Blue-green upgrades of follower nodes (agent config `blueGreen`)
+  E_BLUE_GREEN_VALIDATOR: {
+    message: 'Blue-green upgrades are for followers only: this node is (or is configured as) a validator.',
+    action:
+      'Two containers signing with one validator key risk double signing: remove `blueGreen` from the agent configuration of a validator (it upgrades in place, stop then start); set `role: follower` only on nodes outside the validator set.',
+  },
+  E_BLUE_GREEN_MOUNT: {
+    message: "The new container would see the live node's data: the data dir is not a mount of its own in the live container.",
+    action:
+      "Mount the node's data dir into its container as its own bind mount (`-v /srv/guts/data:/srv/guts/data`), apart from its config; the agent gives the new container a copy in `blueGreen.dataCopyDir` instead, never the live data.",
+  },
+  E_PROXY_RELOAD: {
+    message: "The reverse proxy's upstream could not be rewritten, or the proxy refused to reload with it.",
+    action:
+      "The agent put the previous upstream file back: check `blueGreen.proxy` (config, reload or pidFile) and run the proxy's own config test (`nginx -t -c FILE`, `haproxy -c -f FILE`) with the error's file; traffic still goes to the old container.",
+  },
   // Releases resolved through The Update Framework (agent config `release`)
   E_RELEASE_UNKNOWN: {
     message: 'The release repository has no signed target for the requested version.',

@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import type { CheckResult, Command, StepName, UpgradePath } from '@guts-upgrade/protocol';
 import type { BackupStore } from '../backup-store.js';
+import type { BlueGreenData } from '../blue-green/run.js';
 import type { AgentConfig } from '../config.js';
 import type { Journal } from '../journal.js';
 import type { AfterJournal } from '../pause-hook.js';
@@ -44,6 +45,8 @@ export interface UpgradeData {
   containerSpec?: Record<string, unknown>;
   /** compose driver: the agent's override file before this upgrade (null: there was none). */
   prevOverride?: string | null;
+  /** Blue-green upgrades: the phase and the two containers (blue-green/run.ts). */
+  bg?: BlueGreenData;
   /** rollback command: the upgrade it undoes. */
   upgradeId?: string;
 }

@@ -31,6 +31,8 @@ async function restoreOldBinary(ctx: StepContext): Promise<void> {
 
 /** Puts the old version back (binary, plus data when it may have changed) and checks it is healthy. */
 export async function rollbackToOld(ctx: StepContext): Promise<{ mode: RollbackMode; ok: boolean; error?: string }> {
+  // Blue-green: the old container never changed; undo by phase (blue-green/run.ts).
+  if (ctx.data.bg) return (await import('../blue-green/run.js')).blueGreenRollback(ctx);
   let mode: RollbackMode = ctx.data.migrationRan ? 'binary+data' : 'binary';
   const from = ctx.data.fromVersion;
   const attempt = async (m: RollbackMode) => {
