@@ -12,6 +12,7 @@
  */
 import { createHash } from 'node:crypto';
 import { faultTolerance, fewestWeightedWaves, firstFitDecreasing, idealWaves, quorumWeightFor } from '@guts-upgrade/protocol';
+import { Rng } from '@guts-upgrade/testkit';
 import { chainClock } from './lib/chain-clock.js';
 import { forkLoadgen, registerNodes, removeDir, round, sleep, startCoordinator, tmpDir, waitFor } from './lib/common.js';
 
@@ -19,6 +20,21 @@ const TARGET = { version: '1.1.0', url: 'http://127.0.0.1:9/guts-node-1.1.0', sh
 
 function nodeIds(n) {
   return Array.from({ length: n }, (_, i) => `sim-${String(i).padStart(4, '0')}`);
+}
+
+/** A rolling rollout to TARGET with maxUnavailable, no stabilization; its detail once completed. */
+async function rollingRollout(coord, maxUnavailable, what, timeoutMs) {
+  const created = await coord.api('POST', '/api/v1/rollouts', { target: TARGET, strategy: 'rolling', options: { maxUnavailable, stabilizationMs: 0 } });
+  const id = created.rollout.id;
+  return waitFor(
+    async () => {
+      const d = await coord.api('GET', `/api/v1/rollouts/${id}`);
+      if (['failed', 'aborted', 'paused', 'rolled_back'].includes(d.rollout.state))
+        throw new Error(`rollout ${id} ended ${d.rollout.state}: ${d.rollout.reason}`);
+      return d.rollout.state === 'completed' ? d : null;
+    },
+    { what: `${what} completed`, timeoutMs, intervalMs: 50 },
+  );
 }
 
 async function ours(n, T, scale) {
@@ -47,17 +63,7 @@ async function ours(n, T, scale) {
       { what: 'fleet healthy with a leader', timeoutMs: 30_000 },
     );
     const f = faultTolerance(n);
-    const created = await coord.api('POST', '/api/v1/rollouts', { target: TARGET, strategy: 'rolling', options: { maxUnavailable: f, stabilizationMs: 0 } });
-    const id = created.rollout.id;
-    const detail = await waitFor(
-      async () => {
-        const d = await coord.api('GET', `/api/v1/rollouts/${id}`);
-        if (['failed', 'aborted', 'paused', 'rolled_back'].includes(d.rollout.state))
-          throw new Error(`rollout ${id} ended ${d.rollout.state}: ${d.rollout.reason}`);
-        return d.rollout.state === 'completed' ? d : null;
-      },
-      { what: `rollout of ${n} completed`, timeoutMs: 600_000, intervalMs: 50 },
-    );
+    const detail = await rollingRollout(coord, f, `rollout of ${n}`, 600_000);
     const makespanMs = detail.rollout.stateSince - detail.rollout.createdAt;
     const waves = idealWaves(n, f);
     const ideal = waves * T;
@@ -125,17 +131,6 @@ async function serial(n, T, pollMs, stabMs) {
 
 // ------------------------------------------------------------------ weighted validators (issue 17, target 5)
 
-/** A seeded generator, so a distribution can be drawn again. */
-function rng(seed) {
-  let x = seed >>> 0;
-  return () => {
-    x = (x + 0x6d2b79f5) >>> 0;
-    let y = Math.imul(x ^ (x >>> 15), x | 1);
-    y ^= y + Math.imul(y ^ (y >>> 7), y | 61);
-    return ((y ^ (y >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
-
 /**
  * Weights drawn like real stake: log-normal (sigma 1.5, so a few validators
  * hold much of the weight and a long tail holds little), median about 10.
@@ -144,7 +139,8 @@ function rng(seed) {
  * slack, repeated until none is over it.
  */
 export function stakeWeights(n, seed) {
-  const r = rng(seed);
+  const g = new Rng(seed);
+  const r = () => g.next();
   const normal = () => Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r());
   let w = Array.from({ length: n }, () => Math.max(1, Math.round(10 * Math.exp(1.5 * normal()))));
   for (;;) {
@@ -225,17 +221,7 @@ async function weighted(n, seed, T, viewMs, scale) {
     );
     // maxUnavailable f, the most the plan allows; the ideal packs with the same count limit.
     const f = faultTolerance(n);
-    const created = await coord.api('POST', '/api/v1/rollouts', { target: TARGET, strategy: 'rolling', options: { maxUnavailable: f, stabilizationMs: 0 } });
-    const id = created.rollout.id;
-    const detail = await waitFor(
-      async () => {
-        const d = await coord.api('GET', `/api/v1/rollouts/${id}`);
-        if (['failed', 'aborted', 'paused', 'rolled_back'].includes(d.rollout.state))
-          throw new Error(`rollout ${id} ended ${d.rollout.state}: ${d.rollout.reason}`);
-        return d.rollout.state === 'completed' ? d : null;
-      },
-      { what: `weighted rollout of ${n} completed`, timeoutMs: 900_000, intervalMs: 50 },
-    );
+    const detail = await rollingRollout(coord, f, `weighted rollout of ${n}`, 900_000);
     const t0 = detail.rollout.createdAt;
     const makespanMs = detail.rollout.stateSince - t0;
     const packing = fewestWeightedWaves(weights, slack, f);

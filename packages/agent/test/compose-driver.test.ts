@@ -12,7 +12,7 @@ import path from 'node:path';
 import t from 'tap';
 import YAML from 'yaml';
 import { createCluster, createReleaseSigner, startArtifactServer, waitFor } from '@guts-upgrade/simulator';
-import { childEnv, CLI, FAST_TIMINGS, parseResult, sha, type CliResult } from './helpers.js';
+import { childEnv, CLI, FAST_TIMINGS, TEST_CHECKS, parseResult, sha, type CliResult } from './helpers.js';
 import { composeBinary, composeSkipReason, imageTag, startDockerLab } from './docker-lab.js';
 
 const skip = composeSkipReason();
@@ -83,18 +83,8 @@ t.test('compose driver: upgrade and rollback without touching the operator file'
       stateDir,
       release: { repository: `${server.url}/release`, root: releases.root },
       fetch: { retries: 3, backoffMs: 50, timeoutMs: 30_000 },
-      checks: {
-        readyTimeoutMs: 20_000,
-        versionTimeoutMs: 10_000,
-        consensusTimeoutMs: 15_000,
-        peersTimeoutMs: 15_000,
-        advanceTimeoutMs: 15_000,
-        syncTimeoutMs: 15_000,
-        advanceWindowMs: 600,
-        stabilizeMs: 1000,
-        httpTimeoutMs: 3000,
-        commandTimeoutMs: 60_000,
-      },
+      // A container takes longer to come up than a process; recreating one is part of the command.
+      checks: { ...TEST_CHECKS, readyTimeoutMs: 20_000, stabilizeMs: 1000, commandTimeoutMs: 60_000 },
       diskMarginBytes: 0,
     }),
   );

@@ -12,7 +12,7 @@ import path from 'node:path';
 import t from 'tap';
 import YAML from 'yaml';
 import { createCluster, createReleaseSigner, startArtifactServer, waitFor } from '@guts-upgrade/simulator';
-import { childEnv, CLI, FAST_TIMINGS, parseResult, type CliResult } from './helpers.js';
+import { childEnv, CLI, FAST_TIMINGS, TEST_CHECKS, parseResult, type CliResult } from './helpers.js';
 import { dockerSkipReason, startDockerLab } from './docker-lab.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 
@@ -61,18 +61,8 @@ t.test('docker driver: upgrades, a bad build, a crash and the rollback command, 
       backup: { retention: 2 },
       release: { repository: `${server.url}/release`, root: releases.root },
       fetch: { retries: 3, backoffMs: 50, timeoutMs: 30_000 },
-      checks: {
-        readyTimeoutMs: 20_000,
-        versionTimeoutMs: 10_000,
-        consensusTimeoutMs: 15_000,
-        peersTimeoutMs: 15_000,
-        advanceTimeoutMs: 15_000,
-        syncTimeoutMs: 15_000,
-        advanceWindowMs: 600,
-        stabilizeMs: 1000,
-        httpTimeoutMs: 3000,
-        commandTimeoutMs: 60_000,
-      },
+      // A container takes longer to come up than a process; recreating one is part of the command.
+      checks: { ...TEST_CHECKS, readyTimeoutMs: 20_000, stabilizeMs: 1000, commandTimeoutMs: 60_000 },
       commands: { migrate: ['{binary}', 'migrate', '--from', '{from}', '--to', '{to}', '--data-dir', '{dataDir}'] },
       diskMarginBytes: 0,
     }),

@@ -17,6 +17,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Docker from 'dockerode';
 import { launcherSource, type Fault } from '@guts-upgrade/simulator';
+import { follow } from '../src/service/engine.js';
 
 interface Tap {
   teardown(fn: () => unknown): void;
@@ -90,16 +91,6 @@ function copyNodeAndLibs(root: string): void {
   fs.mkdirSync(path.join(root, 'etc'), { recursive: true });
   fs.writeFileSync(path.join(root, 'etc/passwd'), 'root:x:0:0:root:/:/nonexistent\nnobody:x:65534:65534:nobody:/:/nonexistent\n');
   fs.writeFileSync(path.join(root, 'etc/group'), 'root:x:0:\nnogroup:x:65534:\n');
-}
-
-async function follow(docker: Docker, stream: NodeJS.ReadableStream): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    docker.modem.followProgress(stream, (err: Error | null, out: { error?: string }[]) => {
-      const bad = err?.message ?? out.find((o) => o.error)?.error;
-      if (bad) reject(new Error(bad));
-      else resolve();
-    });
-  });
 }
 
 function mountsUnder(dir: string): string[] {

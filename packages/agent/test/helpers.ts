@@ -90,6 +90,20 @@ export function treeHash(dir: string): Record<string, string> {
   return out;
 }
 
+/** The agent's checks in tests: short waits on a simulator that answers at once (hosts that need longer override a key). */
+export const TEST_CHECKS = {
+  readyTimeoutMs: 15_000,
+  versionTimeoutMs: 10_000,
+  consensusTimeoutMs: 15_000,
+  peersTimeoutMs: 15_000,
+  advanceTimeoutMs: 15_000,
+  syncTimeoutMs: 15_000,
+  advanceWindowMs: 600,
+  stabilizeMs: 1500,
+  httpTimeoutMs: 3000,
+  commandTimeoutMs: 30_000,
+};
+
 export async function makeRig(
   t: Tap,
   opts: {
@@ -127,18 +141,7 @@ export async function makeRig(
     backup: { retention: 2 },
     release: { repository: `${server.url}/release`, root: releases.root },
     fetch: { retries: 3, backoffMs: 50, timeoutMs: 5000 },
-    checks: {
-      readyTimeoutMs: 15_000,
-      versionTimeoutMs: 10_000,
-      consensusTimeoutMs: 15_000,
-      peersTimeoutMs: 15_000,
-      advanceTimeoutMs: 15_000,
-      syncTimeoutMs: 15_000,
-      advanceWindowMs: 600,
-      stabilizeMs: 1500,
-      httpTimeoutMs: 3000,
-      commandTimeoutMs: 30_000,
-    },
+    checks: { ...TEST_CHECKS },
     diskMarginBytes: 0,
   };
   let doc: Record<string, unknown> = { ...base, ...(opts.agent ?? {}) };

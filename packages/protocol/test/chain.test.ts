@@ -13,21 +13,10 @@ import {
   slackOf,
   weightOf,
 } from '../src/chain.js';
+import { rng } from './prng.js';
 
 const vals = (weights: number[], inactive: number[] = []): ChainValidator[] =>
   weights.map((w, i) => ({ name: `v${i}`, pubkey: `pk${i}`, weight: w, active: !inactive.includes(i) }));
-
-/** A small seeded PRNG (mulberry32) so a failing case names the seed that replays it. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = a;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 t.test('quorum weight is ceil(2/3 × active weight) in integers', async (t) => {
   const table: Array<[number, number]> = [

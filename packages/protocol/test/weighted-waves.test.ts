@@ -1,17 +1,6 @@
 import t, { type Test } from 'tap';
 import { EXACT_WAVES_MAX_N, fewestWeightedWaves, firstFitDecreasing, wavesLowerBound } from '../src/weighted-waves.js';
-
-/** A small seeded generator, so a failing case can be replayed. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let x = s;
-    x = Math.imul(x ^ (x >>> 15), x | 1);
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61);
-    return ((x ^ (x >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
+import { rng } from './prng.js';
 
 /** The minimum by brute force: every assignment of validators to waves (small n only). */
 function bruteForce(weights: number[], capacity: number, maxPerWave = Infinity): number {

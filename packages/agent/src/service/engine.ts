@@ -95,7 +95,8 @@ export async function archiveImageId(file: string): Promise<string> {
   return `sha256:${hex}`;
 }
 
-async function follow(docker: Docker, stream: NodeJS.ReadableStream): Promise<void> {
+/** Waits for an engine operation that streams progress (load, build, pull) and fails with its first error. */
+export async function follow(docker: Docker, stream: NodeJS.ReadableStream): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     docker.modem.followProgress(stream, (err: Error | null, out: { error?: string }[]) => {
       const bad = err?.message ?? out.find((o) => o.error)?.error;
