@@ -652,9 +652,10 @@ function rollingUpgrade(d: Decision): void {
  * the API: the cap keeps most of them serving), outside the safety budget: no slack is spent, no
  * binding to a chain validator is needed, the leader rule does not apply. A new build then meets
  * real traffic on nodes whose failure costs the chain nothing before any validator takes it.
- * A follower that cannot go now (down, busy, agent away) does not hold the validators back.
+ * A follower that cannot go now (down, busy, agent away) does not hold the validators back; one
+ * that only waits for a slot in its wave does (followers first).
  * Before the canary has passed its soak only the canary goes, follower or not.
- * Returns whether it dispatched.
+ * Returns whether followers went or wait for a slot (then the validators wait too).
  */
 function dispatchFollowers(d: Decision, candidates: Step[]): boolean {
   const { rollout, fleet } = d;
@@ -665,7 +666,10 @@ function dispatchFollowers(d: Decision, candidates: Step[]): boolean {
     return !!node?.connected && node.healthy && !node.busy && !d.input.busyElsewhere.has(s.nodeId);
   });
   if (ready.length === 0) return false;
-  for (const step of ready.sort((a, b) => a.position - b.position).slice(0, Math.max(1, rollout.options.maxUnavailable))) {
+  // The cap counts the followers already on their way: a wave of them is still a wave next tick.
+  const flying = stepsIn(d, 'upgrading', 'verifying', 'rolling_back').filter((s) => isFollower(fleet, s.nodeId)).length;
+  const slots = Math.max(1, rollout.options.maxUnavailable) - flying;
+  for (const step of ready.sort((a, b) => a.position - b.position).slice(0, Math.max(0, slots))) {
     dispatch(d, step, 'upgrade', upgradeOptions(d));
   }
   saveDispatchSeq(d);

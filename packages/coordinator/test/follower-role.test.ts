@@ -145,6 +145,7 @@ function setup() {
 
 function run(chain: Chain, w: World, ticks: number, onTick?: (i: number) => void) {
   let minUp = Infinity;
+  let followersFlying = 0;
   const order: string[] = [];
   for (let i = 0; i < ticks; i++) {
     onTick?.(i);
@@ -153,11 +154,12 @@ function run(chain: Chain, w: World, ticks: number, onTick?: (i: number) => void
     w.tick();
     for (const s of w.sent.slice(sentBefore)) order.push(s.nodeId);
     minUp = Math.min(minUp, chain.upWeight());
+    followersFlying = Math.max(followersFlying, w.steps.filter((s) => s.nodeId.startsWith('f') && ['upgrading', 'verifying'].includes(s.state)).length);
     for (const s of w.steps) if (s.state === 'upgrading' && s.startedAt != null && w.now - s.startedAt >= 300) w.finish(s.nodeId);
     w.now += 100;
     if (['completed', 'failed', 'paused'].includes(w.rollout.state)) break;
   }
-  return { minUp, order };
+  return { minUp, order, followersFlying };
 }
 
 t.test('followers go first and spend no slack; with no slack at all, only they go', async (t) => {
@@ -168,6 +170,7 @@ t.test('followers go first and spend no slack; with no slack at all, only they g
   t.same([states.f0, states.f1], ['upgraded', 'upgraded'], 'both followers upgraded while the slack is 0');
   t.same([states.v0, states.v1, states.v2], ['pending', 'pending', 'pending'], 'no validator went');
   t.same(first.order, ['f0', 'f1'], 'the followers, one wave each (maxUnavailable 1)');
+  t.equal(first.followersFlying, 1, 'never two followers on their way at once');
   t.match(w.rollout.data.waiting, /network slack 0 < needed 1/, 'the validators wait for slack, and it says so');
   t.ok(first.minUp >= chain.quorum(), 'the weight up never fell below the quorum');
   t.equal(w.fleet.chain?.status, 'adopted', "the followers' reports were not needed to believe the set");
