@@ -12,7 +12,7 @@ import path from 'node:path';
 import t from 'tap';
 import YAML from 'yaml';
 import { createCluster, createReleaseSigner, startArtifactServer, waitFor } from '@guts-upgrade/simulator';
-import { childEnv, CLI, FAST_TIMINGS, TEST_CHECKS, parseResult, sha, type CliResult } from './helpers.js';
+import { childEnv, CLI, collectResult, FAST_TIMINGS, TEST_CHECKS, sha } from './helpers.js';
 import { composeBinary, composeSkipReason, imageTag, startDockerLab } from './docker-lab.js';
 
 const skip = composeSkipReason();
@@ -89,18 +89,7 @@ t.test('compose driver: upgrade and rollback without touching the operator file'
     }),
   );
   const cli = (args: string[]) =>
-    new Promise<{ code: number | null; res: CliResult; stderr: string }>((resolve) => {
-      const c = spawn(process.execPath, [CLI, ...args, '--config', configPath], { env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
-      let stdout = '';
-      let stderr = '';
-      c.stdout!.on('data', (d: Buffer) => {
-        stdout += d.toString();
-      });
-      c.stderr!.on('data', (d: Buffer) => {
-        stderr += d.toString();
-      });
-      c.on('close', (code) => resolve({ code, res: parseResult(stdout.includes('{') ? stdout : '{}'), stderr }));
-    });
+    collectResult(spawn(process.execPath, [CLI, ...args, '--config', configPath], { env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] }));
   const health = async () => ((await (await fetch(`${node!.apiUrl}/health`)).json()) as { version?: string }).version;
   const override = path.join(stateDir, 'compose', 'override.yml');
   const service = async () => {

@@ -12,7 +12,7 @@ import path from 'node:path';
 import t from 'tap';
 import YAML from 'yaml';
 import { createCluster, createReleaseSigner, startArtifactServer, waitFor } from '@guts-upgrade/simulator';
-import { childEnv, CLI, FAST_TIMINGS, TEST_CHECKS, parseResult, type CliResult } from './helpers.js';
+import { childEnv, CLI, collectResult, FAST_TIMINGS, TEST_CHECKS } from './helpers.js';
 import { dockerSkipReason, startDockerLab } from './docker-lab.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 
@@ -76,19 +76,7 @@ t.test('docker driver: upgrades, a bad build, a crash and the rollback command, 
     children.add(c);
     return c;
   };
-  const cli = (args: string[], env: NodeJS.ProcessEnv = {}) =>
-    new Promise<{ code: number | null; res: CliResult; stderr: string }>((resolve) => {
-      const c = spawnCli(args, env);
-      let stdout = '';
-      let stderr = '';
-      c.stdout!.on('data', (d: Buffer) => {
-        stdout += d.toString();
-      });
-      c.stderr!.on('data', (d: Buffer) => {
-        stderr += d.toString();
-      });
-      c.on('close', (code) => resolve({ code, res: parseResult(stdout.includes('{') ? stdout : '{}'), stderr }));
-    });
+  const cli = (args: string[], env: NodeJS.ProcessEnv = {}) => collectResult(spawnCli(args, env));
   const upgrade = (version: string) => ['upgrade', '--to', version, '--json'];
   const inspect = () => lab.docker.getContainer('guts-node').inspect();
   const height = async () => ((await (await fetch(`${node!.apiUrl}/api/consensus/status`)).json()) as { finalized_height?: number }).finalized_height ?? 0;

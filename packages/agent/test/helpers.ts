@@ -182,18 +182,7 @@ export async function makeRig(
       return c;
     },
     cli(args, env = {}) {
-      return new Promise((resolve) => {
-        const c = rig.spawnCli(args, env);
-        let stdout = '';
-        let stderr = '';
-        c.stdout!.on('data', (d: Buffer) => {
-          stdout += d.toString();
-        });
-        c.stderr!.on('data', (d: Buffer) => {
-          stderr += d.toString();
-        });
-        c.on('close', (code) => resolve({ code, stdout, stderr }));
-      });
+      return collect(rig.spawnCli(args, env));
     },
     async startNode() {
       const old = process.env.NODE_OPTIONS;
@@ -235,4 +224,25 @@ export type CliResult = Result & { evidence: NonNullable<Result['evidence']> };
 export function parseResult(stdout: string): CliResult {
   const i = stdout.indexOf('{');
   return JSON.parse(stdout.slice(i)) as CliResult;
+}
+
+/** A child's exit code and whole output, once it closed. */
+export function collect(c: ChildProcess): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    let stdout = '';
+    let stderr = '';
+    c.stdout!.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
+    c.stderr!.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    c.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+/** An agent CLI run with --json: its exit code, the result it printed, and its stderr. */
+export async function collectResult(c: ChildProcess): Promise<{ code: number | null; res: CliResult; stderr: string }> {
+  const { code, stdout, stderr } = await collect(c);
+  return { code, res: parseResult(stdout.includes('{') ? stdout : '{}'), stderr };
 }
