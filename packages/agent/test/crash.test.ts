@@ -7,18 +7,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import t from 'tap';
-import { makeRig, parseResult, sha, upgradeArgs, type Rig } from './helpers.js';
-import { waitFor } from '@guts-upgrade/simulator';
+import { kill9, makeRig, parseResult, pausedAt, pauseAndKill as pauseAndKillCli, sha, upgradeArgs, type Rig } from './helpers.js';
 
-async function pauseAndKill(rig: Rig, step: string, args: string[]): Promise<void> {
-  const marker = path.join(rig.dir, `paused-${step}`);
-  const child = rig.spawnCli(args, { GUTS_UPGRADE_TEST_PAUSE_AT: step, GUTS_UPGRADE_TEST_PAUSE_FILE: marker });
-  child.stdout!.resume();
-  child.stderr!.resume();
-  await waitFor(() => fs.existsSync(marker), { what: `agent paused at ${step}`, timeoutMs: 30_000 });
-  const gone = new Promise((r) => child.once('exit', r));
-  child.kill('SIGKILL');
-  await gone;
+function pauseAndKill(rig: Rig, step: string, args: string[]): Promise<void> {
+  return pauseAndKillCli(rig.spawnCli, path.join(rig.dir, `paused-${step}`), step, args, 30_000);
 }
 
 t.test('crash at each step, then recover', async (t) => {
@@ -29,11 +21,7 @@ t.test('crash at each step, then recover', async (t) => {
 
   // Busy: while a (live, paused) agent holds the lock, another CLI command is refused.
   {
-    const marker = path.join(rig.dir, 'paused-busy');
-    const child = rig.spawnCli(upgradeArgs(minor), { GUTS_UPGRADE_TEST_PAUSE_AT: 'backup', GUTS_UPGRADE_TEST_PAUSE_FILE: marker });
-    child.stdout!.resume();
-    child.stderr!.resume();
-    await waitFor(() => fs.existsSync(marker), { what: 'paused', timeoutMs: 30_000 });
+    const child = await pausedAt(rig.spawnCli, path.join(rig.dir, 'paused-busy'), 'backup', upgradeArgs(minor), 30_000);
     const busy = await rig.cli(upgradeArgs(minor));
     t.equal(busy.code, 4, 'E_BUSY exit code');
     t.match(busy.stderr, /E_BUSY/);
@@ -41,9 +29,7 @@ t.test('crash at each step, then recover', async (t) => {
     t.equal(st.status.busy.step, 'backup', 'status shows the busy step');
     const nothing = await rig.cli(['recover']);
     t.match(nothing.stdout, /is running/, 'recover leaves a live owner alone');
-    const gone = new Promise((r) => child.once('exit', r));
-    child.kill('SIGKILL');
-    await gone;
+    await kill9(child);
     const rec = await rig.cli(['recover', '--json']);
     t.equal(parseResult(rec.stdout).code, 'E_INTERRUPTED');
   }

@@ -12,9 +12,8 @@ import path from 'node:path';
 import t from 'tap';
 import YAML from 'yaml';
 import { createCluster, createReleaseSigner, startArtifactServer, waitFor } from '@guts-upgrade/simulator';
-import { childEnv, CLI, collectResult, FAST_TIMINGS, TEST_CHECKS } from './helpers.js';
+import { cliRunner, FAST_TIMINGS, pauseAndKill, TEST_CHECKS } from './helpers.js';
 import { dockerSkipReason, startDockerLab } from './docker-lab.js';
-import { spawn, type ChildProcess } from 'node:child_process';
 
 const skip = dockerSkipReason();
 
@@ -67,16 +66,7 @@ t.test('docker driver: upgrades, a bad build, a crash and the rollback command, 
       diskMarginBytes: 0,
     }),
   );
-  const children = new Set<ChildProcess>();
-  t.teardown(() => {
-    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-  });
-  const spawnCli = (args: string[], env: NodeJS.ProcessEnv = {}) => {
-    const c = spawn(process.execPath, [CLI, ...args, '--config', configPath], { env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
-    children.add(c);
-    return c;
-  };
-  const cli = (args: string[], env: NodeJS.ProcessEnv = {}) => collectResult(spawnCli(args, env));
+  const { cli, spawnCli } = cliRunner(t, configPath);
   const upgrade = (version: string) => ['upgrade', '--to', version, '--json'];
   const inspect = () => lab.docker.getContainer('guts-node').inspect();
   const height = async () => ((await (await fetch(`${node!.apiUrl}/api/consensus/status`)).json()) as { finalized_height?: number }).finalized_height ?? 0;
@@ -135,14 +125,7 @@ t.test('docker driver: upgrades, a bad build, a crash and the rollback command, 
   // kill -9 after the old container is removed and before the new one exists: only the journal holds its configuration.
   releases.sign(archives['2.0.0'], '2.0.0', { pathKind: 'major' });
   {
-    const marker = path.join(dir, 'paused');
-    const c = spawnCli(upgrade('2.0.0'), { GUTS_UPGRADE_TEST_PAUSE_AT: 'container-removed', GUTS_UPGRADE_TEST_PAUSE_FILE: marker });
-    c.stdout!.resume();
-    c.stderr!.resume();
-    await waitFor(() => fs.existsSync(marker), { what: 'agent paused after removing the container', timeoutMs: 60_000 });
-    const gone = new Promise((r) => c.once('exit', r));
-    c.kill('SIGKILL');
-    await gone;
+    await pauseAndKill(spawnCli, path.join(dir, 'paused'), 'container-removed', upgrade('2.0.0'));
     t.equal((await lab.docker.listContainers({ all: true, filters: { name: ['guts-node'] } })).length, 0, 'crash: no container at all');
     const { res } = await cli(['recover', '--json']);
     t.equal(res.outcome, 'rolled_back', 'crash: recovered by a rollback');

@@ -246,3 +246,47 @@ export async function collectResult(c: ChildProcess): Promise<{ code: number | n
   const { code, stdout, stderr } = await collect(c);
   return { code, res: parseResult(stdout.includes('{') ? stdout : '{}'), stderr };
 }
+
+export type SpawnCli = (args: string[], env?: NodeJS.ProcessEnv) => ChildProcess;
+
+/**
+ * The agent CLI as children run with `--config configPath`; any still running
+ * at teardown is killed (a paused or hung run must not outlive its test).
+ */
+export function cliRunner(t: Tap, configPath: string) {
+  const children = new Set<ChildProcess>();
+  t.teardown(() => {
+    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  });
+  const spawnCli: SpawnCli = (args, env = {}) => {
+    const c = spawn(process.execPath, [CLI, ...args, '--config', configPath], { env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+    children.add(c);
+    return c;
+  };
+  return { children, spawnCli, cli: (args: string[], env: NodeJS.ProcessEnv = {}) => collectResult(spawnCli(args, env)) };
+}
+
+/**
+ * A CLI run that pauses at `at` (a step, or a point inside one: pause-hook.ts),
+ * returned once it wrote `marker` (a file that must not exist yet), hanging there.
+ */
+export async function pausedAt(spawnCli: SpawnCli, marker: string, at: string, args: string[], timeoutMs = 60_000): Promise<ChildProcess> {
+  const child = spawnCli(args, { GUTS_UPGRADE_TEST_PAUSE_AT: at, GUTS_UPGRADE_TEST_PAUSE_FILE: marker });
+  child.stdout?.resume();
+  child.stderr?.resume();
+  await waitFor(() => fs.existsSync(marker), { what: `agent paused at ${at}`, timeoutMs });
+  return child;
+}
+
+/** kill -9, resolved once the process is gone. */
+export async function kill9(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const gone = new Promise((r) => child.once('exit', r));
+  child.kill('SIGKILL');
+  await gone;
+}
+
+/** kill -9 of a CLI run at `at`: what a crash there leaves for `recover`. */
+export async function pauseAndKill(spawnCli: SpawnCli, marker: string, at: string, args: string[], timeoutMs?: number): Promise<void> {
+  await kill9(await pausedAt(spawnCli, marker, at, args, timeoutMs));
+}
