@@ -12,9 +12,13 @@ import { sleep } from './util.js';
  * A moment inside a step where a crash is worth testing on its own:
  * container-removed is after the docker driver removed the old container and
  * before it created the new one (only the journal holds its configuration);
- * green-create, switch and stop-blue are the blue-green phases (blue-green/run.ts).
+ * override-written is after the compose driver pinned the new image in its
+ * override file and before `up --no-start` (the file and the container
+ * disagree); service-recreated is after the service's container was recreated
+ * on the new image, stopped, before start; green-create, switch and stop-blue
+ * are the blue-green phases (blue-green/run.ts).
  */
-export type PausePoint = 'container-removed' | 'green-create' | 'switch' | 'stop-blue';
+export type PausePoint = 'container-removed' | 'override-written' | 'service-recreated' | 'green-create' | 'switch' | 'stop-blue';
 
 export type AfterJournal = (step: StepName | PausePoint) => Promise<void>;
 

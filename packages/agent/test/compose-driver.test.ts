@@ -1,19 +1,19 @@
 /**
  * The compose service driver against a real dockerd and Debian's Compose v1
  * CLI (docker-compose 1.29): a bad build rolled back, a good one upgraded,
- * then the rollback command, all without the operator's compose file
- * changing: the image is pinned in the agent's own override file, and
- * rollback puts the previous override back.
+ * a kill -9 of the agent inside install recovered, then the rollback
+ * command, all without the operator's compose file changing: the image is
+ * pinned in the agent's own override file, and rollback puts the previous
+ * override back.
  */
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import t from 'tap';
 import YAML from 'yaml';
 import { createCluster, createReleaseSigner, startArtifactServer, waitFor } from '@guts-upgrade/simulator';
-import { childEnv, CLI, collectResult, FAST_TIMINGS, TEST_CHECKS, sha } from './helpers.js';
-import { composeBinary, composeSkipReason, imageTag, startDockerLab } from './docker-lab.js';
+import { cliRunner, FAST_TIMINGS, pauseAndKill, TEST_CHECKS, sha } from './helpers.js';
+import { composeRun, composeSkipReason, imageTag, startComposeProject, startDockerLab } from './docker-lab.js';
 
 const skip = composeSkipReason();
 
@@ -33,43 +33,25 @@ t.test('compose driver: upgrade and rollback without touching the operator file'
   fs.mkdirSync(artifacts, { recursive: true });
   const [node] = await createCluster({ n: 1, dir: clusterDir, timings: FAST_TIMINGS, dataSizeMb: 1, dataVersion: '1.0.0' });
   await lab.image('1.0.0');
-  const archives = { bad: await lab.archive(artifacts, '1.0.1', 'exits'), good: await lab.archive(artifacts, '1.0.1') };
+  const archives = {
+    bad: await lab.archive(artifacts, '1.0.1', 'exits'),
+    good: await lab.archive(artifacts, '1.0.1'),
+    minor: await lab.archive(artifacts, '1.1.0'),
+  };
   const server = await startArtifactServer({ dir: artifacts });
   t.teardown(() => server.close());
   const releases = createReleaseSigner(path.join(artifacts, 'release'));
 
   // The operator's project: host network, the node's files bind-mounted at the same paths.
-  const projectDir = path.join(dir, 'guts');
-  fs.mkdirSync(projectDir);
-  const composeFile = path.join(projectDir, 'docker-compose.yml');
-  fs.writeFileSync(
-    composeFile,
-    YAML.stringify({
-      version: '2.4',
-      services: {
-        'guts-node': {
-          image: imageTag('1.0.0'),
-          network_mode: 'host',
-          restart: 'unless-stopped',
-          command: ['--config', node!.configPath],
-          volumes: [`${clusterDir}:${clusterDir}`],
-          environment: { GUTS_TEST_MARK: 'kept' },
-        },
-      },
-    }),
-  );
+  const project = await startComposeProject(t, lab, {
+    dir: path.join(dir, 'guts'),
+    image: imageTag('1.0.0'),
+    configPath: node!.configPath,
+    mount: clusterDir,
+    environment: { GUTS_TEST_MARK: 'kept' },
+  });
+  const composeFile = project.file;
   const operatorSha = sha(composeFile);
-  const compose = (args: string[]) =>
-    new Promise<number | null>((resolve) => {
-      const c = spawn(composeBinary()!, ['-f', composeFile, ...args], {
-        cwd: projectDir,
-        env: { ...childEnv(), DOCKER_HOST: `unix://${lab.socket}` },
-        stdio: 'ignore',
-      });
-      c.on('close', resolve);
-    });
-  t.equal(await compose(['up', '-d']), 0, 'the operator brings the service up');
-  t.teardown(() => compose(['down']));
   await waitFor(async () => (await fetch(`${node!.apiUrl}/health/ready`).catch(() => null))?.status === 200, { what: 'compose node ready', timeoutMs: 30_000 });
 
   const stateDir = path.join(dir, 'state');
@@ -88,8 +70,7 @@ t.test('compose driver: upgrade and rollback without touching the operator file'
       diskMarginBytes: 0,
     }),
   );
-  const cli = (args: string[]) =>
-    collectResult(spawn(process.execPath, [CLI, ...args, '--config', configPath], { env: childEnv(), stdio: ['ignore', 'pipe', 'pipe'] }));
+  const { cli, spawnCli } = cliRunner(t, configPath);
   const health = async () => ((await (await fetch(`${node!.apiUrl}/health`)).json()) as { version?: string }).version;
   const override = path.join(stateDir, 'compose', 'override.yml');
   const service = async () => {
@@ -127,13 +108,33 @@ t.test('compose driver: upgrade and rollback without touching the operator file'
     // with the agent's override, the pinned release stays, and the container is left as it is.
     const line = documentedCompose();
     const argv = line.replaceAll('/srv/guts/docker-compose.yml', composeFile).replaceAll('/var/lib/guts-upgrade', stateDir).split(/\s+/);
-    const ran = await new Promise<number | null>((resolve) => {
-      const c = spawn(composeBinary()!, argv.slice(1), { cwd: os.tmpdir(), env: { ...childEnv(), DOCKER_HOST: `unix://${lab.socket}` }, stdio: 'ignore' });
-      c.on('close', resolve);
-    });
+    const ran = await composeRun(lab, argv.slice(1), os.tmpdir());
     t.equal(ran, 0, `the documented command exits 0: ${line}`);
     t.equal((await service())?.Id, info?.Id, 'the documented command leaves the container as it is');
     t.equal(await health(), '1.0.1', 'the documented command keeps the pinned release');
+  }
+  // kill -9 inside install, then `recover` (state.ts: install -> roll-back): wherever the agent died,
+  // the override that pinned 1.0.1 is back byte for byte and the service runs 1.0.1 again.
+  {
+    const pinned = fs.readFileSync(override, 'utf8');
+    releases.sign(archives.minor, '1.1.0');
+    for (const at of ['override-written', 'service-recreated']) {
+      await pauseAndKill(spawnCli, path.join(dir, `paused-${at}`), at, ['upgrade', '--to', '1.1.0', '--json']);
+      t.match(fs.readFileSync(override, 'utf8'), /image: guts-upgrade\/guts-node:1\.1\.0-/, `${at}: the agent died with 1.1.0 pinned`);
+      if (at === 'service-recreated') t.match((await service())?.Config.Image, /:1\.1\.0-/, `${at}: the container was on 1.1.0`);
+      const { code, res } = await cli(['recover', '--json']);
+      t.equal(code, 3, `${at}: recover exit 3`);
+      t.equal(res.outcome, 'rolled_back', `${at}: rolled back`);
+      t.equal(res.code, 'E_INTERRUPTED', `${at}: E_INTERRUPTED`);
+      t.equal(await health(), '1.0.1', `${at}: healthy on 1.0.1`);
+      const info = await service();
+      t.ok(info?.State.Running, `${at}: the service runs`);
+      t.match(info?.Config.Image, /:1\.0\.1-/, `${at}: on the 1.0.1 image`);
+      t.equal(fs.readFileSync(override, 'utf8'), pinned, `${at}: the previous override is back, byte for byte`);
+      t.equal(sha(composeFile), operatorSha, `${at}: the operator's file is byte-identical`);
+      const status = await cli(['status', '--json']);
+      t.equal((status.res as unknown as { lock: unknown }).lock, null, `${at}: the journal lock is released`);
+    }
   }
   {
     const { code, res } = await cli(['rollback', '--json']);

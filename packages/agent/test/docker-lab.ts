@@ -16,6 +16,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Docker from 'dockerode';
+import YAML from 'yaml';
 import { launcherSource, type Fault } from '@guts-upgrade/simulator';
 import { follow } from '../src/service/engine.js';
 
@@ -100,6 +101,50 @@ function mountsUnder(dir: string): string[] {
     .map((l) => l.split(' ')[1] ?? '')
     .filter((m) => m.startsWith(`${dir}/`))
     .sort((a, b) => b.length - a.length);
+}
+
+/** docker-compose run in `cwd` against the lab's engine; resolves with its exit code. */
+export function composeRun(lab: Pick<DockerLab, 'socket'>, args: string[], cwd: string): Promise<number | null> {
+  return new Promise((resolve) => {
+    const c = spawn(composeBinary()!, args, { cwd, env: { ...process.env, DOCKER_HOST: `unix://${lab.socket}` }, stdio: 'ignore' });
+    c.on('error', () => resolve(null));
+    c.on('close', resolve);
+  });
+}
+
+export interface ComposeProject {
+  /** The operator's file, <dir>/docker-compose.yml. */
+  file: string;
+  /** docker-compose -f <file> <args> in the project's directory; its exit code. */
+  run(args: string[]): Promise<number | null>;
+}
+
+/**
+ * An operator's Compose project for one simulator node, brought up (`up -d`)
+ * and taken down at teardown: service guts-node on `image`, host network,
+ * `mount` bind-mounted at the same path, the node's config as its command.
+ */
+export async function startComposeProject(
+  t: Tap,
+  lab: Pick<DockerLab, 'socket'>,
+  o: { dir: string; image: string; configPath: string; mount: string; environment?: Record<string, string> },
+): Promise<ComposeProject> {
+  fs.mkdirSync(o.dir, { recursive: true });
+  const file = path.join(o.dir, 'docker-compose.yml');
+  const service = {
+    image: o.image,
+    network_mode: 'host',
+    restart: 'unless-stopped',
+    command: ['--config', o.configPath],
+    volumes: [`${o.mount}:${o.mount}`],
+    ...(o.environment ? { environment: o.environment } : {}),
+  };
+  fs.writeFileSync(file, YAML.stringify({ version: '2.4', services: { 'guts-node': service } }));
+  const run = (args: string[]) => composeRun(lab, ['-f', file, ...args], o.dir);
+  const up = await run(['up', '-d']);
+  t.teardown(() => run(['down']));
+  if (up !== 0) throw new Error(`docker-compose up -d of ${file} exited ${up}`);
+  return { file, run };
 }
 
 export function imageTag(version: string, fault: Fault = 'none'): string {

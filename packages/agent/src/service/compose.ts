@@ -162,7 +162,11 @@ export class ComposeDriver implements ServiceDriver {
     const [repo, t] = tag.split(':') as [string, string];
     await this.docker.getImage(image).tag({ repo, tag: t });
     this.writeOverride(overrideText(this.service, tag, fileVersion(this.file)));
+    ctx.progress('install', 'running', `pinned ${tag} in ${this.override}`);
+    await ctx.afterJournal('override-written');
     await this.must(['up', '--no-start', '--no-deps', this.service], 'E_INSTALL');
+    ctx.progress('install', 'running', `recreated the container of ${this.service} on ${tag} (not started)`);
+    await ctx.afterJournal('service-recreated');
   }
 
   /** rollback: the override as it was before the upgrade (or none), the container recreated on it. */
