@@ -7,29 +7,17 @@
  * and counts failures: zero is the property. A bad build (never ready) never
  * gets the traffic and its container is removed; a validator is refused.
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
 import t from 'tap';
 import YAML from 'yaml';
-import {
-  CLI_JS,
-  createCluster,
-  createReleaseSigner,
-  freePorts,
-  spawnNode,
-  startArtifactServer,
-  stopNode,
-  waitFor,
-  type SimChild,
-} from '@guts-upgrade/simulator';
+import { waitFor } from '@guts-upgrade/simulator';
 import { resolveConfig } from '../src/config.js';
 import { renderUpstream } from '../src/blue-green/proxy.js';
-import { childEnv, CLI, FAST_TIMINGS, parseResult, type CliResult } from './helpers.js';
+import { cliRunner } from './helpers.js';
 import { dockerSkipReason, startDockerLab } from './docker-lab.js';
+import { clientLoop, NGINX, startBlueGreenLab } from './blue-green-lab.js';
 
-const NGINX = '/usr/sbin/nginx';
 const skip = dockerSkipReason() ?? (fs.existsSync(NGINX) ? null : 'no nginx: apt-get install nginx-light');
 
 /** The documented example (docs/operating.md), checked as written. */
@@ -73,59 +61,6 @@ t.test('blueGreen config: the documented example; refused for a validator and of
   t.match(renderUpstream('haproxy', 'guts_api', '127.0.0.1:1'), /backend guts_api\n {4}server live 127\.0\.0\.1:1\n/);
 });
 
-interface Loop {
-  total: number;
-  failed: number;
-  errors: string[];
-  /** Arrival time of the first answer from the new version, and of the last from the old. */
-  firstNew: number | null;
-  lastOld: number | null;
-  stop(): Promise<void>;
-}
-
-/** ~50 requests/s through the proxy, each on a fresh connection (a reload closes idle keep-alive connections). */
-function clientLoop(url: string, oldV: string, newV: string | null): Loop {
-  const l: Loop = { total: 0, failed: 0, errors: [], firstNew: null, lastOld: null, stop: async () => undefined };
-  const pending = new Set<Promise<void>>();
-  const one = () =>
-    new Promise<void>((resolve) => {
-      l.total++;
-      const fail = (why: string) => {
-        l.failed++;
-        if (l.errors.length < 10) l.errors.push(why);
-        resolve();
-      };
-      const req = http.get(`${url}/health`, { agent: false, timeout: 5000 }, (res) => {
-        let body = '';
-        res.on('data', (d: Buffer) => {
-          body += d.toString();
-        });
-        res.on('end', () => {
-          if (res.statusCode !== 200) return fail(`HTTP ${res.statusCode}`);
-          const v = (JSON.parse(body) as { version?: string }).version;
-          if (v === newV) l.firstNew ??= Date.now();
-          else if (v === oldV) l.lastOld = Date.now();
-          resolve();
-        });
-        res.on('error', (e) => fail(e.message));
-      });
-      req.on('timeout', () => req.destroy(new Error('timeout')));
-      req.on('error', (e) => fail(e.message));
-    });
-  const timer = setInterval(() => {
-    const p = one();
-    pending.add(p);
-    void p.then(() => pending.delete(p));
-  }, 20);
-  // A failed assertion before stop() must not keep the test process alive.
-  timer.unref();
-  l.stop = async () => {
-    clearInterval(timer);
-    await Promise.all([...pending]);
-  };
-  return l;
-}
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 t.test(
@@ -134,121 +69,19 @@ t.test(
   async (t) => {
     const t0 = Date.now();
     const lab = await startDockerLab(t);
-    const dir = path.join(lab.dir, 'rig');
-    const clusterDir = path.join(dir, 'cluster');
-    const artifacts = path.join(dir, 'artifacts');
-    fs.mkdirSync(artifacts, { recursive: true });
-    const nodes = await createCluster({ n: 2, followers: ['f0'], dir: clusterDir, timings: FAST_TIMINGS, dataSizeMb: 1 });
-    const [v0, v1, f0] = nodes as [(typeof nodes)[0], (typeof nodes)[0], (typeof nodes)[0]];
-    const kids: SimChild[] = [];
-    t.teardown(async () => {
-      await Promise.all(kids.map((k) => stopNode(k)));
-    });
-    for (const v of [v0, v1]) kids.push(spawnNode(CLI_JS, v.configPath));
-
     const base = await lab.image('1.0.0');
+    const bg = await startBlueGreenLab(t, lab, { image: base.tag });
+    const { dir, v0, f0, front, upstream, releases } = bg;
     const archives = {
-      good: await lab.archive(artifacts, '1.0.1'),
-      bad: await lab.archive(artifacts, '1.0.2', 'never-ready'),
-      crash: await lab.archive(artifacts, '1.0.3'),
+      good: await lab.archive(bg.artifacts, '1.0.1'),
+      bad: await lab.archive(bg.artifacts, '1.0.2', 'never-ready'),
+      crash: await lab.archive(bg.artifacts, '1.0.3'),
     };
-    const server = await startArtifactServer({ dir: artifacts });
-    t.teardown(() => server.close());
-    const releases = createReleaseSigner(path.join(artifacts, 'release'));
-
-    // The follower's container: host network; config and data dir bound apart (the data dir is its own mount).
-    await (
-      await lab.docker.createContainer({
-        name: 'guts-node',
-        Image: base.tag,
-        Cmd: ['--config', f0.configPath],
-        HostConfig: { NetworkMode: 'host', Binds: [`${f0.configPath}:${f0.configPath}:ro`, `${f0.dataDir}:${f0.dataDir}`] },
-      })
-    ).start();
-
-    // nginx on loopback, from a config of its own; the agent owns only upstream.conf.
-    const nx = path.join(dir, 'nginx');
-    fs.mkdirSync(path.join(nx, 'tmp'), { recursive: true });
-    const [proxyPort, api1, p2p1, met1] = await freePorts(4);
-    const upstream = path.join(nx, 'upstream.conf');
-    fs.writeFileSync(upstream, renderUpstream('nginx', 'guts_api', f0.apiAddr));
-    const conf = path.join(nx, 'nginx.conf');
-    const tmp = path.join(nx, 'tmp');
-    fs.writeFileSync(
-      conf,
-      `pid ${nx}/nginx.pid;\nerror_log ${nx}/error.log;\nworker_processes 1;\nevents { worker_connections 512; }\nhttp {\n  access_log off;\n` +
-        `  client_body_temp_path ${tmp}/body; proxy_temp_path ${tmp}/proxy; fastcgi_temp_path ${tmp}/fcgi; uwsgi_temp_path ${tmp}/uwsgi; scgi_temp_path ${tmp}/scgi;\n` +
-        `  include ${upstream};\n  server { listen 127.0.0.1:${proxyPort}; location / { proxy_pass http://guts_api; } }\n}\n`,
-    );
-    const nginxArgv = ['-p', nx, '-c', conf, '-e', path.join(nx, 'error.log')];
-    execFileSync(NGINX, nginxArgv);
-    t.teardown(async () => {
-      const pid = Number(fs.readFileSync(path.join(nx, 'nginx.pid'), 'utf8').trim());
-      try {
-        process.kill(pid, 'SIGQUIT');
-      } catch {
-        return;
-      }
-      await waitFor(() => !fs.existsSync(path.join(nx, 'nginx.pid')), { what: 'nginx gone', timeoutMs: 10_000 }).catch(() => process.kill(pid, 'SIGKILL'));
-    });
-    const front = `http://127.0.0.1:${proxyPort}`;
     const version = async () => ((await (await fetch(`${front}/health`)).json()) as { version?: string }).version;
-    await waitFor(async () => (await fetch(`${front}/health/ready`).catch(() => null))?.status === 200, {
-      what: 'follower ready behind nginx',
-      timeoutMs: 30_000,
-    });
-
     const configPath = path.join(dir, 'agent.yaml');
-    const agentConfig = (extra: Record<string, unknown> = {}) => ({
-      nodeId: 'f0',
-      role: 'follower',
-      service: { driver: 'docker', container: 'guts-node', dockerSocket: lab.socket, stopTimeoutMs: 5000 },
-      node: { dataDir: f0.dataDir, config: f0.configPath, apiUrl: front, metricsUrl: null },
-      stateDir: path.join(dir, 'state'),
-      release: { repository: `${server.url}/release`, root: releases.root },
-      fetch: { retries: 3, backoffMs: 50, timeoutMs: 30_000 },
-      checks: {
-        readyTimeoutMs: 6000,
-        versionTimeoutMs: 5000,
-        syncTimeoutMs: 15_000,
-        syncDistance: 3,
-        pollMaxMs: 300,
-        httpTimeoutMs: 2000,
-        commandTimeoutMs: 60_000,
-      },
-      blueGreen: {
-        proxy: { kind: 'nginx', config: upstream, reload: [NGINX, ...nginxArgv, '-s', 'reload'] },
-        slots: [
-          { api: f0.apiAddr, p2p: f0.p2pAddr, metrics: f0.metricsAddr },
-          { api: `127.0.0.1:${api1}`, p2p: `127.0.0.1:${p2p1}`, metrics: `127.0.0.1:${met1}` },
-        ],
-        dataCopyDir: path.join(dir, 'blue-green'),
-        env: { GUTS_SIM_HISTORY_FILE: '{slotDir}/history.jsonl' },
-        drainMs: 1000,
-      },
-      diskMarginBytes: 0,
-      ...extra,
-    });
-    const writeConfig = (extra: Record<string, unknown> = {}) => fs.writeFileSync(configPath, YAML.stringify(agentConfig(extra)));
-    const children = new Set<ChildProcess>();
-    t.teardown(() => {
-      for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-    });
-    const cli = (args: string[], env: NodeJS.ProcessEnv = {}) =>
-      new Promise<{ code: number | null; res: CliResult; stderr: string }>((resolve) => {
-        const c = spawn(process.execPath, [CLI, ...args, '--config', configPath], { env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
-        children.add(c);
-        let stdout = '';
-        let stderr = '';
-        c.stdout.on('data', (d: Buffer) => {
-          stdout += d.toString();
-        });
-        c.stderr.on('data', (d: Buffer) => {
-          stderr += d.toString();
-        });
-        c.on('close', (code) => resolve({ code, res: parseResult(stdout.includes('{') ? stdout : '{}'), stderr }));
-      });
-    const names = async () => (await lab.docker.listContainers({ all: true })).map((c) => c.Names[0]!.replace(/^\//, '')).sort();
+    const writeConfig = (extra: Record<string, unknown> = {}) => bg.writeConfig(configPath, extra);
+    const { children, cli } = cliRunner(t, configPath);
+    const names = bg.names;
 
     // A validator's key on a node configured as a follower: refused when the command runs, nothing touched.
     {
@@ -288,12 +121,12 @@ t.test(
       .catch(() => null);
     t.ok(now.State.Running, 'the new container runs');
     if (good) t.equal(now.Image, good.Id, 'on the new image');
-    t.ok(now.Config.Env.includes(`GUTS_API_ADDR=127.0.0.1:${api1}`), 'in the other slot');
+    t.ok(now.Config.Env.includes(`GUTS_API_ADDR=${bg.otherApi}`), 'in the other slot');
     t.notOk(
       now.Mounts.some((m) => m.Source === f0.dataDir || f0.dataDir.startsWith(`${m.Source}/`)),
       `the old container's data volume was never mounted by the new (${now.Mounts.map((m) => m.Source).join(', ')})`,
     );
-    t.match(fs.readFileSync(upstream, 'utf8'), `server 127.0.0.1:${api1};`, 'the upstream file points at the new slot');
+    t.match(fs.readFileSync(upstream, 'utf8'), `server ${bg.otherApi};`, 'the upstream file points at the new slot');
 
     // kill -9 after the switch, before the old container stops: recovery starts nothing new, points the proxy back, removes the new one.
     {
@@ -314,7 +147,7 @@ t.test(
       t.equal(loop3.failed, 0, `crash: zero failed requests through the switch and back (${loop3.errors.join('; ')})`);
       t.equal(await version(), '1.0.1', 'crash: the front serves 1.0.1 again');
       t.same(await names(), ['guts-node'], 'crash: the new container was removed');
-      t.match(fs.readFileSync(upstream, 'utf8'), `server 127.0.0.1:${api1};`, 'crash: the upstream file points at the old slot again');
+      t.match(fs.readFileSync(upstream, 'utf8'), `server ${bg.otherApi};`, 'crash: the upstream file points at the old slot again');
     }
 
     // A bad build (never ready): no switch, the new container removed, the client loop sees nothing.
@@ -330,7 +163,7 @@ t.test(
     t.equal(loop2.firstNew, null, 'bad build: never served');
     t.same(await names(), ['guts-node'], 'bad build: the new container was removed');
     t.equal(await version(), '1.0.1', 'bad build: the front still serves 1.0.1');
-    t.match(fs.readFileSync(upstream, 'utf8'), `server 127.0.0.1:${api1};`, 'bad build: the upstream file never changed');
+    t.match(fs.readFileSync(upstream, 'utf8'), `server ${bg.otherApi};`, 'bad build: the upstream file never changed');
     t.comment(`wall time ${Date.now() - t0} ms`);
   },
 );
