@@ -26,6 +26,19 @@ import { processStartTime } from '@guts-upgrade/agent/process-identity';
 import { SIM_CLI, childEnv, childrenCpuSec, fmtBytes, mb, removeDir, round, run, sampler, stopPid, tmpDir, trackPid, waitFor } from './lib/common.js';
 import { agentRuntime } from './lib/agent-runtime.js';
 
+/** The agent's checks in the benches: generous waits for big data, a short settle (the figures are downtime, not checks). */
+export const BENCH_CHECKS = {
+  readyTimeoutMs: 60_000,
+  syncTimeoutMs: 30_000,
+  advanceWindowMs: 1500,
+  stabilizeMs: 500,
+  httpTimeoutMs: 2000,
+  commandTimeoutMs: 60_000,
+  maxErrorRateIncrease: 0.5,
+  maxLatencyFactor: 20,
+  minLatencyMs: 500,
+};
+
 /** Starts the node the way the agent's process driver does (detached, pid file), so the agent adopts it. */
 export async function startNode(node) {
   const log = fs.openSync(node.logFile, 'a');
@@ -99,17 +112,7 @@ async function setup(sizeMb, log) {
     backup: { retention: 1 },
     release: { repository: `${server.url}/release`, root: releases.root },
     fetch: { retries: 3, backoffMs: 50, timeoutMs: 10_000 },
-    checks: {
-      readyTimeoutMs: 60_000,
-      syncTimeoutMs: 30_000,
-      advanceWindowMs: 1500,
-      stabilizeMs: 500,
-      httpTimeoutMs: 2000,
-      commandTimeoutMs: 60_000,
-      maxErrorRateIncrease: 0.5,
-      maxLatencyFactor: 20,
-      minLatencyMs: 500,
-    },
+    checks: BENCH_CHECKS,
     diskMarginBytes: 0,
     logLevel: 'warn',
   };
@@ -270,7 +273,7 @@ async function restartBaseline(env, log, runs) {
   return out;
 }
 
-const median = (xs) => {
+export const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };

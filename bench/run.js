@@ -1,5 +1,5 @@
 /**
- * npm run bench [-- --only makespan,downtime] [--quick] [--serial-max-n N] [--sizes-gb 1,10]
+ * npm run bench [-- --only makespan,downtime] [--quick] [--serial-max-n N] [--sizes-gb 1,10] [--drivers-data-mb 1024]
  *
  * Runs the benchmarks, each comparing side by side within one run (ratios,
  * since the machine is noisy); no figure is a pass/fail test. Writes
@@ -16,8 +16,9 @@ import { scaleBench } from './scale.js';
 import { dataBench } from './data.js';
 import { footprintBench } from './footprint.js';
 import { warmupBench } from './warmup.js';
+import { driversBench } from './drivers.js';
 
-const ALL = ['makespan', 'downtime', 'scale', 'footprint', 'throughput', 'warmup'];
+const ALL = ['makespan', 'downtime', 'scale', 'footprint', 'throughput', 'warmup', 'drivers'];
 
 function parseArgs(argv) {
   const o = { only: ALL, quick: false, opts: {} };
@@ -39,9 +40,10 @@ function parseArgs(argv) {
     else if (k === '--weighted-sizes') o.opts.weightedSizes = val().split(',').filter(Boolean).map(Number);
     else if (k === '--weighted-seeds') o.opts.weightedSeeds = val().split(',').filter(Boolean).map(Number);
     else if (k === '--agents') o.opts.agents = Number(val());
+    else if (k === '--drivers-data-mb') o.opts.driversDataMb = Number(val());
     else if (k === '--help' || k === '-h') {
       process.stdout.write(
-        `usage: npm run bench -- [--only ${ALL.join(',')}] [--quick] [--serial-max-n N] [--sizes 4,7,31,100] [--weighted-sizes 7,13,20,31,100] [--weighted-seeds 1,2,3] [--sizes-gb 1,10] [--restart-runs 3] [--agents 2000]\n`,
+        `usage: npm run bench -- [--only ${ALL.join(',')}] [--quick] [--serial-max-n N] [--sizes 4,7,31,100] [--weighted-sizes 7,13,20,31,100] [--weighted-seeds 1,2,3] [--sizes-gb 1,10] [--restart-runs 3] [--agents 2000] [--drivers-data-mb 1024]\n`,
       );
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
@@ -73,6 +75,7 @@ async function main() {
     if (want('scale')) await step('scale', () => scaleBench(ctx));
     if (want('footprint')) await step('footprint', () => footprintBench(ctx));
     if (want('warmup')) await step('warmup', () => warmupBench(ctx));
+    if (want('drivers')) await step('drivers', () => driversBench(ctx));
     // downtime, the backup's peak RSS and throughput share the big data dirs (generated once per size).
     if (want('downtime') || want('throughput') || want('footprint')) {
       await step('data', () => dataBench({ ...ctx, downtime: want('downtime'), throughput: want('throughput'), peakRss: want('footprint') }));

@@ -220,6 +220,24 @@ export function renderMarkdown(out) {
       ),
     );
   }
+  if (r.drivers) {
+    const d = r.drivers;
+    parts.push(`## 7. ${d.title}`);
+    parts.push(
+      `One one-validator simulator node with ${d.settings.dataMiB} MiB of data on a ${d.settings.dockerd} dockerd, run in turn by each driver. Upgrade: the agent's \`upgrade\` 1.0.0 → 1.0.1 (a patch, no migration), downtime as the agent measures it (stop → ready). Bare: the same driver's stop and start of 1.0.0, ready polled every 100 ms. ${d.settings.runs} alternating run(s) each; medians (min–max). Agent run as: ${d.settings.runtime}.`,
+    );
+    const mm = (x) => `${s(x.medianMs)} (${s(x.minMs)}–${s(x.maxMs)})`;
+    parts.push(
+      table(
+        ['driver', 'upgrade downtime', 'bare restart', 'upgrade / bare'],
+        d.rows.map((x) => [x.driver, mm(x.upgrade), mm(x.bare), `**${x.ratio}×**`]),
+      ),
+    );
+    const b = d.blueGreen;
+    parts.push(
+      `Blue-green (a follower in a container behind nginx, upgraded 1.0.0 → 1.0.1): a client loop sent ${b.requests} requests through nginx (${b.requestsPerSec}/s) from ${s(b.beforeSwitchMs)} before the client first saw 1.0.1 to ${s(b.afterSwitchMs)} after: **${b.failed} failed**. Switch (upstream rewrite + reload until the front served 1.0.1): ${v(b.switchMs, ' ms')}; overlap (1.0.0 still answering after the first 1.0.1 answer): ${v(b.overlapMs, ' ms')}.${b.downtimeMs == null ? '' : ` Downtime as the agent reports it: ${b.downtimeMs} ms.`}`,
+    );
+  }
   if (Object.keys(out.errors).length) {
     parts.push('## Errors');
     for (const [k, e] of Object.entries(out.errors)) parts.push(`- ${k}: \`${String(e).split('\n')[0]}\``);
