@@ -19,7 +19,7 @@ import t from 'tap';
 import { stringify } from 'yaml';
 import { api } from '@guts-upgrade/coordinator';
 import type { FleetBody, NodeRegisteredBody, RolloutDetailBody } from '@guts-upgrade/coordinator';
-import { composeBinary, composeSkipReason, imageTag, startDockerLab } from '@guts-upgrade/agent/test/docker-lab';
+import { composeSkipReason, imageTag, startComposeProject, startDockerLab } from '@guts-upgrade/agent/test/docker-lab';
 import { createReleaseSigner, startArtifactServer, waitFor } from '@guts-upgrade/simulator';
 import { auditRollout, livenessDuringUpgrades, makeRig } from './harness.js';
 
@@ -56,35 +56,12 @@ t.test('a rolling rollout over process, docker and compose hosts in one network'
     HostConfig: { NetworkMode: 'host', Binds: [`${v2.dir}:${v2.dir}`], RestartPolicy: { Name: 'unless-stopped', MaximumRetryCount: 0 } },
   });
   await c2.start();
-  const project = join(lab.dir, 'guts-v3');
-  mkdirSync(project);
-  const composeFile = join(project, 'docker-compose.yml');
-  writeFileSync(
-    composeFile,
-    stringify({
-      version: '2.4',
-      services: {
-        'guts-node': {
-          image: imageTag('1.0.0'),
-          network_mode: 'host',
-          restart: 'unless-stopped',
-          command: ['--config', v3.configPath],
-          volumes: [`${v3.dir}:${v3.dir}`],
-        },
-      },
-    }),
-  );
-  const compose = (args: string[]) =>
-    new Promise<number | null>((resolve) => {
-      const c = spawn(composeBinary()!, ['-f', composeFile, ...args], {
-        cwd: project,
-        env: { ...process.env, DOCKER_HOST: `unix://${lab.socket}` },
-        stdio: 'ignore',
-      });
-      c.on('close', resolve);
-    });
-  t.equal(await compose(['up', '-d']), 0, 'the Compose service is up');
-  t.teardown(() => compose(['down']));
+  const { file: composeFile } = await startComposeProject(t, lab, {
+    dir: join(lab.dir, 'guts-v3'),
+    image: imageTag('1.0.0'),
+    configPath: v3.configPath,
+    mount: v3.dir,
+  });
   for (const n of [v2, v3])
     await waitFor(async () => (await fetch(`${n.apiUrl}/health/ready`).catch(() => null))?.status === 200, {
       what: `${n.name} ready in its container`,
