@@ -6,7 +6,8 @@
  * default (Docker Hub, a mirror) decides where the image comes from.
  *
  * The release tool checks what it signs with this, and the agent checks what
- * it reads from signed metadata with the same rules.
+ * it reads from signed metadata with the same rules; each wraps the reason in
+ * its own code.
  */
 
 export interface ImageRef {
@@ -14,15 +15,11 @@ export interface ImageRef {
   ref: string;
   /** host or host:port */
   registry: string;
-  /** The path in the registry, e.g. `guts/guts-node`. */
+  /** registry/name: how the engine lists it in an image's RepoDigests, before the `@`. */
   repository: string;
-  /** registry/repository: how the engine lists it in an image's RepoDigests, before the `@`. */
-  name: string;
   /** sha256:<64 hex> */
   digest: string;
 }
-
-export type ImageRefResult = { ok: true; value: ImageRef } | { ok: false; reason: string };
 
 const DIGEST = /^sha256:[0-9a-f]{64}$/;
 const LABEL = '[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?';
@@ -31,24 +28,24 @@ const HOST = new RegExp(`^${LABEL}(?:\\.${LABEL})*(?::[0-9]{1,5})?$`);
 const COMPONENT = /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/;
 const FORM = 'host[:port]/name@sha256:<64 hex>';
 
-/** Reads a digest reference, or says why it is not one (the reason names the expected form). */
-export function readImageRef(ref: string): ImageRefResult {
-  const bad = (why: string): ImageRefResult => ({ ok: false, reason: `${JSON.stringify(ref)} ${why}; give ${FORM}` });
-  if (ref.length === 0 || ref.length > 512 || /\s/.test(ref)) return bad('is not an image reference');
+/** Reads a digest reference; throws an Error whose message says why it is not one and names the expected form. */
+export function parseImageRef(ref: string): ImageRef {
+  const bad = (why: string) => new Error(`${JSON.stringify(ref)} ${why}; give ${FORM}`);
+  if (ref.length === 0 || ref.length > 512 || /\s/.test(ref)) throw bad('is not an image reference');
   const at = ref.indexOf('@');
   const name = at < 0 ? ref : ref.slice(0, at);
   const slash = name.indexOf('/');
   const last = name.slice(name.lastIndexOf('/') + 1);
-  if (at < 0) return bad(last.includes(':') ? 'is a tag reference, which the registry can move' : 'names no digest');
+  if (at < 0) throw bad(last.includes(':') ? 'names no digest (a tag, which the registry can move)' : 'names no digest');
   const digest = ref.slice(at + 1);
-  if (!DIGEST.test(digest)) return bad(`has digest ${JSON.stringify(digest)}, not sha256 and 64 lowercase hex digits`);
-  if (last.includes(':')) return bad('carries a tag beside its digest');
+  if (!DIGEST.test(digest)) throw bad(`has digest ${JSON.stringify(digest)}: it must be sha256: and 64 lowercase hex digits`);
+  if (last.includes(':')) throw bad('carries a tag beside its digest');
   const host = slash < 0 ? '' : name.slice(0, slash);
   // The engine's own rule: a first component is a registry only with a dot, a port, or as localhost.
   if (slash < 0 || !(host.includes('.') || host.includes(':') || host === 'localhost') || !HOST.test(host)) {
-    return bad('names no registry host');
+    throw bad('names no registry host');
   }
-  const repository = name.slice(slash + 1);
-  if (!repository.split('/').every((c) => COMPONENT.test(c))) return bad(`has an invalid repository name ${JSON.stringify(repository)}`);
-  return { ok: true, value: { ref, registry: host, repository, name, digest } };
+  const path = name.slice(slash + 1);
+  if (!path.split('/').every((c) => COMPONENT.test(c))) throw bad(`is not an image name: ${JSON.stringify(path)} is not a lowercase repository path`);
+  return { ref, registry: host, repository: name, digest };
 }
