@@ -68,6 +68,8 @@ interface Ctx {
   coordinatorConfig: string;
   rolloutId: string | null;
   backupId: string | null;
+  /** The release repository's timestamp version before `release timestamp` runs. */
+  timestampVersion?: number;
 }
 
 /** Fills the placeholders the docs use; anything left unfilled fails the test. */
@@ -222,7 +224,18 @@ const RULES: Record<string, Rule> = {
     },
   },
   'guts-upgrade release add': {
-    async after(ctx) {
+    async after(ctx, ran) {
+      // A registry release (`--image`): a pointer to the reference, which is signed into the custom fields too.
+      const signed = /^signed (guts-node\/(\S+)\/guts-node): image (\S+),/m.exec(ran.stdout);
+      if (signed) {
+        const [, name, , ref] = signed;
+        const target = metadata(ctx, 'targets').signed.targets?.[name!];
+        const pointer = readFileSync(path.join(releasesDir(ctx), 'targets', name!));
+        expect(target?.custom.image === ref, `custom fields: ${JSON.stringify(target?.custom)}`);
+        expect(target?.hashes.sha256 === createHash('sha256').update(pointer).digest('hex'), `signed target: ${JSON.stringify(target)}`);
+        expect((JSON.parse(pointer.toString()) as { image?: string }).image === ref, `pointer: ${pointer.toString()}`);
+        return;
+      }
       const target = metadata(ctx, 'targets').signed.targets?.['guts-node/1.1.0/guts-node'];
       const file = readFileSync(buildFile(ctx, '1.1.0'));
       expect(target?.hashes.sha256 === createHash('sha256').update(file).digest('hex'), `signed target: ${JSON.stringify(target)}`);
@@ -233,10 +246,13 @@ const RULES: Record<string, Rule> = {
     },
   },
   'guts-upgrade release timestamp': {
+    async before(ctx) {
+      ctx.timestampVersion = metadata(ctx, 'timestamp').signed.version;
+    },
     async after(ctx) {
       const ts = metadata(ctx, 'timestamp').signed;
       const left = Date.parse(ts.expires) - Date.now();
-      expect(ts.version === 3 && left > 0 && left <= 86_400_000, `timestamp v${ts.version} expires ${ts.expires}`);
+      expect(ts.version === ctx.timestampVersion! + 1 && left > 0 && left <= 86_400_000, `timestamp v${ts.version} expires ${ts.expires}`);
     },
   },
 };

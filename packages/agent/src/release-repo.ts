@@ -18,7 +18,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Updater } from 'tuf-js';
-import { CodedError, parseVersion, upgradePath, type ErrorCode, type MigrationKind, type PathKind } from '@guts-upgrade/protocol';
+import { CodedError, parseImageRef, parseVersion, upgradePath, type ErrorCode, type MigrationKind, type PathKind } from '@guts-upgrade/protocol';
 import type { AgentConfig } from './config.js';
 import { fsyncPath } from './util.js';
 
@@ -28,6 +28,11 @@ export interface ReleaseCustom {
   pathKind: PathKind;
   migration: MigrationKind;
   minFrom?: string;
+  /**
+   * A registry release for container hosts (`release add --image`): the image
+   * by digest; the target file is then a JSON pointer {"image": <the same>}.
+   */
+  image?: string;
 }
 
 export interface ResolvedRelease {
@@ -59,7 +64,36 @@ export function parseCustom(name: string, version: string, raw: unknown): Releas
       'E_RELEASE_INVALID',
       `the signed target ${name} lacks valid custom fields (version, pathKind, migration, minFrom); sign it with \`guts-upgrade release add\``,
     );
+  if (c.image !== undefined) {
+    // Refused before anything is pulled: a tag names whatever the registry serves under it today, not what was signed.
+    let why: string | null = typeof c.image === 'string' ? null : 'it is not a string';
+    try {
+      if (why === null) parseImageRef(c.image as string);
+    } catch (err) {
+      why = (err as Error).message;
+    }
+    if (why !== null) {
+      throw new CodedError(
+        'E_RELEASE_INVALID',
+        `the signed target ${name} names an image the agent will not pull (${why}); the release owner signs images by digest with \`guts-upgrade release add --image\`. Nothing was pulled or changed`,
+      );
+    }
+  }
   return c as unknown as ReleaseCustom;
+}
+
+/** The image a registry release's pointer file names; E_RELEASE_INVALID unless it is the one its custom fields sign. */
+export function readImagePointer(name: string, file: string, signed: string): string {
+  let image: unknown;
+  try {
+    image = (JSON.parse(fs.readFileSync(file, 'utf8')) as { image?: unknown }).image;
+  } catch {
+    image = undefined;
+  }
+  if (image !== signed) {
+    throw new CodedError('E_RELEASE_INVALID', `the signed target ${name} is not a pointer to the image its custom fields name (${signed}); nothing was pulled`);
+  }
+  return signed;
 }
 
 /**

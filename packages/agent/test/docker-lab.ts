@@ -36,6 +36,13 @@ export interface DockerLab {
    * agent must load it from the archive. Returns the archive's path.
    */
   archive(outDir: string, version: string, fault?: Fault): Promise<string>;
+  /**
+   * The build as a registry release: pushed to `registry` (host:port, plain
+   * http on loopback) as guts-node:<version>; returns its digest reference
+   * (registry/guts-node@sha256:...). Unless `keep`, the image then leaves the
+   * engine, so that the agent must pull it.
+   */
+  push(registry: string, version: string, opts?: { fault?: Fault; keep?: boolean }): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -283,5 +290,120 @@ export async function startDockerLab(t: Tap): Promise<DockerLab> {
     built.delete(tag);
     return file;
   };
-  return { dir, socket, docker, image, archive, stop };
+  const push = async (registry: string, version: string, opts: { fault?: Fault; keep?: boolean } = {}) => {
+    const fault = opts.fault ?? 'none';
+    const { id } = await image(version, fault);
+    const repo = `${registry}/guts-node`;
+    const tag = `${version}${fault === 'none' ? '' : `-${fault}`}`;
+    await docker.getImage(id).tag({ repo, tag });
+    // The digest comes in the push stream's aux record ({ Tag, Digest, Size }).
+    const out = await new Promise<{ error?: string; aux?: { Digest?: string } }[]>((resolve, reject) => {
+      void docker
+        .getImage(`${repo}:${tag}`)
+        // An empty auth header: the engine refuses a push without one, and this registry needs no login.
+        .push({ authconfig: {} } as Docker.ImagePushOptions)
+        .then((stream: NodeJS.ReadableStream) =>
+          docker.modem.followProgress(stream, (err: Error | null, res: { error?: string; aux?: { Digest?: string } }[]) => (err ? reject(err) : resolve(res))),
+        )
+        .catch(reject);
+    });
+    const bad = out.find((o) => o.error)?.error;
+    if (bad) throw new Error(`docker push ${repo}:${tag} failed: ${bad}`);
+    const digest = out.find((o) => o.aux?.Digest)?.aux?.Digest;
+    if (!digest) throw new Error(`docker push ${repo}:${tag} reported no digest`);
+    // Kept, it keeps its registry tag too: untagging the last tag of a repository drops its digest references with it.
+    if (!opts.keep) {
+      // By id and forced: every name and digest reference goes with it.
+      await docker.getImage(id).remove({ force: true });
+      built.delete(imageTag(version, fault));
+    }
+    return `${repo}@${digest}`;
+  };
+  return { dir, socket, docker, image, archive, push, stop };
+}
+
+export interface Registry {
+  /** host:port, for image references. */
+  host: string;
+  /** Stops the registry (its storage stays, for start()). */
+  stop(): Promise<void>;
+  start(): Promise<void>;
+}
+
+export const REGISTRY_BINARY = '/usr/bin/docker-registry';
+
+/** Why registry tests cannot run here, or null when they can. */
+export function registrySkipReason(): string | null {
+  return dockerSkipReason() ?? (fs.existsSync(REGISTRY_BINARY) ? null : 'no docker-registry: apt-get install docker-registry');
+}
+
+async function freePort(): Promise<number> {
+  const net = await import('node:net');
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * A real image registry (Debian's docker-registry, distribution v2) on a
+ * loopback port, with its own config and storage in `dir`. Docker treats
+ * 127.0.0.0/8 registries as insecure by default, so plain http works.
+ */
+export async function startRegistry(t: Tap, dir: string): Promise<Registry> {
+  fs.mkdirSync(path.join(dir, 'storage'), { recursive: true });
+  const port = await freePort();
+  const host = `127.0.0.1:${port}`;
+  const config = path.join(dir, 'config.yml');
+  fs.writeFileSync(
+    config,
+    [
+      'version: 0.1',
+      'log:',
+      '  level: warn',
+      'storage:',
+      '  filesystem:',
+      `    rootdirectory: ${path.join(dir, 'storage')}`,
+      'http:',
+      `  addr: ${host}`,
+      '',
+    ].join('\n'),
+  );
+  let child: ChildProcess | null = null;
+  const stop = async () => {
+    const c = child;
+    child = null;
+    if (!c || c.exitCode !== null || c.signalCode !== null) return;
+    const gone = new Promise((r) => c.once('exit', r));
+    c.kill('SIGTERM');
+    const timer = setTimeout(() => c.kill('SIGKILL'), 10_000);
+    await gone;
+    clearTimeout(timer);
+  };
+  const start = async () => {
+    if (child) return;
+    const log = fs.openSync(path.join(dir, 'registry.log'), 'a');
+    const c = spawn(REGISTRY_BINARY, ['serve', config], { stdio: ['ignore', log, log] });
+    fs.closeSync(log);
+    child = c;
+    const t0 = Date.now();
+    for (;;) {
+      const ok = await fetch(`http://${host}/v2/`)
+        .then((r) => r.status === 200)
+        .catch(() => false);
+      if (ok) return;
+      if (c.exitCode !== null || Date.now() - t0 > 30_000) {
+        await stop();
+        throw new Error(`docker-registry did not come up: ${fs.readFileSync(path.join(dir, 'registry.log'), 'utf8').slice(-2000)}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  t.teardown(stop);
+  await start();
+  return { host, stop, start };
 }

@@ -25,7 +25,8 @@ t.test('help lists the subcommands and their flags', async (t) => {
   t.match(r.out, /add/);
   t.match(r.out, /timestamp/);
   const add = await cli(['release', 'add', '--help']);
-  for (const flag of ['--dir', '--keys-dir', '--file', '--version', '--path-kind', '--migration', '--min-from', '--expires-targets']) t.match(add.out, flag);
+  for (const flag of ['--dir', '--keys-dir', '--file', '--image', '--version', '--path-kind', '--migration', '--min-from', '--expires-targets'])
+    t.match(add.out, flag);
   const init = await cli(['release', 'init', '--help']);
   for (const flag of ['--threshold-root', '--threshold-targets', '--keys', '--expires-root', '--expires-timestamp']) t.match(init.out, flag);
 });
@@ -110,4 +111,52 @@ t.test('init, add and timestamp write a signed repository; a missing key leaves 
   const notRepo = await cli(['release', 'timestamp', '--dir', path.join(dir, 'nope')]);
   t.equal(notRepo.code, EXIT.ROLLOUT_FAILED);
   t.match(notRepo.err, /not a release repository/);
+});
+
+t.test('add --image signs a pointer to a registry image by digest; anything but a digest reference is a usage error', async (t) => {
+  const dir = path.join(tmp(t), 'repo');
+  t.equal((await cli(['release', 'init', '--dir', dir])).code, EXIT.OK);
+  const ref = `127.0.0.1:5000/guts/guts-node@sha256:${'c4'.repeat(32)}`;
+  const add = await cli(['--json', 'release', 'add', '--dir', dir, '--image', ref, '--version', '1.0.1']);
+  t.equal(add.code, EXIT.OK, add.err);
+  t.equal(JSON.parse(add.out).custom.image, ref);
+  const pointer = fs.readFileSync(path.join(dir, 'targets', 'guts-node', '1.0.1', 'guts-node'));
+  t.same(JSON.parse(pointer.toString()), { image: ref }, 'the target is a JSON pointer to the image');
+  const target = meta(dir, 'targets').signed.targets['guts-node/1.0.1/guts-node'];
+  t.same(target.custom, { version: '1.0.1', pathKind: 'patch', migration: 'none', image: ref }, 'the reference is signed into the custom fields');
+  t.equal(target.length, pointer.length);
+  t.equal(target.hashes.sha256, crypto.createHash('sha256').update(pointer).digest('hex'));
+  const text = await cli(['release', 'add', '--dir', dir, '--image', ref, '--version', '1.0.2']);
+  t.equal(text.code, EXIT.OK, text.err);
+  t.match(text.out, `image ${ref}`);
+
+  const bin = path.join(dir, '..', 'guts-node');
+  fs.writeFileSync(bin, 'a guts-node build\n');
+  const before = () =>
+    fs
+      .readdirSync(path.join(dir, 'metadata'))
+      .map((f) => fs.readFileSync(path.join(dir, 'metadata', f), 'utf8'))
+      .concat(fs.readdirSync(path.join(dir, 'targets', 'guts-node')));
+  const state = before();
+  const digest = `sha256:${'c4'.repeat(32)}`;
+  const cases: [string[], RegExp][] = [
+    [['--image', '127.0.0.1:5000/guts/guts-node:1.1.0'], /names no digest/],
+    [['--image', `guts/guts-node@${digest}`], /names no registry host/],
+    [['--image', `guts-node@${digest}`], /names no registry host/],
+    [['--image', `127.0.0.1:5000/guts-node:1.1.0@${digest}`], /tag beside its digest/],
+    [['--image', '127.0.0.1:5000/guts-node@sha256:1234'], /64 lowercase hex/],
+    [['--image', ref, '--file', bin], /--file and --image both given/],
+    [[], /give --file .* or --image/],
+  ];
+  for (const [extra, why] of cases) {
+    const r = await cli(['release', 'add', '--dir', dir, '--version', '1.1.0', ...extra]);
+    t.equal(r.code, EXIT.USAGE, extra.join(' ') || 'neither --file nor --image');
+    t.match(r.err, /E_RELEASE_USAGE/, extra.join(' '));
+    t.match(r.err, why, extra.join(' '));
+  }
+  // Checked before the repository is read: a usage error says so even where no repository is.
+  const nowhere = await cli(['release', 'add', '--dir', path.join(dir, 'nope'), '--version', '1.1.0', '--image', 'x/y:1']);
+  t.equal(nowhere.code, EXIT.USAGE);
+  t.match(nowhere.err, /E_RELEASE_USAGE/);
+  t.same(before(), state, 'nothing written on a usage error');
 });

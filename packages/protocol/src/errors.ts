@@ -134,9 +134,16 @@ export const ERROR_CODES = {
   },
   // Container hosts (agent config service.driver docker or compose)
   E_ARTIFACT_INVALID: {
-    message: 'The release is not an image archive holding exactly one image, or the engine does not hold that image after loading it.',
+    message:
+      'The release is not an image archive holding exactly one image, or the engine does not hold that image after loading it; or the release names a registry image and this host is not a container host.',
     action:
-      'A docker or compose host installs releases published as `docker save` archives: check that the release owner signed the image archive (not the bare binary) for this version, and `docker load -i FILE` it by hand to see what the engine says.',
+      'A docker or compose host installs releases published as `docker save` archives or as registry images (`release add --image`): check that the release owner signed the image archive (not the bare binary) for this version, and `docker load -i FILE` it by hand to see what the engine says. A systemd or process host needs the binary: sign that for the version, not an image.',
+  },
+  E_IMAGE_PULL: {
+    message:
+      'The release image could not be pulled by its digest: the registry did not answer, does not hold that manifest, or the engine holds no image with that digest after the pull.',
+    action:
+      'Pull it by hand on the host as the error shows it (`docker pull HOST/NAME@sha256:...`): check the registry is reachable from the engine (and in its `insecure-registries` if it speaks plain http), that the release owner pushed the image the signed release names, and any registry login the engine needs. Nothing was changed on the node.',
   },
   E_DOCKER_ENGINE: {
     message: 'The Docker engine does not answer on its API socket.',

@@ -10,3 +10,4 @@ export * from './cli-args.js';
 export * from './schedule.js';
 export * from './tokens.js';
 export * from './weighted-waves.js';
+export * from './image-ref.js';

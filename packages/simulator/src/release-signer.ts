@@ -30,6 +30,8 @@ export interface ReleaseSigner {
    * Signing the same file again with the same options does nothing.
    */
   sign(file: string, version: string, opts?: SignOptions): void;
+  /** Signs the registry image `ref` (by digest) as guts-node `version` (`release add --image`), the same way. */
+  signImage(ref: string, version: string, opts?: SignOptions): void;
 }
 
 /**
@@ -58,15 +60,20 @@ export function createReleaseSigner(dir: string): ReleaseSigner {
     dir,
     root: path.join(dir, 'metadata', 'root.json'),
     sign(file, version, opts = {}) {
-      const key = `${sha256OfFile(file)} ${JSON.stringify(opts)}`;
-      if (signed.get(version) === key) return;
-      const extra = [
-        ...(opts.pathKind ? ['--path-kind', opts.pathKind] : []),
-        ...(opts.migration ? ['--migration', opts.migration] : []),
-        ...(opts.minFrom ? ['--min-from', opts.minFrom] : []),
-      ];
-      release(['add', '--dir', dir, '--keys-dir', keysDir, '--file', file, '--version', version, ...extra]);
-      signed.set(version, key);
+      add(['--file', file], `${sha256OfFile(file)} ${JSON.stringify(opts)}`, version, opts);
+    },
+    signImage(ref, version, opts = {}) {
+      add(['--image', ref], `${ref} ${JSON.stringify(opts)}`, version, opts);
     },
   };
+  function add(what: string[], key: string, version: string, opts: SignOptions): void {
+    if (signed.get(version) === key) return;
+    const extra = [
+      ...(opts.pathKind ? ['--path-kind', opts.pathKind] : []),
+      ...(opts.migration ? ['--migration', opts.migration] : []),
+      ...(opts.minFrom ? ['--min-from', opts.minFrom] : []),
+    ];
+    release(['add', '--dir', dir, '--keys-dir', keysDir, ...what, '--version', version, ...extra]);
+    signed.set(version, key);
+  }
 }

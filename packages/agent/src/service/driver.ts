@@ -44,6 +44,12 @@ export interface ImageRelease {
    * names, and returns its id.
    */
   load(archive: string): Promise<string>;
+  /**
+   * fetch: the release image named by digest in the signed release
+   * (host/name@sha256:...): reused when the engine holds it under that digest,
+   * else pulled; checked against the digest either way (E_IMAGE_PULL).
+   */
+  pull(ref: string): Promise<{ id: string; pulled: boolean }>;
   /** `guts-node --version` in an image, as nobody, with no network. */
   version(imageId: string): Promise<ImageVersion>;
   /** install: the node's container on ctx.data.newImage, not started. Idempotent. */
@@ -75,6 +81,7 @@ class LazyContainerDriver implements ServiceDriver {
     this.images = {
       current: async () => (await d()).current(),
       load: async (archive) => (await d()).load(archive),
+      pull: async (ref) => (await d()).pull(ref),
       version: async (id) => (await d()).version(id),
       install: async (ctx) => (await d()).install(ctx),
       restore: async (ctx) => (await d()).restore(ctx),

@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import Docker from 'dockerode';
 import * as tar from 'tar';
-import { CodedError, parseVersionOutput } from '@guts-upgrade/protocol';
+import { CodedError, parseImageRef, parseVersionOutput, type ImageRef } from '@guts-upgrade/protocol';
 import type { AgentConfig } from '../config.js';
 import { tailLines, type RunResult } from '../util.js';
 import type { ImageVersion } from './driver.js';
@@ -120,6 +120,70 @@ export async function loadArchive(docker: Docker, file: string): Promise<string>
     .catch(() => null);
   if (!info || info.Id !== want) throw new CodedError('E_ARTIFACT_INVALID', `the engine does not hold ${want} after loading ${file}`);
   return info.Id;
+}
+
+/** The engine did not answer at all (its socket refused or is missing), as opposed to answering with an error. */
+function noAnswer(docker: Docker, err: unknown): CodedError | null {
+  if ((err as { statusCode?: number }).statusCode !== undefined) return null;
+  const code = (err as { code?: string }).code;
+  if (code !== 'ECONNREFUSED' && code !== 'ENOENT' && code !== 'EACCES' && code !== 'ECONNRESET') return null;
+  return new CodedError(
+    'E_DOCKER_ENGINE',
+    `the Docker engine at ${(docker.modem as { socketPath?: string }).socketPath ?? 'its socket'} did not answer: ${(err as Error).message}`,
+  );
+}
+
+/** docker.io names as the engine shows them (familiar form): docker.io/library/x is x, docker.io/o/x is o/x. */
+function familiar(name: string): string {
+  const n = name.replace(/^docker\.io\//, '');
+  return name.startsWith('docker.io/') ? n.replace(/^library\//, '') : n;
+}
+
+/** The id of the image the engine holds under the ref's name and digest (one of its RepoDigests), or null. */
+async function imageByDigest(docker: Docker, want: ImageRef): Promise<string | null> {
+  let info: Docker.ImageInspectInfo;
+  try {
+    info = await docker.getImage(want.ref).inspect();
+  } catch (err) {
+    if (isNotFound(err)) return null;
+    throw noAnswer(docker, err) ?? new CodedError('E_IMAGE_PULL', `the engine cannot inspect ${want.ref}: ${(err as Error).message}`);
+  }
+  const held = (info.RepoDigests ?? []).some((d) => {
+    const at = d.lastIndexOf('@');
+    return d.slice(at + 1) === want.digest && familiar(d.slice(0, at)) === familiar(want.repository);
+  });
+  return held ? info.Id : null;
+}
+
+/**
+ * The release image by digest: reused when the engine already holds it under
+ * that name and digest (the registry is not contacted, so a host that has it
+ * can upgrade while the registry is down), else pulled through the engine's
+ * API. Accepted only when the engine then lists exactly the ref's digest
+ * among the image's RepoDigests: the digest the release keys signed is the
+ * manifest the engine pulled and checked.
+ */
+export async function pullImage(docker: Docker, ref: string): Promise<{ id: string; pulled: boolean }> {
+  const want = parseImageRef(ref);
+  const held = await imageByDigest(docker, want);
+  if (held) return { id: held, pulled: false };
+  try {
+    // fromImage + tag: the engine takes a digest in `tag` as a digest (what `docker pull NAME@DIGEST` sends).
+    await follow(docker, await docker.createImage({ fromImage: want.repository, tag: want.digest }));
+  } catch (err) {
+    throw (
+      noAnswer(docker, err) ??
+      new CodedError('E_IMAGE_PULL', `pulling ${ref} failed: ${(err as Error).message.trim().slice(0, 500)}; nothing was changed on the node`)
+    );
+  }
+  const id = await imageByDigest(docker, want);
+  if (!id) {
+    throw new CodedError(
+      'E_IMAGE_PULL',
+      `after pulling ${ref} the engine holds no image whose RepoDigests name ${want.digest}; nothing was changed on the node`,
+    );
+  }
+  return { id, pulled: true };
 }
 
 /** Runs a one-shot container, collects its exit code and output, and removes it whatever happens. */

@@ -1,13 +1,13 @@
 /**
  * The image side of a container host, the same for the docker and compose
  * drivers once they can say which container runs the node: what it runs,
- * loading and checking a release image, and one-shot commands beside it.
+ * loading or pulling and checking a release image, and one-shot commands beside it.
  */
 import type Docker from 'dockerode';
 import { CodedError } from '@guts-upgrade/protocol';
 import type { StepContext } from '../steps/context.js';
 import type { ImageRelease } from './driver.js';
-import { imageVersion, loadArchive, mapToContainer, oneShotOptions, runOnce } from './engine.js';
+import { imageVersion, loadArchive, mapToContainer, oneShotOptions, pullImage, runOnce } from './engine.js';
 
 export function imageReleaseOf(
   docker: Docker,
@@ -26,6 +26,7 @@ export function imageReleaseOf(
       return { imageId: info.Image, ...(await imageVersion(docker, info.Image)) };
     },
     load: (archive) => loadArchive(docker, archive),
+    pull: (ref) => pullImage(docker, ref),
     version: (id) => imageVersion(docker, id),
     install: swap.install,
     restore: swap.restore,

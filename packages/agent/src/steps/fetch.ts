@@ -11,7 +11,7 @@ import { CodedError, verifyArtifactDigest, type Artifact } from '@guts-upgrade/p
 import { DownloadError, MAX_REDIRECTS, download } from '../download.js';
 import type { AgentConfig } from '../config.js';
 import { fsyncPath, sha256File, sleep } from '../util.js';
-import { checkReleasePolicy, ReleaseRepo, type ReleaseCustom } from '../release-repo.js';
+import { checkReleasePolicy, readImagePointer, ReleaseRepo, type ReleaseCustom } from '../release-repo.js';
 import { requireTrustedSource } from '../trust-policy.js';
 import type { ImageRelease } from '../service/driver.js';
 import { addCheck, type StepContext } from './context.js';
@@ -27,8 +27,9 @@ export async function fetchArtifact(ctx: StepContext): Promise<void> {
   const target = command.target;
   requireTrustedSource(config, target.version); // preflight checked it too; a fetch never runs without it
   let final: string;
+  let image: string | undefined;
   if (config.release.repository !== null) {
-    final = await fetchRelease(ctx);
+    ({ file: final, image } = await fetchRelease(ctx));
   } else {
     if (!target.url || !target.sha256) {
       throw new CodedError(
@@ -38,10 +39,10 @@ export async function fetchArtifact(ctx: StepContext): Promise<void> {
     }
     final = await fetchByUrl(ctx, { ...target, url: target.url, sha256: target.sha256 });
   }
-  fs.chmodSync(final, 0o755);
-  // A container host's release is an image archive: loaded into the engine and checked by id, then run there.
+  if (image === undefined) fs.chmodSync(final, 0o755);
+  // A container host's release is an image: pulled by digest from a registry, or an archive loaded into the engine; checked, then run there.
   const images = ctx.driver.images;
-  const newImage = images ? await loadImage(ctx, images, final) : undefined;
+  const newImage = images ? await (image !== undefined ? pullImage(ctx, images, image) : loadImage(ctx, images, final)) : undefined;
   // The first run of a file fetched from the network: not as root (in a container: nobody, no network).
   const v = images ? await images.version(newImage!) : await binaryVersion(final, 60_000, (await ctx.identities()).node);
   const ok = v.version === (await normalized(target.version));
@@ -60,19 +61,40 @@ async function loadImage(ctx: StepContext, images: ImageRelease, archive: string
   return id;
 }
 
+async function pullImage(ctx: StepContext, images: ImageRelease, ref: string): Promise<string> {
+  ctx.progress('fetch', 'running', `pulling ${ref}`);
+  const { id, pulled } = await images.pull(ref);
+  addCheck(
+    ctx,
+    'image',
+    true,
+    pulled ? `pulled ${ref}: image ${id}, with the digest the signed release names` : `${ref} already in the engine (image ${id}): not pulled again`,
+  );
+  ctx.progress('fetch', 'running', `${pulled ? 'pulled' : 'reusing'} image ${id}`);
+  return id;
+}
+
 /**
  * The version as the release repository signs it (release-repo.ts): the
  * command's url is not used, and a sha256 or length it gives must be the
  * signed one, so the coordinator can neither pick the binary nor be trusted
- * about it. Returns the staged file.
+ * about it. Returns the staged file and, for a registry release, the image it
+ * points to (by digest; container hosts only).
  */
-async function fetchRelease(ctx: StepContext): Promise<string> {
+async function fetchRelease(ctx: StepContext): Promise<{ file: string; image?: string }> {
   const { config, command } = ctx;
   if (command.kind === 'rollback') throw new CodedError('E_INTERNAL', 'fetch is for prepare/upgrade');
   const target = command.target;
   const repo = await ReleaseRepo.open(config, ctx.log);
   const r = await repo.resolve(target.version);
   addCheck(ctx, 'release', true, `${r.name}: ${r.length} bytes, sha256 ${r.sha256}, signed by ${config.release.repository}`);
+  const image = r.custom.image;
+  if (image !== undefined && !ctx.driver.images) {
+    throw new CodedError(
+      'E_ARTIFACT_INVALID',
+      `the signed release ${r.custom.version} is the image ${image}, and this host's ${ctx.driver.kind} driver runs a binary, not a container: the release owner signs the guts-node binary for it (\`guts-upgrade release add --file\`); nothing was changed`,
+    );
+  }
   checkReleasePolicy(r.custom, ctx.data.fromVersion!, config.release.allowDowngrade);
   addCheck(
     ctx,
@@ -106,9 +128,10 @@ async function fetchRelease(ctx: StepContext): Promise<string> {
   fs.mkdirSync(config.stagingDir, { recursive: true, mode: 0o700 });
   const final = stagedPath(config.stagingDir, r.sha256);
   ctx.save({ artifactSha256: r.sha256 });
+  const staged = (file: string) => (image === undefined ? { file } : { file, image: readImagePointer(r.name, file, image) });
   if (fs.existsSync(final) && (await sha256File(final)) === r.sha256) {
     ctx.progress('fetch', 'running', `using the staged artifact ${final}`);
-    return final;
+    return staged(final);
   }
   fs.rmSync(final, { force: true });
   if (command.kind === 'upgrade' && command.options?.requireStaged === true) {
@@ -117,7 +140,7 @@ async function fetchRelease(ctx: StepContext): Promise<string> {
   ctx.progress('fetch', 'running', `downloading ${r.name} (${r.length} bytes) from the release repository`);
   await repo.download(r, final);
   addCheck(ctx, 'checksum', true, `length ${r.length} and hashes as signed`);
-  return final;
+  return staged(final);
 }
 
 /**

@@ -10,7 +10,7 @@ import { asArgParser, parseVersion, positiveIntArg, type MigrationKind, type Pat
 import { ReleaseError } from './errors.js';
 import { DEFAULT_EXPIRY, parseLifetime } from './expiry.js';
 import { ROLES, type RoleName } from './keys.js';
-import { addRelease, initRepo, refreshTimestamp } from './repo.js';
+import { addRelease, initRepo, refreshTimestamp, releaseImage } from './repo.js';
 
 const positiveInt = asArgParser(positiveIntArg, InvalidArgumentError);
 const lifetime = asArgParser((v) => {
@@ -75,8 +75,11 @@ export function addReleaseCommands(program: Command, io: ReleaseIo, json: () => 
     );
   });
 
-  withKeysDir(release.command('add').description('sign a guts-node release: copies the file, signs targets, snapshot and timestamp'))
-    .requiredOption('--file <path>', 'the guts-node binary')
+  withKeysDir(
+    release.command('add').description('sign a guts-node release: copies the file (or a pointer to the registry image), signs targets, snapshot and timestamp'),
+  )
+    .option('--file <path>', 'the guts-node binary, or the image archive (docker save) for container hosts')
+    .option('--image <ref>', 'instead of --file: the image in a registry, by digest (host[:port]/name@sha256:<hex>), for container hosts')
     .requiredOption('--version <version>', 'its version (semver); the target is guts-node/<version>/guts-node', version)
     .addOption(new Option('--path-kind <kind>', 'the largest jump it may be installed by (default: from the version)').choices(['patch', 'minor', 'major']))
     .addOption(new Option('--migration <kind>', 'the migration it needs (default: from the path kind)').choices(['none', 'automatic', 'manual']))
@@ -86,10 +89,12 @@ export function addReleaseCommands(program: Command, io: ReleaseIo, json: () => 
     .option('--expires-timestamp <lifetime>', `(default ${DEFAULT_EXPIRY.timestamp})`, lifetime)
     .action((o: Record<string, string | undefined>) => {
       const dir = o.dir!;
+      // Checked before anything is read or written: a usage error changes nothing.
+      const image = releaseImage(o);
       const r = addRelease({
         dir,
         keysDir: keysDirOf(dir, o.keysDir),
-        file: o.file!,
+        ...(image === null ? { file: o.file! } : { image }),
         version: o.version!,
         ...(o.pathKind ? { pathKind: o.pathKind as PathKind } : {}),
         ...(o.migration ? { migration: o.migration as MigrationKind } : {}),
@@ -102,7 +107,7 @@ export function addReleaseCommands(program: Command, io: ReleaseIo, json: () => 
       });
       show(
         r,
-        `signed ${r.name}: ${r.length} bytes, sha256 ${r.sha256}, path kind ${r.custom.pathKind}, migration ${r.custom.migration}${r.custom.minFrom ? `, from ${r.custom.minFrom} on` : ''} (targets v${r.versions.targets}, snapshot v${r.versions.snapshot}, timestamp v${r.versions.timestamp})`,
+        `signed ${r.name}: ${r.custom.image ? `image ${r.custom.image}` : `${r.length} bytes, sha256 ${r.sha256}`}, path kind ${r.custom.pathKind}, migration ${r.custom.migration}${r.custom.minFrom ? `, from ${r.custom.minFrom} on` : ''} (targets v${r.versions.targets}, snapshot v${r.versions.snapshot}, timestamp v${r.versions.timestamp})`,
       );
     });
 

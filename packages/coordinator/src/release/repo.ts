@@ -5,6 +5,11 @@
  *   <dir>/metadata/1.root.json, root.json, targets.json, snapshot.json, timestamp.json
  *   <dir>/targets/guts-node/<version>/guts-node
  *
+ * The target is the binary, an image archive (`docker save`, for air-gapped
+ * container hosts), or for an image in a registry a small JSON pointer
+ * `{"image":"host/name@sha256:..."}` whose reference is also signed into the
+ * target's custom fields (`image`): agents on container hosts pull it by digest.
+ *
  * <dir> is what a static web server publishes (agents' `release.repository`);
  * the keys live elsewhere (keys.ts). Snapshots are not consistent (no
  * version-prefixed file names): simplest to serve, and safe because each file
@@ -19,7 +24,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Metadata, MetadataKind, MetaFile, Root, Snapshot, TargetFile, Targets, Timestamp } from '@tufjs/models';
-import { parseVersion, type MigrationKind, type PathKind } from '@guts-upgrade/protocol';
+import { parseImageRef, parseVersion, type MigrationKind, type PathKind } from '@guts-upgrade/protocol';
 import { ReleaseError } from './errors.js';
 import { DEFAULT_EXPIRY, expiresIn } from './expiry.js';
 import { generateKey, publicKey, ROLES, signersFor, type RoleName } from './keys.js';
@@ -39,6 +44,8 @@ export interface ReleaseCustom {
   migration: MigrationKind;
   /** The oldest running version this release may be installed over. */
   minFrom?: string;
+  /** A release pulled from a registry: the image by digest (host[:port]/name@sha256:<hex>). */
+  image?: string;
 }
 
 export interface InitOptions {
@@ -52,7 +59,10 @@ export interface InitOptions {
 export interface AddOptions {
   dir: string;
   keysDir: string;
-  file: string;
+  /** The file to sign (binary or image archive); or, instead: */
+  file?: string;
+  /** An image in a registry, by digest: the target is a pointer to it. */
+  image?: string;
   version: string;
   pathKind?: PathKind;
   migration?: MigrationKind;
@@ -202,14 +212,17 @@ export function addRelease(o: AddOptions): {
   custom: ReleaseCustom;
   versions: Record<string, number>;
 } {
+  const image = releaseImage(o);
   const root = load(o.dir, MetadataKind.Root).signed;
   const targets = load(o.dir, MetadataKind.Targets);
-  if (!fs.existsSync(o.file) || !fs.statSync(o.file).isFile()) throw new ReleaseError('E_RELEASE_USAGE', `--file ${o.file} is not a file`);
+  if (image === null && (!fs.existsSync(o.file!) || !fs.statSync(o.file!).isFile()))
+    throw new ReleaseError('E_RELEASE_USAGE', `--file ${o.file} is not a file`);
   const version = parseVersion(o.version).version;
   const pathKind = o.pathKind ?? defaultPathKind(version);
   const custom: ReleaseCustom = { version, pathKind, migration: o.migration ?? MIGRATION_OF[pathKind] };
   if (o.minFrom !== undefined) custom.minFrom = parseVersion(o.minFrom).version;
-  const data = fs.readFileSync(o.file);
+  if (image !== null) custom.image = image;
+  const data = image === null ? fs.readFileSync(o.file!) : Buffer.from(`${JSON.stringify({ image })}\n`);
   const sha256 = crypto.createHash('sha256').update(data).digest('hex');
   const sha512 = crypto.createHash('sha512').update(data).digest('hex');
   const name = targetName(version);
@@ -236,6 +249,25 @@ export function addRelease(o: AddOptions): {
   fs.renameSync(tmp, dest);
   const v = publish({ dir: o.dir, keysDir: o.keysDir, root, targets: bytesOf(next), expires: o.expires });
   return { name, length: data.length, sha256, sha512, custom, versions: { targets: signed.version + 1, ...v } };
+}
+
+/**
+ * The image reference of a registry release, null for a file; exactly one of
+ * the two, and the reference by digest with its registry host (image-ref.ts).
+ */
+export function releaseImage(o: { file?: string | undefined; image?: string | undefined }): string | null {
+  if (o.file !== undefined && o.image !== undefined) {
+    throw new ReleaseError('E_RELEASE_USAGE', '--file and --image both given: a release is one file or one registry image');
+  }
+  if (o.file === undefined && o.image === undefined) {
+    throw new ReleaseError('E_RELEASE_USAGE', 'give --file (a binary or an image archive) or --image (host[:port]/name@sha256:<hex>)');
+  }
+  if (o.image === undefined) return null;
+  try {
+    return parseImageRef(o.image).ref;
+  } catch (err) {
+    throw new ReleaseError('E_RELEASE_USAGE', `--image ${(err as Error).message}`);
+  }
 }
 
 /** The migration a path of each kind takes (version-path.ts), unless the release owner says otherwise. */
