@@ -5,6 +5,7 @@
  * agent's upgrade process in data.js.
  */
 import { spawn } from 'node:child_process';
+import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import path from 'node:path';
 import { stringify } from 'yaml';
@@ -19,6 +20,8 @@ export async function footprintBench({ quick, log }) {
   const coord = await startCoordinator(dir, { heartbeat: { intervalMs: 5000, timeoutMs: 15000 }, tickMs: 500 });
   let node = null;
   let agent = null;
+  let bare = null;
+  let modules = null;
   try {
     const manifest = sim.buildArtifacts({ outDir: path.join(dir, 'artifacts') });
     const [d] = await sim.createCluster({ n: 1, dir: path.join(dir, 'cluster'), logLevel: 'warn', dataSizeMb: 16 });
@@ -59,11 +62,21 @@ export async function footprintBench({ quick, log }) {
       },
       { timeoutMs: 60_000, what: 'agent connected and node healthy' },
     );
+    // Two floors beside it, sampled over the same seconds with the same runtime and flags: the runtime
+    // doing nothing, and the runtime holding just what an idle daemon cannot do without (the ws client
+    // with its TLS and HTTP modules, node:http for the node's API, better-sqlite3 with a database open
+    // for the journal). The agent's own share is what lies above the second.
+    bare = track(spawn(rt.node, [...flags, '-e', 'setInterval(() => {}, 1 << 30)'], { env: childEnv(), stdio: 'ignore' }));
+    modules = track(spawn(rt.node, [...flags, '-e', modulesFloor(rt.cli)], { env: childEnv(), stdio: 'ignore' }));
     await sleep(3000); // past start-up work (JIT, first heartbeats)
-    log(`footprint: sampling the idle agent daemon for ${seconds} s`);
+    log(`footprint: sampling the idle agent daemon and the bare runtime for ${seconds} s`);
     const smp = sampler(agent.pid, 1000);
+    const bareSmp = sampler(bare.pid, 1000);
+    const modulesSmp = sampler(modules.pid, 1000);
     await sleep(seconds * 1000);
     const r = smp.stop();
+    const b = bareSmp.stop();
+    const m = modulesSmp.stop();
     return {
       title: `Agent daemon footprint, idle (connected, node running) over ${seconds} s`,
       runtime: rt.label,
@@ -75,11 +88,30 @@ export async function footprintBench({ quick, log }) {
         rssMaxMiB: mb(r.rssMaxBytes),
         peakRssMiB: mb(r.peakRssBytes),
       },
+      bareRuntime: { cpuPct: round(b.cpuPct, 2), rssMeanMiB: mb(b.rssMeanBytes) },
+      rssRatioToBare: round(r.rssMeanBytes / b.rssMeanBytes, 2),
+      modulesFloor: { cpuPct: round(m.cpuPct, 2), rssMeanMiB: mb(m.rssMeanBytes) },
+      rssRatioToModulesFloor: round(r.rssMeanBytes / m.rssMeanBytes, 2),
     };
   } finally {
     if (agent) await stopChild(agent, 10_000);
+    if (bare) await stopChild(bare, 5000);
+    if (modules) await stopChild(modules, 5000);
     if (node) await stopNode(node).catch(() => undefined);
     await coord.stop();
     removeDir(dir);
   }
+}
+
+/** The script of the second floor: better-sqlite3 as the agent resolves it (built for its runtime), ws from this workspace. */
+function modulesFloor(agentCli) {
+  const sqlite = createRequire(agentCli).resolve('better-sqlite3');
+  const ws = createRequire(import.meta.url).resolve('ws');
+  return [
+    `require(${JSON.stringify(ws)});`,
+    "require('node:http');",
+    `const db = new (require(${JSON.stringify(sqlite)}))(':memory:');`,
+    "db.prepare('select 1').get();",
+    'setInterval(() => {}, 1 << 30);',
+  ].join(' ');
 }

@@ -163,6 +163,16 @@ export function renderMarkdown(out) {
         `idle daemon over ${f.idle.seconds} s`,
         `CPU ${f.idle.cpuPct} % (${f.idle.cpuSec} s), RSS mean ${f.idle.rssMeanMiB} MiB, max ${f.idle.rssMaxMiB} MiB`,
       ]);
+    if (f.bareRuntime)
+      rows.push([
+        'the same runtime and flags running an empty timer, same seconds (the floor)',
+        `CPU ${f.bareRuntime.cpuPct} %, RSS mean ${f.bareRuntime.rssMeanMiB} MiB; agent / bare runtime **×${f.rssRatioToBare}**`,
+      ]);
+    if (f.modulesFloor)
+      rows.push([
+        'the same runtime holding only ws, node:http and an open better-sqlite3 database (what the idle daemon needs)',
+        `CPU ${f.modulesFloor.cpuPct} %, RSS mean ${f.modulesFloor.rssMeanMiB} MiB; agent / that floor **×${f.rssRatioToModulesFloor}**`,
+      ]);
     for (const p of f.backupPeak?.rows ?? [])
       rows.push([
         `peak RSS of the agent upgrade process, backup of ${p.data}`,

@@ -190,7 +190,10 @@ export class ReleaseRepo {
   static async open(config: AgentConfig, log: Logger): Promise<ReleaseRepo> {
     const repo = config.release.repository;
     if (!repo || !config.release.root) throw new CodedError('E_CONFIG', 'config release.repository and release.root: both are needed to resolve releases');
-    const [{ Updater }, { BoundedFetcher }] = await Promise.all([import('tuf-js'), import('./release-fetcher.js')]);
+    // tuf-js is CommonJS: its module.exports is the import's default under Node and in the packaged
+    // bundle's chunk alike, while the named exports differ between the two loaders.
+    const [tuf, { BoundedFetcher }] = await Promise.all([import('tuf-js'), import('./release-fetcher.js')]);
+    const { Updater } = tuf.default;
     const fetcher = new BoundedFetcher(path.join(config.release.cacheDir, 'tmp'), config.fetch, (url, detail) =>
       log.warn({ url, detail }, 'release download failed'),
     );
