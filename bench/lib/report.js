@@ -183,16 +183,18 @@ export function renderMarkdown(out) {
   if (r.throughput) {
     parts.push(`## 5. ${r.throughput.title}`);
     parts.push(
-      'Node stopped (static data). Agent: `BackupStore.createBase` (tar-writer.ts: 1 MiB reads and writes through a fixed ring, sha256 on a worker thread as it writes, then fsync). GNU: `tar cf` then `sync FILE`. Rounds alternate; medians, and the spread of the per-round ratio. CPU: user + system seconds per GiB of data (the agent: its whole process; tar: tar and sync).',
+      'Node stopped (static data). Agent: `BackupStore.createBase` (tar-writer.ts: 1 MiB reads through a fixed ring, full slots written with O_DIRECT where the file system takes it, sha256 on a worker thread as it writes, then fsync). Page cache: the same writer with direct writes off (how it wrote before). GNU: `tar cf` then `sync FILE`. Each contender takes each place in the order in turn; medians, and the spread of the per-round ratio. CPU: user + system seconds per GiB of data (the agent: its whole process; tar: tar and sync).',
     );
     parts.push(
       table(
-        ['data', 'agent', 'GNU tar cf + fsync', 'agent / tar'],
+        ['data', 'agent', 'GNU tar cf + fsync', 'agent / tar', 'page cache', 'page cache / tar'],
         r.throughput.rows.map((x) => [
           x.data,
           `${x.agentMBps} MB/s (${s(x.agentMs)}), ${x.agentCpuSecPerGiB ?? '?'} CPU s/GiB`,
           `${x.tarMBps} MB/s (${s(x.tarMs)}; ${s(x.tarMsWithoutFsync)} without fsync), ${x.tarCpuSecPerGiB ?? '?'} CPU s/GiB`,
           `**${x.ratio}**${x.rounds > 1 ? ` (${x.ratioMin}–${x.ratioMax}, ${x.rounds} rounds)` : ''}`,
+          x.cachedMBps === undefined ? '–' : `${x.cachedMBps} MB/s, ${x.cachedCpuSecPerGiB} CPU s/GiB`,
+          x.cachedRatio ?? '–',
         ]),
       ),
     );

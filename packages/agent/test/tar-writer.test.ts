@@ -73,6 +73,30 @@ t.test('archives node-tar would write: same members, sha256 of the bytes on disk
   t.same(tree(node), tree(src), 'node-tar extracts the same tree');
 });
 
+t.test('direct writes and writes through the page cache make the same bytes, whatever the archive size', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'guts-tar-direct-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const src = path.join(dir, 'src');
+  fs.mkdirSync(src);
+  // One byte: an archive (2 KiB) shorter than the block the alignment probe writes. Then several full slots and a partial one.
+  const cases = { tiny: 1, big: 5 * 1024 * 1024 + 3 };
+  for (const [name, size] of Object.entries(cases)) fs.writeFileSync(path.join(src, name), crypto.randomBytes(size));
+  for (const name of Object.keys(cases)) {
+    const direct = await writeTar(path.join(dir, `${name}-direct.tar`), src, [name]);
+    const buffered = await writeTar(path.join(dir, `${name}-buffered.tar`), src, [name], { direct: false });
+    t.equal(buffered.direct, false, `${name}: direct: false writes through the page cache`);
+    t.comment(`${name}: direct writes ${direct.direct ? 'taken' : 'refused'} on ${os.tmpdir()}`);
+    t.equal(direct.size, fs.statSync(path.join(dir, `${name}-direct.tar`)).size, `${name}: the size is what is on disk`);
+    t.equal(direct.sha256, sha(path.join(dir, `${name}-direct.tar`)), `${name}: the sha256 is of the bytes on disk`);
+    t.equal(direct.sha256, buffered.sha256, `${name}: the same bytes either way`);
+    t.equal(direct.size, buffered.size, `${name}: the same size either way`);
+    const out = path.join(dir, `${name}-x`);
+    fs.mkdirSync(out);
+    execFileSync('tar', ['-xf', path.join(dir, `${name}-direct.tar`), '-C', out], { stdio: 'ignore' });
+    t.equal(sha(path.join(out, name)), sha(path.join(src, name)), `${name}: GNU tar extracts the file`);
+  }
+});
+
 // sysfs attributes say 4096 bytes and hold fewer: a file that ends before its stat size, without racing a writer.
 const SHORT = '/sys/kernel/mm/transparent_hugepage/enabled';
 const shortFile = (() => {
