@@ -51,6 +51,11 @@ function walk(root: string): Snapshot {
   return snap;
 }
 
+/** The bytes of `files` as the walk saw them. */
+function sizeOf(snap: Snapshot, files: string[]): number {
+  return files.reduce((sum, f) => sum + (snap.files[f]?.size ?? 0), 0);
+}
+
 function same(a: Stamp | undefined, b: Stamp | undefined): boolean {
   return !!a && !!b && a.size === b.size && a.mtime === b.mtime && a.ctime === b.ctime && a.ino === b.ino;
 }
@@ -82,14 +87,33 @@ export class BackupStore {
    * that grows is archived at the size it had when its header was written; its stamp differs
    * from the snapshot's at seal, so the delta holds it whole.)
    */
-  private async archive(id: string, name: string, cwd: string, entries: string[], leaveOut?: (rel: string) => void): Promise<ArchiveEntry> {
+  /** One file (the binary, the config) in an archive of its own. */
+  private archiveFile(id: string, name: string, file: string): Promise<ArchiveEntry> {
+    let bytes: number | undefined;
+    try {
+      bytes = fs.statSync(file).size;
+    } catch {
+      bytes = undefined; // archive() reports the failure
+    }
+    return this.archive(id, name, path.dirname(file), [path.basename(file)], bytes);
+  }
+
+  /** `bytes`: the file data the caller's walk expects in it (a small archive skips the hashing thread's start). */
+  private async archive(
+    id: string,
+    name: string,
+    cwd: string,
+    entries: string[],
+    bytes: number | undefined,
+    leaveOut?: (rel: string) => void,
+  ): Promise<ArchiveEntry> {
     const file = path.join(this.dirOf(id), name);
     let lastErr: unknown;
     // A file rewritten while it is read (the node keeps running during the base copy) can fail
     // the archive; a retry reads it again, and the delta picks up whatever changed anyway.
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
-        const { sha256, size } = await writeTar(file, cwd, entries);
+        const { sha256, size } = await writeTar(file, cwd, entries, { expectedBytes: bytes });
         fsyncPath(path.dirname(file));
         return { file: name, sha256, size };
       } catch (err) {
@@ -144,14 +168,19 @@ export class BackupStore {
     const meta = row.meta;
     // On a container host the previous image stays in the engine (rollback goes back to it by id): no binary file to keep.
     const containerHost = c.service.driver === 'docker' || c.service.driver === 'compose';
-    if (!containerHost) meta.binary = await this.archive(id, 'binary.tar', path.dirname(c.node.binary), [path.basename(c.node.binary)]);
-    if (fs.existsSync(c.node.config)) {
-      meta.config = await this.archive(id, 'config.tar', path.dirname(c.node.config), [path.basename(c.node.config)]);
-    }
+    if (!containerHost) meta.binary = await this.archiveFile(id, 'binary.tar', c.node.binary);
+    if (fs.existsSync(c.node.config)) meta.config = await this.archiveFile(id, 'config.tar', c.node.config);
     const snap = walk(c.node.dataDir);
-    meta.dataBase = await this.archive(id, 'data-base.tar', c.node.dataDir, [...snap.dirs, ...Object.keys(snap.files)], (rel) => {
-      delete snap.files[rel];
-    });
+    meta.dataBase = await this.archive(
+      id,
+      'data-base.tar',
+      c.node.dataDir,
+      [...snap.dirs, ...Object.keys(snap.files)],
+      sizeOf(snap, Object.keys(snap.files)),
+      (rel) => {
+        delete snap.files[rel];
+      },
+    );
     try {
       fs.writeFileSync(this.snapshotFile(id), JSON.stringify(snap));
       fsyncPath(this.snapshotFile(id));
@@ -175,7 +204,7 @@ export class BackupStore {
     const newDirs = now.dirs.filter((d) => !baseDirs.has(d));
     const meta: BackupMeta = { ...row.meta };
     if (changed.length || newDirs.length) {
-      meta.dataDelta = await this.archive(id, 'data-delta.tar', dataDir, [...newDirs, ...changed]);
+      meta.dataDelta = await this.archive(id, 'data-delta.tar', dataDir, [...newDirs, ...changed], sizeOf(now, changed));
     }
     const nowDirs = new Set(now.dirs);
     meta.deleted = [

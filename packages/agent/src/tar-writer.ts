@@ -9,7 +9,7 @@
  * GNU tar + fsync) and its RSS grew with the file sizes. Here the bytes move
  * through a fixed ring of SLOTS × SLOT_BYTES of shared memory:
  *   read (thread pool) → write of the full slot (thread pool, one at a time, in order)
- *                      ∥ sha256 of the same slot (a worker thread, in order)
+ *                      ∥ sha256 of the same slot (a worker thread, in order; this thread for small archives: ring-hash.ts)
  * Full slots go to the disk with O_DIRECT where the file system takes it: a
  * buffered write copies every byte once more into the page cache, which cost
  * the agent more CPU than the whole of GNU tar's run (the kernel's copy was
@@ -23,7 +23,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { Sha256Worker } from './sha256-worker.js';
+import { ringHasher, type RingHasher } from './ring-hash.js';
 
 const SLOT_BYTES = 1024 * 1024;
 const SLOTS = 8;
@@ -120,7 +120,7 @@ class Sink {
   constructor(
     private readonly fd: number,
     ring: SharedArrayBuffer,
-    private readonly hasher: Sha256Worker,
+    private readonly hasher: RingHasher,
     private direct: Direct | null,
   ) {
     const base = direct?.align ?? 0;
@@ -268,6 +268,8 @@ export interface WrittenArchive {
 export interface WriteTarOptions {
   /** Try direct writes (default true); false writes through the page cache only. */
   direct?: boolean;
+  /** The bytes of file data the caller expects (from its walk): a small archive is hashed on this thread (ring-hash.ts). */
+  expectedBytes?: number;
 }
 
 /**
@@ -280,7 +282,7 @@ export async function writeTar(file: string, cwd: string, entries: string[], opt
   const { Header, Pax } = await loadTar();
   // DIRECT_ALIGN more than the slots: room to start them on an aligned address.
   const ring = new SharedArrayBuffer(SLOTS * SLOT_BYTES + DIRECT_ALIGN);
-  const hasher = new Sha256Worker(ring);
+  const hasher = ringHasher(ring, opts.expectedBytes);
   const myuid = process.getuid?.() ?? 0;
   const myuser = process.env.USER ?? '';
   const links = new Map<string, string>();

@@ -73,7 +73,7 @@ t.test('archives node-tar would write: same members, sha256 of the bytes on disk
   t.same(tree(node), tree(src), 'node-tar extracts the same tree');
 });
 
-t.test('direct writes and writes through the page cache make the same bytes, whatever the archive size', async (t) => {
+t.test('direct writes and writes through the page cache make the same bytes, hashed on the worker or on this thread, whatever the archive size', async (t) => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'guts-tar-direct-'));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const src = path.join(dir, 'src');
@@ -84,6 +84,9 @@ t.test('direct writes and writes through the page cache make the same bytes, wha
   for (const name of Object.keys(cases)) {
     const direct = await writeTar(path.join(dir, `${name}-direct.tar`), src, [name]);
     const buffered = await writeTar(path.join(dir, `${name}-buffered.tar`), src, [name], { direct: false });
+    // expectedBytes 0: hashed on this thread (ring-hash.ts); the others on the worker.
+    const inline = await writeTar(path.join(dir, `${name}-inline.tar`), src, [name], { expectedBytes: 0 });
+    t.equal(inline.sha256, sha(path.join(dir, `${name}-inline.tar`)), `${name}: hashed on this thread, the sha256 of the bytes on disk`);
     t.equal(buffered.direct, false, `${name}: direct: false writes through the page cache`);
     t.comment(`${name}: direct writes ${direct.direct ? 'taken' : 'refused'} on ${os.tmpdir()}`);
     t.equal(direct.size, fs.statSync(path.join(dir, `${name}-direct.tar`)).size, `${name}: the size is what is on disk`);
