@@ -80,25 +80,25 @@ export class BackupStore {
     return path.join(this.config.backup.dir, id);
   }
 
-  /**
-   * `leaveOut`, for the base copy taken while the node runs: a file that shrinks while it is
-   * read (truncated, rewritten) fails the archive with code EOF; it is left out of the base and
-   * the delta after stop archives it, since it is then missing from the base snapshot. (A file
-   * that grows is archived at the size it had when its header was written; its stamp differs
-   * from the snapshot's at seal, so the delta holds it whole.)
-   */
   /** One file (the binary, the config) in an archive of its own. */
   private archiveFile(id: string, name: string, file: string): Promise<ArchiveEntry> {
     let bytes: number | undefined;
     try {
       bytes = fs.statSync(file).size;
     } catch {
-      bytes = undefined; // archive() reports the failure
+      // unknown: archive() reports the failure
     }
     return this.archive(id, name, path.dirname(file), [path.basename(file)], bytes);
   }
 
-  /** `bytes`: the file data the caller's walk expects in it (a small archive skips the hashing thread's start). */
+  /**
+   * `leaveOut`, for the base copy taken while the node runs: a file that shrinks while it is
+   * read (truncated, rewritten) fails the archive with code EOF; it is left out of the base and
+   * the delta after stop archives it, since it is then missing from the base snapshot. (A file
+   * that grows is archived at the size it had when its header was written; its stamp differs
+   * from the snapshot's at seal, so the delta holds it whole.) `bytes`: the file data the
+   * caller's walk expects in it (a small archive skips the hashing thread's start).
+   */
   private async archive(
     id: string,
     name: string,
