@@ -10,7 +10,7 @@ import { asArgParser, parseVersion, positiveIntArg, type MigrationKind, type Pat
 import { ReleaseError } from './errors.js';
 import { DEFAULT_EXPIRY, parseLifetime } from './expiry.js';
 import { ROLES, type RoleName } from './keys.js';
-import { addRelease, initRepo, refreshTimestamp, releaseImage } from './repo.js';
+import { addRelease, initRepo, refreshTimestamp } from './repo.js';
 
 const positiveInt = asArgParser(positiveIntArg, InvalidArgumentError);
 const lifetime = asArgParser((v) => {
@@ -89,12 +89,12 @@ export function addReleaseCommands(program: Command, io: ReleaseIo, json: () => 
     .option('--expires-timestamp <lifetime>', `(default ${DEFAULT_EXPIRY.timestamp})`, lifetime)
     .action((o: Record<string, string | undefined>) => {
       const dir = o.dir!;
-      // Checked before anything is read or written: a usage error changes nothing.
-      const image = releaseImage(o);
+      // addRelease checks --file/--image before anything is read or written: a usage error changes nothing.
       const r = addRelease({
         dir,
         keysDir: keysDirOf(dir, o.keysDir),
-        ...(image === null ? { file: o.file! } : { image }),
+        ...(o.file !== undefined ? { file: o.file } : {}),
+        ...(o.image !== undefined ? { image: o.image } : {}),
         version: o.version!,
         ...(o.pathKind ? { pathKind: o.pathKind as PathKind } : {}),
         ...(o.migration ? { migration: o.migration as MigrationKind } : {}),

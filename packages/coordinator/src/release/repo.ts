@@ -255,7 +255,7 @@ export function addRelease(o: AddOptions): {
  * The image reference of a registry release, null for a file; exactly one of
  * the two, and the reference by digest with its registry host (image-ref.ts).
  */
-export function releaseImage(o: { file?: string | undefined; image?: string | undefined }): string | null {
+function releaseImage(o: { file?: string | undefined; image?: string | undefined }): string | null {
   if (o.file !== undefined && o.image !== undefined) {
     throw new ReleaseError('E_RELEASE_USAGE', '--file and --image both given: a release is one file or one registry image');
   }
