@@ -24,8 +24,8 @@ import * as sim from '@guts-upgrade/simulator';
 import { BackupStore, Journal, resolveConfig } from '@guts-upgrade/agent';
 import { processStartTime } from '@guts-upgrade/agent/process-identity';
 import { writeTar } from '@guts-upgrade/agent/tar-writer';
-import { SIM_CLI, childEnv, childrenCpuSec, fmtBytes, mb, removeDir, round, run, sampler, stopPid, tmpDir, trackPid, waitFor } from './lib/common.js';
-import { agentRuntime } from './lib/agent-runtime.js';
+import { SIM_CLI, childEnv, childrenCpuSec, fmtBytes, mb, median, removeDir, round, run, sampler, stopPid, tmpDir, trackPid, waitFor } from './lib/common.js';
+import { agentResult, agentRuntime } from './lib/agent-runtime.js';
 
 /** The agent's checks in the benches: generous waits for big data, a short settle (the figures are downtime, not checks). */
 export const BENCH_CHECKS = {
@@ -147,13 +147,7 @@ async function oursUpgrade(env, log, version = '1.0.1') {
   // The process is gone: the sampler's last /proc reading before exit holds the peak.
   const usage = smp.stop();
   const wallMs = Date.now() - t0;
-  let result;
-  try {
-    result = JSON.parse(r.stdout);
-  } catch {
-    throw new Error(`agent upgrade printed no result (exit ${r.code}): ${r.stderr.slice(-2000)}`);
-  }
-  if (result.outcome !== 'succeeded') throw new Error(`agent upgrade ${result.outcome}: ${result.code} ${result.message}`);
+  const result = agentResult(r, 'agent upgrade');
   // Progress lines on stderr: "[ISO] backup    started" ... "[ISO] backup    done".
   const at = (step, state) => {
     const m = new RegExp(`^\\[([^\\]]+)\\] ${step}\\s+${state}`, 'm').exec(r.stderr);
@@ -274,20 +268,21 @@ async function restartBaseline(env, log, runs) {
   return out;
 }
 
-export const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
-
 /** One agent backup of the data dir: wall and CPU time (every thread of this process: the hashing worker too). */
-async function agentRound(store, sizeBytes) {
+/** Wall and CPU time (this process) of `write`, which returns the archive's size. */
+async function timedInProcess(sizeBytes, write) {
   const cpu0 = process.cpuUsage();
   const t0 = Date.now();
-  const row = await store.createBase('bench-tp', null, '1.0.0');
+  const archiveBytes = await write();
   const ms = Date.now() - t0;
   const cpu = process.cpuUsage(cpu0);
+  return { ms, cpuSec: (cpu.user + cpu.system) / 1e6, archiveBytes, MBps: sizeBytes / (1024 * 1024) / (ms / 1000) };
+}
+
+async function agentRound(store, sizeBytes) {
+  const r = await timedInProcess(sizeBytes, async () => (await store.createBase('bench-tp', null, '1.0.0')).meta.dataBase?.size ?? null);
   store.discard('bench-tp');
-  return { ms, cpuSec: (cpu.user + cpu.system) / 1e6, archiveBytes: row.meta.dataBase?.size ?? null, MBps: sizeBytes / (1024 * 1024) / (ms / 1000) };
+  return r;
 }
 
 /**
@@ -295,13 +290,10 @@ async function agentRound(store, sizeBytes) {
  * how the agent wrote before O_DIRECT, side by side in the same run.
  */
 async function cachedRound(dataDir, file, sizeBytes) {
-  const cpu0 = process.cpuUsage();
-  const t0 = Date.now();
-  const w = await writeTar(file, dataDir, fs.readdirSync(dataDir, { recursive: true }).sort(), { direct: false });
-  const ms = Date.now() - t0;
-  const cpu = process.cpuUsage(cpu0);
+  const entries = fs.readdirSync(dataDir, { recursive: true }).sort();
+  const r = await timedInProcess(sizeBytes, async () => (await writeTar(file, dataDir, entries, { direct: false })).size);
   fs.rmSync(file, { force: true });
-  return { ms, cpuSec: (cpu.user + cpu.system) / 1e6, archiveBytes: w.size, MBps: sizeBytes / (1024 * 1024) / (ms / 1000) };
+  return r;
 }
 
 /** One GNU `tar cf` + `sync FILE` of the same dir: wall and CPU time of both children. */

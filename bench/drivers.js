@@ -29,9 +29,9 @@ import * as sim from '@guts-upgrade/simulator';
 import { createDriver, loadConfig } from '@guts-upgrade/agent';
 import { composeSkipReason, imageTag, startComposeProject, startDockerLab } from '@guts-upgrade/agent/test/docker-lab';
 import { clientLoop, NGINX, startBlueGreenLab } from '@guts-upgrade/agent/test/blue-green-lab';
-import { round, run, sleep, waitFor } from './lib/common.js';
-import { agentRuntime } from './lib/agent-runtime.js';
-import { BENCH_CHECKS, median, ready } from './data.js';
+import { median, round, run, sleep, waitFor } from './lib/common.js';
+import { agentResult, agentRuntime } from './lib/agent-runtime.js';
+import { BENCH_CHECKS, ready } from './data.js';
 
 /** What startDockerLab and the labs expect of a test: teardowns, run here last-in first-out. */
 function teardowns() {
@@ -50,14 +50,10 @@ function teardowns() {
   };
 }
 
-/** One agent CLI command with --json; its parsed result. */
-async function agent(rt, configPath, args) {
+/** One agent CLI command with --json; its result, which must be a success. */
+async function agent(rt, configPath, args, what) {
   const r = await run(rt.node, [rt.cli, ...args, '--config', configPath, '--json'], { env: { GUTS_UPGRADE_CLI_LOG_LEVEL: 'warn' } });
-  try {
-    return JSON.parse(r.stdout.slice(r.stdout.indexOf('{')));
-  } catch {
-    throw new Error(`agent ${args[0]} printed no result (exit ${r.code}): ${r.stderr.slice(-2000)}`);
-  }
+  return agentResult(r, what);
 }
 
 const spread = (xs) => ({ runsMs: xs, medianMs: median(xs), minMs: Math.min(...xs), maxMs: Math.max(...xs) });
@@ -109,12 +105,10 @@ async function measureDriver(env, kind, service, release, runs) {
 
     log(`drivers: ${kind}: agent upgrade 1.0.0 -> 1.0.1 (${i + 1}/${runs})`);
     releases.sign(release, '1.0.1');
-    const up = await agent(rt, configPath, ['upgrade', '--to', '1.0.1']);
-    if (up.outcome !== 'succeeded') throw new Error(`${kind}: upgrade ${up.outcome}: ${up.code} ${up.message}`);
+    const up = await agent(rt, configPath, ['upgrade', '--to', '1.0.1'], `${kind}: upgrade`);
     upgrade.push(up.downtimeMs);
     // Back on 1.0.0 for the next pair (not timed); the backup goes, so every upgrade copies the whole data again.
-    const back = await agent(rt, configPath, ['rollback']);
-    if (back.outcome !== 'succeeded') throw new Error(`${kind}: rollback ${back.outcome}: ${back.code} ${back.message}`);
+    await agent(rt, configPath, ['rollback'], `${kind}: rollback`);
     fs.rmSync(path.join(stateDir, 'backups'), { recursive: true, force: true });
   }
   await driver.stop();
@@ -138,10 +132,12 @@ async function measureBlueGreen(env, lab, tap, archive) {
   const loopStart = Date.now();
   // The copy of the follower's data, green's start and its checks take a few seconds before the switch.
   await sleep(8000);
-  const up = await agent(rt, configPath, ['upgrade', '--to', '1.0.1']);
-  if (up.outcome !== 'succeeded') {
+  let up;
+  try {
+    up = await agent(rt, configPath, ['upgrade', '--to', '1.0.1'], 'blue-green: upgrade');
+  } catch (err) {
     await loop.stop();
-    throw new Error(`blue-green: upgrade ${up.outcome}: ${up.code} ${up.message}`);
+    throw err;
   }
   await waitFor(() => loop.firstNew !== null, { what: 'the client sees 1.0.1', timeoutMs: 30_000 });
   await sleep(Math.max(0, loop.firstNew + 10_000 - Date.now()));

@@ -69,7 +69,7 @@ export async function footprintBench({ quick, log }) {
     bare = track(spawn(rt.node, [...flags, '-e', 'setInterval(() => {}, 1 << 30)'], { env: childEnv(), stdio: 'ignore' }));
     modules = track(spawn(rt.node, [...flags, '-e', modulesFloor(rt.cli)], { env: childEnv(), stdio: 'ignore' }));
     await sleep(3000); // past start-up work (JIT, first heartbeats)
-    log(`footprint: sampling the idle agent daemon and the bare runtime for ${seconds} s`);
+    log(`footprint: sampling the idle agent daemon and its two floors for ${seconds} s`);
     const smp = sampler(agent.pid, 1000);
     const bareSmp = sampler(bare.pid, 1000);
     const modulesSmp = sampler(modules.pid, 1000);

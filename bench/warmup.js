@@ -18,6 +18,7 @@ import { parse, stringify } from 'yaml';
 import * as sim from '@guts-upgrade/simulator';
 import { AGENT_CLI, SIM_CLI, childEnv, removeDir, round, run, stopChild, tmpDir, track, waitFor } from './lib/common.js';
 import { ready, startNode, stopNode } from './data.js';
+import { agentResult } from './lib/agent-runtime.js';
 
 const TIMINGS = { startup_delay_ms: 100, migrate_ms: 100, block_interval_ms: 250, leader_term_ms: 1500, sync_blocks_per_sec: 500 };
 
@@ -127,13 +128,7 @@ async function upgrade(env) {
   const t0 = Date.now();
   const r = await run(process.execPath, [AGENT_CLI, 'upgrade', '--config', node.agentConfig, '--to', to.version, '--json'], {});
   const t1 = Date.now();
-  let result;
-  try {
-    result = JSON.parse(r.stdout);
-  } catch {
-    throw new Error(`agent upgrade printed no result (exit ${r.code}): ${r.stderr.slice(-2000)}`);
-  }
-  if (result.outcome !== 'succeeded') throw new Error(`agent upgrade ${result.outcome}: ${result.code} ${result.message}`);
+  const result = agentResult(r, 'agent upgrade');
   const at = (step, state) => {
     const m = new RegExp(`^\\[([^\\]]+)\\] ${step}\\s+${state}`, 'm').exec(r.stderr);
     return m ? Date.parse(m[1]) : null;

@@ -45,3 +45,15 @@ export async function agentRuntime(log) {
   log?.(`agent runs as: ${resolved.label}`);
   return resolved;
 }
+
+/** The result an agent CLI command printed with --json (`r`: what run() returned); throws unless there is one and it succeeded. */
+export function agentResult(r, what) {
+  let result;
+  try {
+    result = JSON.parse(r.stdout.slice(r.stdout.indexOf('{')));
+  } catch {
+    throw new Error(`${what} printed no result (exit ${r.code}): ${r.stderr.slice(-2000)}`);
+  }
+  if (result.outcome !== 'succeeded') throw new Error(`${what} ${result.outcome}: ${result.code} ${result.message}`);
+  return result;
+}
