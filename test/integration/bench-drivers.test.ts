@@ -7,13 +7,11 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import { composeSkipReason } from '@guts-upgrade/agent/test/docker-lab';
 import { NGINX } from '@guts-upgrade/agent/test/blue-green-lab';
+import { npmRun, ROOT } from '../src/npm-run.js';
 
-const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const RESULTS = ['latest.md', 'latest.json'].map((f) => path.join(ROOT, 'bench', 'results', f));
 const skip = composeSkipReason() ?? (fs.existsSync(NGINX) ? false : `no ${NGINX}: apt-get install nginx-light`);
 
@@ -26,17 +24,7 @@ t.test('npm run bench -- --only drivers measures each driver and the blue-green 
       else fs.rmSync(f, { force: true });
     }),
   );
-  const env = { ...process.env };
-  delete env.NODE_OPTIONS; // tap's loader hooks have no business in the bench
-  for (const k of Object.keys(env)) if (k.startsWith('TAP') || k.startsWith('GUTS_UPGRADE_') || k.startsWith('BENCH_')) delete env[k];
-  const child = spawn('npm', ['run', 'bench', '--', '--only', 'drivers'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  t.teardown(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT');
-  });
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+  const { code, out } = await npmRun(t, ['bench', '--', '--only', 'drivers']);
   t.equal(code, 0, 'exits 0');
   if (code !== 0) t.comment(out.slice(-4000));
   const report = JSON.parse(fs.readFileSync(RESULTS[1]!, 'utf8')) as {

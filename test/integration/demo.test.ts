@@ -4,23 +4,10 @@
  * by the coordinator and real agents, run from the test kit.
  */
 import t from 'tap';
-import { spawn } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
-
-const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+import { npmRun } from '../src/npm-run.js';
 
 t.test('npm run demo upgrades the simulated fleet', async (t) => {
-  const env = { ...process.env };
-  delete env.NODE_OPTIONS; // tap's loader hooks have no business in the demo
-  for (const k of Object.keys(env)) if (k.startsWith('TAP') || k.startsWith('GUTS_UPGRADE_')) delete env[k];
-  const child = spawn('npm', ['run', 'demo'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  t.teardown(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGINT');
-  });
-  let out = '';
-  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
-  child.stderr!.on('data', (d: Buffer) => (out += d.toString()));
-  const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+  const { code, out } = await npmRun(t, ['demo']);
   t.equal(code, 0, 'exits 0');
   t.match(out, /fleet: n=4 f=1 quorum=3/, 'the four validators and their agents came up');
   t.match(out, /summary: rollout \S+ completed/, 'the rollout completed');
