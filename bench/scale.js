@@ -11,6 +11,8 @@
  * processing, coordinator RSS/CPU (/proc), SQLite writes during the rollout
  * (events appended, bytes written and write syscalls from /proc/<pid>/io).
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import Database from 'better-sqlite3';
 import { faultTolerance, idealWaves } from '@guts-upgrade/protocol';
 import {
@@ -30,6 +32,19 @@ import {
 } from './lib/common.js';
 
 const TARGET = { version: '1.1.0', url: 'http://127.0.0.1:9/guts-node-1.1.0', sha256: 'b'.repeat(64) };
+
+/** The coordinator's 'commands dispatched' log lines of one rollout: where each dispatch's time went inside it. */
+function dispatchLog(file, rolloutId) {
+  const ticks = fs
+    .readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((l) => l.includes('"commands dispatched"'))
+    .map((l) => JSON.parse(l))
+    .filter((l) => l.rolloutId === rolloutId)
+    .map(({ commands, decideMs, commitMs, sendMs }) => ({ commands, decideMs, commitMs, sendMs }));
+  const largest = ticks.reduce((a, t) => (!a || t.commands > a.commands ? t : a), null);
+  return { ticks: ticks.length, largest };
+}
 
 /** Probes the coordinator's event loop: latency of GET /health/live while the load runs. */
 function loopProbe(url, everyMs = 200) {
@@ -198,6 +213,7 @@ export async function scaleBench({ quick, log, opts }) {
         writeSyscallsPerSec: io0 && io1 ? Math.round((io1.syscw - io0.syscw) / secs) : null,
       },
     };
+    out.rollout.coordinatorDispatch = dispatchLog(path.join(dir, 'coordinator.log'), id);
     out.rssEndMiB = mb(procSample(coord.pid)?.rss ?? 0);
     return out;
   } finally {

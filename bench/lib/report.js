@@ -139,7 +139,7 @@ export function renderMarkdown(out) {
       ]);
       rows.push([
         'command dispatch latency (decision → agent receives)',
-        `p50 ${o.dispatchLatencyMs.p50} ms, p90 ${o.dispatchLatencyMs.p90} ms, **p99 ${o.dispatchLatencyMs.p99} ms**, max ${o.dispatchLatencyMs.max} ms (${o.commandsReceived} commands); load generators' own event-loop delay p99 ${o.loadgenLoopLagMs?.p99 ?? '–'} ms, max ${o.loadgenLoopLagMs?.max ?? '–'} ms`,
+        `p50 ${o.dispatchLatencyMs.p50} ms, p90 ${o.dispatchLatencyMs.p90} ms, **p99 ${o.dispatchLatencyMs.p99} ms**, max ${o.dispatchLatencyMs.max} ms (${o.commandsReceived} commands); load generators' own event-loop delay p99 ${o.loadgenLoopLagMs?.p99 ?? '–'} ms, max ${o.loadgenLoopLagMs?.max ?? '–'} ms${dispatchShare(o.coordinatorDispatch)}`,
       ]);
       rows.push([
         'coordinator during the rollout',
@@ -258,3 +258,10 @@ export function renderMarkdown(out) {
 }
 
 export { fmtBytes };
+
+/** The coordinator's own share of the largest dispatch (its 'commands dispatched' log line). */
+function dispatchShare(d) {
+  if (!d?.largest) return '';
+  const w = d.largest;
+  return `; coordinator's share of the largest wave (${w.commands} commands): decide ${w.decideMs} ms, commit ${w.commitMs} ms, hand to sockets ${w.sendMs} ms`;
+}

@@ -8,7 +8,8 @@ import Database from 'better-sqlite3';
 import { createHash } from 'node:crypto';
 import type { CommandKind, ErrorCode, FailureEvidence, NodeRole, Outcome, Result } from '@guts-upgrade/protocol';
 import type { CommandRecord, CommandState, Rollout, RolloutData, Step } from './model.js';
-import { COMMAND_OPEN_STATES, type RolloutState, type StepState } from './states.js';
+import { CommandMirror, RolloutMirror, StepMirror } from './row-mirror.js';
+import { COMMAND_OPEN_STATES, isCommandFinished, type RolloutState, type StepState } from './states.js';
 
 export interface Migration {
   version: number;
@@ -172,6 +173,13 @@ export const MIGRATIONS: Migration[] = [
       CREATE INDEX commands_rollout ON commands(rollout_id);
       CREATE INDEX commands_state ON commands(state, created_at);
     `,
+  },
+  {
+    version: 8,
+    name: 'index for the rollouts with a step in flight',
+    // Each tick asks which rollouts have a node in flight (a finished rollout may still wait on
+    // one): without it, a scan of every step of every rollout ever run.
+    sql: 'CREATE INDEX steps_state ON steps(state, rollout_id);',
   },
 ];
 
@@ -378,18 +386,23 @@ export class Store {
   }
 
   /**
-   * Read caches of the two tables the rollout loop reads whole on every tick (nodes, steps of a
-   * rollout). Any write to the table drops them, as does a failed transaction, so they never
-   * differ from what SQLite returns; SQLite stays the only state (nothing here survives a restart).
+   * Read caches of the tables the rollout loop reads whole on every tick (nodes; a rollout's
+   * steps and commands, the open commands: row-mirror.ts). Each write updates them with the row
+   * SQLite returns or drops them, as does a failed transaction, so they never differ from what
+   * SQLite returns; SQLite stays the only state (nothing here survives a restart).
    */
   private nodesCache: NodeRow[] | null = null;
   /** Node id → its place in nodesCache (built with it). */
   private nodesIndex = new Map<string, number>();
-  private readonly stepsCache = new Map<string, readonly Step[]>();
+  private readonly rolloutMirror = new RolloutMirror();
+  private readonly stepMirror = new StepMirror();
+  private readonly commandMirror = new CommandMirror((c) => !isCommandFinished(c.state));
 
   private dropCaches(): void {
     this.nodesCache = null;
-    this.stepsCache.clear();
+    this.rolloutMirror.clear();
+    this.stepMirror.clear();
+    this.commandMirror.clear();
   }
 
   // ---------------------------------------------------------------- nodes
@@ -514,9 +527,12 @@ export class Store {
     );
   }
 
+  /** The rollout, frozen (the loop reads it on every tick: kept parsed, see row-mirror.ts). */
   rollout(id: string): Rollout | undefined {
-    const r = this.stmt('SELECT * FROM rollouts WHERE id = ?').get(id) as Raw | undefined;
-    return r ? rolloutFrom(r) : undefined;
+    return this.rolloutMirror.rollout(id, () => {
+      const r = this.stmt('SELECT * FROM rollouts WHERE id = ?').get(id) as Raw | undefined;
+      return r ? rolloutFrom(r) : undefined;
+    });
   }
 
   rollouts(limit = 100): Rollout[] {
@@ -524,8 +540,8 @@ export class Store {
   }
 
   rolloutsInStates(states: readonly string[]): Rollout[] {
-    const q = `SELECT * FROM rollouts WHERE state IN (${states.map(() => '?').join(',')}) ORDER BY created_at`;
-    return (this.stmt(q).all(...states) as Raw[]).map(rolloutFrom);
+    const q = `SELECT id FROM rollouts WHERE state IN (${states.map(() => '?').join(',')}) ORDER BY created_at`;
+    return (this.stmt(q).all(...states) as { id: string }[]).flatMap((r) => this.rollout(r.id) ?? []);
   }
 
   /** How many rollouts are in each state (states without one are absent). */
@@ -535,19 +551,35 @@ export class Store {
   }
 
   setRolloutState(id: string, state: RolloutState, code: ErrorCode | null, reason: string | null, now: number): void {
-    this.stmt('UPDATE rollouts SET state = ?, code = ?, reason = ?, updated_at = ?, state_since = ? WHERE id = ?').run(state, code, reason, now, now, id);
+    this.mirrorRollout(
+      this.stmt('UPDATE rollouts SET state = ?, code = ?, reason = ?, updated_at = ?, state_since = ? WHERE id = ? RETURNING *').get(
+        state,
+        code,
+        reason,
+        now,
+        now,
+        id,
+      ),
+    );
   }
 
   patchRolloutData(id: string, patch: Partial<RolloutData>, now: number): void {
     const r = this.rollout(id);
     if (!r) return;
-    this.stmt('UPDATE rollouts SET data = ?, updated_at = ? WHERE id = ?').run(JSON.stringify({ ...r.data, ...patch }), now, id);
+    this.mirrorRollout(
+      this.stmt('UPDATE rollouts SET data = ?, updated_at = ? WHERE id = ? RETURNING *').get(JSON.stringify({ ...r.data, ...patch }), now, id),
+    );
+  }
+
+  /** Puts a rollout row a write returned into the mirror. */
+  private mirrorRollout(row: unknown): void {
+    if (row) this.rolloutMirror.put(rolloutFrom(row as Raw));
   }
 
   // ---------------------------------------------------------------- steps
 
   insertStep(s: Step): void {
-    this.stepsCache.delete(s.rolloutId);
+    this.stepMirror.drop(s.rolloutId);
     this.stmt('INSERT INTO steps (rollout_id, node_id, position, state, attempt, updated_at) VALUES (?, ?, ?, ?, ?, ?)').run(
       s.rolloutId,
       s.nodeId,
@@ -559,16 +591,12 @@ export class Store {
   }
 
   steps(rolloutId: string): Step[] {
-    let cached = this.stepsCache.get(rolloutId);
-    if (!cached) {
-      cached = (this.stmt('SELECT * FROM steps WHERE rollout_id = ? ORDER BY position').all(rolloutId) as Raw[]).map((r) => Object.freeze(stepFrom(r)));
-      this.stepsCache.set(rolloutId, cached);
-    }
-    return [...cached];
+    return this.stepMirror.steps(rolloutId, () =>
+      (this.stmt('SELECT * FROM steps WHERE rollout_id = ? ORDER BY position').all(rolloutId) as Raw[]).map(stepFrom),
+    );
   }
 
   updateStep(rolloutId: string, nodeId: string, patch: Partial<Step>, now: number): void {
-    this.stepsCache.delete(rolloutId);
     const cols: Record<keyof Step, string> = {
       rolloutId: 'rollout_id',
       nodeId: 'node_id',
@@ -590,9 +618,10 @@ export class Store {
       evidence: 'evidence',
     };
     const entries = Object.entries({ ...patch, updatedAt: now }).filter(([, v]) => v !== undefined);
-    const sql = `UPDATE steps SET ${entries.map(([k]) => `${cols[k as keyof Step]} = ?`).join(', ')} WHERE rollout_id = ? AND node_id = ?`;
+    const sql = `UPDATE steps SET ${entries.map(([k]) => `${cols[k as keyof Step]} = ?`).join(', ')} WHERE rollout_id = ? AND node_id = ? RETURNING *`;
     const value = (v: unknown) => (v !== null && typeof v === 'object' ? JSON.stringify(v) : (v as string | number | null));
-    this.stmt(sql).run(...entries.map(([, v]) => value(v)), rolloutId, nodeId);
+    const row = this.stmt(sql).get(...entries.map(([, v]) => value(v)), rolloutId, nodeId) as Raw | undefined;
+    if (row) this.stepMirror.put(stepFrom(row));
   }
 
   rolloutsWithStepsIn(states: readonly string[]): string[] {
@@ -601,8 +630,8 @@ export class Store {
   }
 
   setProgressForCommand(commandId: string, progress: string, now: number): void {
-    this.stepsCache.clear();
-    this.stmt('UPDATE steps SET progress = ?, updated_at = ? WHERE command_id = ?').run(progress, now, commandId);
+    const rows = this.stmt('UPDATE steps SET progress = ?, updated_at = ? WHERE command_id = ? RETURNING *').all(progress, now, commandId) as Raw[];
+    for (const r of rows) this.stepMirror.put(stepFrom(r));
   }
 
   /** Nodes held by an active rollout (for the overlap conflict check). */
@@ -615,21 +644,25 @@ export class Store {
   // ---------------------------------------------------------------- commands
 
   insertCommand(c: Omit<CommandRecord, 'outcome' | 'code' | 'message' | 'runningVersion' | 'downtimeMs' | 'stoppedAtView'>): void {
-    this.stmt('INSERT INTO commands (id, node_id, rollout_id, kind, digest, body, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)').run(
-      c.id,
-      c.nodeId,
-      c.rolloutId,
-      c.kind,
-      c.digest,
-      c.body,
-      c.state,
-      c.createdAt,
-      c.updatedAt,
-    );
+    const row = this.stmt(
+      `INSERT INTO commands (id, node_id, rollout_id, kind, digest, body, state, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING ${LIGHT_COMMAND_COLUMNS}`,
+    ).get(c.id, c.nodeId, c.rolloutId, c.kind, c.digest, c.body, c.state, c.createdAt, c.updatedAt);
+    this.mirrorCommand(row);
   }
 
   command(id: string): CommandRecord | undefined {
     const r = this.stmt('SELECT * FROM commands WHERE id = ?').get(id) as Raw | undefined;
+    return r ? commandFrom(r) : undefined;
+  }
+
+  /**
+   * A command without its body and result, for the agents' acks, progress and results (one of
+   * each per message): from the open ones kept in memory, else the light columns.
+   */
+  commandHead(id: string): CommandRecord | undefined {
+    const kept = this.commandMirror.openOne(id);
+    if (kept) return kept;
+    const r = this.stmt(`SELECT ${LIGHT_COMMAND_COLUMNS} FROM commands WHERE id = ?`).get(id) as Raw | undefined;
     return r ? commandFrom(r) : undefined;
   }
 
@@ -641,30 +674,43 @@ export class Store {
 
   /** The commands of a rollout for the sequencer, without their bodies (and stored results): the loop runs this on every tick. */
   commandsFor(rolloutId: string): Map<string, CommandRecord> {
-    const rows = this.stmt(`SELECT ${LIGHT_COMMAND_COLUMNS} FROM commands WHERE rollout_id = ?`).all(rolloutId) as Raw[];
-    return new Map(rows.map((r) => [String(r.id), commandFrom(r)]));
+    return this.commandMirror.forRollout(rolloutId, () =>
+      (this.stmt(`SELECT ${LIGHT_COMMAND_COLUMNS} FROM commands WHERE rollout_id = ?`).all(rolloutId) as Raw[]).map(commandFrom),
+    );
   }
 
   /** Commands without a result yet: the node still counts as in flight. Bodies only for one node's (to re-send them). */
   openCommands(nodeId?: string): CommandRecord[] {
     const open = COMMAND_OPEN_STATES.map(() => '?').join(',');
-    const rows = nodeId
-      ? this.stmt(`SELECT * FROM commands WHERE node_id = ? AND state IN (${open}) ORDER BY created_at`).all(nodeId, ...COMMAND_OPEN_STATES)
-      : this.stmt(`SELECT ${LIGHT_COMMAND_COLUMNS} FROM commands WHERE state IN (${open}) ORDER BY created_at`).all(...COMMAND_OPEN_STATES);
-    return (rows as Raw[]).map(commandFrom);
+    if (nodeId) {
+      const rows = this.stmt(`SELECT * FROM commands WHERE node_id = ? AND state IN (${open}) ORDER BY created_at`).all(nodeId, ...COMMAND_OPEN_STATES);
+      return (rows as Raw[]).map(commandFrom);
+    }
+    return this.commandMirror.openOnes(() =>
+      (this.stmt(`SELECT ${LIGHT_COMMAND_COLUMNS} FROM commands WHERE state IN (${open}) ORDER BY created_at`).all(...COMMAND_OPEN_STATES) as Raw[]).map(
+        commandFrom,
+      ),
+    );
+  }
+
+  /** Puts a command row a write returned (RETURNING the light columns; none: nothing matched) into the mirror. */
+  private mirrorCommand(row: unknown): void {
+    if (row) this.commandMirror.put(commandFrom(row as Raw));
   }
 
   setCommandState(id: string, state: CommandState, now: number, extra: { code?: string | null; message?: string | null } = {}): void {
-    this.stmt(
-      'UPDATE commands SET state = ?, code = COALESCE(?, code), message = COALESCE(?, message), updated_at = ?, sent_at = CASE WHEN ? THEN ? ELSE sent_at END WHERE id = ?',
-    ).run(state, extra.code ?? null, extra.message ?? null, now, marksSent(state), now, id);
+    const row = this.stmt(
+      `UPDATE commands SET state = ?, code = COALESCE(?, code), message = COALESCE(?, message), updated_at = ?, sent_at = CASE WHEN ? THEN ? ELSE sent_at END WHERE id = ? RETURNING ${LIGHT_COMMAND_COLUMNS}`,
+    ).get(state, extra.code ?? null, extra.message ?? null, now, marksSent(state), now, id);
+    this.mirrorCommand(row);
   }
 
   /** Moves a command to an informational state only from the given states (a late write never undoes a result). */
   advanceCommandState(id: string, state: CommandState, from: readonly CommandState[], now: number): void {
-    this.stmt(
-      `UPDATE commands SET state = ?, updated_at = ?, sent_at = CASE WHEN ? THEN ? ELSE sent_at END WHERE id = ? AND state IN (${from.map(() => '?').join(',')})`,
-    ).run(state, now, marksSent(state), now, id, ...from);
+    const row = this.stmt(
+      `UPDATE commands SET state = ?, updated_at = ?, sent_at = CASE WHEN ? THEN ? ELSE sent_at END WHERE id = ? AND state IN (${from.map(() => '?').join(',')}) RETURNING ${LIGHT_COMMAND_COLUMNS}`,
+    ).get(state, now, marksSent(state), now, id, ...from);
+    this.mirrorCommand(row);
   }
 
   completeCommand(
@@ -680,9 +726,10 @@ export class Store {
     },
     now: number,
   ): void {
-    this.stmt(
-      'UPDATE commands SET state = ?, outcome = ?, code = ?, message = ?, running_version = ?, downtime_ms = ?, stopped_at_view = ?, result = ?, updated_at = ? WHERE id = ?',
-    ).run('completed' satisfies CommandState, r.outcome, r.code, r.message, r.runningVersion, r.downtimeMs, r.stoppedAtView, JSON.stringify(r.result), now, id);
+    const row = this.stmt(
+      `UPDATE commands SET state = ?, outcome = ?, code = ?, message = ?, running_version = ?, downtime_ms = ?, stopped_at_view = ?, result = ?, updated_at = ? WHERE id = ? RETURNING ${LIGHT_COMMAND_COLUMNS}`,
+    ).get('completed' satisfies CommandState, r.outcome, r.code, r.message, r.runningVersion, r.downtimeMs, r.stoppedAtView, JSON.stringify(r.result), now, id);
+    this.mirrorCommand(row);
   }
 
   // ---------------------------------------------------------------- events

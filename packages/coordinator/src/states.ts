@@ -100,6 +100,8 @@ export const COMMAND_TRANSITIONS: Record<CommandState, readonly CommandState[]> 
 
 /** Commands without a result yet: re-sent on reconnect, their node counts as in flight. */
 export const COMMAND_OPEN_STATES: readonly CommandState[] = ['pending', 'sent', 'accepted', 'duplicate'];
+/** The same, for the sequencer's per-step lookups (a tick asks it once per node). */
+const OPEN_COMMAND_STATES: ReadonlySet<CommandState> = new Set(COMMAND_OPEN_STATES);
 
 export function canCommandMove(from: CommandState, to: CommandState): boolean {
   return COMMAND_TRANSITIONS[from].includes(to);
@@ -107,7 +109,7 @@ export function canCommandMove(from: CommandState, to: CommandState): boolean {
 
 /** A command in these states has its answer: a result, or a rejection. */
 export function isCommandFinished(state: CommandState): boolean {
-  return !COMMAND_OPEN_STATES.includes(state);
+  return !OPEN_COMMAND_STATES.has(state);
 }
 
 /** The states a command may move to `to` from (a late informational write never undoes an answer). */

@@ -73,10 +73,13 @@ function parseFrame(raw: unknown): { ok: true; value: Record<string, unknown> } 
   return { ok: true, value: value as Record<string, unknown> };
 }
 
+const SAME_VERSION = { ok: true } as const;
+
 function decodeWith<M>(raw: unknown, checkerFor: (value: Record<string, unknown>) => { checker: TypeCheck<TSchema>; label: string } | string): Decoded<M> {
   const frame = parseFrame(raw);
   if (!frame.ok) return { ok: false, code: 'E_BAD_MESSAGE', error: frame.error };
-  const version = checkProtocolVersion(frame.value.proto);
+  // Every message of a peer on our own version: no parsing of the version string.
+  const version = frame.value.proto === PROTOCOL_VERSION ? SAME_VERSION : checkProtocolVersion(frame.value.proto);
   if (!version.ok) return { ok: false, code: version.code, error: version.error };
   const found = checkerFor(frame.value);
   if (typeof found === 'string') return { ok: false, code: 'E_BAD_MESSAGE', error: found };

@@ -402,12 +402,12 @@ export class AgentHub implements AgentTransport {
 
   private onAck(nodeId: string, msg: Extract<AgentMessage, { type: 'ack' }>): void {
     const now = this.d.now();
-    const c = this.d.store.command(msg.commandId);
+    const c = this.d.store.commandHead(msg.commandId);
     if (!c || c.nodeId !== nodeId || isCommandFinished(c.state)) return; // answered already: a late ack changes nothing
     if (msg.status === 'rejected') {
       // A rejection decides the step: urgent, committed before the next decision.
       this.d.writes.queue(() => {
-        const cur = this.d.store.command(c.id);
+        const cur = this.d.store.commandHead(c.id);
         if (!cur || !canCommandMove(cur.state, 'rejected')) return;
         this.d.store.setCommandState(c.id, 'rejected', now, { code: msg.code ?? 'E_INTERNAL', message: msg.message ?? null });
         this.d.audit.record('command.rejected', `agent:${nodeId}`, c.rolloutId, nodeId, { commandId: c.id, code: msg.code, message: msg.message });
@@ -422,7 +422,7 @@ export class AgentHub implements AgentTransport {
 
   private onProgress(nodeId: string, msg: Extract<AgentMessage, { type: 'progress' }>): void {
     const now = this.d.now();
-    const c = this.d.store.command(msg.commandId);
+    const c = this.d.store.commandHead(msg.commandId);
     if (!c || c.nodeId !== nodeId) return;
     // Progress is informational (display and the event log); no decision reads it and a restarted
     // coordinator does not need it, so it is not worth an fsync per message: it is batched with the
@@ -443,7 +443,7 @@ export class AgentHub implements AgentTransport {
 
   /** Records a command's result once (a re-sent result is ignored). Runs inside a transaction. */
   private onResult(nodeId: string, r: Result): void {
-    const c = this.d.store.command(r.commandId);
+    const c = this.d.store.commandHead(r.commandId);
     if (!c || c.nodeId !== nodeId) {
       this.d.store.appendEvent({
         at: this.d.now(),
