@@ -154,7 +154,15 @@ async function oursUpgrade(env, log, version = '1.0.1') {
     return m ? Date.parse(m[1]) : null;
   };
   const backupMs = at('backup', 'done') && at('backup', 'started') ? at('backup', 'done') - at('backup', 'started') : null;
-  return { downtimeMs: result.downtimeMs, totalMs: wallMs, preCopyMs: backupMs, agentPeakRssBytes: usage.peakRssBytes, agentPid: pid, runtime: rt.label };
+  return {
+    downtimeMs: result.downtimeMs,
+    totalMs: wallMs,
+    preCopyMs: backupMs,
+    agentPeakRssBytes: usage.peakRssBytes,
+    agentPeakAnonBytes: usage.anonMaxBytes,
+    agentPid: pid,
+    runtime: rt.label,
+  };
 }
 
 /** The seed's procedure: stop, tar czf the data dir, swap the binary, start, wait ready. */
@@ -421,6 +429,7 @@ export async function dataBench({ quick, log, opts, downtime, throughput: wantTp
           peakRssBytes: ours.agentPeakRssBytes,
           peakRssMiB: mb(ours.agentPeakRssBytes),
           peakOverData: round(ours.agentPeakRssBytes / bytes, 4),
+          anonPeakMiB: ours.agentPeakAnonBytes == null ? null : mb(ours.agentPeakAnonBytes),
           runtime: ours.runtime,
         });
       }

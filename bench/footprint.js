@@ -87,10 +87,11 @@ export async function footprintBench({ quick, log }) {
         rssMeanMiB: mb(r.rssMeanBytes),
         rssMaxMiB: mb(r.rssMaxBytes),
         peakRssMiB: mb(r.peakRssBytes),
+        ...rssParts(r),
       },
-      bareRuntime: { cpuPct: round(b.cpuPct, 2), rssMeanMiB: mb(b.rssMeanBytes) },
+      bareRuntime: { cpuPct: round(b.cpuPct, 2), rssMeanMiB: mb(b.rssMeanBytes), ...rssParts(b) },
       rssRatioToBare: round(r.rssMeanBytes / b.rssMeanBytes, 2),
-      modulesFloor: { cpuPct: round(m.cpuPct, 2), rssMeanMiB: mb(m.rssMeanBytes) },
+      modulesFloor: { cpuPct: round(m.cpuPct, 2), rssMeanMiB: mb(m.rssMeanBytes), ...rssParts(m) },
       rssRatioToModulesFloor: round(r.rssMeanBytes / m.rssMeanBytes, 2),
     };
   } finally {
@@ -101,6 +102,11 @@ export async function footprintBench({ quick, log }) {
     await coord.stop();
     removeDir(dir);
   }
+}
+
+/** Where a sampled RSS lies: the process's own (anonymous) memory and the file pages it maps (the runtime's code). */
+function rssParts(s) {
+  return { anonMeanMiB: s.anonMeanBytes == null ? null : mb(s.anonMeanBytes), fileMeanMiB: s.fileMeanBytes == null ? null : mb(s.fileMeanBytes) };
 }
 
 /** The script of the second floor: better-sqlite3 as the agent resolves it (built for its runtime), ws from this workspace. */

@@ -158,12 +158,16 @@ export function childrenCpuSec() {
   return (Number(f[13]) + Number(f[14])) / CLK_TCK;
 }
 
-/** VmHWM (peak RSS) and VmRSS in bytes from /proc/<pid>/status. */
+/**
+ * VmHWM (peak RSS), VmRSS and its two parts in bytes from /proc/<pid>/status: anonymous memory
+ * (the process's own: heap, buffers) and file-backed pages (mostly the runtime's executable,
+ * shared with every process running it and dropped by the kernel under pressure).
+ */
 export function procStatus(pid) {
   try {
     const s = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
     const kb = (k) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(s)?.[1] ?? NaN) * 1024;
-    return { hwm: kb('VmHWM'), rss: kb('VmRSS') };
+    return { hwm: kb('VmHWM'), rss: kb('VmRSS'), anon: kb('RssAnon'), file: kb('RssFile') };
   } catch {
     return null;
   }
@@ -187,6 +191,17 @@ export function sampler(pid, intervalMs = 250) {
   let hwm = procStatus(pid)?.hwm ?? 0;
   let sumRss = 0;
   let n = 0;
+  let anonMax = 0;
+  let sumAnon = 0;
+  let sumFile = 0;
+  let nParts = 0;
+  const parts = (st) => {
+    if (!st || !Number.isFinite(st.anon)) return;
+    anonMax = Math.max(anonMax, st.anon);
+    sumAnon += st.anon;
+    sumFile += st.file;
+    nParts++;
+  };
   const timer = setInterval(() => {
     const s = procSample(pid);
     if (!s) return;
@@ -196,6 +211,7 @@ export function sampler(pid, intervalMs = 250) {
     n++;
     const st = procStatus(pid);
     if (st && Number.isFinite(st.hwm)) hwm = Math.max(hwm, st.hwm);
+    parts(st);
   }, intervalMs);
   return {
     stop() {
@@ -214,6 +230,10 @@ export function sampler(pid, intervalMs = 250) {
         rssMaxBytes: maxRss,
         rssEndBytes: end?.rss ?? null,
         peakRssBytes: hwm || maxRss,
+        // Sampled, so a peak between two samples is missed (VmHWM has no anonymous-only twin).
+        anonMaxBytes: anonMax || null,
+        anonMeanBytes: nParts ? sumAnon / nParts : null,
+        fileMeanBytes: nParts ? sumFile / nParts : null,
       };
     },
   };

@@ -161,22 +161,22 @@ export function renderMarkdown(out) {
     if (f.idle)
       rows.push([
         `idle daemon over ${f.idle.seconds} s`,
-        `CPU ${f.idle.cpuPct} % (${f.idle.cpuSec} s), RSS mean ${f.idle.rssMeanMiB} MiB, max ${f.idle.rssMaxMiB} MiB`,
+        `CPU ${f.idle.cpuPct} % (${f.idle.cpuSec} s), RSS mean ${f.idle.rssMeanMiB} MiB, max ${f.idle.rssMaxMiB} MiB${rssSplit(f.idle)}`,
       ]);
     if (f.bareRuntime)
       rows.push([
         'the same runtime and flags running an empty timer, same seconds (the floor)',
-        `CPU ${f.bareRuntime.cpuPct} %, RSS mean ${f.bareRuntime.rssMeanMiB} MiB; agent / bare runtime **×${f.rssRatioToBare}**`,
+        `CPU ${f.bareRuntime.cpuPct} %, RSS mean ${f.bareRuntime.rssMeanMiB} MiB${rssSplit(f.bareRuntime)}; agent / bare runtime **×${f.rssRatioToBare}**`,
       ]);
     if (f.modulesFloor)
       rows.push([
         'the same runtime holding only ws, node:http and an open better-sqlite3 database (what the idle daemon needs)',
-        `CPU ${f.modulesFloor.cpuPct} %, RSS mean ${f.modulesFloor.rssMeanMiB} MiB; agent / that floor **×${f.rssRatioToModulesFloor}**`,
+        `CPU ${f.modulesFloor.cpuPct} %, RSS mean ${f.modulesFloor.rssMeanMiB} MiB${rssSplit(f.modulesFloor)}; agent / that floor **×${f.rssRatioToModulesFloor}**`,
       ]);
     for (const p of f.backupPeak?.rows ?? [])
       rows.push([
         `peak RSS of the agent upgrade process, backup of ${p.data}`,
-        `**${p.peakRssMiB} MiB** (${(p.peakOverData * 100).toFixed(2)} % of the data size)`,
+        `**${p.peakRssMiB} MiB** (${(p.peakOverData * 100).toFixed(2)} % of the data size)${p.anonPeakMiB == null ? '' : `; its own (anonymous) memory at most ${p.anonPeakMiB} MiB, sampled every 100 ms`}`,
       ]);
     parts.push(table(['measure', 'figure'], rows));
   }
@@ -264,4 +264,9 @@ function dispatchShare(d) {
   if (!d?.largest) return '';
   const w = d.largest;
   return `; coordinator's share of the largest wave (${w.commands} commands): decide ${w.decideMs} ms, commit ${w.commitMs} ms, hand to sockets ${w.sendMs} ms`;
+}
+
+/** An RSS split into the process's own (anonymous) memory and the file pages it maps (the runtime's code). */
+function rssSplit(x) {
+  return x.anonMeanMiB == null ? '' : ` (own, anonymous ${x.anonMeanMiB} MiB + file-backed ${x.fileMeanMiB} MiB)`;
 }
