@@ -41,9 +41,13 @@ function parseArgs(argv) {
     else if (k === '--weighted-seeds') o.opts.weightedSeeds = val().split(',').filter(Boolean).map(Number);
     else if (k === '--agents') o.opts.agents = Number(val());
     else if (k === '--drivers-data-mb') o.opts.driversDataMb = Number(val());
-    else if (k === '--help' || k === '-h') {
+    else if (k === '--scale-rounds') {
+      const n = Number(val());
+      if (!Number.isInteger(n) || n < 1 || n > 20) throw new Error(`--scale-rounds: expected a whole number from 1 to 20, got ${inline ?? argv[i]}`);
+      o.opts.scaleRounds = n;
+    } else if (k === '--help' || k === '-h') {
       process.stdout.write(
-        `usage: npm run bench -- [--only ${ALL.join(',')}] [--quick] [--serial-max-n N] [--sizes 4,7,31,100] [--weighted-sizes 7,13,20,31,100] [--weighted-seeds 1,2,3] [--sizes-gb 1,10] [--restart-runs 3] [--agents 2000] [--drivers-data-mb 1024]\n`,
+        `usage: npm run bench -- [--only ${ALL.join(',')}] [--quick] [--serial-max-n N] [--sizes 4,7,31,100] [--weighted-sizes 7,13,20,31,100] [--weighted-seeds 1,2,3] [--sizes-gb 1,10] [--restart-runs 3] [--agents 2000] [--scale-rounds 3] [--drivers-data-mb 1024]\n`,
       );
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);

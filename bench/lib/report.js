@@ -133,17 +133,24 @@ export function renderMarkdown(out) {
     }
     if (c.rollout) {
       const o = c.rollout;
+      const sp = (k) => (o.rounds > 1 && o.spread?.[k] ? ` (${o.spread[k][0]}–${o.spread[k][1]})` : '');
+      const of = o.rounds > 1 ? `, median of ${o.rounds} rounds (min–max)` : '';
+      for (const [i, x] of (o.rounds > 1 ? c.rollouts : []).entries())
+        rows.push([
+          `round ${i + 1}: rollout to ${x.targetVersion ?? '?'}`,
+          `makespan ×${x.ratioToIdeal}; dispatch p50 ${x.dispatchLatencyMs.p50} ms, p99 ${x.dispatchLatencyMs.p99} ms; load generators' loop delay p99 ${x.loadgenLoopLagMs.p99} ms${dispatchShare(x.coordinatorDispatch)}`,
+        ]);
       rows.push([
-        `rolling rollout, ${o.nodes} nodes, maxUnavailable ${o.maxUnavailable}`,
-        `makespan ${s(o.makespanMs)} vs ideal ${s(o.idealMs)} (×${o.ratioToIdeal})`,
+        `rolling rollout, ${o.nodes} nodes, maxUnavailable ${o.maxUnavailable}${of}`,
+        `makespan ${s(o.makespanMs)} vs ideal ${s(o.idealMs)} (**×${o.ratioToIdeal}**${sp('ratioToIdeal')})`,
       ]);
       rows.push([
-        'command dispatch latency (decision → agent receives)',
-        `p50 ${o.dispatchLatencyMs.p50} ms, p90 ${o.dispatchLatencyMs.p90} ms, **p99 ${o.dispatchLatencyMs.p99} ms**, max ${o.dispatchLatencyMs.max} ms (${o.commandsReceived} commands); load generators' own event-loop delay p99 ${o.loadgenLoopLagMs?.p99 ?? '–'} ms, max ${o.loadgenLoopLagMs?.max ?? '–'} ms${dispatchShare(o.coordinatorDispatch)}`,
+        `command dispatch latency (decision → agent receives)${of}`,
+        `p50 ${o.dispatchLatencyMs.p50} ms${sp('p50')}, **p99 ${o.dispatchLatencyMs.p99} ms**${sp('p99')}, max ${o.dispatchLatencyMs.max} ms${sp('max')} (${o.commandsReceived} commands per round); load generators' own event-loop delay p99 ${o.loadgenLoopLagMs?.p99 ?? '–'} ms${sp('loadgenLagP99')}, max ${o.loadgenLoopLagMs?.max ?? '–'} ms${sp('loadgenLagMax')}${o.rounds > 1 ? '' : dispatchShare(o.coordinatorDispatch)}`,
       ]);
       rows.push([
         'coordinator during the rollout',
-        `CPU ${o.coordinatorCpuPct} %, RSS max ${o.coordinatorRssMaxMiB} MiB; API /health/live p50 ${o.apiProbe.p50Ms} ms, p99 ${o.apiProbe.p99Ms} ms, max ${o.apiProbe.maxMs} ms`,
+        `CPU ${o.coordinatorCpuPct} %${sp('coordinatorCpuPct')}, RSS max ${o.coordinatorRssMaxMiB} MiB; API /health/live p50 ${o.apiProbe.p50Ms} ms, p99 ${o.apiProbe.p99Ms} ms, max ${o.apiProbe.maxMs} ms`,
       ]);
       rows.push([
         'SQLite writes during the rollout',
