@@ -324,10 +324,17 @@ export async function startCoordinator(dir, cfg = {}) {
   fs.writeFileSync(configPath, JSON.stringify(doc, null, 2));
   const logFd = fs.openSync(path.join(dir, 'coordinator.log'), 'a');
   const child = track(
-    // BENCH_CPU_PROF=DIR writes the coordinator's V8 CPU profile there (to find where a figure goes).
+    // BENCH_CPU_PROF=DIR writes the coordinator's V8 CPU profile there (to find where a figure goes);
+    // BENCH_COORDINATOR_NODE_FLAGS adds Node flags (say --heapsnapshot-signal=SIGUSR2 to see where memory goes).
     spawn(
       process.execPath,
-      [...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []), COORDINATOR_CLI, '--config', configPath],
+      [
+        ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []),
+        ...(process.env.BENCH_COORDINATOR_NODE_FLAGS ?? '').split(' ').filter(Boolean),
+        COORDINATOR_CLI,
+        '--config',
+        configPath,
+      ],
       {
         env: childEnv({ GUTS_UPGRADE_OPERATOR_TOKEN: OPERATOR_TOKEN }),
         stdio: ['ignore', logFd, logFd],

@@ -5,10 +5,11 @@
  * and increase() handle). docs/observability.md lists every name.
  */
 import { COMMAND_KINDS, OUTCOMES } from '@guts-upgrade/protocol';
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import type { ResultEvent } from './engine/agent-hub.js';
 import type { Coordinator } from './engine/coordinator.js';
 import { REFUSAL_REASONS } from './engine/refusal-log.js';
+import { PerNodeHistogram } from './per-node-histogram.js';
 import { ACTIVE_ROLLOUT_STATES, STEP_STATES } from './states.js';
 import { PRODUCT_VERSION } from './version.js';
 
@@ -267,16 +268,16 @@ function eventMetrics(r: Registry, c: Coordinator): void {
     registers: [r],
   });
   for (const kind of COMMAND_KINDS) for (const outcome of OUTCOMES) results.inc({ kind, outcome }, 0);
-  const downtime = new Histogram({
-    name: 'guts_upgrade_node_downtime_seconds',
-    help: 'Stop-to-ready time of a node in a command, as its agent measured it',
-    labelNames: ['node'],
-    buckets: DOWNTIME_BUCKETS,
-    registers: [r],
-  });
+  const downtime = new PerNodeHistogram(
+    'guts_upgrade_node_downtime_seconds',
+    'Stop-to-ready time of a node in a command, as its agent measured it',
+    'node',
+    DOWNTIME_BUCKETS,
+  );
+  r.registerMetric(downtime.asMetric());
   c.on('result', (e: ResultEvent) => {
     results.inc({ kind: e.kind, outcome: e.outcome });
-    if (e.downtimeMs !== null) downtime.observe({ node: e.nodeId }, e.downtimeMs / 1000);
+    if (e.downtimeMs !== null) downtime.observe(e.nodeId, e.downtimeMs / 1000);
   });
   const webhooks = new Counter({
     name: 'guts_upgrade_webhook_attempts_total',

@@ -1,0 +1,64 @@
+/**
+ * The per-node downtime histogram writes what prom-client's Histogram writes
+ * for the same observations (names, labels, order, values), so dashboards and
+ * alert rules read it unchanged.
+ */
+import t from 'tap';
+import { Histogram, Registry } from 'prom-client';
+import { DOWNTIME_BUCKETS } from '../src/metrics.js';
+import { PerNodeHistogram } from '../src/per-node-histogram.js';
+
+/** A small seeded generator (mulberry32): the same observations on every run. */
+function random(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let x = Math.imul(a ^ (a >>> 15), 1 | a);
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+async function both(observations: Array<[string, number]>): Promise<{ ours: string; theirs: string }> {
+  const name = 'guts_upgrade_node_downtime_seconds';
+  const help = 'Stop-to-ready time of a node in a command, as its agent measured it';
+  const a = new Registry();
+  const ours = new PerNodeHistogram(name, help, 'node', DOWNTIME_BUCKETS);
+  a.registerMetric(ours.asMetric());
+  const b = new Registry();
+  const theirs = new Histogram({ name, help, labelNames: ['node'], buckets: DOWNTIME_BUCKETS, registers: [b] });
+  for (const [node, v] of observations) {
+    ours.observe(node, v);
+    theirs.observe({ node }, v);
+  }
+  return { ours: await a.metrics(), theirs: await b.metrics() };
+}
+
+t.test('the same exposition as prom-client’s Histogram', async (t) => {
+  const none = await both([]);
+  t.equal(none.ours, none.theirs, 'no observation yet');
+
+  // Every bound exactly (a value equal to a bound is in that bucket), beyond the last, zero, and fractions.
+  const edges: Array<[string, number]> = [...DOWNTIME_BUCKETS.map((b): [string, number] => ['v0', b]), ['v0', 0], ['v1', 1801], ['v1', 0.25], ['v2', 59.999]];
+  const e = await both(edges);
+  t.equal(e.ours, e.theirs, 'bounds, zero and past the last bound');
+  t.match(e.ours, /^guts_upgrade_node_downtime_seconds_bucket\{le="\+Inf",node="v1"\} 2$/m, 'the +Inf bucket counts the value past 1800');
+
+  for (const seed of [1, 2, 3]) {
+    const r = random(seed);
+    const obs: Array<[string, number]> = Array.from({ length: 400 }, () => [`sim-${Math.floor(r() * 40)}`, Math.round(r() * r() * 2400 * 1000) / 1000]);
+    const x = await both(obs);
+    t.equal(x.ours, x.theirs, `seed ${seed}: 400 observations over 40 nodes`);
+  }
+});
+
+t.test('reset empties it; a value that is not a number is not counted; bad bounds are refused', async (t) => {
+  const h = new PerNodeHistogram('x_seconds', 'x', 'node', [1, 2]);
+  h.observe('a', Number.NaN);
+  t.same(h.get().values, [], 'NaN not counted');
+  h.observe('a', 1.5);
+  t.equal(h.get().values.length, 5, 'two buckets, +Inf, sum, count');
+  h.reset();
+  t.same(h.get().values, [], 'reset');
+  t.throws(() => new PerNodeHistogram('y', 'y', 'node', [2, 1]), /increasing/);
+});
