@@ -173,6 +173,7 @@ export async function scaleBench({ quick, log, opts }) {
       out.rollouts.push(await rolloutRound({ coord, gens, dir, N, T, maxUnavailable, target }));
     }
     out.rollout = medianRollout(out.rollouts);
+    out.metricsScrape = await metricsScrape(coord.url, 5);
     out.rssEndMiB = mb(procSample(coord.pid)?.rss ?? 0);
     return out;
   } finally {
@@ -181,6 +182,20 @@ export async function scaleBench({ quick, log, opts }) {
     await coord.stop();
     removeDir(dir);
   }
+}
+
+/** A Prometheus scrape of the coordinator after the rollouts (every node then has a downtime series): the median of `n`, one after another. */
+async function metricsScrape(url, n) {
+  const times = [];
+  let bytes = 0;
+  for (let i = 0; i < n; i++) {
+    const t = performance.now();
+    const body = await (await fetch(`${url}/metrics`)).text();
+    times.push(performance.now() - t);
+    bytes = Buffer.byteLength(body);
+    await sleep(200);
+  }
+  return { scrapes: n, medianMs: round(median(times), 1), maxMs: round(Math.max(...times), 1), kiB: Math.round(bytes / 1024) };
 }
 
 /** One large rolling rollout to `target` with maxUnavailable = f, measured from the coordinator's side and the agents'. */

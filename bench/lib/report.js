@@ -157,6 +157,11 @@ export function renderMarkdown(out) {
         `${o.sqlite.eventsAppended} events (${o.sqlite.eventsPerSec}/s), ${o.sqlite.bytesWrittenMiB} MiB written (${o.sqlite.writeMiBPerSec} MiB/s), ${o.sqlite.writeSyscallsPerSec} write syscalls/s`,
       ]);
     }
+    if (c.metricsScrape)
+      rows.push([
+        `GET /metrics after the rollouts (${c.metricsScrape.scrapes} scrapes)`,
+        `median ${c.metricsScrape.medianMs} ms, max ${c.metricsScrape.maxMs} ms, ${c.metricsScrape.kiB} KiB`,
+      ]);
     rows.push(['coordinator RSS', `${c.rssIdleBaseMiB} MiB empty → ${c.rssEndMiB} MiB after`]);
     parts.push(table(['measure', 'figure'], rows));
   }

@@ -29,6 +29,7 @@ export const DOWNTIME_BUCKETS = [0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 18
 export class Metrics {
   readonly registry = new Registry();
   private readonly apiLimited: Counter<'client'>;
+  private readonly downtime: PerNodeHistogram;
 
   constructor(coordinator: Coordinator) {
     const r = this.registry;
@@ -43,7 +44,7 @@ export class Metrics {
     }).set({ version: PRODUCT_VERSION, node: process.version }, 1);
     fleetMetrics(r, coordinator);
     rolloutMetrics(r, coordinator);
-    eventMetrics(r, coordinator);
+    this.downtime = eventMetrics(r, coordinator);
     limitMetrics(r, coordinator);
     this.apiLimited = new Counter({
       name: 'guts_upgrade_api_rate_limited_total',
@@ -59,8 +60,9 @@ export class Metrics {
     this.apiLimited.inc({ client });
   }
 
-  render(): Promise<string> {
-    return this.registry.metrics();
+  /** The registry's metrics, then the downtime histogram's block, separated by a blank line as the registry separates its own. */
+  async render(): Promise<string> {
+    return `${await this.registry.metrics()}\n${this.downtime.text()}\n`;
   }
 }
 
@@ -259,8 +261,8 @@ function rolloutMetrics(r: Registry, c: Coordinator): void {
   });
 }
 
-/** Counters and the downtime histogram, fed once per recorded result or webhook attempt. */
-function eventMetrics(r: Registry, c: Coordinator): void {
+/** Counters and the downtime histogram (written out by render(), see per-node-histogram.ts), fed once per recorded result or webhook attempt. */
+function eventMetrics(r: Registry, c: Coordinator): PerNodeHistogram {
   const results = new Counter({
     name: 'guts_upgrade_command_results_total',
     help: 'Command results recorded since the coordinator started, by command kind and outcome',
@@ -274,7 +276,6 @@ function eventMetrics(r: Registry, c: Coordinator): void {
     'node',
     DOWNTIME_BUCKETS,
   );
-  r.registerMetric(downtime.asMetric());
   c.on('result', (e: ResultEvent) => {
     results.inc({ kind: e.kind, outcome: e.outcome });
     if (e.downtimeMs !== null) downtime.observe(e.nodeId, e.downtimeMs / 1000);
@@ -287,6 +288,7 @@ function eventMetrics(r: Registry, c: Coordinator): void {
   });
   for (const outcome of WEBHOOK_OUTCOMES) webhooks.inc({ outcome }, 0);
   c.on('webhook', (o: string) => webhooks.inc({ outcome: o }));
+  return downtime;
 }
 
 /** What the hub refused or cut off: counted here instead of written to the database (refusal-log.ts). */
