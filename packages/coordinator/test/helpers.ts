@@ -4,6 +4,17 @@ import { assertRolloutTransition, assertStepTransition, IN_FLIGHT_STEP_STATES } 
 
 export const SHA = 'a'.repeat(64);
 
+/** A small seeded generator (mulberry32): the same sequence on every run, another per seed. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let x = Math.imul(a ^ (a >>> 15), 1 | a);
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
 export function node(id: string, extra: Partial<NodeView> = {}): NodeView {
   return {
     id,

@@ -7,17 +7,7 @@ import t from 'tap';
 import { Histogram, Registry } from 'prom-client';
 import { DOWNTIME_BUCKETS } from '../src/metrics.js';
 import { PerNodeHistogram } from '../src/per-node-histogram.js';
-
-/** A small seeded generator (mulberry32): the same observations on every run. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(a ^ (a >>> 15), 1 | a);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { rng } from './helpers.js';
 
 async function both(observations: Array<[string, number]>): Promise<{ ours: string; theirs: string }> {
   const name = 'guts_upgrade_node_downtime_seconds';
@@ -51,7 +41,7 @@ t.test('the same exposition as prom-client’s Histogram', async (t) => {
   t.match(e.ours, /^guts_upgrade_node_downtime_seconds_bucket\{le="\+Inf",node="v1"\} 2$/m, 'the +Inf bucket counts the value past 1800');
 
   for (const seed of [1, 2, 3]) {
-    const r = random(seed);
+    const r = rng(seed);
     const obs: Array<[string, number]> = Array.from({ length: 400 }, () => [`sim-${Math.floor(r() * 40)}`, Math.round(r() * r() * 2400 * 1000) / 1000]);
     const x = await both(obs);
     t.equal(x.ours, x.theirs, `seed ${seed}: 400 observations over 40 nodes`);

@@ -11,18 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Store } from '../src/db.js';
 import { COMMAND_STATES, STEP_STATES, type CommandState } from '../src/states.js';
-import { rolloutOf, stepsOf } from './helpers.js';
-
-/** A small seeded generator (mulberry32): the same sequence on every run, another per seed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(a ^ (a >>> 15), 1 | a);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { rng, rolloutOf, stepsOf } from './helpers.js';
 
 const NODES = ['a', 'b', 'c', 'd', 'e'];
 /** More rollouts than the copies keep (8), so some are dropped and read again. */
