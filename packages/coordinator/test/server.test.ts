@@ -290,7 +290,18 @@ t.test('coordinator API, roles, agent auth, rollouts and webhooks', async (t) =>
   );
   const types = new Set(hooks.map((h) => h.event));
   for (const e of ['rollout.started', 'node.upgraded', 'node.failed', 'rollout.paused', 'rollout.completed']) t.ok(types.has(e), `webhook ${e}`);
+  // Every fleet gauge reads one fleet view per scrape (computing it per gauge made a 2,000-node scrape slow).
+  const realWatch = c.coordinator.fleetWatch.bind(c.coordinator);
+  let watches = 0;
+  c.coordinator.fleetWatch = (now?: number) => {
+    watches++;
+    return realWatch(now);
+  };
   const metrics = await api<string>({ url: c.url! }, 'GET', '/metrics');
+  t.equal(watches, 1, 'one fleet view for the whole scrape');
+  await api<string>({ url: c.url! }, 'GET', '/metrics');
+  t.equal(watches, 2, 'and a fresh one for the next');
+  c.coordinator.fleetWatch = realWatch;
   t.match(metrics, /guts_upgrade_version_skew \d/);
   // The results above, counted once each, and the downtime the fake agents reported, per node.
   const sample = (re: RegExp) => Number(re.exec(metrics)?.[1] ?? Number.NaN);
