@@ -76,7 +76,7 @@ export class Metrics {
 /**
  * The fleet and the chain as the agents report them. Every gauge reads the same fleet view,
  * computed once per scrape (`scrape.begin()` before the registry collects, `end()` after):
- * computing it per gauge, fifteen times over 2,000 nodes, cost a scrape about 120 ms of event loop.
+ * computing it per gauge, fifteen times over 2,000 nodes, made a scrape slower by a fifth (scale bench: median 141 -> 118 ms).
  */
 function fleetMetrics(r: Registry, c: Coordinator): { begin(): void; end(): void } {
   let current: FleetWatch | null = null;

@@ -15,9 +15,11 @@ async function both(observations: Array<[string, number]>): Promise<{ ours: stri
   const ours = new PerNodeHistogram(name, help, 'node', DOWNTIME_BUCKETS);
   const b = new Registry();
   const theirs = new Histogram({ name, help, labelNames: ['node'], buckets: DOWNTIME_BUCKETS, registers: [b] });
-  for (const [node, v] of observations) {
+  for (const [i, [node, v]] of observations.entries()) {
     ours.observe(node, v);
     theirs.observe({ node }, v);
+    // Written out half way, so the lines kept per node must be dropped by the observations after.
+    if (i === Math.floor(observations.length / 2)) ours.text();
   }
   // A registry holding one metric writes its block and a newline.
   return { ours: `${ours.text()}\n`, theirs: await b.metrics() };
