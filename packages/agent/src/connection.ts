@@ -31,6 +31,8 @@ export class Connection {
   private ws: WebSocket | null = null;
   private stopped = false;
   private heartbeat: NodeJS.Timeout | null = null;
+  /** Stops reading the node's blocks between heartbeats (NodeClient.follow), while welcomed. */
+  private unfollow: (() => void) | null = null;
   private seq = 0;
   private attempt = 0;
   private welcomed = false;
@@ -74,6 +76,7 @@ export class Connection {
     this.stopped = true;
     this.unlisten?.();
     if (this.heartbeat) clearInterval(this.heartbeat);
+    this.unfollow?.();
     this.ws?.close(1001, 'agent stopping');
   }
 
@@ -120,6 +123,8 @@ export class Connection {
       ws.on('close', (code, reason) => {
         if (this.heartbeat) clearInterval(this.heartbeat);
         this.heartbeat = null;
+        this.unfollow?.();
+        this.unfollow = null;
         this.welcomed = false;
         this.log.info({ code, reason: reason.toString() }, 'coordinator connection closed');
         resolve(refused);
@@ -175,6 +180,8 @@ export class Connection {
         this.log.info({ heartbeatIntervalMs: m.heartbeatIntervalMs, proto: PROTOCOL_VERSION }, 'welcomed by the coordinator');
         if (this.heartbeat) clearInterval(this.heartbeat);
         this.heartbeat = setInterval(() => void this.beat(ws), m.heartbeatIntervalMs);
+        this.unfollow?.();
+        this.unfollow = this.agent.node.follow(m.heartbeatIntervalMs);
         return;
       }
       case 'refused':

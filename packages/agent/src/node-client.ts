@@ -28,6 +28,15 @@ export interface HttpJson {
 /** Most blocks a status carries (the protocol's cap). */
 export const CHAIN_BLOCKS = 64;
 
+/** Blocks the node serves at /api/consensus/blocks: its last ten (guts-node's interface). */
+const NODE_BLOCK_WINDOW = 10;
+/** The shortest pause between two reads of the latest blocks while following the chain. */
+const FOLLOW_MIN_MS = 500;
+/** While the block rate is not known, how soon following looks at it again. */
+const FOLLOW_UNKNOWN_RECHECK_MS = 1000;
+/** How much of the node's window may pass between two reads: reads take time and blocks come unevenly. */
+const FOLLOW_WINDOW_SHARE = 0.6;
+
 /** Most bytes one answer of the node may have (metrics pages are the largest, a few hundred KiB). */
 const MAX_BODY_BYTES = 16 * 1024 * 1024;
 
@@ -36,6 +45,12 @@ export class NodeClient {
   private lastScrape: MetricsSample | null = null;
   /** The node's recent finalized blocks, contiguous by height, oldest first, kept between reads. */
   private recent: ChainReport['blocks'] = [];
+  /** Reads of the latest blocks, one at a time (each merges into `recent`). */
+  private blockReads: Promise<unknown> = Promise.resolve();
+  /** The highest block seen and when its height was first seen: the block rate follows from the next one. */
+  private seenTop: { height: number; at: number } | null = null;
+  /** Blocks per millisecond between the last two new tops (0: not known yet). */
+  private blocksPerMs = 0;
 
   constructor(
     readonly apiUrl: string,
@@ -143,10 +158,50 @@ export class NodeClient {
    * no blocks: the coordinator then has nothing from this node to weigh.
    */
   async chain(): Promise<ChainReport> {
-    const [v, b] = await Promise.all([this.json('/api/consensus/validators'), this.json('/api/consensus/blocks')]);
-    return {
-      validators: v && v.status === 200 ? validatorSetOf(v.body) : null,
-      blocks: b && b.status === 200 ? await this.recentBlocks(blocksOf(b.body)) : [],
+    const [v, blocks] = await Promise.all([this.json('/api/consensus/validators'), this.latestBlocks()]);
+    return { validators: v && v.status === 200 ? validatorSetOf(v.body) : null, blocks };
+  }
+
+  /**
+   * Reads the node's latest blocks into the run it keeps (recentBlocks); no blocks when the node
+   * does not answer. One read at a time, the read inside: two reads merged out of order would look
+   * like a chain that went back.
+   */
+  private latestBlocks(): Promise<ChainReport['blocks']> {
+    const read = this.blockReads.then(async () => {
+      const b = await this.json('/api/consensus/blocks');
+      return b && b.status === 200 ? this.recentBlocks(blocksOf(b.body)) : [];
+    });
+    this.blockReads = read.catch(() => undefined);
+    return read;
+  }
+
+  /**
+   * Reads the latest blocks between heartbeats, just often enough that the chain does not run
+   * past the ten the node serves before the next read: at five blocks a second and a 5 s
+   * heartbeat, each heartbeat otherwise fetched 15 blocks one request at a time, half of the idle
+   * agent's CPU (footprint bench: 0.43 % with them, 0.22 % without). The pause follows the block
+   * rate the reads see, from FOLLOW_MIN_MS up; a chain slow enough for the heartbeat's own read
+   * gets no extra read. Returns the function that stops it.
+   */
+  follow(heartbeatMs: number): () => void {
+    let timer: NodeJS.Timeout | null = null;
+    let stopped = false;
+    const next = () => {
+      if (stopped) return;
+      const pause = followPause(this.blocksPerMs, heartbeatMs);
+      // No read due: look again (a timer, no request) once the heartbeats may have measured the rate.
+      const recheck = this.blocksPerMs > 0 ? heartbeatMs : Math.min(heartbeatMs, FOLLOW_UNKNOWN_RECHECK_MS);
+      timer = setTimeout(() => {
+        if (pause === null) return next();
+        void this.latestBlocks().finally(next);
+      }, pause ?? recheck);
+      timer.unref();
+    };
+    next();
+    return () => {
+      stopped = true;
+      if (timer) clearTimeout(timer);
     };
   }
 
@@ -176,7 +231,16 @@ export class NodeClient {
     for (let h = top; h >= floor && byHeight.has(h); h--) run.push(byHeight.get(h)!);
     run.reverse();
     this.recent = run;
+    this.noteTop(top, Date.now());
     return run;
+  }
+
+  /** The block rate from two successive new tops (a chain that went back starts the measure again). */
+  private noteTop(top: number, now: number): void {
+    const seen = this.seenTop;
+    if (seen && top === seen.height) return;
+    if (seen && top > seen.height && now > seen.at) this.blocksPerMs = (top - seen.height) / (now - seen.at);
+    this.seenTop = { height: top, at: now };
   }
 
   async metricsText(): Promise<string | null> {
@@ -265,6 +329,17 @@ export class NodeClient {
       busy,
     };
   }
+}
+
+/**
+ * The pause before the next read of the latest blocks while following: the time the chain takes
+ * to produce FOLLOW_WINDOW_SHARE of the node's window, not under FOLLOW_MIN_MS; null when that is
+ * a heartbeat or more (the heartbeat reads them) or the rate is not known yet.
+ */
+export function followPause(blocksPerMs: number, heartbeatMs: number): number | null {
+  if (!(blocksPerMs > 0)) return null;
+  const pause = (FOLLOW_WINDOW_SHARE * NODE_BLOCK_WINDOW) / blocksPerMs;
+  return pause >= heartbeatMs ? null : Math.max(FOLLOW_MIN_MS, Math.round(pause));
 }
 
 const HEX = /^[0-9a-fA-F]{2,256}$/;

@@ -13,7 +13,7 @@ import { Agent } from '../src/agent.js';
 import { loadConfig, resolveConfig } from '../src/config.js';
 import { Connection } from '../src/connection.js';
 import { createLogger } from '../src/log.js';
-import { blocksOf, CHAIN_BLOCKS, NodeClient, validatorSetOf } from '../src/node-client.js';
+import { blocksOf, CHAIN_BLOCKS, followPause, NodeClient, validatorSetOf } from '../src/node-client.js';
 import { makeRig } from './helpers.js';
 
 delete process.env.NODE_OPTIONS;
@@ -108,6 +108,64 @@ t.test('the agent reports up to 64 contiguous blocks although the node serves it
   salt = 'b';
   t.same(await heights(), range(1, 50), 'a chain that went back (a restore) starts over');
   t.same((await client.chain()).blocks[0]?.blockId, 'b1');
+});
+
+t.test('following the chain between heartbeats: the run stays whole without reading blocks one by one', async (t) => {
+  // A node (a stand-in for guts-node's two block endpoints) finalizing 10 blocks a second, serving its last ten.
+  const t0 = Date.now();
+  const top = () => 30 + Math.floor((Date.now() - t0) / 100);
+  let byHeight = 0;
+  const block = (h: number) => ({ height: h, block_id: `b${h}`, view: h, producer: 'aa', signature_count: 3 });
+  const node = http.createServer((req, res) => {
+    const m = /^\/api\/consensus\/blocks(?:\/(\d+))?$/.exec(req.url ?? '');
+    res.writeHead(m ? 200 : 404, { 'content-type': 'application/json' });
+    if (!m) return res.end('{}');
+    const h = top();
+    if (m[1]) {
+      byHeight++;
+      return res.end(JSON.stringify(Number(m[1]) <= h ? block(Number(m[1])) : null));
+    }
+    res.end(JSON.stringify(Array.from({ length: 10 }, (_, i) => block(h - 9 + i))));
+  });
+  await new Promise<void>((r) => node.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise((r) => node.close(r)));
+  const url = `http://127.0.0.1:${(node.address() as { port: number }).port}`;
+  const contiguous = (hs: number[]) => hs.every((h, i) => i === 0 || h === hs[i - 1]! + 1);
+
+  // Heartbeats every 2 s read 20 new blocks each: without following, 10 of them one by one per beat.
+  const beats = async (client: NodeClient) => {
+    await client.chain();
+    await new Promise((r) => setTimeout(r, 400));
+    await client.chain(); // two reads: the client has measured the block rate
+    byHeight = 0;
+    let last: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      await new Promise((r) => setTimeout(r, 2000));
+      last = (await client.chain()).blocks.map((b) => b.height);
+      t.ok(contiguous(last) && last.length === Math.min(CHAIN_BLOCKS, last.at(-1)!), `beat ${i + 1}: ${last.length} contiguous blocks up to ${last.at(-1)}`);
+    }
+    t.ok(Math.abs(last.at(-1)! - top()) <= 2, 'up to the node’s latest');
+    return byHeight;
+  };
+  const plain = new NodeClient(url, null, 2000);
+  t.teardown(() => plain.close());
+  const without = await beats(plain);
+  t.ok(without >= 20, `without following: ${without} blocks read one by one over 3 beats`);
+
+  const following = new NodeClient(url, null, 2000);
+  t.teardown(() => following.close());
+  const stop = following.follow(2000);
+  t.teardown(stop);
+  const withIt = await beats(following);
+  t.ok(withIt <= 3, `following: ${withIt} blocks read one by one over 3 beats`);
+  stop();
+});
+
+t.test('followPause: a share of the node’s ten blocks, from 500 ms up; none when the heartbeat is soon enough', async (t) => {
+  t.equal(followPause(0, 5000), null, 'rate not known yet');
+  t.equal(followPause(1 / 200, 5000), 1200, '5 blocks/s: 6 blocks take 1.2 s');
+  t.equal(followPause(1 / 10, 5000), 500, '100 blocks/s: not under 500 ms');
+  t.equal(followPause(1 / 1000, 5000), null, '1 block/s: 6 s, the 5 s heartbeat reads them');
 });
 
 t.test('hello names the validator; heartbeats carry chain.validators and chain.blocks', async (t) => {
