@@ -80,12 +80,7 @@ export class Metrics {
  */
 function fleetMetrics(r: Registry, c: Coordinator): { begin(): void; end(): void } {
   let current: FleetWatch | null = null;
-  let scraping = false;
-  const fleet = (): FleetWatch => {
-    if (!scraping) return c.fleetWatch();
-    current ??= c.fleetWatch();
-    return current;
-  };
+  const fleet = (): FleetWatch => current ?? c.fleetWatch();
   new Gauge({
     name: 'guts_upgrade_validators',
     help: 'Validator-set size n',
@@ -218,11 +213,9 @@ function fleetMetrics(r: Registry, c: Coordinator): { begin(): void; end(): void
   });
   return {
     begin: () => {
-      scraping = true;
-      current = null;
+      current = c.fleetWatch();
     },
     end: () => {
-      scraping = false;
       current = null;
     },
   };
