@@ -146,7 +146,7 @@ export function renderMarkdown(out) {
       ]);
       rows.push([
         `command dispatch latency (decision → agent receives)${of}`,
-        `p50 ${o.dispatchLatencyMs.p50} ms${sp('p50')}, **p99 ${o.dispatchLatencyMs.p99} ms**${sp('p99')}, max ${o.dispatchLatencyMs.max} ms${sp('max')} (${o.commandsReceived} commands per round); load generators' own event-loop delay p99 ${o.loadgenLoopLagMs?.p99 ?? '–'} ms${sp('loadgenLagP99')}, max ${o.loadgenLoopLagMs?.max ?? '–'} ms${sp('loadgenLagMax')}${o.rounds > 1 ? '' : dispatchShare(o.coordinatorDispatch)}`,
+        `p50 ${o.dispatchLatencyMs.p50} ms${sp('p50')}, p90 ${o.dispatchLatencyMs.p90} ms${sp('p90')}, **p99 ${o.dispatchLatencyMs.p99} ms**${sp('p99')}, max ${o.dispatchLatencyMs.max} ms${sp('max')} (${o.commandsReceived} commands per round); load generators' own event-loop delay p99 ${o.loadgenLoopLagMs?.p99 ?? '–'} ms${sp('loadgenLagP99')}, max ${o.loadgenLoopLagMs?.max ?? '–'} ms${sp('loadgenLagMax')}${o.rounds > 1 ? '' : dispatchShare(o.coordinatorDispatch)}`,
       ]);
       rows.push([
         'coordinator during the rollout',
